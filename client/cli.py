@@ -1,0 +1,50 @@
+"""`medfed-site`: the hospital IT team's command: check the site's data locally, start the site agent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from client.site import SiteConfig, load_site_data
+from shared.config import load_study
+from shared.errors import MedfedError
+
+console = Console(soft_wrap=True)
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+
+@cli.command()
+def check(
+    data: Annotated[Path, typer.Option(help="The site's data file")],
+    study: Annotated[Path, typer.Option(help="The study TOML the site is asked to join")],
+    site: Annotated[str, typer.Option(help="This site's name")] = "site",
+) -> None:
+    """Pre-flight check: validate the site's data against a study and print a report. Nothing is sent."""
+    try:
+        config = load_study(study)
+        report = load_site_data(SiteConfig(site, data), config).report
+    except MedfedError as exc:
+        console.print(f"[red]not ready:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    table = Table(title=f"pre-flight report for site '{site}' (kept on this machine)", show_header=False)
+    for key, value in report.items():
+        table.add_row(key, str(value))
+    console.print(table)
+    console.print("[green]ready[/]: the data fits the study")
+
+
+@cli.command()
+def start() -> None:
+    """Start this site's agent (a Flower SuperNode) from a site config file: arrives with issue #6."""
+    console.print("medfed-site start is not available yet (tracked in issue #6); use flower-supernode with "
+                  "--node-config 'site=\"...\" data-path=\"...\"' meanwhile.")
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli()

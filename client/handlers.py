@@ -1,0 +1,79 @@
+"""What a site does with each message: check the study, load its data, evaluate, train, reply."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+
+from client.site import SiteConfig, load_site_data
+from shared.arrays import load_arrays, model_arrays
+from shared.config import StudyConfig
+from shared.device import resolve_device
+from shared.errors import MedfedError
+from shared.tasks import SiteData, Task, get_task
+from shared.training import make_loader, make_optimizer, predict, train_epochs
+
+log = logging.getLogger("medfed.site")
+
+SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
+
+
+def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
+    """Run one train or evaluate message; any failure becomes an error reply naming the site."""
+    try:
+        metrics, arrays = _run(msg, site, train)
+    except MedfedError as exc:
+        log.error("%s", exc)
+        return Message(Error(code=SITE_REFUSED, reason=_named(site, str(exc))), reply_to=msg)
+    except Exception as exc:  # a bug must not leave the server waiting: reply, keep the trace local
+        log.exception("site '%s' failed on a %s message", site.name, msg.metadata.message_type)
+        return Message(Error(code=SITE_REFUSED, reason=_named(site, f"internal error ({type(exc).__name__})")),
+                       reply_to=msg)
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content, reply_to=msg)
+
+
+def _run(msg: Message, site: SiteConfig, train: bool):
+    started = time.perf_counter()
+    config = msg.content["config"]
+    study = StudyConfig.from_json(str(config["study"]))
+    task = get_task(study.task)
+    task.check_study(study)
+    data = load_site_data(site, study)
+    device = resolve_device(site.device)
+    model = task.build_model(study)
+    try:
+        load_arrays(model, msg.content["arrays"])
+    except ValueError as exc:
+        raise MedfedError(str(exc)) from exc
+    # The received global model is scored first, so a train reply also carries its evaluation.
+    metrics = _evaluate(task, model, data, device, prefix="eval-" if train else "")
+    arrays = None
+    if train:
+        round_seed = study.seed * 100_003 + int(config.get("server-round", 0))
+        loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
+        loss = train_epochs(model, loader, task.loss(), make_optimizer(model, study.train), study.train.local_epochs,
+                            device, proximal_mu=float(config.get("proximal-mu", 0.0)))
+        metrics.update({"num-examples": len(data.train), "train-loss": loss})
+        arrays = model_arrays(model)
+    metrics["compute-s"] = time.perf_counter() - started
+    return metrics, arrays
+
+
+def _evaluate(task: Task, model, data: SiteData, device, prefix: str) -> dict[str, float]:
+    loss, y_true, probs = predict(model, data.test, task.loss(), device)
+    scores = {"num-examples": len(data.test), "loss": loss, **task.metrics(y_true, probs)}
+    return {prefix + k: float(v) if k != "num-examples" else int(v) for k, v in scores.items()}
+
+
+def _named(site: SiteConfig, reason: str) -> str:
+    return reason if reason.startswith(f"site '{site.name}'") else f"site '{site.name}': {reason}"
+
+
+def site_from_context(context: Context) -> SiteConfig:
+    """The deployed site's config, from the SuperNode's --node-config."""
+    return SiteConfig.from_node_config(dict(context.node_config))

@@ -1,0 +1,52 @@
+"""A site's own settings (from Flower's node config) and its cached, validated data."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.config import StudyConfig
+from shared.errors import ConfigError
+from shared.tasks import SiteData, get_task
+from shared.tasks.tabular.demo import write_demo_site
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """Who the site is, where its data lies and which device it trains on. Never sent to the server."""
+
+    name: str
+    data_path: Path
+    device: str = "auto"
+
+    @classmethod
+    def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
+        """Read `site`, `data-path` and `device`; under Flower's simulation without a path, use the demo split."""
+        device = str(node_config.get("device", "auto"))
+        if "data-path" in node_config:
+            path = Path(str(node_config["data-path"]))
+            return cls(str(node_config.get("site", path.stem)), path, device)
+        if "partition-id" in node_config:
+            index, total = int(node_config["partition-id"]), int(node_config["num-partitions"])
+            folder = Path(tempfile.gettempdir()) / "medfed-demo" / f"{total}-sites"
+            return cls(f"hospital-{index + 1}", write_demo_site(folder, index, total), device)
+        raise ConfigError("data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'",
+                          source="node config")
+
+
+def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
+    """The site's data for this study, read once per process while the file is unchanged."""
+    try:
+        mtime = site.data_path.stat().st_mtime_ns
+    except OSError:
+        mtime = 0  # the task reports the missing file with the site's name
+    return _cached(study.task, site.data_path, mtime, site.name, study.to_json())
+
+
+@functools.lru_cache(maxsize=8)
+def _cached(task: str, path: Path, mtime: int, site: str, study_json: str) -> SiteData:
+    study = StudyConfig.from_json(study_json)
+    return get_task(task).load_site(path, site, study)

@@ -1,0 +1,150 @@
+"""The study's round loop over any Flower strategy: sample, exchange with timeouts, screen, aggregate, save."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from server.history import History
+from server.outputs import StudyOutputs
+from server.screening import SiteNames, screen
+from server.strategies import build_strategy
+from shared.arrays import model_arrays
+from shared.config import StudyConfig
+from shared.tasks import get_task
+
+log = logging.getLogger("medfed.server")
+
+POLL_S = 0.005  # our own pull loop: Flower's send_and_receive sleeps 0.1 s (simulation) or 3 s (deployment)
+
+
+class StudyStopped(Exception):
+    """The study ended early, cleanly, for the reason given (too few sites, nobody connected)."""
+
+
+@dataclass
+class RoundReport:
+    """What the operator sees after each round."""
+
+    round: int
+    rounds: int
+    accepted: int
+    sampled: int
+    train: dict[str, float]
+    evaluated_round: int
+    evaluation: dict[str, float]
+    wall_s: float
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+
+def run_study(
+    grid: Grid, study: StudyConfig, outputs: StudyOutputs, progress: Callable[[RoundReport], None] | None = None
+) -> tuple[ArrayRecord, History]:
+    """Run every round of the study; outputs are written after each, and a stop is recorded, not raised."""
+    task = get_task(study.task)
+    task.check_study(study)
+    torch.manual_seed(study.seed)
+    arrays = model_arrays(task.build_model(study))
+    fed = study.federation
+    strategy = build_strategy(fed)
+    config = {"study": study.to_json()}
+    history, names = History(), SiteNames()
+    progress = progress or _log_report
+    outputs.write_study(study)
+    try:
+        _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
+        for rnd in range(1, fed.rounds + 1):
+            started = time.perf_counter()
+            messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
+            replies = exchange(grid, messages, fed.round_timeout)
+            wall = time.perf_counter() - started
+            result = screen(replies, arrays, names)
+            problems = result.problems + _missing(messages, replies, fed.round_timeout)
+            history.add_events(rnd, problems)
+            evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
+            train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
+            compute = max((m.get("compute-s", 0.0) for m in result.site_metrics.values()), default=0.0)
+            history.timings.append({"round": rnd, "wall-s": wall, "max-site-compute-s": compute,
+                                    "overhead-s": wall - compute, "sampled": len(messages),
+                                    "accepted": len(result.accepted)})
+            if len(result.accepted) < fed.min_sites:
+                raise StudyStopped(f"round {rnd}: only {len(result.accepted)} usable update(s), "
+                                   f"federation.min-sites is {fed.min_sites}")
+            aggregated, _ = strategy.aggregate_train(rnd, result.accepted)
+            if aggregated is None:
+                raise StudyStopped(f"round {rnd}: the strategy produced no model")
+            arrays = aggregated
+            outputs.checkpoint(rnd, arrays)
+            outputs.write_history(history)
+            progress(RoundReport(rnd, fed.rounds, len(result.accepted), len(messages), train, rnd - 1,
+                                 evaluation, wall, problems))
+        _final_evaluation(grid, strategy, arrays, config, study, history, names)
+        history.status = "completed"
+    except StudyStopped as stop:
+        history.status = f"stopped: {stop}"
+        history.add_events(len(history.timings), [{"site": "-", "event": "stopped", "reason": str(stop)}])
+        log.error("study '%s' stopped: %s", study.name, stop)
+    outputs.save_model("model.safetensors", arrays, {"study": study.name, "status": history.status})
+    outputs.write_history(history)
+    return arrays, history
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
+    """Push messages and pull their replies until all arrive or `timeout` seconds pass."""
+    if not messages:
+        return []
+    pending = set(grid.push_messages(messages))
+    replies: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        got = list(grid.pull_messages(pending))
+        for msg in got:
+            pending.discard(msg.metadata.reply_to_message_id)
+        replies.extend(got)
+        if pending:
+            time.sleep(POLL_S)
+    return replies
+
+
+def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> None:
+    fed = study.federation
+    messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
+    replies = exchange(grid, messages, fed.round_timeout)
+    result = screen(replies, None, names)
+    history.add_events(fed.rounds, result.problems + _missing(messages, replies, fed.round_timeout))
+    history.add_metrics(fed.rounds, "eval", result.site_metrics)
+
+
+def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(grid.get_node_ids())) < needed:
+        if time.monotonic() > deadline:
+            raise StudyStopped(f"only {len(list(grid.get_node_ids()))} site(s) connected within "
+                               f"{timeout:.0f} s, federation.min-sites is {needed}")
+        time.sleep(0.05)
+
+
+def _missing(messages: list[Message], replies: list[Message], timeout: float) -> list[dict[str, str]]:
+    answered = {r.metadata.src_node_id for r in replies}
+    return [{"site": f"node-{m.metadata.dst_node_id}", "event": "no-reply", "reason": f"no reply within {timeout:.0f} s"}
+            for m in messages if m.metadata.dst_node_id not in answered]
+
+
+def _strip(site_metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, float]]:
+    return {s: {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)} for s, m in site_metrics.items()}
+
+
+def _train_only(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if not k.startswith("eval-")}
+
+
+def _log_report(report: RoundReport) -> None:
+    log.info("round %d/%d: %d/%d sites, train loss %.4f, round-%d model accuracy %.3f (%.2f s)",
+             report.round, report.rounds, report.accepted, report.sampled, report.train.get("train-loss", float("nan")),
+             report.evaluated_round, report.evaluation.get("accuracy", float("nan")), report.wall_s)

@@ -1,0 +1,72 @@
+"""Screen site replies before aggregation: refusals, missing records, wrong shapes, NaN/Inf are left out."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+
+from shared.arrays import mismatch, non_finite
+
+
+@dataclass
+class Screened:
+    """Replies split into accepted ones (content reduced to what aggregation needs) and the rest."""
+
+    accepted: list[Message] = field(default_factory=list)
+    site_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+
+class SiteNames:
+    """Node id to site name, learnt from replies, so an error reply can still be attributed."""
+
+    def __init__(self) -> None:
+        self._names: dict[int, str] = {}
+
+    def of(self, msg: Message) -> str:
+        """The replying site's name (as it last announced it), else its node id."""
+        node = msg.metadata.src_node_id
+        if msg.has_content() and "site" in msg.content.config_records:
+            self._names[node] = str(msg.content.config_records["site"]["name"])
+        return self._names.get(node, f"node-{node}")
+
+
+def screen(replies: list[Message], expected: ArrayRecord | None, names: SiteNames) -> Screened:
+    """Check each reply; with `expected` set (training), its arrays must match it in keys, shapes and be finite."""
+    out = Screened()
+    for msg in replies:
+        site = names.of(msg)
+        problem = _problem(msg, expected)
+        if problem:
+            kind = "refused" if msg.has_error() else "rejected"
+            out.problems.append({"site": site, "event": kind, "reason": problem})
+            continue
+        metrics = msg.content.metric_records["metrics"]
+        out.site_metrics[site] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if expected is not None:
+            msg = copy.copy(msg)  # the received reply stays as it came; the strategy gets only what it aggregates
+            msg.content = RecordDict({
+                "arrays": msg.content.array_records["arrays"],
+                "metrics": MetricRecord({"num-examples": int(metrics["num-examples"])}),
+            })
+        out.accepted.append(msg)
+    return out
+
+
+def _problem(msg: Message, expected: ArrayRecord | None) -> str | None:
+    if msg.has_error():
+        return msg.error.reason or f"error code {msg.error.code}"
+    content = msg.content
+    metrics = content.metric_records.get("metrics")
+    if metrics is None or "num-examples" not in metrics:
+        return "reply has no metrics with num-examples"
+    if expected is None:
+        return None
+    if not isinstance(metrics["num-examples"], int) or metrics["num-examples"] <= 0:
+        return "num-examples must be a positive integer"
+    arrays = content.array_records.get("arrays")
+    if arrays is None:
+        return "reply has no model arrays"
+    return mismatch(expected, arrays) or non_finite(arrays)

@@ -1,0 +1,42 @@
+"""Model weights as Flower ArrayRecords, and the checks that keep a bad update out of the global model."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import ArrayRecord
+from torch import nn
+
+
+def model_arrays(model: nn.Module) -> ArrayRecord:
+    """The model's state dict as an ArrayRecord (on CPU), unwrapping an Opacus GradSampleModule."""
+    module = getattr(model, "_module", model)
+    return ArrayRecord({k: v.detach().cpu() for k, v in module.state_dict().items()})
+
+
+def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
+    """Load global weights into a model; a shape or key mismatch says which tensor differs."""
+    problem = mismatch(ArrayRecord(model.state_dict()), arrays)
+    if problem:
+        raise ValueError(f"received weights do not fit the study's model: {problem}")
+    model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+
+
+def mismatch(expected: ArrayRecord, got: ArrayRecord) -> str | None:
+    """Describe the first key/shape difference between two ArrayRecords, or None when they match."""
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    if missing or extra:
+        return f"missing tensors {missing[:3]}, unexpected tensors {extra[:3]}"
+    for key in expected:
+        if tuple(expected[key].shape) != tuple(got[key].shape):
+            return f"tensor '{key}' has shape {tuple(got[key].shape)}, expected {tuple(expected[key].shape)}"
+    return None
+
+
+def non_finite(arrays: ArrayRecord) -> str | None:
+    """Name the first tensor holding NaN or Inf, or None when all values are finite."""
+    for key, array in arrays.items():
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+            return f"tensor '{key}' holds NaN or Inf values"
+    return None

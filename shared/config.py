@@ -1,0 +1,179 @@
+"""The study config: one typed object, read from TOML or Flower's run config and validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flwr.common.config import unflatten_dict
+
+from shared.errors import ConfigError
+
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    """How the server runs the study: strategy, rounds, sampling and every timeout."""
+
+    strategy: str = "fedavg"
+    rounds: int = 10
+    fraction: float = 1.0
+    min_sites: int = 2
+    proximal_mu: float = 0.01
+    server_lr: float = 0.05
+    round_timeout: float = 300.0
+    connect_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in STRATEGIES, "federation.strategy", f"must be one of {', '.join(STRATEGIES)}")
+        _check(self.rounds >= 1, "federation.rounds", "must be at least 1")
+        _check(0 < self.fraction <= 1, "federation.fraction", "must be in (0, 1]")
+        _check(self.min_sites >= 1, "federation.min-sites", "must be at least 1")
+        _check(self.proximal_mu >= 0, "federation.proximal-mu", "must be >= 0")
+        _check(self.server_lr > 0, "federation.server-lr", "must be > 0")
+        _check(self.round_timeout > 0, "federation.round-timeout", "must be > 0 seconds")
+        _check(self.connect_timeout > 0, "federation.connect-timeout", "must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What each site does with the model it receives: local epochs and optimiser."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.local_epochs >= 1, "train.local-epochs", "must be at least 1")
+        _check(self.batch_size >= 1, "train.batch-size", "must be at least 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
+        _check(self.weight_decay >= 0, "train.weight-decay", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study; `model` and `data` are the task's own options, which the task validates."""
+
+    name: str = "study"
+    task: str = "tabular"
+    seed: int = 0
+    output_dir: str = "outputs"
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> StudyConfig:
+        """Build and validate a study from a nested mapping with TOML-style dashed keys."""
+        return parse_section(cls, raw, "")
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> StudyConfig:
+        """Build a study from Flower's flattened run config (`[tool.flwr.app.config]`)."""
+        return cls.from_dict(unflatten_dict(dict(run_config)))
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyConfig:
+        """Rebuild a study from the JSON that travels in each message."""
+        return cls.from_dict(json.loads(text))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested mapping with dashed keys: the inverse of `from_dict`."""
+        return _dump(self)
+
+    def to_json(self) -> str:
+        """Compact JSON for the wire and for the study's output folder."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read a study TOML file (or the study.json a run wrote), with errors that name the file."""
+    path = Path(path)
+    parse = json.loads if path.suffix.lower() == ".json" else tomllib.loads
+    try:
+        raw = parse(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(str(path), "does not exist", source="study file") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"is not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({exc})",
+                          source="study file") from exc
+    try:
+        return StudyConfig.from_dict(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.problem, source=f"study file {path}") from exc
+
+
+def _check(ok: bool, name: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(name, problem)
+
+
+def parse_section(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    """Build dataclass `cls` from a dashed-key mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(prefix.rstrip(".") or "study", "must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"is not a known key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for key, value in raw.items():
+        f = fields[key]
+        kwargs[f.name] = _coerce(hints[f.name], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(kind: Any, value: Any, name: str) -> Any:
+    if dataclasses.is_dataclass(kind):
+        return parse_section(kind, value, name + ".")
+    if typing.get_origin(kind) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(name, "must be a table")
+        item = typing.get_args(kind)[1]
+        return {k: _coerce(item, v, f"{name}.{k}") if typing.get_origin(item) is list else v for k, v in value.items()}
+    if typing.get_origin(kind) is list:
+        if isinstance(value, str):  # Flower's run config holds scalars: lists arrive as "a,b,c"
+            value = [_scalar(typing.get_args(kind)[0], v.strip(), name) for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(name, f"must be a list, got {value!r}")
+        return list(value)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and not isinstance(value, bool) or not isinstance(value, kind) or (
+        kind is int and isinstance(value, bool)
+    ):
+        raise ConfigError(name, f"must be of type {kind.__name__}, got {value!r}")
+    return value
+
+
+def _scalar(kind: Any, text: str, name: str) -> Any:
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError as exc:
+            raise ConfigError(name, f"must list whole numbers, got '{text}'") from exc
+    return text
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    return {f.name.replace("_", "-"): _dump_value(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def _dump_value(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return _dump(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value

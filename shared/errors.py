@@ -1,0 +1,36 @@
+"""medfed's error types: each names the site, file and field at fault, never a patient value."""
+
+from __future__ import annotations
+
+
+class MedfedError(Exception):
+    """Base of every error medfed raises on purpose; its text is safe to log and to send."""
+
+
+class ConfigError(MedfedError):
+    """A study or site configuration value is missing or invalid."""
+
+    def __init__(self, field: str, problem: str, source: str = "study config") -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{source}: '{field}' {problem}")
+
+
+class DataError(MedfedError):
+    """A site's data cannot be used as configured."""
+
+    def __init__(self, site: str, problem: str, file: str | None = None, column: str | None = None) -> None:
+        self.site, self.file, self.column = site, file, column
+        where = f"site '{site}'"
+        if file:
+            where += f", file '{file}'"
+        if column:
+            where += f", column '{column}'"
+        super().__init__(f"{where}: {problem}")
+
+
+class UpdateRejected(MedfedError):
+    """A site's model update failed the server's checks and was left out of aggregation."""
+
+    def __init__(self, site: str, problem: str) -> None:
+        self.site = site
+        super().__init__(f"update from site '{site}' rejected: {problem}")

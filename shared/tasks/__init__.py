@@ -1,0 +1,19 @@
+"""Task registry: one folder per modality, each exposing `TASK`, looked up by the study's `task` name."""
+
+from __future__ import annotations
+
+import importlib
+
+from shared.errors import ConfigError
+from shared.tasks.base import SiteData, Task
+
+KNOWN_TASKS = ("tabular",)
+
+__all__ = ["KNOWN_TASKS", "SiteData", "Task", "get_task"]
+
+
+def get_task(name: str) -> Task:
+    """Return the task named in a study config, or a clear error listing the known ones."""
+    if name not in KNOWN_TASKS:
+        raise ConfigError("task", f"'{name}' is not a known task (known: {', '.join(KNOWN_TASKS)})")
+    return importlib.import_module(f"shared.tasks.{name}").TASK

@@ -1,0 +1,49 @@
+"""The contract every task folder fulfils: load a site's data, build the model, score predictions."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from torch.utils.data import Dataset
+
+from shared.config import StudyConfig
+
+
+@dataclass
+class SiteData:
+    """A site's validated data, split at the site; `report` is the local pre-flight report, never sent."""
+
+    train: Dataset
+    test: Dataset
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(ABC):
+    """A modality: its data loading and validation, model(s), loss and metrics."""
+
+    name: str
+
+    @abstractmethod
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate the study's `data` and `model` options; raise ConfigError naming the field."""
+
+    @abstractmethod
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read, validate and split one site's data; raise DataError naming site, file and column."""
+
+    @abstractmethod
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """A freshly initialised model, identical in shape at every site and at the server."""
+
+    def loss(self) -> nn.Module:
+        """Training loss; classification tasks use cross-entropy on logits."""
+        return nn.CrossEntropyLoss()
+
+    @abstractmethod
+    def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Aggregate metrics of one site's predictions; only defined values are returned."""

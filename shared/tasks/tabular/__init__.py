@@ -1,0 +1,42 @@
+"""Tabular task: a site's CSV/Parquet table, logistic regression or MLP, binary/multi-class metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from shared.config import StudyConfig
+from shared.metrics import classification_metrics
+from shared.tasks.base import SiteData, Task
+from shared.tasks.tabular.data import load_tabular_site
+from shared.tasks.tabular.model import build_tabular_model
+from shared.tasks.tabular.spec import data_spec, model_spec
+
+
+class TabularTask(Task):
+    """Patient records in a table, one row per patient."""
+
+    name = "tabular"
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`."""
+        data_spec(study)
+        model_spec(study)
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read and split the site's table."""
+        return load_tabular_site(path, site, data_spec(study), study.seed)
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """Logistic regression or MLP sized from the agreed schema."""
+        spec = data_spec(study)
+        return build_tabular_model(spec.n_inputs, len(spec.classes), model_spec(study))
+
+    def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
+        return classification_metrics(y_true, scores)
+
+
+TASK = TabularTask()

@@ -1,0 +1,144 @@
+"""Read, validate, clean, split and encode one site's table (CSV or Parquet) at the site."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import TensorDataset
+
+from shared.errors import DataError
+from shared.tasks.base import SiteData
+from shared.tasks.tabular.spec import TabularSpec, canonical
+
+
+def read_table(path: Path, site: str, na_values: list[str]) -> pd.DataFrame:
+    """Load a CSV/TSV or Parquet file; unreadable input becomes a DataError naming the file."""
+    if not path.is_file():
+        raise DataError(site, "file not found", file=str(path))
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            table = pd.read_parquet(path)
+            return table.replace({v: np.nan for v in na_values})
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, na_values=na_values, keep_default_na=True, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise DataError(site, f"cannot be read as a table ({type(exc).__name__})", file=str(path)) from exc
+
+
+def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
+    """The site's train/test tensors plus a local report; every problem names site, file and column."""
+    table = read_table(path, site, spec.na_values)
+    fail = _failer(site, str(path))
+    for column in [spec.label, *spec.features]:
+        if column not in table.columns:
+            fail(f"column not found (the file has: {', '.join(map(str, table.columns))})", column)
+    report: dict = {"file": str(path), "rows-read": len(table)}
+    table = table[[spec.label, *spec.features]].copy()
+    for column in spec.features:
+        if table[column].isna().all():
+            fail("column holds no values (all missing)", column)
+    for column in spec.numeric:
+        table[column] = _numeric(table[column], fail, column)
+    for column in spec.categorical:
+        table[column] = _categories(table[column], spec.category_names(column), fail, column)
+    report["missing-per-column"] = {c: int(n) for c, n in table.isna().sum().items() if n}
+    table = table[table[spec.label].notna()]
+    y = _labels(table[spec.label], spec, fail)
+    if spec.missing == "drop":
+        keep = table[spec.features].notna().all(axis=1).to_numpy()
+        table, y = table[keep], y[keep]
+    report["rows-used"] = len(table)
+    if len(table) == 0:
+        fail("no rows left after dropping rows with missing values")
+    if len(np.unique(y)) < 2:
+        fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
+    train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    x_train, x_test = _encode(table.iloc[train_idx], table.iloc[test_idx], spec)
+    report["class-counts"] = {name: int((y == i).sum()) for i, name in enumerate(spec.class_names)}
+    report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
+    return SiteData(
+        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
+        test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
+        report=report,
+    )
+
+
+def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split, stratified when every class has more than two rows (as FLamby does)."""
+    counts = np.bincount(y)
+    stratify = y if (counts[counts > 0] > 2).all() else None
+    return train_test_split(
+        np.arange(len(y)), test_size=test_fraction, train_size=1 - test_fraction,
+        random_state=seed, shuffle=True, stratify=stratify,
+    )
+
+
+def _failer(site: str, file: str):
+    def fail(problem: str, column: str | None = None) -> None:
+        raise DataError(site, problem, file=file, column=column)
+    return fail
+
+
+def _numeric(values: pd.Series, fail, column: str) -> pd.Series:
+    converted = pd.to_numeric(values, errors="coerce")
+    bad = converted.isna() & values.notna()
+    if bad.any():
+        # Row numbers, never the values themselves: the message may leave the site.
+        fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}",
+             column)
+    return converted.astype(float)
+
+
+def _categories(values: pd.Series, agreed: list[str], fail, column: str) -> pd.Series:
+    as_text = values.map(lambda v: canonical(v) if pd.notna(v) else np.nan)
+    unknown = as_text.notna() & ~as_text.isin(agreed)
+    if unknown.any():
+        fail(f"{int(unknown.sum())} value(s) outside the study's agreed categories {agreed}, first at data row "
+             f"{_row(unknown)}", column)
+    return as_text
+
+
+def _labels(values: pd.Series, spec: TabularSpec, fail) -> np.ndarray:
+    as_text = values.map(canonical)
+    index = {name: i for i, name in enumerate(spec.class_names)}
+    unknown = ~as_text.isin(index)
+    if unknown.any():
+        kind = "binary" if spec.label_type == "binary" else "categorical"
+        fail(f"{int(unknown.sum())} row(s) have a label outside the study's {kind} classes {spec.class_names}, "
+             f"first at data row {_row(unknown)}", spec.label)
+    return as_text.map(index).to_numpy(dtype=np.int64)
+
+
+def _encode(train: pd.DataFrame, test: pd.DataFrame, spec: TabularSpec) -> tuple[np.ndarray, np.ndarray]:
+    # Imputation and scaling statistics come from the site's own train split only.
+    blocks_train, blocks_test = [], []
+    if spec.numeric:
+        num_train, num_test = train[spec.numeric], test[spec.numeric]
+        if spec.missing == "impute":
+            medians = num_train.median().fillna(0.0)
+            num_train, num_test = num_train.fillna(medians), num_test.fillna(medians)
+        a, b = num_train.to_numpy(float), num_test.to_numpy(float)
+        if spec.standardize:
+            mean, std = a.mean(axis=0), a.std(axis=0)
+            std[std == 0] = 1.0
+            a, b = (a - mean) / std, (b - mean) / std
+        blocks_train.append(a)
+        blocks_test.append(b)
+    for column in spec.categorical:
+        agreed = spec.category_names(column)
+        fill = train[column].mode().iloc[0] if spec.missing == "impute" and train[column].notna().any() else None
+        for frame, blocks in ((train, blocks_train), (test, blocks_test)):
+            values = frame[column].fillna(fill) if fill is not None else frame[column]
+            onehot = np.stack([(values == c).to_numpy(float) for c in agreed], axis=1)
+            blocks.append(onehot[:, 1:] if spec.drop_first else onehot)
+    return (np.concatenate(blocks_train, axis=1).astype(np.float32),
+            np.concatenate(blocks_test, axis=1).astype(np.float32))
+
+
+def _row(mask: pd.Series) -> int:
+    """1-based data row (header excluded) of the first True in a mask over the file's rows."""
+    return int(mask.index[mask.to_numpy()][0]) + 1

@@ -1,0 +1,136 @@
+"""The tabular study schema every site shares: label, classes, features and agreed category lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from shared.config import StudyConfig, parse_section
+from shared.errors import ConfigError
+
+MISSING_POLICIES = ("drop", "impute")
+LABEL_TYPES = ("binary", "categorical")
+MODELS = ("logreg", "mlp")
+
+
+@dataclass(frozen=True)
+class TabularSpec:
+    """`[data]` of a tabular study. Classes and categories are strings, so 1, 1.0 and "1" agree."""
+
+    label: str = ""
+    label_type: str = "binary"
+    classes: list[Any] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    categorical: dict[str, list[Any]] = field(default_factory=dict)
+    missing: str = "drop"
+    na_values: list[str] = field(default_factory=lambda: ["?"])
+    test_fraction: float = 0.2
+    split_seed: int = -1
+    drop_first: bool = False
+    standardize: bool = True
+
+    def __post_init__(self) -> None:
+        problems = [
+            (not self.label, "data.label", "must name the label column"),
+            (self.label_type not in LABEL_TYPES, "data.label-type", f"must be one of {', '.join(LABEL_TYPES)}"),
+            (len(self.classes) < 2, "data.classes", "must list at least two label values agreed for the study"),
+            (self.label_type == "binary" and len(self.classes) != 2, "data.classes",
+             f"must list exactly two values for a binary label, got {len(self.classes)}"),
+            (not self.features, "data.features", "must list the feature columns (medfed-sim fills it from your "
+             "table; a federation's study config states it)"),
+            (self.label in self.features, "data.features", f"must not include the label column '{self.label}'"),
+            (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
+            (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
+        ]
+        for bad, name, problem in problems:
+            if bad:
+                raise ConfigError(name, problem)
+        for column, values in self.categorical.items():
+            if column not in self.features:
+                raise ConfigError(f"data.categorical.{column}", "is not among data.features")
+            if not isinstance(values, list) or len(values) < 1:
+                raise ConfigError(f"data.categorical.{column}", "must list the column's agreed categories")
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label values as canonical strings; index i is class i (index 1 is positive when binary)."""
+        return [canonical(v) for v in self.classes]
+
+    def category_names(self, column: str) -> list[str]:
+        """Agreed categories of a column as canonical strings."""
+        return [canonical(v) for v in self.categorical[column]]
+
+    @property
+    def numeric(self) -> list[str]:
+        """Feature columns read as numbers."""
+        return [c for c in self.features if c not in self.categorical]
+
+    @property
+    def n_inputs(self) -> int:
+        """Width of the encoded feature vector, the same at every site."""
+        dropped = 1 if self.drop_first else 0
+        return len(self.numeric) + sum(len(v) - dropped for v in self.categorical.values())
+
+
+@dataclass(frozen=True)
+class TabularModelSpec:
+    """`[model]` of a tabular study."""
+
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ConfigError("model.name", f"must be one of {', '.join(MODELS)}")
+        if any(not isinstance(h, int) or h < 1 for h in self.hidden):
+            raise ConfigError("model.hidden", "must list positive layer widths")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.dropout", "must be in [0, 1)")
+
+
+def data_spec(study: StudyConfig) -> TabularSpec:
+    """Parse and validate the study's `[data]` section."""
+    return parse_section(TabularSpec, study.data, "data.")
+
+
+def model_spec(study: StudyConfig) -> TabularModelSpec:
+    """Parse and validate the study's `[model]` section."""
+    return parse_section(TabularModelSpec, study.model, "model.")
+
+
+def canonical(value: Any) -> str:
+    """One string form for a label or category value: 1, 1.0 and '1' all become '1'."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def infer_data_options(
+    table: pd.DataFrame, label: str, categorical: list[str] | None = None, exclude: list[str] | None = None,
+    max_categories: int = 20,
+) -> dict[str, Any]:
+    """Fill features, classes and category lists from a table the data scientist holds (simulation only)."""
+    if label not in table.columns:
+        raise ConfigError("data.label", f"column '{label}' is not in the table (columns: {', '.join(map(str, table.columns))})")
+    skip = {label, *(exclude or [])}
+    features = [str(c) for c in table.columns if c not in skip]
+    if categorical is None:
+        categorical = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
+    categories = {}
+    for column in categorical:
+        values = sorted({canonical(v) for v in table[column].dropna()})
+        if len(values) > max_categories:
+            raise ConfigError(f"data.categorical.{column}", f"has {len(values)} distinct values; list it as a "
+                              "feature with an explicit category list, or leave it out")
+        categories[column] = values
+    classes = sorted({canonical(v) for v in table[label].dropna()})
+    return {
+        "label": label,
+        "label-type": "binary" if len(classes) == 2 else "categorical",
+        "classes": classes,
+        "features": features,
+        "categorical": categories,
+    }

@@ -1,0 +1,74 @@
+"""Modality-agnostic local training and prediction loops used by every task, DP or not."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from shared.config import TrainConfig
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    """The study's optimiser over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay)
+    return torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
+
+
+def make_loader(dataset: Dataset, batch_size: int, seed: int) -> DataLoader:
+    """A shuffling loader whose order depends only on the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+
+
+def train_epochs(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    device: torch.device,
+    proximal_mu: float = 0.0,
+) -> float:
+    """Run local epochs (FedProx term when mu > 0); return the mean training loss of the last epoch."""
+    model.to(device).train()
+    anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
+    mean_loss = float("nan")
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for x, y in loader:
+            if len(y) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            if anchor is not None:
+                loss = loss + proximal_mu / 2 * sum(
+                    (p - a).pow(2).sum() for p, a in zip(model.parameters(), anchor, strict=True)
+                )
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        mean_loss = total / max(count, 1)
+    return mean_loss
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: Dataset, loss_fn: nn.Module, device: torch.device, batch_size: int = 1024
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Mean loss, true labels and class probabilities over a dataset (kept at the site)."""
+    model.to(device).eval()
+    losses, labels, probs = 0.0, [], []
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        losses += float(loss_fn(logits, y)) * len(y)
+        labels.append(y.cpu().numpy())
+        probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+    n = sum(len(y) for y in labels)
+    return losses / max(n, 1), np.concatenate(labels), np.concatenate(probs)

@@ -1,0 +1,1 @@
+"""Local multi-hospital simulations on Flower's Simulation Engine, with pooled and local-only baselines."""

@@ -1,0 +1,43 @@
+"""Pooled (all sites' train data together) and local-only baselines, same model and training budget."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from client.site import SiteConfig, load_site_data
+from shared.config import StudyConfig
+from shared.device import resolve_device
+from shared.tasks import get_task
+from shared.training import make_loader, make_optimizer, predict, train_epochs
+
+
+def _fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, dict[str, float]]:
+    task = get_task(study.task)
+    torch.manual_seed(study.seed)
+    model = task.build_model(study)
+    device = resolve_device("auto")
+    epochs = study.federation.rounds * study.train.local_epochs
+    loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
+    train_epochs(model, loader, task.loss(), make_optimizer(model, study.train), epochs, device)
+    scores = {}
+    for site, test in test_sets.items():
+        _, y_true, probs = predict(model, test, task.loss(), device)
+        scores[site] = {"num-examples": len(test), **task.metrics(y_true, probs)}
+    return scores
+
+
+def pooled_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
+    """One model on the union of the sites' train splits, scored on each site's test split."""
+    data = {s.name: load_site_data(s, study) for s in sites}
+    pooled = ConcatDataset([d.train for d in data.values()])
+    return _fit_and_score(study, pooled, {name: d.test for name, d in data.items()})
+
+
+def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
+    """Each site alone: trained on its train split, scored on its own test split."""
+    scores = {}
+    for site in sites:
+        data = load_site_data(site, study)
+        scores.update(_fit_and_score(study, data.train, {site.name: data.test}))
+    return scores

@@ -1,0 +1,106 @@
+"""`medfed-sim`: a local multi-hospital study in one command, with pooled and local-only baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from server.app import study_folder
+from server.outputs import StudyOutputs
+from shared.config import STRATEGIES, StudyConfig, load_study
+from shared.errors import MedfedError
+from shared.partition import SCHEMES
+from shared.tasks.tabular.demo import demo_study, write_demo_sites
+from simulations.baselines import local_baseline, pooled_baseline
+from simulations.report import comparison, final_site_metrics, print_comparison, round_printer
+from simulations.runner import simulate
+from simulations.scenario import split_table, table_study_data
+
+console = Console(soft_wrap=True)
+cli = typer.Typer(add_completion=False, help=__doc__)
+
+
+@cli.command()
+def run(
+    study_file: Annotated[Optional[Path], typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Your CSV/Parquet table, split into sites")] = None,
+    label: Annotated[Optional[str], typer.Option(help="Label column of --data")] = None,
+    site_column: Annotated[Optional[str], typer.Option(help="Column naming each row's hospital")] = None,
+    categorical: Annotated[Optional[str], typer.Option(help="Comma-separated categorical columns")] = None,
+    partition: Annotated[str, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)}")] = "dirichlet",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration: lower is more skewed")] = 1.0,
+    sites: Annotated[int, typer.Option(help="Number of simulated hospitals")] = 3,
+    rounds: Annotated[Optional[int], typer.Option(help="Override federation.rounds")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
+    local_epochs: Annotated[Optional[int], typer.Option(help="Override train.local-epochs")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override the study seed")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
+    baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
+    verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
+) -> None:
+    """Run a study: the built-in breast-cancer demo with no options."""
+    try:
+        study = _study(study_file, rounds, strategy, local_epochs, seed)
+        if data is None:
+            folder = out or study_folder(study)
+            site_list = _demo_sites(folder, sites)
+        else:
+            if not label and not study.data.get("label"):
+                raise typer.BadParameter("--data needs --label (or data.label in the study file)")
+            cats = [c.strip() for c in categorical.split(",")] if categorical else None
+            given = study.data if study_file else {}  # without --study, describe the user's table, not the demo's
+            table, options = table_study_data(data, label or study.data["label"], site_column, cats, given)
+            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
+            folder = out or study_folder(study)
+            site_list = split_table(table, folder / "sites", options["label"], site_column, partition, sites,
+                                    alpha, study.seed)
+        _run(study, site_list, folder, baselines, verbose)
+    except MedfedError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+
+
+def _study(path, rounds, strategy, local_epochs, seed) -> StudyConfig:
+    raw = (load_study(path) if path else demo_study()).to_dict()
+    for section, key, value in (("federation", "rounds", rounds), ("federation", "strategy", strategy),
+                                ("train", "local-epochs", local_epochs)):
+        if value is not None:
+            raw[section][key] = value
+    if seed is not None:
+        raw["seed"] = seed
+    return StudyConfig.from_dict(raw)
+
+
+def _demo_sites(folder: Path, n_sites: int):
+    from client.site import SiteConfig
+
+    paths = write_demo_sites(folder / "sites", n_sites, seed=2)
+    return [SiteConfig(p.stem, p) for p in paths]
+
+
+def _run(study: StudyConfig, sites, folder: Path, baselines: bool, verbose: bool) -> None:
+    console.print(f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
+                  f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs -> {folder}")
+    simulate(study, sites, folder, progress=round_printer(console), verbose=verbose)
+    history = json.loads((folder / "history.json").read_text())
+    console.print(f"status: {history['status']}")
+    methods = {"federated": final_site_metrics(history["metrics"])}
+    if baselines:
+        methods["pooled"] = pooled_baseline(study, sites)
+        methods["local"] = local_baseline(study, sites)
+    summary = comparison(methods)
+    StudyOutputs(folder).write_json("summary.json", summary)
+    print_comparison(console, summary)
+    console.print(f"outputs: {folder}")
+    if not history["status"].startswith("completed"):
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli()

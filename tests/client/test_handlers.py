@@ -1,0 +1,45 @@
+"""Site handlers: replies hold only model arrays and aggregates; bad input becomes a named refusal."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from client.handlers import SITE_REFUSED, handle
+from client.site import SiteConfig
+from shared.arrays import model_arrays
+from shared.tasks import get_task
+from tests.messages import assert_only_model_and_aggregates, server_message
+
+
+def test_train_reply_holds_only_weights_counts_and_metrics(study, demo_sites):
+    reply = handle(server_message(study), demo_sites[0], train=True)
+    assert not reply.has_error()
+    assert_only_model_and_aggregates(reply, study)
+    metrics = reply.content.metric_records["metrics"]
+    assert metrics["num-examples"] > 0 and metrics["eval-num-examples"] > 0
+    assert 0 <= metrics["eval-accuracy"] <= 1
+
+
+def test_evaluate_reply_has_no_arrays(study, demo_sites):
+    reply = handle(server_message(study, train=False), demo_sites[1], train=False)
+    assert not reply.content.array_records
+    assert "accuracy" in reply.content.metric_records["metrics"]
+
+
+def test_bad_data_is_refused_with_the_site_named(study, tmp_path):
+    site = SiteConfig("hospital-9", tmp_path / "missing.csv")
+    reply = handle(server_message(study), site, train=True)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED
+    assert "hospital-9" in reply.error.reason and "missing.csv" in reply.error.reason
+
+
+def test_weights_of_another_model_are_refused(study, demo_sites):
+    other = dataclasses.replace(study, model={"name": "logreg"})
+    foreign = model_arrays(get_task("tabular").build_model(other))
+    reply = handle(server_message(study, arrays=foreign), demo_sites[0], train=True)
+    assert reply.has_error() and "do not fit" in reply.error.reason and demo_sites[0].name in reply.error.reason
+
+
+def test_node_config_without_data_path_uses_demo_split():
+    site = SiteConfig.from_node_config({"partition-id": 1, "num-partitions": 3})
+    assert site.name == "hospital-2" and site.data_path.is_file()

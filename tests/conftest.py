@@ -1,0 +1,39 @@
+"""Fixtures shared by the test suite: small demo studies and site files written to a temp folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from client.site import SiteConfig
+from shared.config import FederationConfig, StudyConfig
+from shared.tasks.tabular.demo import demo_study, write_demo_sites
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> StudyConfig:
+    """The built-in demo study, cut to 2 rounds and writing under tmp_path."""
+    base = demo_study()
+    return dataclasses.replace(base, output_dir=str(tmp_path / "outputs"),
+                               federation=dataclasses.replace(base.federation, rounds=2))
+
+
+@pytest.fixture
+def demo_sites(tmp_path: Path) -> list[SiteConfig]:
+    """Three demo hospitals' CSV files."""
+    return [SiteConfig(p.stem, p) for p in write_demo_sites(tmp_path / "sites", 3, seed=2)]
+
+
+def with_federation(study: StudyConfig, **changes) -> StudyConfig:
+    """A copy of the study with federation settings changed."""
+    return dataclasses.replace(study, federation=FederationConfig(**{**dataclasses.asdict(study.federation), **changes}))
+
+
+@pytest.fixture(autouse=True)
+def flower_task_identity():
+    """Messages built outside a Flower runtime need the identity Flower's runtimes set per process."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0

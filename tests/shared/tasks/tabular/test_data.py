@@ -1,0 +1,142 @@
+"""Tabular loading: agreed encoding across sites, seeded splits, and clear errors for each bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.errors import DataError
+from shared.tasks.tabular.data import load_tabular_site, split_indices
+from shared.tasks.tabular.spec import TabularSpec
+
+SPEC = TabularSpec(label="disease", classes=[0, 1], features=["age", "chol", "cp"],
+                   categorical={"cp": [1, 2, 3, 4]}, test_fraction=0.25)
+
+
+def table(n: int = 40, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.integers(30, 80, n), "chol": rng.normal(220, 30, n).round(1),
+        "cp": rng.choice([1, 2, 3, 4], n), "disease": np.arange(n) % 2,
+    })
+
+
+def write(tmp_path, frame: pd.DataFrame, name: str = "site.csv"):
+    path = tmp_path / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_sites_share_one_feature_layout(tmp_path):
+    a = table(40, seed=1)
+    b = table(40, seed=2)
+    b["cp"] = 2  # site b never saw categories 1, 3 or 4
+    wa = load_tabular_site(write(tmp_path, a, "a.csv"), "a", SPEC, seed=0)
+    wb = load_tabular_site(write(tmp_path, b, "b.csv"), "b", SPEC, seed=0)
+    width = SPEC.n_inputs
+    assert width == 2 + 4
+    assert wa.train[0][0].shape == wb.train[0][0].shape == (width,)
+    onehot = wb.train.tensors[0][:, 2:]
+    assert (onehot[:, 1] == 1).all() and onehot.sum() == len(wb.train)
+
+
+def test_split_is_seeded_stratified_and_site_standardised(tmp_path):
+    path = write(tmp_path, table(40))
+    first = load_tabular_site(path, "s", SPEC, seed=3)
+    again = load_tabular_site(path, "s", SPEC, seed=3)
+    assert (first.train.tensors[0] == again.train.tensors[0]).all()
+    assert len(first.test) == 10 and first.test.tensors[1].sum() == 5  # stratified 50/50
+    numeric = first.train.tensors[0][:, :2].numpy()
+    assert np.allclose(numeric.mean(axis=0), 0, atol=1e-5) and np.allclose(numeric.std(axis=0), 1, atol=1e-4)
+    assert first.report["class-counts"] == {"0": 20, "1": 20}
+
+
+def test_split_matches_flamby_convention():
+    y = np.array([0] * 164 + [1] * 139)
+    train, test = split_indices(y, 0.34, seed=43)
+    assert (len(train), len(test)) == (199, 104)
+    tiny = np.array([0] + [1] * 45)  # one healthy patient: no stratification possible
+    train, test = split_indices(tiny, 0.34, seed=43)
+    assert (len(train), len(test)) == (30, 16)
+
+
+def test_missing_values_drop_or_impute(tmp_path):
+    frame = table(40)
+    frame.loc[[0, 1, 2], "chol"] = np.nan
+    path = write(tmp_path, frame)
+    assert load_tabular_site(path, "s", SPEC, seed=0).report["rows-used"] == 37
+    imputed = load_tabular_site(path, "s", TabularSpec(**{**SPEC.__dict__, "missing": "impute"}), seed=0)
+    assert imputed.report["rows-used"] == 40
+    assert not imputed.train.tensors[0].isnan().any()
+
+
+def expect(path, spec, *, column, match):
+    with pytest.raises(DataError) as err:
+        load_tabular_site(path, "hospital-x", spec, seed=0)
+    message = str(err.value)
+    assert "hospital-x" in message and path.name in message and match in message
+    assert err.value.column == column
+    return message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"site 'hospital-x', file '.*absent.csv': file not found"):
+        load_tabular_site(tmp_path / "absent.csv", "hospital-x", SPEC, seed=0)
+
+
+def test_missing_label_column(tmp_path):
+    expect(write(tmp_path, table().drop(columns=["disease"])), SPEC, column="disease", match="column not found")
+
+
+def test_label_not_binary_as_configured(tmp_path):
+    frame = table()
+    frame["disease"] = np.arange(40) % 3
+    expect(write(tmp_path, frame), SPEC, column="disease", match="outside the study's binary classes")
+
+
+def test_all_nan_column(tmp_path):
+    frame = table()
+    frame["chol"] = np.nan
+    expect(write(tmp_path, frame), SPEC, column="chol", match="all missing")
+
+
+def test_zero_rows_after_cleaning(tmp_path):
+    frame = table()
+    frame.loc[::2, "chol"] = np.nan
+    frame.loc[1::2, "age"] = np.nan
+    expect(write(tmp_path, frame), SPEC, column=None, match="no rows left")
+
+
+def test_single_class(tmp_path):
+    frame = table()
+    frame["disease"] = 1
+    expect(write(tmp_path, frame), SPEC, column="disease", match="only one class")
+
+
+def test_non_numeric_value_names_row_not_value(tmp_path):
+    frame = table().astype({"chol": object})
+    frame.loc[6, "chol"] = "PATIENT-SECRET"
+    message = expect(write(tmp_path, frame), SPEC, column="chol", match="non-numeric value")
+    assert "data row 7" in message and "PATIENT-SECRET" not in message
+
+
+def test_category_outside_agreed_list(tmp_path):
+    frame = table()
+    frame.loc[3, "cp"] = 9
+    expect(write(tmp_path, frame), SPEC, column="cp", match="agreed categories")
+
+
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "site.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DataError, match="cannot be read"):
+        load_tabular_site(path, "hospital-x", SPEC, seed=0)
+
+
+def test_parquet_reads_like_csv(tmp_path):
+    frame = table()
+    frame.to_parquet(tmp_path / "site.parquet")
+    parquet = load_tabular_site(tmp_path / "site.parquet", "s", SPEC, seed=0)
+    csv = load_tabular_site(write(tmp_path, frame), "s", SPEC, seed=0)
+    assert np.allclose(parquet.train.tensors[0], csv.train.tensors[0])

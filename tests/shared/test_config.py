@@ -1,0 +1,67 @@
+"""Study config: parsing, validation errors naming the field, round trips, and Flower's run config."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+from flwr.common.config import flatten_dict
+
+from shared.config import StudyConfig, load_study
+from shared.errors import ConfigError
+from shared.tasks.tabular.demo import demo_study
+from shared.tasks.tabular.spec import data_spec, model_spec
+
+
+def test_round_trip_through_json_and_dict():
+    study = demo_study()
+    assert StudyConfig.from_json(study.to_json()) == study
+    assert StudyConfig.from_dict(study.to_dict()) == study
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ({"federation": {"rounds": 0}}, "federation.rounds"),
+    ({"federation": {"strategy": "fedmagic"}}, "federation.strategy"),
+    ({"federation": {"fraction": 1.5}}, "federation.fraction"),
+    ({"train": {"lr": -1}}, "train.lr"),
+    ({"train": {"local-epochs": "two"}}, "train.local-epochs"),
+    ({"federation": {"roundz": 3}}, "federation.roundz"),
+])
+def test_bad_values_name_the_field(raw, field):
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict(raw)
+    assert err.value.field == field
+    assert field in str(err.value)
+
+
+def test_pyproject_run_config_is_the_demo_study():
+    """`flwr run .` and `medfed-sim` run the same built-in study."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    run_config = flatten_dict(pyproject["tool"]["flwr"]["app"]["config"])
+    assert all(not isinstance(v, list) for v in run_config.values())  # Flower's run config holds scalars
+    from_pyproject, demo = StudyConfig.from_run_config(run_config), demo_study()
+    assert dataclasses.replace(from_pyproject, data={}, model={}) == dataclasses.replace(demo, data={}, model={})
+    assert data_spec(from_pyproject) == data_spec(demo)
+    assert model_spec(from_pyproject) == model_spec(demo)
+
+
+def test_comma_separated_lists_from_run_config():
+    study = StudyConfig.from_run_config({"model.hidden": "16,8"})
+    assert model_spec(study).hidden == [16, 8]
+    with pytest.raises(ConfigError, match="model.hidden"):
+        model_spec(StudyConfig.from_run_config({"model.hidden": "16,wide"}))
+
+
+def test_load_study_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_study(tmp_path / "nope.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("federation = [")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_study(bad)
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text("[federation]\nrounds = -2\n")
+    with pytest.raises(ConfigError, match=r"wrong\.toml.*federation\.rounds"):
+        load_study(wrong)

@@ -1,0 +1,37 @@
+"""Classification metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.metrics import classification_metrics
+
+
+def test_binary_metrics_match_hand_counts():
+    y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    p1 = np.array([0.9, 0.8, 0.3, 0.2, 0.1, 0.6, 0.4, 0.7])
+    m = classification_metrics(y, np.stack([1 - p1, p1], axis=1))
+    # predictions: 1 1 0 0 0 1 0 1 -> TP=3 FN=1 TN=3 FP=1
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["sensitivity"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(0.75)
+    assert m["balanced-accuracy"] == pytest.approx(0.75)
+    assert m["roc-auc"] == pytest.approx(14 / 16)  # 14 of 16 positive/negative pairs ordered
+
+
+def test_auc_left_out_when_one_class_present():
+    y = np.zeros(4, dtype=int)
+    m = classification_metrics(y, np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    assert "roc-auc" not in m and "sensitivity" not in m
+    assert m["specificity"] == pytest.approx(0.75)
+
+
+def test_multiclass_uses_macro_averages():
+    y = np.array([0, 1, 2, 2])
+    probs = np.eye(3)[[0, 1, 2, 1]] * 0.8 + 0.2 / 3
+    m = classification_metrics(y, probs)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["sensitivity"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert 0 < m["roc-auc"] <= 1

@@ -1,0 +1,71 @@
+"""Whole studies on Flower's Simulation Engine: learning, outputs, wire content, and bad sites."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import server.loop
+from client.site import SiteConfig
+from simulations.runner import simulate
+from tests.conftest import with_federation
+from tests.messages import assert_only_model_and_aggregates
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every reply the server receives, i.e. everything the sites sent over the wire."""
+    replies = []
+    original = server.loop.exchange
+
+    def recording(grid, messages, timeout):
+        got = original(grid, messages, timeout)
+        replies.extend(got)
+        return got
+
+    monkeypatch.setattr(server.loop, "exchange", recording)
+    return replies
+
+
+def test_federated_model_beats_majority_class_and_leaks_nothing(study, demo_sites, tmp_path, recorded):
+    folder = tmp_path / "run"
+    simulate(study, demo_sites, folder)
+    history = json.loads((folder / "history.json").read_text())
+    assert history["status"] == "completed"
+    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
+    labels = pd.concat(pd.read_csv(s.data_path) for s in demo_sites)["diagnosis"]
+    majority = labels.value_counts(normalize=True).max()
+    assert final["accuracy"] > majority + 0.1
+    for name in ("study.json", "history.csv", "model.safetensors", "checkpoints/round-001.safetensors",
+                 "checkpoints/round-002.safetensors"):
+        assert (folder / name).is_file(), name
+    # 2 train rounds + the final evaluation, 3 sites each.
+    assert len(recorded) == 9
+    for reply in recorded:
+        assert not reply.has_error()
+        assert_only_model_and_aggregates(reply, study)
+
+
+def test_bad_site_is_refused_and_the_study_carries_on(study, demo_sites, tmp_path):
+    broken = tmp_path / "broken.csv"
+    pd.read_csv(demo_sites[2].data_path).drop(columns=["diagnosis"]).to_csv(broken, index=False)
+    sites = demo_sites[:2] + [SiteConfig("hospital-3", broken)]
+    folder = tmp_path / "run"
+    simulate(study, sites, folder)
+    history = json.loads((folder / "history.json").read_text())
+    assert history["status"] == "completed"
+    refusals = [e for e in history["events"] if e["event"] == "refused"]
+    assert {e["round"] for e in refusals} == {1, 2}
+    assert all("hospital-3" in e["reason"] and "diagnosis" in e["reason"] for e in refusals)
+    assert {r["site"] for r in history["metrics"] if r["kind"] == "train"} == {"hospital-1", "hospital-2", "weighted"}
+
+
+def test_too_few_sites_stops_cleanly_and_keeps_outputs(study, demo_sites, tmp_path):
+    sites = demo_sites[:2] + [SiteConfig("hospital-3", tmp_path / "gone.csv")]
+    folder = tmp_path / "run"
+    simulate(with_federation(study, min_sites=3), sites, folder)
+    history = json.loads((folder / "history.json").read_text())
+    assert history["status"].startswith("stopped: round 1: only 2 usable update(s)")
+    assert (folder / "model.safetensors").is_file() and (folder / "study.json").is_file()
