@@ -22,8 +22,9 @@ OPTIMIZERS = ("adam", "sgd")
 class FederationConfig:
     """How the server runs the study: strategy, rounds, sampling and every timeout."""
 
-    strategy: str = "fedavg"
-    rounds: int = 10
+    # Defaults are medfed's recommended settings for small multi-hospital tabular studies (BENCHMARKS.md).
+    strategy: str = "fedadam"
+    rounds: int = 20
     fraction: float = 1.0
     min_sites: int = 2
     proximal_mu: float = 0.01
@@ -47,7 +48,7 @@ class TrainConfig:
     """What each site does with the model it receives: local epochs and optimiser."""
 
     local_epochs: int = 1
-    batch_size: int = 32
+    batch_size: int = 8
     lr: float = 0.01
     optimizer: str = "adam"
     weight_decay: float = 0.0

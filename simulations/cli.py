@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -86,15 +87,19 @@ def _demo_sites(folder: Path, n_sites: int):
 def _run(study: StudyConfig, sites, folder: Path, baselines: bool, verbose: bool) -> None:
     console.print(f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
                   f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs -> {folder}")
+    started = time.perf_counter()
     simulate(study, sites, folder, progress=round_printer(console), verbose=verbose)
+    timing = {"simulation-s": time.perf_counter() - started}
     history = json.loads((folder / "history.json").read_text())
     console.print(f"status: {history['status']}")
     methods = {"federated": final_site_metrics(history["metrics"])}
     if baselines:
+        started = time.perf_counter()
         methods["pooled"] = pooled_baseline(study, sites)
         methods["local"] = local_baseline(study, sites)
+        timing["baselines-s"] = time.perf_counter() - started
     summary = comparison(methods)
-    StudyOutputs(folder).write_json("summary.json", summary)
+    StudyOutputs(folder).write_json("summary.json", {**summary, "timing": timing})
     print_comparison(console, summary)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):

@@ -1,0 +1,1 @@
+"""Benchmarks on real public data; each takes its data folder as an argument and writes JSON."""

@@ -1,0 +1,121 @@
+"""FLamby's Fed-Heart-Disease (4 hospitals): pooled, local-only, FedAvg, FedProx and FedAdam per-client accuracy.
+
+    python -m simulations.benchmarks.fed_heart_disease --data ../shared/data/heart_disease --out heart.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from client.site import SiteConfig
+from shared.config import StudyConfig
+from shared.errors import DataError
+from simulations.baselines import local_baseline, pooled_baseline
+from simulations.report import final_site_metrics
+from simulations.runner import simulate
+
+# FLamby's center ids, in order.
+HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
+COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca",
+           "thal", "num"]
+FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
+STRATEGIES = ("fedavg", "fedprox", "fedadam")
+FLAMBY = {"pooled": 0.735, "fedavg": 0.685, "best strategy (FedYogi/FedAdagrad)": 0.731}
+
+
+def heart_study(strategy: str = "fedadam", seed: int = 43) -> StudyConfig:
+    """The Fed-Heart-Disease study on medfed's default federation and training settings."""
+    return StudyConfig.from_dict({
+        "name": f"fed-heart-disease-{strategy}",
+        "seed": seed,
+        "federation": {"strategy": strategy, "min-sites": 4},
+        "model": {"name": "logreg"},
+        "data": {
+            "label": "disease", "label-type": "binary", "classes": [0, 1], "features": FEATURES,
+            # FLamby: one-hot cp and restecg over the pooled categories with drop_first -> 13 inputs.
+            "categorical": {"cp": [1, 2, 3, 4], "restecg": [0, 1, 2]}, "drop-first": True,
+            "missing": "drop", "test-fraction": 0.34, "split-seed": 43, "standardize": True,
+        },
+    })
+
+
+def write_sites(data_dir: Path, folder: Path) -> list[SiteConfig]:
+    """One CSV per hospital as FLamby prepares it: slope, ca and thal dropped, rows with '?' dropped, num > 0."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sites = []
+    for name in HOSPITALS:
+        source = data_dir / f"processed.{name}.data"
+        if not source.is_file():
+            raise DataError(name, "file not found (expected the four UCI processed.*.data files)", file=str(source))
+        table = pd.read_csv(source, header=None, names=COLUMNS, na_values="?")
+        table = table.drop(columns=["slope", "ca", "thal"]).dropna()
+        table["disease"] = (table.pop("num") > 0).astype(int)
+        path = folder / f"{name}.csv"
+        table.to_csv(path, index=False)
+        sites.append(SiteConfig(name, path))
+    return sites
+
+
+def run(sites: list[SiteConfig], work: Path, seed: int = 43) -> dict[str, dict]:
+    """Every method's per-client test accuracy, in HOSPITALS order, with its mean, for one training seed."""
+    base = heart_study(seed=seed)
+    results = {"pooled": _summary(pooled_baseline(base, sites)), "local": _summary(local_baseline(base, sites))}
+    for strategy in STRATEGIES:
+        study = dataclasses.replace(heart_study(strategy, seed), output_dir=str(work))
+        folder = work / f"{strategy}-{seed}"
+        simulate(study, sites, folder)
+        history = json.loads((folder / "history.json").read_text())
+        results[strategy] = _summary(final_site_metrics(history["metrics"]))
+    return results
+
+
+def combine(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per method: mean per-client accuracy averaged over seeds, its spread, and the per-seed detail."""
+    methods = next(iter(per_seed.values()))
+    out = {}
+    for method in methods:
+        means = [r[method]["mean_client_accuracy"] for r in per_seed.values()]
+        clients = np.mean([r[method]["per_client"] for r in per_seed.values()], axis=0)
+        out[method] = {"mean_client_accuracy": float(np.mean(means)), "std_over_seeds": float(np.std(means)),
+                       "per_client": clients.tolist(), "per_seed": dict(zip(map(str, per_seed), means))}
+    return out
+
+
+def _summary(per_site: dict[str, dict[str, float]]) -> dict:
+    per_client = [per_site[h]["accuracy"] for h in HOSPITALS]
+    return {"mean_client_accuracy": float(np.mean(per_client)), "per_client": per_client}
+
+
+def main(
+    data: Annotated[Path, typer.Option(help="Folder with the four processed.*.data files")],
+    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
+    seeds: Annotated[str, typer.Option(help="Training seeds (init, batch order); the split stays FLamby's")] = "43",
+) -> None:
+    """Run the benchmark and print medfed's figures beside FLamby's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sites = write_sites(data, Path(tmp) / "sites")
+        results = combine({int(s): run(sites, Path(tmp) / "runs", int(s)) for s in seeds.split(",")})
+    table = Table(title=f"Fed-Heart-Disease: mean per-client test accuracy (FLamby split), seeds {seeds}")
+    for column in ("method", "mean", "std", *HOSPITALS, "FLamby"):
+        table.add_column(column, justify="right")
+    for method, r in results.items():
+        flamby = FLAMBY.get(method)
+        table.add_row(method, f"{r['mean_client_accuracy']:.3f}", f"{r['std_over_seeds']:.3f}",
+                      *[f"{a:.3f}" for a in r["per_client"]], "-" if flamby is None else f"{flamby:.3f}")
+    Console().print(table)
+    if out:
+        out.write_text(json.dumps({**results, "flamby_published": FLAMBY}, indent=2))
+
+
+if __name__ == "__main__":
+    typer.run(main)
