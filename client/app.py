@@ -6,16 +6,27 @@ from collections.abc import Callable
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.handlers import handle, site_from_context
 from client.site import SiteConfig
+
+
+def clip_if_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Flower's fixedclipping_mod, applied only when the server's central-DP wrapper sends a clipping norm."""
+    config = msg.content.config_records.get("config")
+    if config is not None and KEY_CLIPPING_NORM in config:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
 
 
 def build_client_app(resolve_site: Callable[[Context], SiteConfig] = site_from_context) -> ClientApp:
     """A ClientApp whose site settings come from `resolve_site` (node config when deployed)."""
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=[clip_if_asked])
     def train(msg: Message, context: Context) -> Message:
         return handle(msg, resolve_site(context), train=True)
 

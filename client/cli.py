@@ -1,4 +1,4 @@
-"""`medfed-site`: the hospital IT team's command: check the site's data locally, start the site agent."""
+"""`medfed-site`: the hospital IT team's command: check its data, audit a model, start the site agent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
 from shared.config import load_study
 from shared.errors import MedfedError
@@ -35,6 +36,24 @@ def check(
         table.add_row(key, str(value))
     console.print(table)
     console.print("[green]ready[/]: the data fits the study")
+
+
+@cli.command()
+def audit(
+    data: Annotated[Path, typer.Option(help="The site's data file")],
+    study: Annotated[Path, typer.Option(help="The study TOML (or study.json) the model was trained in")],
+    model: Annotated[Path, typer.Option(help="The trained model (model.safetensors)")],
+    site: Annotated[str, typer.Option(help="This site's name")] = "site",
+) -> None:
+    """Privacy audit: membership-inference (loss-threshold) attack AUC on this site's train vs held-out rows."""
+    try:
+        auc = audit_site(load_study(study), SiteConfig(site, data), model)
+    except MedfedError as exc:
+        console.print(f"[red]audit failed:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    verdict = "no measurable leak" if auc < 0.55 else "the model reveals who it was trained on"
+    console.print(f"site '{site}': membership-inference attack AUC {auc:.3f} (0.5 = attacker learns nothing; "
+                  f"{verdict})")
 
 
 @cli.command()

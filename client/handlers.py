@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
+
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from client.site import SiteConfig, load_site_data
@@ -12,7 +14,8 @@ from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
-from shared.tasks import SiteData, Task, get_task
+from shared.privacy.site import SitePrivacy
+from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import make_loader, make_optimizer, predict, train_epochs
 
 log = logging.getLogger("medfed.site")
@@ -45,7 +48,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     task.check_study(study)
     data = load_site_data(site, study)
     device = resolve_device(site.device)
-    model = task.build_model(study)
+    model = build_model(study)
     try:
         load_arrays(model, msg.content["arrays"])
     except ValueError as exc:
@@ -54,14 +57,32 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     metrics = _evaluate(task, model, data, device, prefix="eval-" if train else "")
     arrays = None
     if train:
-        round_seed = study.seed * 100_003 + int(config.get("server-round", 0))
-        loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
-        loss = train_epochs(model, loader, task.loss(), make_optimizer(model, study.train), study.train.local_epochs,
-                            device, proximal_mu=float(config.get("proximal-mu", 0.0)))
-        metrics.update({"num-examples": len(data.train), "train-loss": loss})
+        rnd = int(config.get("server-round", 0))
+        metrics.update(_train(task, model, data, study, site, device, rnd, float(config.get("proximal-mu", 0.0))))
         arrays = model_arrays(model)
     metrics["compute-s"] = time.perf_counter() - started
     return metrics, arrays
+
+
+def _train(task: Task, model, data: SiteData, study: StudyConfig, site: SiteConfig, device, rnd: int,
+           proximal_mu: float) -> dict[str, float]:
+    round_seed = study.seed * 100_003 + rnd
+    loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
+    optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(), None
+    privacy = None
+    torch.manual_seed(round_seed)  # reproducible dropout without DP; SitePrivacy re-seeds from OS entropy
+    if study.privacy.mode == "local":
+        # Budget and policy are checked before any training: a refused round spends nothing.
+        privacy = SitePrivacy(study, site.name, site.ledger_dir, site.max_epsilon, len(data.train))
+        privacy.check_round()
+        model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
+        empty_step = privacy.empty_batch_step()
+    loss = train_epochs(model, loader, loss_fn, optimizer, study.train.local_epochs, device,
+                        proximal_mu=proximal_mu, empty_batch_step=empty_step)
+    out = {"num-examples": len(data.train), "train-loss": loss}
+    if privacy is not None:
+        out.update({"dp-epsilon": privacy.commit(rnd), "dp-noise-multiplier": privacy.noise})
+    return out
 
 
 def _evaluate(task: Task, model, data: SiteData, device, prefix: str) -> dict[str, float]:

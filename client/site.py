@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from shared.errors import ConfigError
 from shared.tasks import SiteData, get_task
 from shared.tasks.tabular.demo import write_demo_site
 
+DEFAULT_LEDGER_DIR = Path.home() / ".medfed" / "ledgers"
+
 
 @dataclass(frozen=True)
 class SiteConfig:
@@ -21,18 +24,25 @@ class SiteConfig:
     name: str
     data_path: Path
     device: str = "auto"
+    ledger_dir: Path = DEFAULT_LEDGER_DIR
+    max_epsilon: float = math.inf  # the site's own privacy cap; a study cannot raise it
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
-        """Read `site`, `data-path` and `device`; under Flower's simulation without a path, use the demo split."""
-        device = str(node_config.get("device", "auto"))
+        """Read `site`, `data-path`, `device`, `ledger-dir` and `max-epsilon`; under Flower's simulation without
+        a data path, use the built-in demo split."""
+        own = {"device": str(node_config.get("device", "auto")),
+               "max_epsilon": float(node_config.get("max-epsilon", math.inf))}
+        if "ledger-dir" in node_config:
+            own["ledger_dir"] = Path(str(node_config["ledger-dir"]))
         if "data-path" in node_config:
             path = Path(str(node_config["data-path"]))
-            return cls(str(node_config.get("site", path.stem)), path, device)
+            return cls(str(node_config.get("site", path.stem)), path, **own)
         if "partition-id" in node_config:
             index, total = int(node_config["partition-id"]), int(node_config["num-partitions"])
             folder = Path(tempfile.gettempdir()) / "medfed-demo" / f"{total}-sites"
-            return cls(f"hospital-{index + 1}", write_demo_site(folder, index, total), device)
+            own.setdefault("ledger_dir", folder / "ledgers")
+            return cls(f"hospital-{index + 1}", write_demo_site(folder, index, total), **own)
         raise ConfigError("data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'",
                           source="node config")
 

@@ -41,7 +41,7 @@ class History:
         for site, metrics in sorted(site_metrics.items()):
             self.rows.append({"round": rnd, "site": site, "kind": kind, **metrics})
         mean = weighted_mean(site_metrics) if site_metrics else {}
-        if mean:
+        if mean.get("num-examples", 0) > 0:
             self.rows.append({"round": rnd, "site": WEIGHTED, "kind": kind, **mean})
         return mean
 

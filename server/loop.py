@@ -17,7 +17,8 @@ from server.screening import SiteNames, screen
 from server.strategies import build_strategy
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
-from shared.tasks import get_task
+from shared.privacy.central import central_plan
+from shared.tasks import build_model, get_task
 
 log = logging.getLogger("medfed.server")
 
@@ -41,6 +42,7 @@ class RoundReport:
     evaluation: dict[str, float]
     wall_s: float
     problems: list[dict[str, str]] = field(default_factory=list)
+    epsilon: dict[str, float] = field(default_factory=dict)
 
 
 def run_study(
@@ -50,22 +52,23 @@ def run_study(
     task = get_task(study.task)
     task.check_study(study)
     torch.manual_seed(study.seed)
-    arrays = model_arrays(task.build_model(study))
+    arrays = model_arrays(build_model(study))
     fed = study.federation
-    strategy = build_strategy(fed)
     config = {"study": study.to_json()}
     history, names = History(), SiteNames()
     progress = progress or _log_report
     outputs.write_study(study)
     try:
-        _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
+        n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
+        plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
+        strategy = build_strategy(fed, study.privacy, plan)
         for rnd in range(1, fed.rounds + 1):
             started = time.perf_counter()
             messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
             replies = exchange(grid, messages, fed.round_timeout)
             wall = time.perf_counter() - started
             result = screen(replies, arrays, names)
-            problems = result.problems + _missing(messages, replies, fed.round_timeout)
+            problems = result.problems + _missing(messages, replies, fed.round_timeout, names)
             history.add_events(rnd, problems)
             evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
             train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
@@ -73,7 +76,15 @@ def run_study(
             history.timings.append({"round": rnd, "wall-s": wall, "max-site-compute-s": compute,
                                     "overhead-s": wall - compute, "sampled": len(messages),
                                     "accepted": len(result.accepted)})
-            if len(result.accepted) < fed.min_sites:
+            enough = len(result.accepted) >= fed.min_sites
+            spent = {site: m["dp-epsilon"] for site, m in result.site_metrics.items() if "dp-epsilon" in m}
+            if plan is not None and enough:
+                spent["central"] = plan.epsilon(rnd, study.privacy)
+                history.add_metrics(rnd, "privacy", {"central": {"epsilon": spent["central"],
+                                                                 "noise-multiplier": plan.noise_multiplier}})
+            progress(RoundReport(rnd, fed.rounds, len(result.accepted), len(messages), train, rnd - 1,
+                                 evaluation, wall, problems, spent))
+            if not enough:
                 raise StudyStopped(f"round {rnd}: only {len(result.accepted)} usable update(s), "
                                    f"federation.min-sites is {fed.min_sites}")
             aggregated, _ = strategy.aggregate_train(rnd, result.accepted)
@@ -82,8 +93,6 @@ def run_study(
             arrays = aggregated
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
-            progress(RoundReport(rnd, fed.rounds, len(result.accepted), len(messages), train, rnd - 1,
-                                 evaluation, wall, problems))
         _final_evaluation(grid, strategy, arrays, config, study, history, names)
         history.status = "completed"
     except StudyStopped as stop:
@@ -117,23 +126,24 @@ def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> 
     messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
     replies = exchange(grid, messages, fed.round_timeout)
     result = screen(replies, None, names)
-    history.add_events(fed.rounds, result.problems + _missing(messages, replies, fed.round_timeout))
+    history.add_events(fed.rounds, result.problems + _missing(messages, replies, fed.round_timeout, names))
     history.add_metrics(fed.rounds, "eval", result.site_metrics)
 
 
-def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> None:
+def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
-    while len(list(grid.get_node_ids())) < needed:
+    while (connected := len(list(grid.get_node_ids()))) < needed:
         if time.monotonic() > deadline:
-            raise StudyStopped(f"only {len(list(grid.get_node_ids()))} site(s) connected within "
-                               f"{timeout:.0f} s, federation.min-sites is {needed}")
+            raise StudyStopped(f"only {connected} site(s) connected within {timeout:.0f} s, "
+                               f"federation.min-sites is {needed}")
         time.sleep(0.05)
+    return connected
 
 
-def _missing(messages: list[Message], replies: list[Message], timeout: float) -> list[dict[str, str]]:
+def _missing(messages: list[Message], replies: list[Message], timeout: float, names: SiteNames) -> list[dict[str, str]]:
     answered = {r.metadata.src_node_id for r in replies}
-    return [{"site": f"node-{m.metadata.dst_node_id}", "event": "no-reply", "reason": f"no reply within {timeout:.0f} s"}
-            for m in messages if m.metadata.dst_node_id not in answered]
+    return [{"site": names.node(m.metadata.dst_node_id), "event": "no-reply",
+             "reason": f"no reply within {timeout:.0f} s"} for m in messages if m.metadata.dst_node_id not in answered]
 
 
 def _strip(site_metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, float]]:

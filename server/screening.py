@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
@@ -30,7 +31,13 @@ class SiteNames:
         node = msg.metadata.src_node_id
         if msg.has_content() and "site" in msg.content.config_records:
             self._names[node] = str(msg.content.config_records["site"]["name"])
+        elif msg.has_error() and (named := re.match(r"site '([^']+)'", msg.error.reason or "")):
+            self._names[node] = named.group(1)
         return self._names.get(node, f"node-{node}")
+
+    def node(self, node_id: int) -> str:
+        """The name a node last announced, else its node id."""
+        return self._names.get(node_id, f"node-{node_id}")
 
 
 def screen(replies: list[Message], expected: ArrayRecord | None, names: SiteNames) -> Screened:

@@ -1,14 +1,29 @@
-"""Build the Flower strategy a study asks for (FedAvg, FedProx, FedAdam) from its federation config."""
+"""Build the Flower strategy a study asks for (FedAvg, FedProx, FedAdam), wrapped for central DP if asked."""
 
 from __future__ import annotations
 
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    DifferentialPrivacyServerSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedProx,
+    Strategy,
+)
 
-from shared.config import FederationConfig
+from shared.config import FederationConfig, PrivacyConfig
+from shared.privacy.central import CentralPlan
+
+CENTRAL_WRAPPERS = {
+    "central-server": DifferentialPrivacyServerSideFixedClipping,
+    "central-client": DifferentialPrivacyClientSideFixedClipping,
+}
 
 
-def build_strategy(federation: FederationConfig) -> Strategy:
-    """A Flower strategy sampling `fraction` of sites, never fewer than `min-sites`."""
+def build_strategy(
+    federation: FederationConfig, privacy: PrivacyConfig | None = None, plan: CentralPlan | None = None
+) -> Strategy:
+    """A Flower strategy sampling `fraction` of sites (never fewer than `min-sites`), with central DP on top."""
     common = {
         "fraction_train": federation.fraction,
         "fraction_evaluate": 1.0,
@@ -17,7 +32,12 @@ def build_strategy(federation: FederationConfig) -> Strategy:
         "min_available_nodes": federation.min_sites,
     }
     if federation.strategy == "fedprox":
-        return FedProx(proximal_mu=federation.proximal_mu, **common)
-    if federation.strategy == "fedadam":
-        return FedAdam(eta=federation.server_lr, **common)
-    return FedAvg(**common)
+        strategy: Strategy = FedProx(proximal_mu=federation.proximal_mu, **common)
+    elif federation.strategy == "fedadam":
+        strategy = FedAdam(eta=federation.server_lr, **common)
+    else:
+        strategy = FedAvg(**common)
+    if privacy is not None and privacy.mode in CENTRAL_WRAPPERS:
+        strategy = CENTRAL_WRAPPERS[privacy.mode](strategy, noise_multiplier=plan.noise_multiplier,
+                                                  clipping_norm=privacy.clip_norm, num_sampled_clients=plan.sampled)
+    return strategy

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from flwr.app import ArrayRecord
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
+
+from shared.errors import ConfigError
 
 
 def model_arrays(model: nn.Module) -> ArrayRecord:
@@ -40,3 +46,14 @@ def non_finite(arrays: ArrayRecord) -> str | None:
         if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
             return f"tensor '{key}' holds NaN or Inf values"
     return None
+
+
+def load_model_file(model: nn.Module, path: Path) -> None:
+    """Load weights saved by the server (safetensors); a missing or foreign file says which."""
+    if not path.is_file():
+        raise ConfigError(str(path), "does not exist", source="model file")
+    try:
+        arrays = ArrayRecord({k: v for k, v in load_file(str(path)).items()})
+        load_arrays(model, arrays)
+    except (SafetensorError, ValueError) as exc:
+        raise ConfigError(str(path), f"is not this study's model ({exc})", source="model file") from exc

@@ -16,6 +16,9 @@ from shared.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 OPTIMIZERS = ("adam", "sgd")
+PRIVACY_MODES = ("off", "local", "central-server", "central-client")
+ACCOUNTANTS = ("prv", "rdp")
+GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy for the whole study: local DP-SGD at each site (Opacus) or central DP (Flower)."""
+
+    mode: str = "off"
+    epsilon: float = 3.0  # the whole study's budget: per site (local) or per site's participation (central)
+    delta: float = 1e-5
+    clip_norm: float = 1.0  # per-sample gradient norm (local) or per-site update norm (central)
+    noise_multiplier: float = 0.0  # 0: planned up front from epsilon for every planned round and epoch
+    accountant: str = "prv"
+    grad_sample_mode: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.mode in PRIVACY_MODES, "privacy.mode", f"must be one of {', '.join(PRIVACY_MODES)}")
+        _check(self.epsilon > 0, "privacy.epsilon", "must be > 0")
+        _check(0 < self.delta < 1, "privacy.delta", "must be in (0, 1)")
+        _check(self.clip_norm > 0, "privacy.clip-norm", "must be > 0")
+        _check(self.noise_multiplier >= 0, "privacy.noise-multiplier", "must be >= 0 (0 plans it from epsilon)")
+        _check(self.accountant in ACCOUNTANTS, "privacy.accountant", f"must be one of {', '.join(ACCOUNTANTS)}")
+        _check(self.grad_sample_mode in GRAD_SAMPLE_MODES, "privacy.grad-sample-mode",
+               f"must be one of {', '.join(GRAD_SAMPLE_MODES)}")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study; `model` and `data` are the task's own options, which the task validates."""
 
@@ -71,6 +97,7 @@ class StudyConfig:
     output_dir: str = "outputs"
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 

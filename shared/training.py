@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -32,15 +34,22 @@ def train_epochs(
     epochs: int,
     device: torch.device,
     proximal_mu: float = 0.0,
+    empty_batch_step: Callable[[torch.optim.Optimizer], None] | None = None,
 ) -> float:
-    """Run local epochs (FedProx term when mu > 0); return the mean training loss of the last epoch."""
+    """Run local epochs (FedProx term when mu > 0); return the mean training loss of the last epoch.
+
+    DP's Poisson sampling can draw an empty batch; it is still a step of the mechanism (noise only), taken by
+    `empty_batch_step` when the DP mode cannot run an empty forward pass.
+    """
     model.to(device).train()
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     mean_loss = float("nan")
     for _ in range(epochs):
         total, count = 0.0, 0
         for x, y in loader:
-            if len(y) == 0:  # Poisson sampling can draw an empty batch
+            if len(y) == 0 and empty_batch_step is not None:
+                optimizer.zero_grad(set_to_none=True)
+                empty_batch_step(optimizer)
                 continue
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
@@ -51,8 +60,9 @@ def train_epochs(
                 )
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(y)
-            count += len(y)
+            if len(y):
+                total += float(loss.detach()) * len(y)
+                count += len(y)
         mean_loss = total / max(count, 1)
     return mean_loss
 

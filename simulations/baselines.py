@@ -8,14 +8,14 @@ from torch.utils.data import ConcatDataset
 from client.site import SiteConfig, load_site_data
 from shared.config import StudyConfig
 from shared.device import resolve_device
-from shared.tasks import get_task
+from shared.tasks import build_model, get_task
 from shared.training import make_loader, make_optimizer, predict, train_epochs
 
 
 def _fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, dict[str, float]]:
     task = get_task(study.task)
     torch.manual_seed(study.seed)
-    model = task.build_model(study)
+    model = build_model(study)
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)

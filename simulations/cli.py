@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,14 +12,16 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from client.audit import audit_site
+from client.site import SiteConfig
 from server.app import study_folder
 from server.outputs import StudyOutputs
-from shared.config import STRATEGIES, StudyConfig, load_study
+from shared.config import PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
 from shared.tasks.tabular.demo import demo_study, write_demo_sites
 from simulations.baselines import local_baseline, pooled_baseline
-from simulations.report import comparison, final_site_metrics, print_comparison, round_printer
+from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
 from simulations.runner import simulate
 from simulations.scenario import split_table, table_study_data
 
@@ -40,16 +43,21 @@ def run(
     strategy: Annotated[Optional[str], typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
     local_epochs: Annotated[Optional[int], typer.Option(help="Override train.local-epochs")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override the study seed")] = None,
+    dp: Annotated[Optional[str], typer.Option(help=f"Override privacy.mode: {', '.join(PRIVACY_MODES)}")] = None,
+    epsilon: Annotated[Optional[float], typer.Option(help="Override privacy.epsilon (whole study)")] = None,
+    site_max_epsilon: Annotated[float, typer.Option(help="Each simulated site's own ε cap")] = math.inf,
     out: Annotated[Optional[Path], typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options."""
     try:
-        study = _study(study_file, rounds, strategy, local_epochs, seed)
+        study = _study(study_file, {("federation", "rounds"): rounds, ("federation", "strategy"): strategy,
+                                    ("train", "local-epochs"): local_epochs, ("privacy", "mode"): dp,
+                                    ("privacy", "epsilon"): epsilon}, seed)
         if data is None:
             folder = out or study_folder(study)
-            site_list = _demo_sites(folder, sites)
+            site_list = [SiteConfig(p.stem, p) for p in write_demo_sites(folder / "sites", sites, seed=2)]
         else:
             if not label and not study.data.get("label"):
                 raise typer.BadParameter("--data needs --label (or data.label in the study file)")
@@ -60,16 +68,18 @@ def run(
             folder = out or study_folder(study)
             site_list = split_table(table, folder / "sites", options["label"], site_column, partition, sites,
                                     alpha, study.seed)
+        # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
+        site_list = [dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
+                     for s in site_list]
         _run(study, site_list, folder, baselines, verbose)
     except MedfedError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
 
 
-def _study(path, rounds, strategy, local_epochs, seed) -> StudyConfig:
+def _study(path: Path | None, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
     raw = (load_study(path) if path else demo_study()).to_dict()
-    for section, key, value in (("federation", "rounds", rounds), ("federation", "strategy", strategy),
-                                ("train", "local-epochs", local_epochs)):
+    for (section, key), value in overrides.items():
         if value is not None:
             raw[section][key] = value
     if seed is not None:
@@ -77,16 +87,10 @@ def _study(path, rounds, strategy, local_epochs, seed) -> StudyConfig:
     return StudyConfig.from_dict(raw)
 
 
-def _demo_sites(folder: Path, n_sites: int):
-    from client.site import SiteConfig
-
-    paths = write_demo_sites(folder / "sites", n_sites, seed=2)
-    return [SiteConfig(p.stem, p) for p in paths]
-
-
-def _run(study: StudyConfig, sites, folder: Path, baselines: bool, verbose: bool) -> None:
+def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool) -> None:
+    dp = "" if study.privacy.mode == "off" else f", {study.privacy.mode} DP ε={study.privacy.epsilon}"
     console.print(f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
-                  f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs -> {folder}")
+                  f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs{dp} -> {folder}")
     started = time.perf_counter()
     simulate(study, sites, folder, progress=round_printer(console), verbose=verbose)
     timing = {"simulation-s": time.perf_counter() - started}
@@ -98,9 +102,12 @@ def _run(study: StudyConfig, sites, folder: Path, baselines: bool, verbose: bool
         methods["pooled"] = pooled_baseline(study, sites)
         methods["local"] = local_baseline(study, sites)
         timing["baselines-s"] = time.perf_counter() - started
+    spent = site_epsilons(history["metrics"])
+    privacy = {s.name: {"mia-auc": audit_site(study, s, folder / "model.safetensors"),
+                        **({"epsilon": spent[s.name]} if s.name in spent else {})} for s in sites}
     summary = comparison(methods)
-    StudyOutputs(folder).write_json("summary.json", {**summary, "timing": timing})
-    print_comparison(console, summary)
+    StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing})
+    print_comparison(console, summary, privacy)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):
         raise typer.Exit(1)

@@ -11,6 +11,7 @@ from server.history import WEIGHTED, weighted_mean
 from server.loop import RoundReport
 
 SHOWN = ("accuracy", "roc-auc")
+PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 
 
 def final_site_metrics(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -30,19 +31,32 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
     return out
 
 
-def print_comparison(console: Console, summary: dict[str, Any]) -> None:
-    """A table with one row per site and an accuracy/AUC column pair per method."""
+def print_comparison(console: Console, summary: dict[str, Any], privacy: dict[str, dict[str, float]]) -> None:
+    """One row per site: accuracy/AUC per method, then the site's ε spent and membership-inference AUC."""
     table = Table(title="Held-out test split at each site")
     table.add_column("site", no_wrap=True)
     for method in summary:
         for metric in SHOWN:
             table.add_column(f"{method}\n{metric}", justify="right")
+    extra = sorted({k for p in privacy.values() for k in p})
+    for key in extra:
+        table.add_column(PRIVACY_COLUMNS[key], justify="right")
     sites = sorted({s for m in summary.values() for s in m["per_site"]})
     for site in sites:
-        table.add_row(site, *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in SHOWN])
+        table.add_row(site, *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in SHOWN],
+                      *[_fmt(privacy.get(site, {}).get(k)) for k in extra])
     table.add_row("mean over sites", *[_fmt(m["mean"].get(k)) for m in summary.values() for k in SHOWN],
-                  style="bold")
+                  *["" for _ in extra], style="bold")
     console.print(table)
+
+
+def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each site's cumulative local-DP ε after its last trained round."""
+    spent: dict[str, float] = {}
+    for r in rows:
+        if r["kind"] == "train" and r["site"] != WEIGHTED and "dp-epsilon" in r:
+            spent[r["site"]] = r["dp-epsilon"]
+    return spent
 
 
 def round_printer(console: Console) -> Any:
@@ -53,6 +67,8 @@ def round_printer(console: Console) -> Any:
                 f"train-loss {r.train.get('train-loss', float('nan')):.4f}  "
                 f"| round-{r.evaluated_round} model: acc {ev.get('accuracy', float('nan')):.3f} "
                 f"auc {ev.get('roc-auc', float('nan')):.3f}  [{r.wall_s:.2f} s]")
+        if r.epsilon:
+            line += f"  ε {' '.join(f'{site}={eps:.2f}' for site, eps in sorted(r.epsilon.items()))}"
         console.print(line, highlight=False)
         for p in r.problems:
             console.print(f"  [yellow]{p['event']}[/]: {p['site']}: {p['reason']}", highlight=False)

@@ -7,12 +7,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
-from shared.tasks import get_task
+from shared.tasks import build_model, get_task
 
 
 def server_message(study: StudyConfig, train: bool = True, arrays: ArrayRecord | None = None) -> Message:
     """A train/evaluate instruction carrying the study and fresh global weights."""
-    arrays = arrays or model_arrays(get_task(study.task).build_model(study))
+    arrays = arrays or model_arrays(build_model(study))
     content = RecordDict({"arrays": arrays, "config": ConfigRecord({"study": study.to_json(), "server-round": 1})})
     return Message(content, dst_node_id=1, message_type=MessageType.TRAIN if train else MessageType.EVALUATE)
 
@@ -20,7 +20,7 @@ def server_message(study: StudyConfig, train: bool = True, arrays: ArrayRecord |
 def assert_only_model_and_aggregates(reply: Message, study: StudyConfig) -> None:
     """A reply holds the model's own arrays, scalar metrics/counts and the site's name: nothing per patient."""
     content = reply.content
-    expected = model_arrays(get_task(study.task).build_model(study))
+    expected = model_arrays(build_model(study))
     assert set(content.array_records) <= {"arrays"}
     for record in content.array_records.values():
         assert set(record) == set(expected)

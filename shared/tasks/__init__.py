@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib
 
+from torch import nn
+
+from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import SiteData, Task
 
 KNOWN_TASKS = ("tabular",)
 
-__all__ = ["KNOWN_TASKS", "SiteData", "Task", "get_task"]
+__all__ = ["KNOWN_TASKS", "SiteData", "Task", "build_model", "get_task"]
 
 
 def get_task(name: str) -> Task:
@@ -17,3 +20,13 @@ def get_task(name: str) -> Task:
     if name not in KNOWN_TASKS:
         raise ConfigError("task", f"'{name}' is not a known task (known: {', '.join(KNOWN_TASKS)})")
     return importlib.import_module(f"shared.tasks.{name}").TASK
+
+
+def build_model(study: StudyConfig) -> nn.Module:
+    """The study's model, identical at the server and every site (made DP-compatible when local DP is on)."""
+    model = get_task(study.task).build_model(study)
+    if study.privacy.mode == "local":
+        from shared.privacy.site import dp_compatible
+
+        model = dp_compatible(model)
+    return model

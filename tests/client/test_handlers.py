@@ -6,6 +6,7 @@ import dataclasses
 
 from client.handlers import SITE_REFUSED, handle
 from client.site import SiteConfig
+from shared.config import PrivacyConfig
 from shared.arrays import model_arrays
 from shared.tasks import get_task
 from tests.messages import assert_only_model_and_aggregates, server_message
@@ -43,3 +44,21 @@ def test_weights_of_another_model_are_refused(study, demo_sites):
 def test_node_config_without_data_path_uses_demo_split():
     site = SiteConfig.from_node_config({"partition-id": 1, "num-partitions": 3})
     assert site.name == "hospital-2" and site.data_path.is_file()
+
+
+def test_dp_train_reply_still_holds_only_weights_and_aggregates(study, demo_sites, tmp_path):
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path / "ledgers")
+    reply = handle(server_message(private), site, train=True)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    assert_only_model_and_aggregates(reply, private)
+    metrics = reply.content.metric_records["metrics"]
+    assert 0 < metrics["dp-epsilon"] < 3.0 and metrics["dp-noise-multiplier"] > 0
+    assert list((tmp_path / "ledgers").iterdir())  # spent ε is on the site's disk before the update leaves
+
+
+def test_site_cap_refuses_a_greedier_study(study, demo_sites, tmp_path):
+    greedy = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=10.0))
+    site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path, max_epsilon=2.0)
+    reply = handle(server_message(greedy), site, train=True)
+    assert reply.has_error() and "cap of 2.0" in reply.error.reason and site.name in reply.error.reason

@@ -23,7 +23,8 @@ def test_user_csv_with_site_column(tmp_path):
     assert result.exit_code == 0, result.output
     assert "round   2/2" in result.output and "mean over sites" in result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"federated", "pooled", "local", "timing"}
+    assert set(summary) == {"federated", "pooled", "local", "privacy", "timing"}
+    assert all(0 <= summary["privacy"][site]["mia-auc"] <= 1 for site in ("east", "north", "south"))
     assert set(summary["federated"]["per_site"]) == {"east", "north", "south"}
     study = json.loads((out / "study.json").read_text())
     assert study["data"]["categorical"] == {"ward": ["A", "B"]}

@@ -1,0 +1,1 @@
+"""Differential privacy: accounting and planning, the site's persistent ledger, DP-SGD per round, audits."""

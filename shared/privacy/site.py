@@ -1,0 +1,139 @@
+"""Local DP-SGD at a site, one round at a time: plan the noise, check the budget, make private, commit."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from opacus import PrivacyEngine
+from opacus.validators import ModuleValidator
+from torch import nn
+from torch.utils.data import DataLoader
+
+from shared.config import PrivacyConfig, StudyConfig
+from shared.errors import ConfigError, MedfedError
+from shared.privacy.accounting import BudgetError, Entry, plan_noise
+from shared.privacy.ledger import PrivacyLedger, ledger_path
+
+
+# Layers ExpandedWeights computes per-sample gradients for (torch.nn.utils._expanded_weights).
+EW_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d,
+             nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+class PolicyError(MedfedError):
+    """The study asks for more than the site allows."""
+
+
+def dp_compatible(model: nn.Module) -> nn.Module:
+    """Swap layers Opacus cannot train (BatchNorm -> GroupNorm); name any layer still unsupported."""
+    if ModuleValidator.validate(model, strict=False):
+        model = ModuleValidator.fix(model)
+    problems = ModuleValidator.validate(model, strict=False)
+    if problems:
+        raise ConfigError("model", "cannot be trained with DP-SGD: " + "; ".join(str(p) for p in problems[:3]))
+    return model
+
+
+def grad_sample_mode(model: nn.Module, requested: str) -> str:
+    """'auto': ghost clipping for embedding-heavy models, ExpandedWeights (fastest measured on CPU) where every
+    trainable layer has its per-sample rule, else hooks (which falls back to functorch for any other layer)."""
+    if requested != "auto":
+        return requested
+    if any(isinstance(m, nn.Embedding) for m in _trainable(model).values()):
+        return "ghost"
+    return "hooks" if _without_ew_rule(model) else "ew"
+
+
+def _trainable(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))}
+
+
+def _without_ew_rule(model: nn.Module) -> list[str]:
+    return [f"'{name}' ({type(m).__name__})" for name, m in _trainable(model).items() if not isinstance(m, EW_LAYERS)]
+
+
+class SitePrivacy:
+    """One site's DP-SGD for one round. Life cycle: open (plans noise) -> check_round -> make_private ->
+    train -> commit. The ledger on the site's disk is the only state; a restarted process resumes from it."""
+
+    def __init__(self, study: StudyConfig, site: str, ledger_dir: Path, max_epsilon: float, n_train: int) -> None:
+        privacy: PrivacyConfig = study.privacy
+        if privacy.epsilon > max_epsilon:
+            raise PolicyError(f"site '{site}': the study asks for ε = {privacy.epsilon}, above this site's cap of "
+                              f"{max_epsilon}; refusing")
+        self.site, self.privacy, self.target = site, privacy, privacy.epsilon
+        batches = math.ceil(n_train / study.train.batch_size)
+        self.sample_rate = 1.0 / batches  # as Opacus derives it from the loader
+        self.steps_per_round = study.train.local_epochs * batches
+        self.ledger = PrivacyLedger.open(ledger_path(ledger_dir, site, study.name), site, study.name,
+                                         privacy.accountant, privacy.delta)
+        planned = self.steps_per_round * study.federation.rounds
+        try:
+            self.noise = privacy.noise_multiplier or plan_noise(self.target, privacy.delta, self.sample_rate, planned,
+                                                                privacy.accountant)
+        except BudgetError as exc:
+            raise BudgetError(f"site '{site}': {exc}") from exc
+        self._engine: PrivacyEngine | None = None
+        self._mode = ""
+
+    def check_round(self) -> float:
+        """ε after this round if it runs; refuse (naming the site) when it would exceed the budget."""
+        after = self.ledger.epsilon_with(self._entry(self.steps_per_round))
+        if after > self.target + 1e-9:
+            spent = self.ledger.spent
+            first = "" if self.ledger.rounds else " (the budget is too small for even one round)"
+            raise BudgetError(f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
+                              f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing")
+        return after
+
+    def make_private(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, loss: nn.Module):
+        """Opacus-wrapped model, optimiser, Poisson-sampling loader and loss for this round's training."""
+        model.train()  # Opacus validates training mode; the fused evaluation just left the model in eval mode
+        self._engine = PrivacyEngine(accountant=self.privacy.accountant)
+        self._mode = grad_sample_mode(model, self.privacy.grad_sample_mode)
+        if self._mode == "ew" and (missing := _without_ew_rule(model)):
+            raise ConfigError("privacy.grad-sample-mode", f"'ew' has no per-sample rule for layer(s) "
+                              f"{', '.join(missing)}; use 'auto' or 'hooks'")
+        # Noise and Poisson sampling must be unpredictable: never derived from the (public) study seed.
+        torch.seed()
+        noise_rng = torch.Generator(device=next(model.parameters()).device)
+        noise_rng.manual_seed(int.from_bytes(os.urandom(8), "little"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Opacus warns about secure RNG and about the accountant on every call
+            try:
+                out = self._engine.make_private(module=model, optimizer=optimizer, data_loader=loader, criterion=loss,
+                                                noise_multiplier=self.noise, max_grad_norm=self.privacy.clip_norm,
+                                                grad_sample_mode=self._mode, poisson_sampling=True,
+                                                noise_generator=noise_rng)
+            except (NotImplementedError, ValueError, RuntimeError) as exc:
+                raise ConfigError("privacy.grad-sample-mode", f"'{self._mode}' cannot train this model: {exc}") from exc
+        if self._mode == "ghost":
+            model, optimizer, loss, loader = out
+        else:
+            model, optimizer, loader = out
+        return model, optimizer, loader, loss
+
+    def empty_batch_step(self):
+        """For ExpandedWeights, which cannot run an empty batch: the step still happens (noise only) and counts."""
+        if self._mode != "ew":
+            return None
+
+        def step(optimizer: torch.optim.Optimizer) -> None:
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad:
+                        p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
+            optimizer.step()
+        return step
+
+    def commit(self, rnd: int) -> float:
+        """Write this round's steps to the ledger (before the update leaves the site); return cumulative ε."""
+        steps = sum(count for _, _, count in self._engine.accountant.history)
+        return self.ledger.record(rnd, self._entry(steps))
+
+    def _entry(self, steps: int) -> Entry:
+        return (self.noise, self.sample_rate, steps)

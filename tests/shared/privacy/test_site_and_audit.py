@@ -1,0 +1,77 @@
+"""DP-SGD at a site: Opacus-compatible models, empty Poisson batches, and the membership-inference audit."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from shared.config import PrivacyConfig, TrainConfig
+from shared.errors import ConfigError
+from shared.privacy.audit import membership_auc
+from shared.privacy.site import SitePrivacy, dp_compatible, grad_sample_mode
+from shared.tasks.tabular.demo import demo_study
+from shared.training import make_loader, make_optimizer, train_epochs
+
+
+def test_batchnorm_becomes_groupnorm():
+    model = dp_compatible(nn.Sequential(nn.Conv2d(1, 8, 3), nn.BatchNorm2d(8), nn.ReLU()))
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+
+
+class Odd(nn.Module):
+    """A layer ExpandedWeights has no per-sample rule for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix = nn.Bilinear(4, 4, 2)
+
+    def forward(self, x):
+        return self.mix(x, x)
+
+
+def test_auto_mode_picks_expanded_weights_only_where_it_applies():
+    assert grad_sample_mode(nn.Sequential(nn.Linear(3, 2), nn.GroupNorm(1, 2)), "auto") == "ew"
+    assert grad_sample_mode(Odd(), "auto") == "hooks"
+    assert grad_sample_mode(nn.Sequential(nn.Embedding(10, 4)), "auto") == "ghost"
+
+
+def test_a_mode_that_cannot_train_the_model_is_a_clear_error(tmp_path):
+    base = demo_study()
+    study = dataclasses.replace(base, privacy=PrivacyConfig(mode="local", grad_sample_mode="ew"))
+    site = SitePrivacy(study, "h", tmp_path, float("inf"), 40)
+    model = Odd()
+    loader = make_loader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), 8, 0)
+    with pytest.raises(ConfigError, match=r"privacy.grad-sample-mode.*'ew'.*'mix' \(Bilinear\)"):
+        site.make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, nn.CrossEntropyLoss())
+
+
+def overfit(tmp_path, private: bool) -> float:
+    """A wide MLP trained far too long on 64 patients with noisy labels, then attacked."""
+    torch.manual_seed(0)
+    x, y = torch.randn(128, 10), torch.randint(0, 2, (128,))
+    train, held_out = TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:])
+    model = nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
+    settings = TrainConfig(lr=0.003, batch_size=16, local_epochs=150)
+    optimizer, loader, loss, empty_step = make_optimizer(model, settings), make_loader(train, 16, 0), nn.CrossEntropyLoss(), None
+    if private:
+        base = demo_study()
+        study = dataclasses.replace(base, train=settings, privacy=PrivacyConfig(mode="local", epsilon=1.0),
+                                    federation=dataclasses.replace(base.federation, rounds=1))
+        site = SitePrivacy(study, "h", tmp_path, float("inf"), len(train))
+        model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
+        empty_step = site.empty_batch_step()
+    train_epochs(model, loader, loss, optimizer, settings.local_epochs, torch.device("cpu"), empty_batch_step=empty_step)
+    trained = getattr(model, "_module", model)  # the trained network itself, as the site's audit loads it
+    return membership_auc(trained, train, held_out, nn.CrossEntropyLoss(), torch.device("cpu"))
+
+
+def test_membership_attack_sees_overfitting_and_dp_hides_it(tmp_path):
+    exposed = overfit(tmp_path, private=False)
+    protected = overfit(tmp_path, private=True)
+    assert exposed > 0.8
+    assert protected < 0.65 and protected < exposed - 0.2

@@ -1,0 +1,45 @@
+"""Privacy in whole simulated studies: local DP with a site cap, and Flower's central DP wrappers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from shared.config import PrivacyConfig
+from simulations.runner import simulate
+from tests.messages import assert_only_model_and_aggregates
+from tests.simulations.test_end_to_end import recorded  # noqa: F401  (fixture)
+
+
+def test_local_dp_reports_epsilon_and_the_capped_site_is_refused(study, demo_sites, tmp_path, recorded):  # noqa: F811
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=4.0))
+    sites = [dataclasses.replace(s, ledger_dir=tmp_path / "ledgers") for s in demo_sites]
+    sites[2] = dataclasses.replace(sites[2], max_epsilon=1.0)
+    simulate(private, sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed"
+    refused = [e for e in history["events"] if e["event"] == "refused"]
+    assert [e["round"] for e in refused] == [1, 2]
+    assert all("hospital-3" in e["reason"] and "cap of 1.0" in e["reason"] for e in refused)
+    spent = {(r["round"], r["site"]): r["dp-epsilon"] for r in history["metrics"]
+             if r["kind"] == "train" and r["site"] != "weighted"}
+    assert set(spent) == {(1, "hospital-1"), (1, "hospital-2"), (2, "hospital-1"), (2, "hospital-2")}
+    for site in ("hospital-1", "hospital-2"):
+        assert 0 < spent[(1, site)] < spent[(2, site)] <= 4.0
+    assert sorted(p.name for p in (tmp_path / "ledgers").iterdir()) == [
+        "hospital-1__breast-cancer-demo.json", "hospital-2__breast-cancer-demo.json"]
+    for reply in recorded:
+        if not reply.has_error():
+            assert_only_model_and_aggregates(reply, private)
+
+
+@pytest.mark.parametrize("mode", ["central-server", "central-client"])
+def test_central_dp_runs_and_reports_site_level_epsilon(study, demo_sites, tmp_path, mode):
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode=mode, epsilon=5.0, clip_norm=5.0))
+    simulate(private, demo_sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed", history["events"]
+    epsilons = [r["epsilon"] for r in history["metrics"] if r["kind"] == "privacy"]
+    assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] <= 5.0
