@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import functools
+import logging
 
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from shared.errors import MedfedError
+
+# Opacus calls logging.basicConfig on import; without this every Flower log line would print twice.
+logging.getLogger("flwr").propagate = False
 
 Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps), Opacus's history format
 

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from shared.config import PrivacyConfig, TrainConfig
+from shared.device import resolve_device
 from shared.privacy.site import SitePrivacy
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
@@ -39,10 +40,10 @@ MODELS = {
 }
 
 
-def epoch_rate(model_fn, data: TensorDataset, batch: int, mode: str | None, ledger: Path) -> float:
+def epoch_rate(model_fn, data: TensorDataset, batch: int, mode: str | None, ledger: Path, device: torch.device) -> float:
     """Samples per second of one training epoch; `mode` None is non-private."""
     torch.manual_seed(0)
-    model = model_fn()
+    model = model_fn().to(device)
     settings = TrainConfig(batch_size=batch, lr=0.01)
     optimizer, loader, loss, empty = make_optimizer(model, settings), make_loader(data, batch, 0), nn.CrossEntropyLoss(), None
     if mode is not None:
@@ -53,11 +54,13 @@ def epoch_rate(model_fn, data: TensorDataset, batch: int, mode: str | None, ledg
         model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
         empty = site.empty_batch_step()
     started = time.perf_counter()
-    train_epochs(model, loader, loss, optimizer, 1, torch.device("cpu"), empty_batch_step=empty)
+    train_epochs(model, loader, loss, optimizer, 1, device, empty_batch_step=empty)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return len(data) / (time.perf_counter() - started)
 
 
-def measure(batches: list[int], modes: list[str], repeats: int) -> list[dict]:
+def measure(batches: list[int], modes: list[str], repeats: int, device: torch.device) -> list[dict]:
     """One row per (model, batch size): non-DP and per-mode samples/s and DP / non-DP ratios."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -68,7 +71,7 @@ def measure(batches: list[int], modes: list[str], repeats: int) -> list[dict]:
                 for _ in range(repeats):
                     for mode in rates:
                         rates[mode].append(epoch_rate(model_fn, data, batch, None if mode == "non-dp" else mode,
-                                                      Path(tmp)))
+                                                      Path(tmp), device))
                 median = {m: float(np.median(v)) for m, v in rates.items()}
                 rows.append({"model": name, "batch": batch, "samples_per_s": median,
                              "ratio": {m: median[m] / median["non-dp"] for m in modes}})
@@ -80,13 +83,15 @@ def main(
     modes: Annotated[str, typer.Option(help="Opacus grad-sample modes")] = "ew,hooks,ghost",
     repeats: Annotated[int, typer.Option(help="Interleaved repeats; medians are reported")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
 ) -> None:
     """Measure and print DP / non-DP throughput ratios."""
     torch.set_num_threads(threads)
     mode_list = modes.split(",")
-    rows = measure([int(b) for b in batches.split(",")], mode_list, repeats)
-    table = Table(title=f"DP-SGD / non-private samples/s ({threads} torch thread(s), median of {repeats})")
+    target = resolve_device(device)
+    rows = measure([int(b) for b in batches.split(",")], mode_list, repeats, target)
+    table = Table(title=f"DP-SGD / non-private samples/s on {target} ({threads} torch thread(s), median of {repeats})")
     for column in ("model", "batch", "non-DP samples/s", *[f"{m} ratio" for m in mode_list]):
         table.add_column(column, justify="right")
     for r in rows:
@@ -94,7 +99,7 @@ def main(
                       *[f"{r['ratio'][m]:.2f}" for m in mode_list])
     Console().print(table)
     if out:
-        out.write_text(json.dumps({"threads": threads, "repeats": repeats, "rows": rows}, indent=2))
+        out.write_text(json.dumps({"device": str(target), "threads": threads, "repeats": repeats, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""FLamby's Fed-Heart-Disease (4 hospitals): pooled, local-only, FedAvg, FedProx and FedAdam per-client accuracy.
+"""FLamby's Fed-Heart-Disease (4 hospitals): pooled, local-only, FedAvg, FedProx and FedAdam per-client accuracy;
+with --epsilons, local DP at each ε instead, with the membership-inference attack AUC of each model.
 
     python -m simulations.benchmarks.fed_heart_disease --data ../shared/data/heart_disease --out heart.json
+    python -m simulations.benchmarks.fed_heart_disease --data ../shared/data/heart_disease --epsilons 0.5,1,3,8
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.audit import audit_site
 from client.site import SiteConfig
-from shared.config import StudyConfig
+from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import DataError
 from simulations.baselines import local_baseline, pooled_baseline
-from simulations.report import final_site_metrics
+from simulations.report import final_site_metrics, site_epsilons
 from simulations.runner import simulate
 
 # FLamby's center ids, in order.
@@ -79,6 +82,27 @@ def run(sites: list[SiteConfig], work: Path, seed: int = 43) -> dict[str, dict]:
     return results
 
 
+def run_privacy(sites: list[SiteConfig], work: Path, epsilons: list[float], seed: int = 43) -> dict[str, dict]:
+    """Local DP (δ = 1e-5 per site) at each ε, and the non-private reference: accuracy, ε spent, attack AUC."""
+    results = {}
+    for eps in [None, *epsilons]:
+        study = heart_study(seed=seed)
+        if eps is not None:
+            study = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=eps, delta=1e-5))
+        key = "non-dp" if eps is None else f"eps={eps:g}"
+        study = dataclasses.replace(study, output_dir=str(work), name=f"{study.name}-{key}")
+        folder = work / f"{key}-{seed}"
+        ledgers = [dataclasses.replace(s, ledger_dir=folder / "ledgers") for s in sites]
+        simulate(study, ledgers, folder)
+        history = json.loads((folder / "history.json").read_text())
+        spent = site_epsilons(history["metrics"])
+        attack = [audit_site(study, s, folder / "model.safetensors") for s in ledgers]
+        results[key] = {**_summary(final_site_metrics(history["metrics"])), "mia_auc_per_client": attack,
+                        "mia_auc_mean": float(np.mean(attack)),
+                        "epsilon_spent_per_client": [spent.get(h, 0.0) for h in HOSPITALS], "status": history["status"]}
+    return results
+
+
 def combine(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
     """Per method: mean per-client accuracy averaged over seeds, its spread, and the per-seed detail."""
     methods = next(iter(per_seed.values()))
@@ -88,6 +112,9 @@ def combine(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
         clients = np.mean([r[method]["per_client"] for r in per_seed.values()], axis=0)
         out[method] = {"mean_client_accuracy": float(np.mean(means)), "std_over_seeds": float(np.std(means)),
                        "per_client": clients.tolist(), "per_seed": dict(zip(map(str, per_seed), means))}
+        for key in ("mia_auc_mean", "epsilon_spent_per_client"):
+            if key in methods[method]:
+                out[method][key] = np.mean([r[method][key] for r in per_seed.values()], axis=0).tolist()
     return out
 
 
@@ -100,10 +127,18 @@ def main(
     data: Annotated[Path, typer.Option(help="Folder with the four processed.*.data files")],
     out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
     seeds: Annotated[str, typer.Option(help="Training seeds (init, batch order); the split stays FLamby's")] = "43",
+    epsilons: Annotated[Optional[str], typer.Option(help="Local-DP sweep over these ε (per site, δ = 1e-5)")] = None,
 ) -> None:
     """Run the benchmark and print medfed's figures beside FLamby's."""
     with tempfile.TemporaryDirectory() as tmp:
         sites = write_sites(data, Path(tmp) / "sites")
+        if epsilons:
+            eps = [float(e) for e in epsilons.split(",")]
+            results = combine({int(s): run_privacy(sites, Path(tmp) / "runs", eps, int(s)) for s in seeds.split(",")})
+            _print_privacy(results, seeds)
+            if out:
+                out.write_text(json.dumps(results, indent=2))
+            return
         results = combine({int(s): run(sites, Path(tmp) / "runs", int(s)) for s in seeds.split(",")})
     table = Table(title=f"Fed-Heart-Disease: mean per-client test accuracy (FLamby split), seeds {seeds}")
     for column in ("method", "mean", "std", *HOSPITALS, "FLamby"):
@@ -115,6 +150,17 @@ def main(
     Console().print(table)
     if out:
         out.write_text(json.dumps({**results, "flamby_published": FLAMBY}, indent=2))
+
+
+def _print_privacy(results: dict[str, dict], seeds: str) -> None:
+    table = Table(title=f"Fed-Heart-Disease with local DP (FedAdam, δ = 1e-5 per site), seeds {seeds}")
+    for column in ("run", "mean accuracy", "std", *HOSPITALS, "ε spent (max)", "attack AUC (mean)"):
+        table.add_column(column, justify="right")
+    for key, r in results.items():
+        table.add_row(key, f"{r['mean_client_accuracy']:.3f}", f"{r['std_over_seeds']:.3f}",
+                      *[f"{a:.3f}" for a in r["per_client"]], f"{max(r['epsilon_spent_per_client']):.2f}",
+                      f"{r['mia_auc_mean']:.3f}")
+    Console().print(table)
 
 
 if __name__ == "__main__":
