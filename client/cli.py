@@ -52,15 +52,18 @@ def audit(
         console.print(f"[red]audit failed:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     verdict = "no measurable leak" if auc < 0.55 else "the model reveals who it was trained on"
-    console.print(f"site '{site}': membership-inference attack AUC {auc:.3f} (0.5 = attacker learns nothing; "
-                  f"{verdict})")
+    console.print(
+        f"site '{site}': membership-inference attack AUC {auc:.3f} (0.5 = attacker learns nothing; {verdict})"
+    )
 
 
 @cli.command()
 def start() -> None:
     """Start this site's agent (a Flower SuperNode) from a site config file: arrives with issue #6."""
-    console.print("medfed-site start is not available yet (tracked in issue #6); use flower-supernode with "
-                  "--node-config 'site=\"...\" data-path=\"...\"' meanwhile.")
+    console.print(
+        "medfed-site start is not available yet (tracked in issue #6); use flower-supernode with "
+        '--node-config \'site="..." data-path="..."\' meanwhile.'
+    )
     raise typer.Exit(2)
 
 

@@ -6,7 +6,6 @@ import logging
 import time
 
 import torch
-
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from client.site import SiteConfig, load_site_data
@@ -32,8 +31,9 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
         return Message(Error(code=SITE_REFUSED, reason=_named(site, str(exc))), reply_to=msg)
     except Exception as exc:  # a bug must not leave the server waiting: reply, keep the trace local
         log.exception("site '%s' failed on a %s message", site.name, msg.metadata.message_type)
-        return Message(Error(code=SITE_REFUSED, reason=_named(site, f"internal error ({type(exc).__name__})")),
-                       reply_to=msg)
+        return Message(
+            Error(code=SITE_REFUSED, reason=_named(site, f"internal error ({type(exc).__name__})")), reply_to=msg
+        )
     content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
     if arrays is not None:
         content["arrays"] = arrays
@@ -64,8 +64,9 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     return metrics, arrays
 
 
-def _train(task: Task, model, data: SiteData, study: StudyConfig, site: SiteConfig, device, rnd: int,
-           proximal_mu: float) -> dict[str, float]:
+def _train(
+    task: Task, model, data: SiteData, study: StudyConfig, site: SiteConfig, device, rnd: int, proximal_mu: float
+) -> dict[str, float]:
     round_seed = study.seed * 100_003 + rnd
     loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
     optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(), None
@@ -77,8 +78,16 @@ def _train(task: Task, model, data: SiteData, study: StudyConfig, site: SiteConf
         privacy.check_round()
         model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
         empty_step = privacy.empty_batch_step()
-    loss = train_epochs(model, loader, loss_fn, optimizer, study.train.local_epochs, device,
-                        proximal_mu=proximal_mu, empty_batch_step=empty_step)
+    loss = train_epochs(
+        model,
+        loader,
+        loss_fn,
+        optimizer,
+        study.train.local_epochs,
+        device,
+        proximal_mu=proximal_mu,
+        empty_batch_step=empty_step,
+    )
     out = {"num-examples": len(data.train), "train-loss": loss}
     if privacy is not None:
         out.update({"dp-epsilon": privacy.commit(rnd), "dp-noise-multiplier": privacy.noise})

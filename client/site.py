@@ -31,8 +31,10 @@ class SiteConfig:
     def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
         """Read `site`, `data-path`, `device`, `ledger-dir` and `max-epsilon`; under Flower's simulation without
         a data path, use the built-in demo split."""
-        own = {"device": str(node_config.get("device", "auto")),
-               "max_epsilon": float(node_config.get("max-epsilon", math.inf))}
+        own = {
+            "device": str(node_config.get("device", "auto")),
+            "max_epsilon": float(node_config.get("max-epsilon", math.inf)),
+        }
         if "ledger-dir" in node_config:
             own["ledger_dir"] = Path(str(node_config["ledger-dir"]))
         if "data-path" in node_config:
@@ -43,8 +45,9 @@ class SiteConfig:
             folder = Path(tempfile.gettempdir()) / "medfed-demo" / f"{total}-sites"
             own.setdefault("ledger_dir", folder / "ledgers")
             return cls(f"hospital-{index + 1}", write_demo_site(folder, index, total), **own)
-        raise ConfigError("data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'",
-                          source="node config")
+        raise ConfigError(
+            "data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'", source="node config"
+        )
 
 
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:

@@ -25,8 +25,10 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     except MedfedError as exc:
         console.print(f"[red]invalid:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
-    console.print(f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
-                  f"{config.federation.rounds} rounds")
+    console.print(
+        f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
+        f"{config.federation.rounds} rounds"
+    )
 
 
 def _later(name: str) -> None:

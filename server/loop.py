@@ -73,20 +73,44 @@ def run_study(
             evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
             train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
             compute = max((m.get("compute-s", 0.0) for m in result.site_metrics.values()), default=0.0)
-            history.timings.append({"round": rnd, "wall-s": wall, "max-site-compute-s": compute,
-                                    "overhead-s": wall - compute, "sampled": len(messages),
-                                    "accepted": len(result.accepted)})
+            history.timings.append(
+                {
+                    "round": rnd,
+                    "wall-s": wall,
+                    "max-site-compute-s": compute,
+                    "overhead-s": wall - compute,
+                    "sampled": len(messages),
+                    "accepted": len(result.accepted),
+                }
+            )
             enough = len(result.accepted) >= fed.min_sites
             spent = {site: m["dp-epsilon"] for site, m in result.site_metrics.items() if "dp-epsilon" in m}
             if plan is not None and enough:
                 spent["central"] = plan.epsilon(rnd, study.privacy)
-                history.add_metrics(rnd, "privacy", {"central": {"epsilon": spent["central"],
-                                                                 "noise-multiplier": plan.noise_multiplier}})
-            progress(RoundReport(rnd, fed.rounds, len(result.accepted), len(messages), train, rnd - 1,
-                                 evaluation, wall, problems, spent))
+                history.add_metrics(
+                    rnd,
+                    "privacy",
+                    {"central": {"epsilon": spent["central"], "noise-multiplier": plan.noise_multiplier}},
+                )
+            progress(
+                RoundReport(
+                    rnd,
+                    fed.rounds,
+                    len(result.accepted),
+                    len(messages),
+                    train,
+                    rnd - 1,
+                    evaluation,
+                    wall,
+                    problems,
+                    spent,
+                )
+            )
             if not enough:
-                raise StudyStopped(f"round {rnd}: only {len(result.accepted)} usable update(s), "
-                                   f"federation.min-sites is {fed.min_sites}")
+                raise StudyStopped(
+                    f"round {rnd}: only {len(result.accepted)} usable update(s), "
+                    f"federation.min-sites is {fed.min_sites}"
+                )
             aggregated, _ = strategy.aggregate_train(rnd, result.accepted)
             if aggregated is None:
                 raise StudyStopped(f"round {rnd}: the strategy produced no model")
@@ -134,20 +158,24 @@ def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while (connected := len(list(grid.get_node_ids()))) < needed:
         if time.monotonic() > deadline:
-            raise StudyStopped(f"only {connected} site(s) connected within {timeout:.0f} s, "
-                               f"federation.min-sites is {needed}")
+            raise StudyStopped(
+                f"only {connected} site(s) connected within {timeout:.0f} s, federation.min-sites is {needed}"
+            )
         time.sleep(0.05)
     return connected
 
 
 def _missing(messages: list[Message], replies: list[Message], timeout: float, names: SiteNames) -> list[dict[str, str]]:
     answered = {r.metadata.src_node_id for r in replies}
-    return [{"site": names.node(m.metadata.dst_node_id), "event": "no-reply",
-             "reason": f"no reply within {timeout:.0f} s"} for m in messages if m.metadata.dst_node_id not in answered]
+    return [
+        {"site": names.node(m.metadata.dst_node_id), "event": "no-reply", "reason": f"no reply within {timeout:.0f} s"}
+        for m in messages
+        if m.metadata.dst_node_id not in answered
+    ]
 
 
 def _strip(site_metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, float]]:
-    return {s: {k[len(prefix):]: v for k, v in m.items() if k.startswith(prefix)} for s, m in site_metrics.items()}
+    return {s: {k[len(prefix) :]: v for k, v in m.items() if k.startswith(prefix)} for s, m in site_metrics.items()}
 
 
 def _train_only(metrics: dict[str, float]) -> dict[str, float]:
@@ -155,6 +183,14 @@ def _train_only(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _log_report(report: RoundReport) -> None:
-    log.info("round %d/%d: %d/%d sites, train loss %.4f, round-%d model accuracy %.3f (%.2f s)",
-             report.round, report.rounds, report.accepted, report.sampled, report.train.get("train-loss", float("nan")),
-             report.evaluated_round, report.evaluation.get("accuracy", float("nan")), report.wall_s)
+    log.info(
+        "round %d/%d: %d/%d sites, train loss %.4f, round-%d model accuracy %.3f (%.2f s)",
+        report.round,
+        report.rounds,
+        report.accepted,
+        report.sampled,
+        report.train.get("train-loss", float("nan")),
+        report.evaluated_round,
+        report.evaluation.get("accuracy", float("nan")),
+        report.wall_s,
+    )

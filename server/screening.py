@@ -54,10 +54,12 @@ def screen(replies: list[Message], expected: ArrayRecord | None, names: SiteName
         out.site_metrics[site] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         if expected is not None:
             msg = copy.copy(msg)  # the received reply stays as it came; the strategy gets only what it aggregates
-            msg.content = RecordDict({
-                "arrays": msg.content.array_records["arrays"],
-                "metrics": MetricRecord({"num-examples": int(metrics["num-examples"])}),
-            })
+            msg.content = RecordDict(
+                {
+                    "arrays": msg.content.array_records["arrays"],
+                    "metrics": MetricRecord({"num-examples": int(metrics["num-examples"])}),
+                }
+            )
         out.accepted.append(msg)
     return out
 

@@ -38,6 +38,10 @@ def build_strategy(
     else:
         strategy = FedAvg(**common)
     if privacy is not None and privacy.mode in CENTRAL_WRAPPERS:
-        strategy = CENTRAL_WRAPPERS[privacy.mode](strategy, noise_multiplier=plan.noise_multiplier,
-                                                  clipping_norm=privacy.clip_norm, num_sampled_clients=plan.sampled)
+        strategy = CENTRAL_WRAPPERS[privacy.mode](
+            strategy,
+            noise_multiplier=plan.noise_multiplier,
+            clipping_norm=privacy.clip_norm,
+            num_sampled_clients=plan.sampled,
+        )
     return strategy

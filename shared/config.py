@@ -83,8 +83,11 @@ class PrivacyConfig:
         _check(self.clip_norm > 0, "privacy.clip-norm", "must be > 0")
         _check(self.noise_multiplier >= 0, "privacy.noise-multiplier", "must be >= 0 (0 plans it from epsilon)")
         _check(self.accountant in ACCOUNTANTS, "privacy.accountant", f"must be one of {', '.join(ACCOUNTANTS)}")
-        _check(self.grad_sample_mode in GRAD_SAMPLE_MODES, "privacy.grad-sample-mode",
-               f"must be one of {', '.join(GRAD_SAMPLE_MODES)}")
+        _check(
+            self.grad_sample_mode in GRAD_SAMPLE_MODES,
+            "privacy.grad-sample-mode",
+            f"must be one of {', '.join(GRAD_SAMPLE_MODES)}",
+        )
 
 
 @dataclass(frozen=True)
@@ -134,8 +137,9 @@ def load_study(path: str | Path) -> StudyConfig:
     except FileNotFoundError as exc:
         raise ConfigError(str(path), "does not exist", source="study file") from exc
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(path), f"is not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({exc})",
-                          source="study file") from exc
+        raise ConfigError(
+            str(path), f"is not valid {path.suffix.lstrip('.').upper() or 'TOML'} ({exc})", source="study file"
+        ) from exc
     try:
         return StudyConfig.from_dict(raw)
     except ConfigError as exc:
@@ -179,8 +183,11 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
         return list(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is bool and not isinstance(value, bool) or not isinstance(value, kind) or (
-        kind is int and isinstance(value, bool)
+    if (
+        kind is bool
+        and not isinstance(value, bool)
+        or not isinstance(value, kind)
+        or (kind is int and isinstance(value, bool))
     ):
         raise ConfigError(name, f"must be of type {kind.__name__}, got {value!r}")
     return value

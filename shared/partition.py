@@ -18,8 +18,11 @@ def partition(
     if alpha <= 0:
         raise ConfigError("alpha", "must be > 0", source="partition")
     if len(labels) < n_sites * min_rows:
-        raise ConfigError("sites", f"{n_sites} sites of at least {min_rows} rows need {n_sites * min_rows} rows, "
-                          f"the data has {len(labels)}", source="partition")
+        raise ConfigError(
+            "sites",
+            f"{n_sites} sites of at least {min_rows} rows need {n_sites * min_rows} rows, the data has {len(labels)}",
+            source="partition",
+        )
     rng = np.random.default_rng(seed)
     if scheme == "iid":
         return [np.sort(p) for p in np.array_split(rng.permutation(len(labels)), n_sites)]
@@ -54,5 +57,9 @@ def _label_skew(
                 parts[site].extend(chunk.tolist())
         if all(len(p) >= min_rows and len(np.unique(labels[p])) > 1 for p in parts):
             return [np.sort(np.asarray(p)) for p in parts]
-    raise ConfigError("alpha", f"Dirichlet({alpha}) gave a site under {min_rows} rows or with a single class in "
-                      f"{tries} draws; raise alpha or use fewer sites", source="partition")
+    raise ConfigError(
+        "alpha",
+        f"Dirichlet({alpha}) gave a site under {min_rows} rows or with a single class in "
+        f"{tries} draws; raise alpha or use fewer sites",
+        source="partition",
+    )

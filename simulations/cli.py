@@ -7,7 +7,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,30 +31,38 @@ cli = typer.Typer(add_completion=False, help=__doc__)
 
 @cli.command()
 def run(
-    study_file: Annotated[Optional[Path], typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="Your CSV/Parquet table, split into sites")] = None,
-    label: Annotated[Optional[str], typer.Option(help="Label column of --data")] = None,
-    site_column: Annotated[Optional[str], typer.Option(help="Column naming each row's hospital")] = None,
-    categorical: Annotated[Optional[str], typer.Option(help="Comma-separated categorical columns")] = None,
+    study_file: Annotated[Path | None, typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your CSV/Parquet table, split into sites")] = None,
+    label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
+    site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
+    categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
     partition: Annotated[str, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)}")] = "dirichlet",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration: lower is more skewed")] = 1.0,
     sites: Annotated[int, typer.Option(help="Number of simulated hospitals")] = 3,
-    rounds: Annotated[Optional[int], typer.Option(help="Override federation.rounds")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
-    local_epochs: Annotated[Optional[int], typer.Option(help="Override train.local-epochs")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Override the study seed")] = None,
-    dp: Annotated[Optional[str], typer.Option(help=f"Override privacy.mode: {', '.join(PRIVACY_MODES)}")] = None,
-    epsilon: Annotated[Optional[float], typer.Option(help="Override privacy.epsilon (whole study)")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override federation.rounds")] = None,
+    strategy: Annotated[str | None, typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Override train.local-epochs")] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the study seed")] = None,
+    dp: Annotated[str | None, typer.Option(help=f"Override privacy.mode: {', '.join(PRIVACY_MODES)}")] = None,
+    epsilon: Annotated[float | None, typer.Option(help="Override privacy.epsilon (whole study)")] = None,
     site_max_epsilon: Annotated[float, typer.Option(help="Each simulated site's own ε cap")] = math.inf,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options."""
     try:
-        study = _study(study_file, {("federation", "rounds"): rounds, ("federation", "strategy"): strategy,
-                                    ("train", "local-epochs"): local_epochs, ("privacy", "mode"): dp,
-                                    ("privacy", "epsilon"): epsilon}, seed)
+        study = _study(
+            study_file,
+            {
+                ("federation", "rounds"): rounds,
+                ("federation", "strategy"): strategy,
+                ("train", "local-epochs"): local_epochs,
+                ("privacy", "mode"): dp,
+                ("privacy", "epsilon"): epsilon,
+            },
+            seed,
+        )
         if data is None:
             folder = out or study_folder(study)
             site_list = [SiteConfig(p.stem, p) for p in write_demo_sites(folder / "sites", sites, seed=2)]
@@ -66,11 +74,13 @@ def run(
             table, options = table_study_data(data, label or study.data["label"], site_column, cats, given)
             study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
             folder = out or study_folder(study)
-            site_list = split_table(table, folder / "sites", options["label"], site_column, partition, sites,
-                                    alpha, study.seed)
+            site_list = split_table(
+                table, folder / "sites", options["label"], site_column, partition, sites, alpha, study.seed
+            )
         # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
-        site_list = [dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
-                     for s in site_list]
+        site_list = [
+            dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon) for s in site_list
+        ]
         _run(study, site_list, folder, baselines, verbose)
     except MedfedError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
@@ -89,8 +99,10 @@ def _study(path: Path | None, overrides: dict[tuple[str, str], object], seed: in
 
 def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool) -> None:
     dp = "" if study.privacy.mode == "off" else f", {study.privacy.mode} DP ε={study.privacy.epsilon}"
-    console.print(f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
-                  f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs{dp} -> {folder}")
+    console.print(
+        f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
+        f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs{dp} -> {folder}"
+    )
     started = time.perf_counter()
     simulate(study, sites, folder, progress=round_printer(console), verbose=verbose)
     timing = {"simulation-s": time.perf_counter() - started}
@@ -103,8 +115,13 @@ def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: b
         methods["local"] = local_baseline(study, sites)
         timing["baselines-s"] = time.perf_counter() - started
     spent = site_epsilons(history["metrics"])
-    privacy = {s.name: {"mia-auc": audit_site(study, s, folder / "model.safetensors"),
-                        **({"epsilon": spent[s.name]} if s.name in spent else {})} for s in sites}
+    privacy = {
+        s.name: {
+            "mia-auc": audit_site(study, s, folder / "model.safetensors"),
+            **({"epsilon": spent[s.name]} if s.name in spent else {}),
+        }
+        for s in sites
+    }
     summary = comparison(methods)
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing})
     print_comparison(console, summary, privacy)

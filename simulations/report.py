@@ -17,16 +17,21 @@ PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nat
 def final_site_metrics(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Each site's evaluation of the final global model, from a history's metric rows."""
     last = max((r["round"] for r in rows if r["kind"] == "eval"), default=None)
-    return {r["site"]: {k: v for k, v in r.items() if k not in ("round", "site", "kind") and v == v}
-            for r in rows if r["kind"] == "eval" and r["round"] == last and r["site"] != WEIGHTED}
+    return {
+        r["site"]: {k: v for k, v in r.items() if k not in ("round", "site", "kind") and v == v}
+        for r in rows
+        if r["kind"] == "eval" and r["round"] == last and r["site"] != WEIGHTED
+    }
 
 
 def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """Per method: per-site metrics, their plain mean over sites and the example-weighted mean."""
     out = {}
     for method, per_site in methods.items():
-        mean = {k: sum(m[k] for m in per_site.values() if k in m) / max(1, sum(k in m for m in per_site.values()))
-                for k in {k for m in per_site.values() for k in m} - {"num-examples"}}
+        mean = {
+            k: sum(m[k] for m in per_site.values() if k in m) / max(1, sum(k in m for m in per_site.values()))
+            for k in {k for m in per_site.values() for k in m} - {"num-examples"}
+        }
         out[method] = {"per_site": per_site, "mean": mean, "weighted": weighted_mean(per_site)}
     return out
 
@@ -43,10 +48,17 @@ def print_comparison(console: Console, summary: dict[str, Any], privacy: dict[st
         table.add_column(PRIVACY_COLUMNS[key], justify="right")
     sites = sorted({s for m in summary.values() for s in m["per_site"]})
     for site in sites:
-        table.add_row(site, *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in SHOWN],
-                      *[_fmt(privacy.get(site, {}).get(k)) for k in extra])
-    table.add_row("mean over sites", *[_fmt(m["mean"].get(k)) for m in summary.values() for k in SHOWN],
-                  *["" for _ in extra], style="bold")
+        table.add_row(
+            site,
+            *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in SHOWN],
+            *[_fmt(privacy.get(site, {}).get(k)) for k in extra],
+        )
+    table.add_row(
+        "mean over sites",
+        *[_fmt(m["mean"].get(k)) for m in summary.values() for k in SHOWN],
+        *["" for _ in extra],
+        style="bold",
+    )
     console.print(table)
 
 
@@ -61,17 +73,21 @@ def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def round_printer(console: Console) -> Any:
     """A progress callback printing one line per round."""
+
     def show(r: RoundReport) -> None:
         ev = r.evaluation
-        line = (f"round {r.round:>3}/{r.rounds}  sites {r.accepted}/{r.sampled}  "
-                f"train-loss {r.train.get('train-loss', float('nan')):.4f}  "
-                f"| round-{r.evaluated_round} model: acc {ev.get('accuracy', float('nan')):.3f} "
-                f"auc {ev.get('roc-auc', float('nan')):.3f}  [{r.wall_s:.2f} s]")
+        line = (
+            f"round {r.round:>3}/{r.rounds}  sites {r.accepted}/{r.sampled}  "
+            f"train-loss {r.train.get('train-loss', float('nan')):.4f}  "
+            f"| round-{r.evaluated_round} model: acc {ev.get('accuracy', float('nan')):.3f} "
+            f"auc {ev.get('roc-auc', float('nan')):.3f}  [{r.wall_s:.2f} s]"
+        )
         if r.epsilon:
             line += f"  ε {' '.join(f'{site}={eps:.2f}' for site, eps in sorted(r.epsilon.items()))}"
         console.print(line, highlight=False)
         for p in r.problems:
             console.print(f"  [yellow]{p['event']}[/]: {p['site']}: {p['reason']}", highlight=False)
+
     return show
 
 

@@ -17,8 +17,11 @@ from shared.config import StudyConfig
 
 
 def simulate(
-    study: StudyConfig, sites: list[SiteConfig], folder: Path,
-    progress: Callable[[RoundReport], None] | None = None, verbose: bool = False,
+    study: StudyConfig,
+    sites: list[SiteConfig],
+    folder: Path,
+    progress: Callable[[RoundReport], None] | None = None,
+    verbose: bool = False,
 ) -> None:
     """Run every round in-process; outputs land in `folder` as they would on a real server."""
     # One torch thread per virtual site: on few cores, thread oversubscription costs more than it gives.

@@ -14,8 +14,14 @@ from shared.tasks.tabular.spec import canonical, infer_data_options
 
 
 def split_table(
-    table: pd.DataFrame, folder: Path, label: str, site_column: str | None, scheme: str, n_sites: int,
-    alpha: float, seed: int,
+    table: pd.DataFrame,
+    folder: Path,
+    label: str,
+    site_column: str | None,
+    scheme: str,
+    n_sites: int,
+    alpha: float,
+    seed: int,
 ) -> list[SiteConfig]:
     """Write one CSV per site under `folder` (what each hospital would hold) and return the sites."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,9 @@ from shared.tasks.tabular.demo import demo_study, write_demo_sites
 def study(tmp_path: Path) -> StudyConfig:
     """The built-in demo study, cut to 2 rounds and writing under tmp_path."""
     base = demo_study()
-    return dataclasses.replace(base, output_dir=str(tmp_path / "outputs"),
-                               federation=dataclasses.replace(base.federation, rounds=2))
+    return dataclasses.replace(
+        base, output_dir=str(tmp_path / "outputs"), federation=dataclasses.replace(base.federation, rounds=2)
+    )
 
 
 @pytest.fixture
@@ -28,7 +29,9 @@ def demo_sites(tmp_path: Path) -> list[SiteConfig]:
 
 def with_federation(study: StudyConfig, **changes) -> StudyConfig:
     """A copy of the study with federation settings changed."""
-    return dataclasses.replace(study, federation=FederationConfig(**{**dataclasses.asdict(study.federation), **changes}))
+    return dataclasses.replace(
+        study, federation=FederationConfig(**{**dataclasses.asdict(study.federation), **changes})
+    )
 
 
 @pytest.fixture(autouse=True)

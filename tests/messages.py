@@ -7,7 +7,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
-from shared.tasks import build_model, get_task
+from shared.tasks import build_model
 
 
 def server_message(study: StudyConfig, train: bool = True, arrays: ArrayRecord | None = None) -> Message:

@@ -48,8 +48,17 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
 def plan_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     """The noise multiplier that spends exactly the budget over `steps` steps (Opacus's binary search)."""
     try:
-        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta, sample_rate=sample_rate,
-                                          steps=steps, accountant=accountant))
+        return float(
+            get_noise_multiplier(
+                target_epsilon=target_epsilon,
+                target_delta=delta,
+                sample_rate=sample_rate,
+                steps=steps,
+                accountant=accountant,
+            )
+        )
     except ValueError as exc:
-        raise BudgetError(f"ε = {target_epsilon} at δ = {delta} is too small for {steps} steps at sample rate "
-                          f"{sample_rate:.4f}: no usable noise multiplier exists") from exc
+        raise BudgetError(
+            f"ε = {target_epsilon} at δ = {delta} is too small for {steps} steps at sample rate "
+            f"{sample_rate:.4f}: no usable noise multiplier exists"
+        ) from exc

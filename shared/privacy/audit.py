@@ -17,13 +17,16 @@ def per_sample_loss(model: nn.Module, dataset: Dataset, loss: nn.Module, device:
     loss = copy.copy(loss)
     loss.reduction = "none"
     model.to(device).eval()
-    out = [loss(model(x.to(device)), y.to(device)).reshape(len(y), -1).mean(1).cpu().numpy()
-           for x, y in DataLoader(dataset, batch_size=1024)]
+    out = [
+        loss(model(x.to(device)), y.to(device)).reshape(len(y), -1).mean(1).cpu().numpy()
+        for x, y in DataLoader(dataset, batch_size=1024)
+    ]
     return np.concatenate(out)
 
 
-def membership_auc(model: nn.Module, members: Dataset, non_members: Dataset, loss: nn.Module,
-                   device: torch.device) -> float:
+def membership_auc(
+    model: nn.Module, members: Dataset, non_members: Dataset, loss: nn.Module, device: torch.device
+) -> float:
     """ROC AUC of the loss-threshold attack (Yeom et al. 2018): lower loss means "was trained on".
 
     0.5 means the attacker learns nothing; 1.0 means every training row is recognised.

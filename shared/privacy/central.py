@@ -25,6 +25,7 @@ def central_plan(privacy: PrivacyConfig, federation: FederationConfig, n_sites: 
     """Sites sampled per round and the noise that spends the study's ε over all its rounds (or the one given)."""
     sampled = min(n_sites, max(federation.min_sites, int(n_sites * federation.fraction)))
     rate = sampled / n_sites
-    noise = privacy.noise_multiplier or plan_noise(privacy.epsilon, privacy.delta, rate, federation.rounds,
-                                                   privacy.accountant)
+    noise = privacy.noise_multiplier or plan_noise(
+        privacy.epsilon, privacy.delta, rate, federation.rounds, privacy.accountant
+    )
     return CentralPlan(noise, sampled, rate)

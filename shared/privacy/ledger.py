@@ -45,12 +45,21 @@ class PrivacyLedger:
         if not path.exists():
             return cls(path, site, study, accountant, delta)
         body = _read(path, site)
-        ledger = cls(path, body["site"], body["study"], body["accountant"], body["delta"],
-                     [tuple(e) for e in body["history"]], body["rounds"])
+        ledger = cls(
+            path,
+            body["site"],
+            body["study"],
+            body["accountant"],
+            body["delta"],
+            [tuple(e) for e in body["history"]],
+            body["rounds"],
+        )
         for name, want in (("site", site), ("study", study), ("accountant", accountant), ("delta", delta)):
             if getattr(ledger, name) != want:
-                raise LedgerError(f"site '{site}': ledger {path} belongs to {name} '{getattr(ledger, name)}', "
-                                  f"not '{want}'; refusing to train (the file is left untouched)")
+                raise LedgerError(
+                    f"site '{site}': ledger {path} belongs to {name} '{getattr(ledger, name)}', "
+                    f"not '{want}'; refusing to train (the file is left untouched)"
+                )
         return ledger
 
     @property
@@ -66,14 +75,29 @@ class PrivacyLedger:
         """Add a finished round's steps, persist, and return the new ε."""
         self.history = merge([*self.history, entry])
         eps = self.spent
-        self.rounds.append({"round": rnd, "epsilon": eps, "steps": entry[2], "noise-multiplier": entry[0],
-                            "sample-rate": entry[1], "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.rounds.append(
+            {
+                "round": rnd,
+                "epsilon": eps,
+                "steps": entry[2],
+                "noise-multiplier": entry[0],
+                "sample-rate": entry[1],
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
         self._write()
         return eps
 
     def _write(self) -> None:
-        body = {"format": FORMAT, "site": self.site, "study": self.study, "accountant": self.accountant,
-                "delta": self.delta, "history": [list(e) for e in self.history], "rounds": self.rounds}
+        body = {
+            "format": FORMAT,
+            "site": self.site,
+            "study": self.study,
+            "accountant": self.accountant,
+            "delta": self.delta,
+            "history": [list(e) for e in self.history],
+            "rounds": self.rounds,
+        }
         body["checksum"] = _checksum(body)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")

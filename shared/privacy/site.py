@@ -18,10 +18,19 @@ from shared.errors import ConfigError, MedfedError
 from shared.privacy.accounting import BudgetError, Entry, plan_noise
 from shared.privacy.ledger import PrivacyLedger, ledger_path
 
-
 # Layers ExpandedWeights computes per-sample gradients for (torch.nn.utils._expanded_weights).
-EW_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm1d,
-             nn.InstanceNorm2d, nn.InstanceNorm3d)
+EW_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.Embedding,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+)
 
 
 class PolicyError(MedfedError):
@@ -63,18 +72,22 @@ class SitePrivacy:
     def __init__(self, study: StudyConfig, site: str, ledger_dir: Path, max_epsilon: float, n_train: int) -> None:
         privacy: PrivacyConfig = study.privacy
         if privacy.epsilon > max_epsilon:
-            raise PolicyError(f"site '{site}': the study asks for ε = {privacy.epsilon}, above this site's cap of "
-                              f"{max_epsilon}; refusing")
+            raise PolicyError(
+                f"site '{site}': the study asks for ε = {privacy.epsilon}, above this site's cap of "
+                f"{max_epsilon}; refusing"
+            )
         self.site, self.privacy, self.target = site, privacy, privacy.epsilon
         batches = math.ceil(n_train / study.train.batch_size)
         self.sample_rate = 1.0 / batches  # as Opacus derives it from the loader
         self.steps_per_round = study.train.local_epochs * batches
-        self.ledger = PrivacyLedger.open(ledger_path(ledger_dir, site, study.name), site, study.name,
-                                         privacy.accountant, privacy.delta)
+        self.ledger = PrivacyLedger.open(
+            ledger_path(ledger_dir, site, study.name), site, study.name, privacy.accountant, privacy.delta
+        )
         planned = self.steps_per_round * study.federation.rounds
         try:
-            self.noise = privacy.noise_multiplier or plan_noise(self.target, privacy.delta, self.sample_rate, planned,
-                                                                privacy.accountant)
+            self.noise = privacy.noise_multiplier or plan_noise(
+                self.target, privacy.delta, self.sample_rate, planned, privacy.accountant
+            )
         except BudgetError as exc:
             raise BudgetError(f"site '{site}': {exc}") from exc
         self._engine: PrivacyEngine | None = None
@@ -86,8 +99,10 @@ class SitePrivacy:
         if after > self.target + 1e-9:
             spent = self.ledger.spent
             first = "" if self.ledger.rounds else " (the budget is too small for even one round)"
-            raise BudgetError(f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
-                              f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing")
+            raise BudgetError(
+                f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
+                f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
+            )
         return after
 
     def make_private(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, loss: nn.Module):
@@ -96,8 +111,10 @@ class SitePrivacy:
         self._engine = PrivacyEngine(accountant=self.privacy.accountant)
         self._mode = grad_sample_mode(model, self.privacy.grad_sample_mode)
         if self._mode == "ew" and (missing := _without_ew_rule(model)):
-            raise ConfigError("privacy.grad-sample-mode", f"'ew' has no per-sample rule for layer(s) "
-                              f"{', '.join(missing)}; use 'auto' or 'hooks'")
+            raise ConfigError(
+                "privacy.grad-sample-mode",
+                f"'ew' has no per-sample rule for layer(s) {', '.join(missing)}; use 'auto' or 'hooks'",
+            )
         # Noise and Poisson sampling must be unpredictable: never derived from the (public) study seed.
         torch.seed()
         noise_rng = torch.Generator(device=next(model.parameters()).device)
@@ -105,10 +122,17 @@ class SitePrivacy:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Opacus warns about secure RNG and about the accountant on every call
             try:
-                out = self._engine.make_private(module=model, optimizer=optimizer, data_loader=loader, criterion=loss,
-                                                noise_multiplier=self.noise, max_grad_norm=self.privacy.clip_norm,
-                                                grad_sample_mode=self._mode, poisson_sampling=True,
-                                                noise_generator=noise_rng)
+                out = self._engine.make_private(
+                    module=model,
+                    optimizer=optimizer,
+                    data_loader=loader,
+                    criterion=loss,
+                    noise_multiplier=self.noise,
+                    max_grad_norm=self.privacy.clip_norm,
+                    grad_sample_mode=self._mode,
+                    poisson_sampling=True,
+                    noise_generator=noise_rng,
+                )
             except (NotImplementedError, ValueError, RuntimeError) as exc:
                 raise ConfigError("privacy.grad-sample-mode", f"'{self._mode}' cannot train this model: {exc}") from exc
         if self._mode == "ghost":
@@ -128,6 +152,7 @@ class SitePrivacy:
                     if p.requires_grad:
                         p.grad_sample = torch.zeros((0, *p.shape), device=p.device, dtype=p.dtype)
             optimizer.step()
+
         return step
 
     def commit(self, rnd: int) -> float:

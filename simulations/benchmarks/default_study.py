@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import typer
@@ -25,8 +25,11 @@ from rich.table import Table
 def one_run(folder: Path) -> dict[str, float]:
     """Run `medfed-sim` in a fresh process and split its wall time into phases."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from simulations.cli import main; main()", "--out", str(folder)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-c", "from simulations.cli import main; main()", "--out", str(folder)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     total = time.perf_counter() - started
     timings = json.loads((folder / "history.json").read_text())["timings"]
     phases = json.loads((folder / "summary.json").read_text())["timing"]
@@ -45,7 +48,7 @@ def one_run(folder: Path) -> dict[str, float]:
 
 def main(
     repeats: Annotated[int, typer.Option(help="Runs; medians are reported")] = 3,
-    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here")] = None,
 ) -> None:
     """Run the built-in study `repeats` times and report medians."""
     work = Path(tempfile.mkdtemp())

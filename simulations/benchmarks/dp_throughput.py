@@ -13,7 +13,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -32,24 +32,36 @@ from shared.training import make_loader, make_optimizer, train_epochs
 N_ROWS = 4096
 MODELS = {
     # The tabular MLP of the issue's reference measurement, and medfed's default tabular MLP / logistic regression.
-    "tabular MLP 30-64-64-2": lambda: nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(),
-                                                     nn.Linear(64, 2)),
-    "medfed MLP 30-64-32-2": lambda: nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 32),
-                                                    nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 2)),
+    "tabular MLP 30-64-64-2": lambda: nn.Sequential(
+        nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
+    ),
+    "medfed MLP 30-64-32-2": lambda: nn.Sequential(
+        nn.Linear(30, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 2)
+    ),
     "logistic regression 30-2": lambda: nn.Sequential(nn.Linear(30, 2)),
 }
 
 
-def epoch_rate(model_fn, data: TensorDataset, batch: int, mode: str | None, ledger: Path, device: torch.device) -> float:
+def epoch_rate(
+    model_fn, data: TensorDataset, batch: int, mode: str | None, ledger: Path, device: torch.device
+) -> float:
     """Samples per second of one training epoch; `mode` None is non-private."""
     torch.manual_seed(0)
     model = model_fn().to(device)
     settings = TrainConfig(batch_size=batch, lr=0.01)
-    optimizer, loader, loss, empty = make_optimizer(model, settings), make_loader(data, batch, 0), nn.CrossEntropyLoss(), None
+    optimizer, loader, loss, empty = (
+        make_optimizer(model, settings),
+        make_loader(data, batch, 0),
+        nn.CrossEntropyLoss(),
+        None,
+    )
     if mode is not None:
         base = demo_study()
-        study = dataclasses.replace(base, train=settings, privacy=PrivacyConfig(
-            mode="local", epsilon=8.0, noise_multiplier=1.0, grad_sample_mode=mode))
+        study = dataclasses.replace(
+            base,
+            train=settings,
+            privacy=PrivacyConfig(mode="local", epsilon=8.0, noise_multiplier=1.0, grad_sample_mode=mode),
+        )
         site = SitePrivacy(study, "bench", ledger, float("inf"), len(data))
         model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
         empty = site.empty_batch_step()
@@ -70,11 +82,18 @@ def measure(batches: list[int], modes: list[str], repeats: int, device: torch.de
                 rates: dict[str, list[float]] = {m: [] for m in ["non-dp", *modes]}
                 for _ in range(repeats):
                     for mode in rates:
-                        rates[mode].append(epoch_rate(model_fn, data, batch, None if mode == "non-dp" else mode,
-                                                      Path(tmp), device))
+                        rates[mode].append(
+                            epoch_rate(model_fn, data, batch, None if mode == "non-dp" else mode, Path(tmp), device)
+                        )
                 median = {m: float(np.median(v)) for m, v in rates.items()}
-                rows.append({"model": name, "batch": batch, "samples_per_s": median,
-                             "ratio": {m: median[m] / median["non-dp"] for m in modes}})
+                rows.append(
+                    {
+                        "model": name,
+                        "batch": batch,
+                        "samples_per_s": median,
+                        "ratio": {m: median[m] / median["non-dp"] for m in modes},
+                    }
+                )
     return rows
 
 
@@ -84,7 +103,7 @@ def main(
     repeats: Annotated[int, typer.Option(help="Interleaved repeats; medians are reported")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",
-    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here")] = None,
 ) -> None:
     """Measure and print DP / non-DP throughput ratios."""
     torch.set_num_threads(threads)
@@ -95,11 +114,17 @@ def main(
     for column in ("model", "batch", "non-DP samples/s", *[f"{m} ratio" for m in mode_list]):
         table.add_column(column, justify="right")
     for r in rows:
-        table.add_row(r["model"], str(r["batch"]), f"{r['samples_per_s']['non-dp']:,.0f}",
-                      *[f"{r['ratio'][m]:.2f}" for m in mode_list])
+        table.add_row(
+            r["model"],
+            str(r["batch"]),
+            f"{r['samples_per_s']['non-dp']:,.0f}",
+            *[f"{r['ratio'][m]:.2f}" for m in mode_list],
+        )
     Console().print(table)
     if out:
-        out.write_text(json.dumps({"device": str(target), "threads": threads, "repeats": repeats, "rows": rows}, indent=2))
+        out.write_text(
+            json.dumps({"device": str(target), "threads": threads, "repeats": repeats, "rows": rows}, indent=2)
+        )
 
 
 if __name__ == "__main__":

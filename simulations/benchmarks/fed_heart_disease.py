@@ -11,7 +11,7 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
@@ -29,8 +29,22 @@ from simulations.runner import simulate
 
 # FLamby's center ids, in order.
 HOSPITALS = ("cleveland", "hungarian", "switzerland", "va")
-COLUMNS = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak", "slope", "ca",
-           "thal", "num"]
+COLUMNS = [
+    "age",
+    "sex",
+    "cp",
+    "trestbps",
+    "chol",
+    "fbs",
+    "restecg",
+    "thalach",
+    "exang",
+    "oldpeak",
+    "slope",
+    "ca",
+    "thal",
+    "num",
+]
 FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 FLAMBY = {"pooled": 0.735, "fedavg": 0.685, "best strategy (FedYogi/FedAdagrad)": 0.731}
@@ -38,18 +52,27 @@ FLAMBY = {"pooled": 0.735, "fedavg": 0.685, "best strategy (FedYogi/FedAdagrad)"
 
 def heart_study(strategy: str = "fedadam", seed: int = 43) -> StudyConfig:
     """The Fed-Heart-Disease study on medfed's default federation and training settings."""
-    return StudyConfig.from_dict({
-        "name": f"fed-heart-disease-{strategy}",
-        "seed": seed,
-        "federation": {"strategy": strategy, "min-sites": 4},
-        "model": {"name": "logreg"},
-        "data": {
-            "label": "disease", "label-type": "binary", "classes": [0, 1], "features": FEATURES,
-            # FLamby: one-hot cp and restecg over the pooled categories with drop_first -> 13 inputs.
-            "categorical": {"cp": [1, 2, 3, 4], "restecg": [0, 1, 2]}, "drop-first": True,
-            "missing": "drop", "test-fraction": 0.34, "split-seed": 43, "standardize": True,
-        },
-    })
+    return StudyConfig.from_dict(
+        {
+            "name": f"fed-heart-disease-{strategy}",
+            "seed": seed,
+            "federation": {"strategy": strategy, "min-sites": 4},
+            "model": {"name": "logreg"},
+            "data": {
+                "label": "disease",
+                "label-type": "binary",
+                "classes": [0, 1],
+                "features": FEATURES,
+                # FLamby: one-hot cp and restecg over the pooled categories with drop_first -> 13 inputs.
+                "categorical": {"cp": [1, 2, 3, 4], "restecg": [0, 1, 2]},
+                "drop-first": True,
+                "missing": "drop",
+                "test-fraction": 0.34,
+                "split-seed": 43,
+                "standardize": True,
+            },
+        }
+    )
 
 
 def write_sites(data_dir: Path, folder: Path) -> list[SiteConfig]:
@@ -97,9 +120,13 @@ def run_privacy(sites: list[SiteConfig], work: Path, epsilons: list[float], seed
         history = json.loads((folder / "history.json").read_text())
         spent = site_epsilons(history["metrics"])
         attack = [audit_site(study, s, folder / "model.safetensors") for s in ledgers]
-        results[key] = {**_summary(final_site_metrics(history["metrics"])), "mia_auc_per_client": attack,
-                        "mia_auc_mean": float(np.mean(attack)),
-                        "epsilon_spent_per_client": [spent.get(h, 0.0) for h in HOSPITALS], "status": history["status"]}
+        results[key] = {
+            **_summary(final_site_metrics(history["metrics"])),
+            "mia_auc_per_client": attack,
+            "mia_auc_mean": float(np.mean(attack)),
+            "epsilon_spent_per_client": [spent.get(h, 0.0) for h in HOSPITALS],
+            "status": history["status"],
+        }
     return results
 
 
@@ -110,8 +137,12 @@ def combine(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
     for method in methods:
         means = [r[method]["mean_client_accuracy"] for r in per_seed.values()]
         clients = np.mean([r[method]["per_client"] for r in per_seed.values()], axis=0)
-        out[method] = {"mean_client_accuracy": float(np.mean(means)), "std_over_seeds": float(np.std(means)),
-                       "per_client": clients.tolist(), "per_seed": dict(zip(map(str, per_seed), means))}
+        out[method] = {
+            "mean_client_accuracy": float(np.mean(means)),
+            "std_over_seeds": float(np.std(means)),
+            "per_client": clients.tolist(),
+            "per_seed": dict(zip(map(str, per_seed), means, strict=True)),
+        }
         for key in ("mia_auc_mean", "epsilon_spent_per_client"):
             if key in methods[method]:
                 out[method][key] = np.mean([r[method][key] for r in per_seed.values()], axis=0).tolist()
@@ -125,9 +156,9 @@ def _summary(per_site: dict[str, dict[str, float]]) -> dict:
 
 def main(
     data: Annotated[Path, typer.Option(help="Folder with the four processed.*.data files")],
-    out: Annotated[Optional[Path], typer.Option(help="Write the results as JSON here")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the results as JSON here")] = None,
     seeds: Annotated[str, typer.Option(help="Training seeds (init, batch order); the split stays FLamby's")] = "43",
-    epsilons: Annotated[Optional[str], typer.Option(help="Local-DP sweep over these ε (per site, δ = 1e-5)")] = None,
+    epsilons: Annotated[str | None, typer.Option(help="Local-DP sweep over these ε (per site, δ = 1e-5)")] = None,
 ) -> None:
     """Run the benchmark and print medfed's figures beside FLamby's."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,8 +176,13 @@ def main(
         table.add_column(column, justify="right")
     for method, r in results.items():
         flamby = FLAMBY.get(method)
-        table.add_row(method, f"{r['mean_client_accuracy']:.3f}", f"{r['std_over_seeds']:.3f}",
-                      *[f"{a:.3f}" for a in r["per_client"]], "-" if flamby is None else f"{flamby:.3f}")
+        table.add_row(
+            method,
+            f"{r['mean_client_accuracy']:.3f}",
+            f"{r['std_over_seeds']:.3f}",
+            *[f"{a:.3f}" for a in r["per_client"]],
+            "-" if flamby is None else f"{flamby:.3f}",
+        )
     Console().print(table)
     if out:
         out.write_text(json.dumps({**results, "flamby_published": FLAMBY}, indent=2))
@@ -157,9 +193,14 @@ def _print_privacy(results: dict[str, dict], seeds: str) -> None:
     for column in ("run", "mean accuracy", "std", *HOSPITALS, "ε spent (max)", "attack AUC (mean)"):
         table.add_column(column, justify="right")
     for key, r in results.items():
-        table.add_row(key, f"{r['mean_client_accuracy']:.3f}", f"{r['std_over_seeds']:.3f}",
-                      *[f"{a:.3f}" for a in r["per_client"]], f"{max(r['epsilon_spent_per_client']):.2f}",
-                      f"{r['mia_auc_mean']:.3f}")
+        table.add_row(
+            key,
+            f"{r['mean_client_accuracy']:.3f}",
+            f"{r['std_over_seeds']:.3f}",
+            *[f"{a:.3f}" for a in r["per_client"]],
+            f"{max(r['epsilon_spent_per_client']):.2f}",
+            f"{r['mia_auc_mean']:.3f}",
+        )
     Console().print(table)
 
 

@@ -6,8 +6,8 @@ import dataclasses
 
 from client.handlers import SITE_REFUSED, handle
 from client.site import SiteConfig
-from shared.config import PrivacyConfig
 from shared.arrays import model_arrays
+from shared.config import PrivacyConfig
 from shared.tasks import get_task
 from tests.messages import assert_only_model_and_aggregates, server_message
 

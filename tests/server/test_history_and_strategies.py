@@ -11,8 +11,9 @@ from shared.config import FederationConfig
 
 
 def test_weighted_mean_skips_metrics_a_site_cannot_define():
-    mean = weighted_mean({"a": {"num-examples": 30, "accuracy": 0.9, "roc-auc": 0.8},
-                          "b": {"num-examples": 10, "accuracy": 0.5}})
+    mean = weighted_mean(
+        {"a": {"num-examples": 30, "accuracy": 0.9, "roc-auc": 0.8}, "b": {"num-examples": 10, "accuracy": 0.5}}
+    )
     assert mean["accuracy"] == pytest.approx(0.8)
     assert mean["roc-auc"] == pytest.approx(0.8)
     assert mean["num-examples"] == 40
@@ -20,7 +21,9 @@ def test_weighted_mean_skips_metrics_a_site_cannot_define():
 
 def test_history_rows_hold_sites_and_the_weighted_mean():
     history = History()
-    history.add_metrics(1, "train", {"a": {"num-examples": 1, "train-loss": 1.0}, "b": {"num-examples": 3, "train-loss": 2.0}})
+    history.add_metrics(
+        1, "train", {"a": {"num-examples": 1, "train-loss": 1.0}, "b": {"num-examples": 3, "train-loss": 2.0}}
+    )
     frame = history.to_frame()
     assert list(frame["site"]) == ["a", "b", "weighted"]
     assert frame.loc[frame.site == "weighted", "train-loss"].item() == pytest.approx(1.75)
@@ -28,7 +31,9 @@ def test_history_rows_hold_sites_and_the_weighted_mean():
 
 @pytest.mark.parametrize(("name", "cls"), [("fedavg", FedAvg), ("fedprox", FedProx), ("fedadam", FedAdam)])
 def test_strategy_from_config(name, cls):
-    strategy = build_strategy(FederationConfig(strategy=name, min_sites=3, fraction=0.5, proximal_mu=0.1, server_lr=0.2))
+    strategy = build_strategy(
+        FederationConfig(strategy=name, min_sites=3, fraction=0.5, proximal_mu=0.1, server_lr=0.2)
+    )
     assert type(strategy) is cls
     assert strategy.min_train_nodes == 3 and strategy.fraction_train == 0.5
     if name == "fedprox":

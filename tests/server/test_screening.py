@@ -15,11 +15,13 @@ GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32)), "b": Array(np.ze
 def reply(site: str, w: np.ndarray, n: int = 10, node: int = 1) -> Message:
     ask = Message(RecordDict({"arrays": GLOBAL}), dst_node_id=node, message_type="train")
     ask.metadata.__dict__["_message_id"] = f"m{node}"
-    content = RecordDict({
-        "arrays": ArrayRecord({"w": Array(w.astype(np.float32)), "b": Array(np.ones(2, np.float32))}),
-        "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
-        "site": ConfigRecord({"name": site}),
-    })
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"w": Array(w.astype(np.float32)), "b": Array(np.ones(2, np.float32))}),
+            "metrics": MetricRecord({"num-examples": n, "train-loss": 0.5}),
+            "site": ConfigRecord({"name": site}),
+        }
+    )
     msg = Message(content, reply_to=ask)
     msg.metadata.__dict__["_src_node_id"] = node
     return msg
@@ -48,5 +50,7 @@ def test_error_replies_are_recorded_as_refusals_with_the_known_site_name():
     refused = Message(Error(code=4001, reason="site 'hospital-7': file not found"), reply_to=ask)
     refused.metadata.__dict__["_src_node_id"] = 9
     result = screen([refused], GLOBAL, names)
-    assert result.problems == [{"site": "hospital-7", "event": "refused", "reason": "site 'hospital-7': file not found"}]
+    assert result.problems == [
+        {"site": "hospital-7", "event": "refused", "reason": "site 'hospital-7': file not found"}
+    ]
     assert not result.accepted

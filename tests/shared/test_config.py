@@ -21,14 +21,17 @@ def test_round_trip_through_json_and_dict():
     assert StudyConfig.from_dict(study.to_dict()) == study
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    ({"federation": {"rounds": 0}}, "federation.rounds"),
-    ({"federation": {"strategy": "fedmagic"}}, "federation.strategy"),
-    ({"federation": {"fraction": 1.5}}, "federation.fraction"),
-    ({"train": {"lr": -1}}, "train.lr"),
-    ({"train": {"local-epochs": "two"}}, "train.local-epochs"),
-    ({"federation": {"roundz": 3}}, "federation.roundz"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"federation": {"rounds": 0}}, "federation.rounds"),
+        ({"federation": {"strategy": "fedmagic"}}, "federation.strategy"),
+        ({"federation": {"fraction": 1.5}}, "federation.fraction"),
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"train": {"local-epochs": "two"}}, "train.local-epochs"),
+        ({"federation": {"roundz": 3}}, "federation.roundz"),
+    ],
+)
 def test_bad_values_name_the_field(raw, field):
     with pytest.raises(ConfigError) as err:
         StudyConfig.from_dict(raw)

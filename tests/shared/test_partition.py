@@ -18,7 +18,7 @@ def test_parts_are_disjoint_complete_and_deterministic(scheme):
     assert len(parts) == 4
     assert sorted(joined.tolist()) == list(range(len(LABELS)))
     again = partition(LABELS, 4, scheme, seed=7, alpha=0.5)
-    assert all((a == b).all() for a, b in zip(parts, again))
+    assert all((a == b).all() for a, b in zip(parts, again, strict=True))
     assert all(len(p) >= 10 for p in parts)
 
 
@@ -26,7 +26,9 @@ def test_dirichlet_skews_labels_more_than_iid():
     def spread(parts):
         return np.std([LABELS[p].mean() for p in parts])
 
-    assert spread(partition(LABELS, 5, "dirichlet", seed=1, alpha=0.3)) > 3 * spread(partition(LABELS, 5, "iid", seed=1))
+    assert spread(partition(LABELS, 5, "dirichlet", seed=1, alpha=0.3)) > 3 * spread(
+        partition(LABELS, 5, "iid", seed=1)
+    )
     for p in partition(LABELS, 5, "dirichlet", seed=1, alpha=0.3):
         assert len(np.unique(LABELS[p])) == 2  # every site can train and be evaluated
 

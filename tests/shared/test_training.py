@@ -16,9 +16,16 @@ def drift(mu: float) -> float:
     model = nn.Linear(5, 2)
     start = [p.detach().clone() for p in model.parameters()]
     train = TrainConfig(lr=0.05, optimizer="sgd")
-    train_epochs(model, make_loader(data, 8, seed=0), nn.CrossEntropyLoss(), make_optimizer(model, train), 5,
-                 torch.device("cpu"), proximal_mu=mu)
-    return sum(float((p - s).norm()) for p, s in zip(model.parameters(), start))
+    train_epochs(
+        model,
+        make_loader(data, 8, seed=0),
+        nn.CrossEntropyLoss(),
+        make_optimizer(model, train),
+        5,
+        torch.device("cpu"),
+        proximal_mu=mu,
+    )
+    return sum(float((p - s).norm()) for p, s in zip(model.parameters(), start, strict=True))
 
 
 def test_proximal_term_keeps_weights_near_the_global_model():

@@ -18,8 +18,10 @@ def test_user_csv_with_site_column(tmp_path):
     path = tmp_path / "patients.csv"
     table.to_csv(path, index=False)
     out = tmp_path / "run"
-    result = CliRunner().invoke(cli, ["--data", str(path), "--label", "diagnosis", "--site-column", "hospital",
-                                      "--rounds", "2", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        ["--data", str(path), "--label", "diagnosis", "--site-column", "hospital", "--rounds", "2", "--out", str(out)],
+    )
     assert result.exit_code == 0, result.output
     assert "round   2/2" in result.output and "mean over sites" in result.output
     summary = json.loads((out / "summary.json").read_text())

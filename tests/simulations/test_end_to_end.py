@@ -38,8 +38,13 @@ def test_federated_model_beats_majority_class_and_leaks_nothing(study, demo_site
     labels = pd.concat(pd.read_csv(s.data_path) for s in demo_sites)["diagnosis"]
     majority = labels.value_counts(normalize=True).max()
     assert final["accuracy"] > majority + 0.1
-    for name in ("study.json", "history.csv", "model.safetensors", "checkpoints/round-001.safetensors",
-                 "checkpoints/round-002.safetensors"):
+    for name in (
+        "study.json",
+        "history.csv",
+        "model.safetensors",
+        "checkpoints/round-001.safetensors",
+        "checkpoints/round-002.safetensors",
+    ):
         assert (folder / name).is_file(), name
     # 2 train rounds + the final evaluation, 3 sites each.
     assert len(recorded) == 9

@@ -23,13 +23,18 @@ def test_local_dp_reports_epsilon_and_the_capped_site_is_refused(study, demo_sit
     refused = [e for e in history["events"] if e["event"] == "refused"]
     assert [e["round"] for e in refused] == [1, 2]
     assert all("hospital-3" in e["reason"] and "cap of 1.0" in e["reason"] for e in refused)
-    spent = {(r["round"], r["site"]): r["dp-epsilon"] for r in history["metrics"]
-             if r["kind"] == "train" and r["site"] != "weighted"}
+    spent = {
+        (r["round"], r["site"]): r["dp-epsilon"]
+        for r in history["metrics"]
+        if r["kind"] == "train" and r["site"] != "weighted"
+    }
     assert set(spent) == {(1, "hospital-1"), (1, "hospital-2"), (2, "hospital-1"), (2, "hospital-2")}
     for site in ("hospital-1", "hospital-2"):
         assert 0 < spent[(1, site)] < spent[(2, site)] <= 4.0
     assert sorted(p.name for p in (tmp_path / "ledgers").iterdir()) == [
-        "hospital-1__breast-cancer-demo.json", "hospital-2__breast-cancer-demo.json"]
+        "hospital-1__breast-cancer-demo.json",
+        "hospital-2__breast-cancer-demo.json",
+    ]
     for reply in recorded:
         if not reply.has_error():
             assert_only_model_and_aggregates(reply, private)

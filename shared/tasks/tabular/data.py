@@ -72,14 +72,19 @@ def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.nd
     counts = np.bincount(y)
     stratify = y if (counts[counts > 0] > 2).all() else None
     return train_test_split(
-        np.arange(len(y)), test_size=test_fraction, train_size=1 - test_fraction,
-        random_state=seed, shuffle=True, stratify=stratify,
+        np.arange(len(y)),
+        test_size=test_fraction,
+        train_size=1 - test_fraction,
+        random_state=seed,
+        shuffle=True,
+        stratify=stratify,
     )
 
 
 def _failer(site: str, file: str):
     def fail(problem: str, column: str | None = None) -> None:
         raise DataError(site, problem, file=file, column=column)
+
     return fail
 
 
@@ -88,8 +93,7 @@ def _numeric(values: pd.Series, fail, column: str) -> pd.Series:
     bad = converted.isna() & values.notna()
     if bad.any():
         # Row numbers, never the values themselves: the message may leave the site.
-        fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}",
-             column)
+        fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}", column)
     return converted.astype(float)
 
 
@@ -97,8 +101,11 @@ def _categories(values: pd.Series, agreed: list[str], fail, column: str) -> pd.S
     as_text = values.map(lambda v: canonical(v) if pd.notna(v) else np.nan)
     unknown = as_text.notna() & ~as_text.isin(agreed)
     if unknown.any():
-        fail(f"{int(unknown.sum())} value(s) outside the study's agreed categories {agreed}, first at data row "
-             f"{_row(unknown)}", column)
+        fail(
+            f"{int(unknown.sum())} value(s) outside the study's agreed categories {agreed}, first at data row "
+            f"{_row(unknown)}",
+            column,
+        )
     return as_text
 
 
@@ -108,8 +115,11 @@ def _labels(values: pd.Series, spec: TabularSpec, fail) -> np.ndarray:
     unknown = ~as_text.isin(index)
     if unknown.any():
         kind = "binary" if spec.label_type == "binary" else "categorical"
-        fail(f"{int(unknown.sum())} row(s) have a label outside the study's {kind} classes {spec.class_names}, "
-             f"first at data row {_row(unknown)}", spec.label)
+        fail(
+            f"{int(unknown.sum())} row(s) have a label outside the study's {kind} classes {spec.class_names}, "
+            f"first at data row {_row(unknown)}",
+            spec.label,
+        )
     return as_text.map(index).to_numpy(dtype=np.int64)
 
 
@@ -135,8 +145,10 @@ def _encode(train: pd.DataFrame, test: pd.DataFrame, spec: TabularSpec) -> tuple
             values = frame[column].fillna(fill) if fill is not None else frame[column]
             onehot = np.stack([(values == c).to_numpy(float) for c in agreed], axis=1)
             blocks.append(onehot[:, 1:] if spec.drop_first else onehot)
-    return (np.concatenate(blocks_train, axis=1).astype(np.float32),
-            np.concatenate(blocks_test, axis=1).astype(np.float32))
+    return (
+        np.concatenate(blocks_train, axis=1).astype(np.float32),
+        np.concatenate(blocks_test, axis=1).astype(np.float32),
+    )
 
 
 def _row(mask: pd.Series) -> int:

@@ -51,12 +51,14 @@ def demo_data_options() -> dict:
 
 def demo_study() -> StudyConfig:
     """The built-in study `medfed-sim` runs with no arguments (and `flwr run .` runs from pyproject)."""
-    return StudyConfig.from_dict({
-        "name": "breast-cancer-demo",
-        "task": "tabular",
-        "seed": 2,
-        "federation": {"strategy": "fedavg", "rounds": 10, "min-sites": 2},
-        "train": {"local-epochs": 2, "lr": 0.01},
-        "model": {"name": "mlp"},
-        "data": demo_data_options(),
-    })
+    return StudyConfig.from_dict(
+        {
+            "name": "breast-cancer-demo",
+            "task": "tabular",
+            "seed": 2,
+            "federation": {"strategy": "fedavg", "rounds": 10, "min-sites": 2},
+            "train": {"local-epochs": 2, "lr": 0.01},
+            "model": {"name": "mlp"},
+            "data": demo_data_options(),
+        }
+    )

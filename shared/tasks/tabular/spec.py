@@ -36,10 +36,17 @@ class TabularSpec:
             (not self.label, "data.label", "must name the label column"),
             (self.label_type not in LABEL_TYPES, "data.label-type", f"must be one of {', '.join(LABEL_TYPES)}"),
             (len(self.classes) < 2, "data.classes", "must list at least two label values agreed for the study"),
-            (self.label_type == "binary" and len(self.classes) != 2, "data.classes",
-             f"must list exactly two values for a binary label, got {len(self.classes)}"),
-            (not self.features, "data.features", "must list the feature columns (medfed-sim fills it from your "
-             "table; a federation's study config states it)"),
+            (
+                self.label_type == "binary" and len(self.classes) != 2,
+                "data.classes",
+                f"must list exactly two values for a binary label, got {len(self.classes)}",
+            ),
+            (
+                not self.features,
+                "data.features",
+                "must list the feature columns (medfed-sim fills it from your "
+                "table; a federation's study config states it)",
+            ),
             (self.label in self.features, "data.features", f"must not include the label column '{self.label}'"),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
@@ -109,12 +116,17 @@ def canonical(value: Any) -> str:
 
 
 def infer_data_options(
-    table: pd.DataFrame, label: str, categorical: list[str] | None = None, exclude: list[str] | None = None,
+    table: pd.DataFrame,
+    label: str,
+    categorical: list[str] | None = None,
+    exclude: list[str] | None = None,
     max_categories: int = 20,
 ) -> dict[str, Any]:
     """Fill features, classes and category lists from a table the data scientist holds (simulation only)."""
     if label not in table.columns:
-        raise ConfigError("data.label", f"column '{label}' is not in the table (columns: {', '.join(map(str, table.columns))})")
+        raise ConfigError(
+            "data.label", f"column '{label}' is not in the table (columns: {', '.join(map(str, table.columns))})"
+        )
     skip = {label, *(exclude or [])}
     features = [str(c) for c in table.columns if c not in skip]
     if categorical is None:
@@ -123,8 +135,11 @@ def infer_data_options(
     for column in categorical:
         values = sorted({canonical(v) for v in table[column].dropna()})
         if len(values) > max_categories:
-            raise ConfigError(f"data.categorical.{column}", f"has {len(values)} distinct values; list it as a "
-                              "feature with an explicit category list, or leave it out")
+            raise ConfigError(
+                f"data.categorical.{column}",
+                f"has {len(values)} distinct values; list it as a "
+                "feature with an explicit category list, or leave it out",
+            )
         categories[column] = values
     classes = sorted({canonical(v) for v in table[label].dropna()})
     return {

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import pytest
 import torch
 from opacus.accountants import PRVAccountant, RDPAccountant
+from torch.utils.data import TensorDataset
 
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError
@@ -17,15 +19,17 @@ from shared.privacy.site import PolicyError, SitePrivacy
 from shared.tasks import build_model
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
-from torch.utils.data import TensorDataset
 
 N_TRAIN = 120
 
 
 def dp_study(**privacy) -> StudyConfig:
     base = demo_study()
-    return dataclasses.replace(base, privacy=PrivacyConfig(**{"mode": "local", "epsilon": 2.0, **privacy}),
-                               federation=dataclasses.replace(base.federation, rounds=4))
+    return dataclasses.replace(
+        base,
+        privacy=PrivacyConfig(**{"mode": "local", "epsilon": 2.0, **privacy}),
+        federation=dataclasses.replace(base.federation, rounds=4),
+    )
 
 
 def run_round(study, folder, rnd, cap=float("inf")) -> float:
@@ -35,11 +39,21 @@ def run_round(study, folder, rnd, cap=float("inf")) -> float:
     torch.manual_seed(rnd)
     data = TensorDataset(torch.randn(N_TRAIN, 30), torch.randint(0, 2, (N_TRAIN,)))
     model = build_model(study)
-    model, optimizer, loader, loss = site.make_private(model, make_optimizer(model, study.train),
-                                                       make_loader(data, study.train.batch_size, rnd),
-                                                       torch.nn.CrossEntropyLoss())
-    train_epochs(model, loader, loss, optimizer, study.train.local_epochs, torch.device("cpu"),
-                 empty_batch_step=site.empty_batch_step())
+    model, optimizer, loader, loss = site.make_private(
+        model,
+        make_optimizer(model, study.train),
+        make_loader(data, study.train.batch_size, rnd),
+        torch.nn.CrossEntropyLoss(),
+    )
+    train_epochs(
+        model,
+        loader,
+        loss,
+        optimizer,
+        study.train.local_epochs,
+        torch.device("cpu"),
+        empty_batch_step=site.empty_batch_step(),
+    )
     return site.commit(rnd)
 
 
@@ -69,7 +83,7 @@ def test_ledger_survives_restarts_and_matches_an_uninterrupted_accountant(tmp_pa
             uninterrupted.step(noise_multiplier=site.noise, sample_rate=site.sample_rate)
         expected.append(uninterrupted.get_epsilon(delta=1e-5))
     assert restarted == pytest.approx(expected, rel=1e-9)
-    assert all(a < b for a, b in zip(restarted, restarted[1:]))  # monotone
+    assert all(a < b for a, b in itertools.pairwise(restarted))  # monotone
     assert restarted[-1] <= 2.0
     rounds = json.loads(ledger_path(tmp_path, "hospital-1", study.name).read_text())["rounds"]
     assert [r["round"] for r in rounds] == [1, 2, 3, 4] and all("time" in r for r in rounds)
@@ -101,11 +115,14 @@ def write_ledger(tmp_path) -> tuple[StudyConfig, object]:
     return study, ledger_path(tmp_path, "hospital-1", study.name)
 
 
-@pytest.mark.parametrize(("damage", "message"), [
-    (lambda text: text[: len(text) // 2], "unreadable or not JSON"),
-    (lambda text: json.dumps({"history": []}), "not a medfed privacy ledger"),
-    (lambda text: text.replace('"round": 1', '"round": 7'), "checksum mismatch"),
-])
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "unreadable or not JSON"),
+        (lambda text: json.dumps({"history": []}), "not a medfed privacy ledger"),
+        (lambda text: text.replace('"round": 1', '"round": 7'), "checksum mismatch"),
+    ],
+)
 def test_corrupt_or_foreign_ledger_is_refused_and_kept(tmp_path, damage, message):
     study, path = write_ledger(tmp_path)
     path.write_text(damage(path.read_text()))
@@ -122,14 +139,22 @@ def test_ledger_of_another_study_is_refused(tmp_path):
     with pytest.raises(LedgerError, match="belongs to study 'breast-cancer-demo'"):
         SitePrivacy(other, "hospital-1", tmp_path, float("inf"), N_TRAIN)
     with pytest.raises(LedgerError, match="belongs to accountant"):
-        PrivacyLedger.open(ledger_path(tmp_path, "hospital-1", other.name), "hospital-1", "breast-cancer-demo",
-                           "rdp", 1e-5)
+        PrivacyLedger.open(
+            ledger_path(tmp_path, "hospital-1", other.name), "hospital-1", "breast-cancer-demo", "rdp", 1e-5
+        )
 
 
-@pytest.mark.parametrize(("privacy", "field"), [
-    ({"epsilon": 0}, "privacy.epsilon"), ({"epsilon": -1}, "privacy.epsilon"), ({"delta": 0}, "privacy.delta"),
-    ({"delta": 1.0}, "privacy.delta"), ({"clip-norm": 0}, "privacy.clip-norm"), ({"mode": "maybe"}, "privacy.mode"),
-])
+@pytest.mark.parametrize(
+    ("privacy", "field"),
+    [
+        ({"epsilon": 0}, "privacy.epsilon"),
+        ({"epsilon": -1}, "privacy.epsilon"),
+        ({"delta": 0}, "privacy.delta"),
+        ({"delta": 1.0}, "privacy.delta"),
+        ({"clip-norm": 0}, "privacy.clip-norm"),
+        ({"mode": "maybe"}, "privacy.mode"),
+    ],
+)
 def test_bad_privacy_settings_name_the_field(privacy, field):
     with pytest.raises(ConfigError) as err:
         StudyConfig.from_dict({"privacy": privacy})

@@ -57,15 +57,26 @@ def overfit(tmp_path, private: bool) -> float:
     train, held_out = TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:])
     model = nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
     settings = TrainConfig(lr=0.003, batch_size=16, local_epochs=150)
-    optimizer, loader, loss, empty_step = make_optimizer(model, settings), make_loader(train, 16, 0), nn.CrossEntropyLoss(), None
+    optimizer, loader, loss, empty_step = (
+        make_optimizer(model, settings),
+        make_loader(train, 16, 0),
+        nn.CrossEntropyLoss(),
+        None,
+    )
     if private:
         base = demo_study()
-        study = dataclasses.replace(base, train=settings, privacy=PrivacyConfig(mode="local", epsilon=1.0),
-                                    federation=dataclasses.replace(base.federation, rounds=1))
+        study = dataclasses.replace(
+            base,
+            train=settings,
+            privacy=PrivacyConfig(mode="local", epsilon=1.0),
+            federation=dataclasses.replace(base.federation, rounds=1),
+        )
         site = SitePrivacy(study, "h", tmp_path, float("inf"), len(train))
         model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
         empty_step = site.empty_batch_step()
-    train_epochs(model, loader, loss, optimizer, settings.local_epochs, torch.device("cpu"), empty_batch_step=empty_step)
+    train_epochs(
+        model, loader, loss, optimizer, settings.local_epochs, torch.device("cpu"), empty_batch_step=empty_step
+    )
     trained = getattr(model, "_module", model)  # the trained network itself, as the site's audit loads it
     return membership_auc(trained, train, held_out, nn.CrossEntropyLoss(), torch.device("cpu"))
 

@@ -10,16 +10,25 @@ from shared.errors import DataError
 from shared.tasks.tabular.data import load_tabular_site, split_indices
 from shared.tasks.tabular.spec import TabularSpec
 
-SPEC = TabularSpec(label="disease", classes=[0, 1], features=["age", "chol", "cp"],
-                   categorical={"cp": [1, 2, 3, 4]}, test_fraction=0.25)
+SPEC = TabularSpec(
+    label="disease",
+    classes=[0, 1],
+    features=["age", "chol", "cp"],
+    categorical={"cp": [1, 2, 3, 4]},
+    test_fraction=0.25,
+)
 
 
 def table(n: int = 40, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "age": rng.integers(30, 80, n), "chol": rng.normal(220, 30, n).round(1),
-        "cp": rng.choice([1, 2, 3, 4], n), "disease": np.arange(n) % 2,
-    })
+    return pd.DataFrame(
+        {
+            "age": rng.integers(30, 80, n),
+            "chol": rng.normal(220, 30, n).round(1),
+            "cp": rng.choice([1, 2, 3, 4], n),
+            "disease": np.arange(n) % 2,
+        }
+    )
 
 
 def write(tmp_path, frame: pd.DataFrame, name: str = "site.csv"):

@@ -20,13 +20,16 @@ def test_models_have_agreed_shapes():
         assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
 
 
-@pytest.mark.parametrize(("data", "field"), [
-    ({"label": "y", "classes": ["a"], "features": ["x"]}, "data.classes"),
-    ({"label": "y", "classes": ["a", "b", "c"], "features": ["x"]}, "data.classes"),
-    ({"label": "y", "classes": ["a", "b"], "features": []}, "data.features"),
-    ({"label": "y", "classes": ["a", "b"], "features": ["x"], "categorical": {"z": ["1"]}}, "data.categorical.z"),
-    ({"label": "y", "classes": ["a", "b"], "features": ["x"], "missing": "guess"}, "data.missing"),
-])
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"label": "y", "classes": ["a"], "features": ["x"]}, "data.classes"),
+        ({"label": "y", "classes": ["a", "b", "c"], "features": ["x"]}, "data.classes"),
+        ({"label": "y", "classes": ["a", "b"], "features": []}, "data.features"),
+        ({"label": "y", "classes": ["a", "b"], "features": ["x"], "categorical": {"z": ["1"]}}, "data.categorical.z"),
+        ({"label": "y", "classes": ["a", "b"], "features": ["x"], "missing": "guess"}, "data.missing"),
+    ],
+)
 def test_bad_data_options_name_the_field(data, field):
     with pytest.raises(ConfigError) as err:
         get_task("tabular").check_study(StudyConfig.from_dict({"data": data}))
