@@ -85,8 +85,9 @@ def test_ledger_survives_restarts_and_matches_an_uninterrupted_accountant(tmp_pa
     assert restarted == pytest.approx(expected, rel=1e-9)
     assert all(a < b for a, b in itertools.pairwise(restarted))  # monotone
     assert restarted[-1] <= 2.0
-    rounds = json.loads(ledger_path(tmp_path, "hospital-1", study.name).read_text())["rounds"]
-    assert [r["round"] for r in rounds] == [1, 2, 3, 4] and all("time" in r for r in rounds)
+    saved = json.loads(ledger_path(tmp_path, "hospital-1", study.name).read_text())
+    assert [r["round"] for r in saved["rounds"]] == [1, 2, 3, 4] and all("time" in r for r in saved["rounds"])
+    assert len(saved["history"]) == 1  # merged: the accountant's cost does not grow with rounds
 
 
 def test_refuses_the_round_that_would_exceed_the_budget(tmp_path):

@@ -1,0 +1,83 @@
+"""`medfed-site`: the local pre-flight check and the privacy audit, with clear errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from client.cli import cli
+from server.outputs import StudyOutputs
+from shared.arrays import model_arrays
+from shared.tasks import build_model
+
+
+def write_study(tmp_path, study):
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study.to_dict()))
+    return path
+
+
+def test_check_prints_a_local_report(tmp_path, study, demo_sites):
+    result = CliRunner().invoke(
+        cli,
+        [
+            "check",
+            "--data",
+            str(demo_sites[0].data_path),
+            "--study",
+            str(write_study(tmp_path, study)),
+            "--site",
+            "hospital-1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "class-counts" in result.output and "ready" in result.output
+
+
+def test_check_names_what_is_wrong(tmp_path, study):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(
+        cli, ["check", "--data", str(bad), "--study", str(write_study(tmp_path, study)), "--site", "hospital-9"]
+    )
+    assert result.exit_code == 2
+    assert "hospital-9" in result.output and "bad.csv" in result.output and "diagnosis" in result.output
+
+
+def test_audit_reports_attack_auc(tmp_path, study, demo_sites):
+    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(study)))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "--data",
+            str(demo_sites[0].data_path),
+            "--study",
+            str(write_study(tmp_path, study)),
+            "--model",
+            str(model),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "membership-inference attack AUC 0." in result.output
+
+
+def test_audit_refuses_a_foreign_model(tmp_path, study, demo_sites):
+    import dataclasses
+
+    other = dataclasses.replace(study, model={"name": "logreg"})
+    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(other)))
+    result = CliRunner().invoke(
+        cli,
+        [
+            "audit",
+            "--data",
+            str(demo_sites[0].data_path),
+            "--study",
+            str(write_study(tmp_path, study)),
+            "--model",
+            str(model),
+        ],
+    )
+    assert result.exit_code == 2 and "is not this study's model" in result.output
