@@ -47,14 +47,21 @@ def dp_compatible(model: nn.Module) -> nn.Module:
     return model
 
 
-def grad_sample_mode(model: nn.Module, requested: str) -> str:
-    """'auto': ghost clipping for embedding-heavy models, ExpandedWeights (fastest measured on CPU) where every
-    trainable layer has its per-sample rule, else hooks (which falls back to functorch for any other layer)."""
+# Measured on the 2-core CPU (BENCHMARKS.md): ghost clipping overtakes ExpandedWeights from batches of ~512.
+GHOST_FROM_BATCH_ON_CPU = 512
+
+
+def grad_sample_mode(model: nn.Module, requested: str, batch_size: int) -> str:
+    """'auto' picks the fastest mode measured: ghost clipping for embedding-heavy models and for large batches on
+    CPU, ExpandedWeights where every trainable layer has its per-sample rule, else hooks (functorch fallback)."""
     if requested != "auto":
         return requested
     if any(isinstance(m, nn.Embedding) for m in _trainable(model).values()):
         return "ghost"
-    return "hooks" if _without_ew_rule(model) else "ew"
+    if _without_ew_rule(model):
+        return "hooks"
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return "ghost" if on_cpu and batch_size >= GHOST_FROM_BATCH_ON_CPU else "ew"
 
 
 def _trainable(model: nn.Module) -> dict[str, nn.Module]:
@@ -77,7 +84,8 @@ class SitePrivacy:
                 f"{max_epsilon}; refusing"
             )
         self.site, self.privacy, self.target = site, privacy, privacy.epsilon
-        batches = math.ceil(n_train / study.train.batch_size)
+        self.batch_size = study.train.batch_size
+        batches = math.ceil(n_train / self.batch_size)
         self.sample_rate = 1.0 / batches  # as Opacus derives it from the loader
         self.steps_per_round = study.train.local_epochs * batches
         self.ledger = PrivacyLedger.open(
@@ -109,7 +117,7 @@ class SitePrivacy:
         """Opacus-wrapped model, optimiser, Poisson-sampling loader and loss for this round's training."""
         model.train()  # Opacus validates training mode; the fused evaluation just left the model in eval mode
         self._engine = PrivacyEngine(accountant=self.privacy.accountant)
-        self._mode = grad_sample_mode(model, self.privacy.grad_sample_mode)
+        self._mode = grad_sample_mode(model, self.privacy.grad_sample_mode, self.batch_size)
         if self._mode == "ew" and (missing := _without_ew_rule(model)):
             raise ConfigError(
                 "privacy.grad-sample-mode",

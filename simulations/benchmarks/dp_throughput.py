@@ -99,7 +99,7 @@ def measure(batches: list[int], modes: list[str], repeats: int, device: torch.de
 
 def main(
     batches: Annotated[str, typer.Option(help="Batch sizes")] = "64,256",
-    modes: Annotated[str, typer.Option(help="Opacus grad-sample modes")] = "ew,hooks,ghost",
+    modes: Annotated[str, typer.Option(help="grad-sample modes; auto is medfed's choice")] = "auto,ew,hooks,ghost",
     repeats: Annotated[int, typer.Option(help="Interleaved repeats; medians are reported")] = 5,
     threads: Annotated[int, typer.Option(help="torch threads")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "cpu",

@@ -34,10 +34,13 @@ class Odd(nn.Module):
         return self.mix(x, x)
 
 
-def test_auto_mode_picks_expanded_weights_only_where_it_applies():
-    assert grad_sample_mode(nn.Sequential(nn.Linear(3, 2), nn.GroupNorm(1, 2)), "auto") == "ew"
-    assert grad_sample_mode(Odd(), "auto") == "hooks"
-    assert grad_sample_mode(nn.Sequential(nn.Embedding(10, 4)), "auto") == "ghost"
+def test_auto_mode_picks_the_fastest_measured_mode():
+    mlp = nn.Sequential(nn.Linear(3, 2), nn.GroupNorm(1, 2))
+    assert grad_sample_mode(mlp, "auto", 64) == "ew"
+    assert grad_sample_mode(mlp, "auto", 1024) == "ghost"  # large batches on CPU
+    assert grad_sample_mode(Odd(), "auto", 64) == "hooks"
+    assert grad_sample_mode(nn.Sequential(nn.Embedding(10, 4)), "auto", 64) == "ghost"
+    assert grad_sample_mode(mlp, "hooks", 1024) == "hooks"
 
 
 def test_a_mode_that_cannot_train_the_model_is_a_clear_error(tmp_path):
