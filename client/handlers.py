@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
@@ -13,7 +14,7 @@ from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
-from shared.privacy.site import SitePrivacy
+from shared.privacy.site import PolicyError, SitePrivacy
 from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import make_loader, make_optimizer, predict, train_epochs
 
@@ -72,6 +73,12 @@ def _train(
     optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(), None
     privacy = None
     torch.manual_seed(round_seed)  # reproducible dropout without DP; SitePrivacy re-seeds from OS entropy
+    if study.privacy.mode != "local" and math.isfinite(site.max_epsilon):
+        # A capped site bounds its patients' ε itself; without local DP that ε is unbounded.
+        raise PolicyError(
+            f"site '{site.name}': this site only trains with local DP within ε ≤ {site.max_epsilon}, "
+            f"the study has privacy.mode = '{study.privacy.mode}'; refusing"
+        )
     if study.privacy.mode == "local":
         # Budget and policy are checked before any training: a refused round spends nothing.
         privacy = SitePrivacy(study, site.name, site.ledger_dir, site.max_epsilon, len(data.train))

@@ -62,3 +62,10 @@ def test_site_cap_refuses_a_greedier_study(study, demo_sites, tmp_path):
     site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path, max_epsilon=2.0)
     reply = handle(server_message(greedy), site, train=True)
     assert reply.has_error() and "cap of 2.0" in reply.error.reason and site.name in reply.error.reason
+
+
+def test_capped_site_refuses_a_study_without_local_dp(study, demo_sites, tmp_path):
+    site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path, max_epsilon=3.0)
+    reply = handle(server_message(study), site, train=True)  # the demo study has privacy.mode = "off"
+    assert reply.has_error() and "only trains with local DP" in reply.error.reason and site.name in reply.error.reason
+    assert not handle(server_message(study, train=False), site, train=False).has_error()  # evaluation is allowed
