@@ -48,3 +48,23 @@ def test_central_dp_runs_and_reports_site_level_epsilon(study, demo_sites, tmp_p
     assert history["status"] == "completed", history["events"]
     epsilons = [r["epsilon"] for r in history["metrics"] if r["kind"] == "privacy"]
     assert len(epsilons) == 2 and 0 < epsilons[0] < epsilons[1] <= 5.0
+
+
+def test_ledgers_persist_across_processes_and_a_spent_budget_is_refused(study, demo_sites, tmp_path):
+    """Each simulation runs its sites in fresh Ray worker processes: the second run resumes the first's ledgers."""
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=2.0))
+    sites = [dataclasses.replace(s, ledger_dir=tmp_path / "ledgers") for s in demo_sites]
+    simulate(private, sites, tmp_path / "first")
+    first = json.loads((tmp_path / "first" / "history.json").read_text())
+    assert first["status"] == "completed"
+    spent = [
+        r["dp-epsilon"] for r in first["metrics"] if r["kind"] == "train" and r["round"] == 2 and "dp-epsilon" in r
+    ]
+    assert len(spent) == 4 and all(1.9 < e <= 2.0 for e in spent)  # 3 sites + their weighted mean
+    simulate(private, sites, tmp_path / "again")
+    again = json.loads((tmp_path / "again" / "history.json").read_text())
+    assert again["status"].startswith("stopped: round 1: only 0 usable update(s)")
+    refusals = [e for e in again["events"] if e["event"] == "refused"]
+    assert len(refusals) == 3 and all("privacy budget exhausted" in e["reason"] for e in refusals)
+    ledger = json.loads((tmp_path / "ledgers" / "hospital-1__breast-cancer-demo.json").read_text())
+    assert [r["round"] for r in ledger["rounds"]] == [1, 2]  # the refused round spent nothing
