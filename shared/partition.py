@@ -1,8 +1,9 @@
-"""Split one table's rows across simulated sites: IID, Dirichlet label skew, quantity skew, or a site column."""
+"""Split rows across simulated sites (IID, Dirichlet label skew, quantity skew) and a site's rows into train/test."""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from shared.errors import ConfigError
 
@@ -62,4 +63,18 @@ def _label_skew(
         f"Dirichlet({alpha}) gave a site under {min_rows} rows or with a single class in "
         f"{tries} draws; raise alpha or use fewer sites",
         source="partition",
+    )
+
+
+def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded train/test split, stratified when every class has more than two rows (as FLamby does)."""
+    counts = np.bincount(y)
+    stratify = y if (counts[counts > 0] > 2).all() else None
+    return train_test_split(
+        np.arange(len(y)),
+        test_size=test_fraction,
+        train_size=1 - test_fraction,
+        random_state=seed,
+        shuffle=True,
+        stratify=stratify,
     )

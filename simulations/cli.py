@@ -19,7 +19,7 @@ from server.outputs import StudyOutputs
 from shared.config import PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
-from shared.tasks.tabular.demo import demo_study, write_demo_sites
+from shared.tasks import KNOWN_TASKS, get_task
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
 from simulations.runner import simulate
@@ -32,6 +32,7 @@ cli = typer.Typer(add_completion=False, help=__doc__)
 @cli.command()
 def run(
     study_file: Annotated[Path | None, typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
+    task: Annotated[str, typer.Option(help=f"Built-in demo without --study: {', '.join(KNOWN_TASKS)}")] = "tabular",
     data: Annotated[Path | None, typer.Option(help="Your CSV/Parquet table, split into sites")] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
     site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
@@ -50,10 +51,10 @@ def run(
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
 ) -> None:
-    """Run a study: the built-in breast-cancer demo with no options."""
+    """Run a study: the built-in breast-cancer demo with no options (--task imaging: synthetic lesions)."""
     try:
         study = _study(
-            study_file,
+            study_file or task,
             {
                 ("federation", "rounds"): rounds,
                 ("federation", "strategy"): strategy,
@@ -65,7 +66,9 @@ def run(
         )
         if data is None:
             folder = out or study_folder(study)
-            site_list = [SiteConfig(p.stem, p) for p in write_demo_sites(folder / "sites", sites, seed=2)]
+            site_list = [SiteConfig(p.stem, p) for p in get_task(study.task).write_demo_sites(folder / "sites", sites)]
+        elif study.task != "tabular":
+            raise typer.BadParameter(f"--data splits tables only; give a {study.task} study's sites with --study")
         else:
             if not label and not study.data.get("label"):
                 raise typer.BadParameter("--data needs --label (or data.label in the study file)")
@@ -87,8 +90,9 @@ def run(
         raise typer.Exit(2) from exc
 
 
-def _study(path: Path | None, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
-    raw = (load_study(path) if path else demo_study()).to_dict()
+def _study(source: Path | str, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
+    """A study file, or the named task's built-in study, with command-line overrides applied."""
+    raw = (load_study(source) if isinstance(source, Path) else get_task(source).demo_study()).to_dict()
     for (section, key), value in overrides.items():
         if value is not None:
             raw[section][key] = value

@@ -47,3 +47,11 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Aggregate metrics of one site's predictions; only defined values are returned."""
+
+    @abstractmethod
+    def demo_study(self) -> StudyConfig:
+        """The task's built-in study, run by `medfed-sim --task NAME` with no data."""
+
+    @abstractmethod
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Write the built-in data, one file per simulated hospital."""

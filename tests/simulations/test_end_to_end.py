@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 
 import server.loop
 from client.site import SiteConfig
+from shared.tasks import get_task
 from simulations.runner import simulate
 from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates
@@ -74,3 +76,15 @@ def test_too_few_sites_stops_cleanly_and_keeps_outputs(study, demo_sites, tmp_pa
     history = json.loads((folder / "history.json").read_text())
     assert history["status"].startswith("stopped: round 1: only 2 usable update(s)")
     assert (folder / "model.safetensors").is_file() and (folder / "study.json").is_file()
+
+
+def test_imaging_study_beats_chance(tmp_path):
+    task = get_task("imaging")
+    base = task.demo_study()
+    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=2))
+    sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
+    simulate(study, sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed"
+    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
+    assert final["roc-auc"] > 0.75  # chance is 0.5

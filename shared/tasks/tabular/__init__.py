@@ -10,6 +10,7 @@ from torch import nn
 from shared.config import StudyConfig
 from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
+from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
 from shared.tasks.tabular.spec import data_spec, model_spec
@@ -37,6 +38,14 @@ class TabularTask(Task):
     def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
         return classification_metrics(y_true, scores)
+
+    def demo_study(self) -> StudyConfig:
+        """Wisconsin breast cancer study."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Breast cancer patients split non-IID, one CSV per hospital."""
+        return demo.write_demo_sites(folder, n_sites, seed=2)
 
 
 TASK = TabularTask()

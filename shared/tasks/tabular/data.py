@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
 from shared.errors import DataError
+from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.tabular.spec import TabularSpec, canonical
 
@@ -64,20 +64,6 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
         report=report,
-    )
-
-
-def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded train/test split, stratified when every class has more than two rows (as FLamby does)."""
-    counts = np.bincount(y)
-    stratify = y if (counts[counts > 0] > 2).all() else None
-    return train_test_split(
-        np.arange(len(y)),
-        test_size=test_fraction,
-        train_size=1 - test_fraction,
-        random_state=seed,
-        shuffle=True,
-        stratify=stratify,
     )
 
 

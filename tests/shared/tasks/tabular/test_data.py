@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from shared.errors import DataError
-from shared.tasks.tabular.data import load_tabular_site, split_indices
+from shared.partition import split_indices
+from shared.tasks.tabular.data import load_tabular_site
 from shared.tasks.tabular.spec import TabularSpec
 
 SPEC = TabularSpec(

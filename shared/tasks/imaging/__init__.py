@@ -1,0 +1,51 @@
+"""Imaging task: a site's images (.npz or folder + labels.csv), a GroupNorm CNN, classification metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from shared.config import StudyConfig
+from shared.metrics import classification_metrics
+from shared.tasks.base import SiteData, Task
+from shared.tasks.imaging import demo
+from shared.tasks.imaging.data import load_imaging_site
+from shared.tasks.imaging.model import build_cnn
+from shared.tasks.imaging.spec import data_spec, model_spec
+
+
+class ImagingTask(Task):
+    """Medical images, one label per image (X-ray, ultrasound, ...)."""
+
+    name = "imaging"
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`."""
+        data_spec(study)
+        model_spec(study)
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read and split the site's images."""
+        return load_imaging_site(path, site, data_spec(study), study.seed)
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """The compact CNN sized from the agreed channels and classes."""
+        spec = data_spec(study)
+        return build_cnn(spec.channels, len(spec.classes), model_spec(study))
+
+    def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Accuracy, balanced accuracy, ROC AUC (one-vs-rest if multi-class), sensitivity, specificity, F1."""
+        return classification_metrics(y_true, scores)
+
+    def demo_study(self) -> StudyConfig:
+        """Synthetic lesion study."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Synthetic lesion images, one .npz per hospital."""
+        return demo.write_demo_sites(folder, n_sites)
+
+
+TASK = ImagingTask()

@@ -1,0 +1,66 @@
+"""The imaging study schema every site shares: image size, channels, classes and how to treat bad files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.config import StudyConfig, parse_section
+from shared.errors import ConfigError
+
+ON_CORRUPT = ("skip", "fail")
+MODELS = ("cnn",)
+
+
+@dataclass(frozen=True)
+class ImagingSpec:
+    """`[data]` of an imaging study. A site's data is a MedMNIST-style .npz or a folder with labels.csv."""
+
+    classes: list[Any] = field(default_factory=list)
+    image_size: int = 28
+    channels: int = 1
+    test_fraction: float = 0.2
+    split_seed: int = -1
+    on_corrupt: str = "skip"
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        problems = [
+            (len(self.classes) < 2, "data.classes", "must list at least two labels agreed for the study"),
+            (self.image_size < 8, "data.image-size", "must be at least 8 pixels"),
+            (self.channels not in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
+            (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
+            (self.on_corrupt not in ON_CORRUPT, "data.on-corrupt", f"must be one of {', '.join(ON_CORRUPT)}"),
+        ]
+        for bad, name, problem in problems:
+            if bad:
+                raise ConfigError(name, problem)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Labels as strings; index i is class i."""
+        return [str(c) for c in self.classes]
+
+
+@dataclass(frozen=True)
+class ImagingModelSpec:
+    """`[model]` of an imaging study."""
+
+    name: str = "cnn"
+    width: int = 16
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ConfigError("model.name", f"must be one of {', '.join(MODELS)}")
+        if self.width < 4:
+            raise ConfigError("model.width", "must be at least 4")
+
+
+def data_spec(study: StudyConfig) -> ImagingSpec:
+    """Parse and validate the study's `[data]` section."""
+    return parse_section(ImagingSpec, study.data, "data.")
+
+
+def model_spec(study: StudyConfig) -> ImagingModelSpec:
+    """Parse and validate the study's `[model]` section."""
+    return parse_section(ImagingModelSpec, study.model, "model.")
