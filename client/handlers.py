@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import time
 
 import torch
@@ -62,6 +63,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
         metrics.update(_train(task, model, data, study, site, device, rnd, float(config.get("proximal-mu", 0.0))))
         arrays = model_arrays(model)
     metrics["compute-s"] = time.perf_counter() - started
+    metrics["peak-rss-mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return metrics, arrays
 
 

@@ -12,7 +12,8 @@ from shared.tasks import build_model, get_task
 from shared.training import make_loader, make_optimizer, predict, train_epochs
 
 
-def _fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, dict[str, float]]:
+def fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, dict[str, float]]:
+    """Train the study's model centrally for rounds x local epochs; score it on each named test set."""
     task = get_task(study.task)
     torch.manual_seed(study.seed)
     model = build_model(study)
@@ -31,7 +32,7 @@ def pooled_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, di
     """One model on the union of the sites' train splits, scored on each site's test split."""
     data = {s.name: load_site_data(s, study) for s in sites}
     pooled = ConcatDataset([d.train for d in data.values()])
-    return _fit_and_score(study, pooled, {name: d.test for name, d in data.items()})
+    return fit_and_score(study, pooled, {name: d.test for name, d in data.items()})
 
 
 def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
@@ -39,5 +40,5 @@ def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dic
     scores = {}
     for site in sites:
         data = load_site_data(site, study)
-        scores.update(_fit_and_score(study, data.train, {site.name: data.test}))
+        scores.update(fit_and_score(study, data.train, {site.name: data.test}))
     return scores

@@ -26,19 +26,30 @@ from torch.utils.data import TensorDataset
 from shared.config import PrivacyConfig, TrainConfig
 from shared.device import resolve_device
 from shared.privacy.site import SitePrivacy
+from shared.tasks.imaging.model import build_cnn
+from shared.tasks.imaging.spec import ImagingModelSpec
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
 
-N_ROWS = 4096
-MODELS = {
-    # The tabular MLP of the issue's reference measurement, and medfed's default tabular MLP / logistic regression.
-    "tabular MLP 30-64-64-2": lambda: nn.Sequential(
-        nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
-    ),
-    "medfed MLP 30-64-32-2": lambda: nn.Sequential(
+
+def _medfed_mlp() -> nn.Module:
+    return nn.Sequential(
         nn.Linear(30, 64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.1), nn.Linear(32, 2)
+    )
+
+
+# name -> (model factory, input shape, rows per epoch)
+MODELS = {
+    # The tabular MLP of the issue's reference measurement, medfed's default tabular MLP, logistic regression,
+    # and medfed's imaging CNN on 28x28 grayscale images.
+    "tabular MLP 30-64-64-2": (
+        lambda: nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)),
+        (30,),
+        4096,
     ),
-    "logistic regression 30-2": lambda: nn.Sequential(nn.Linear(30, 2)),
+    "medfed MLP 30-64-32-2": (_medfed_mlp, (30,), 4096),
+    "logistic regression 30-2": (lambda: nn.Sequential(nn.Linear(30, 2)), (30,), 4096),
+    "imaging CNN 1x28x28": (lambda: build_cnn(1, 2, ImagingModelSpec()), (1, 28, 28), 1024),
 }
 
 
@@ -72,19 +83,19 @@ def epoch_rate(
     return len(data) / (time.perf_counter() - started)
 
 
-def measure(batches: list[int], modes: list[str], repeats: int, device: torch.device) -> list[dict]:
+def measure(models: list[str], batches: list[int], modes: list[str], repeats: int, device: torch.device) -> list[dict]:
     """One row per (model, batch size): non-DP and per-mode samples/s and DP / non-DP ratios."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name, model_fn in MODELS.items():
-            data = TensorDataset(torch.randn(N_ROWS, 30), torch.randint(0, 2, (N_ROWS,)))
+        for name in models:
+            model_fn, shape, n_rows = MODELS[name]
+            data = TensorDataset(torch.randn(n_rows, *shape), torch.randint(0, 2, (n_rows,)))
             for batch in batches:
                 rates: dict[str, list[float]] = {m: [] for m in ["non-dp", *modes]}
                 for _ in range(repeats):
                     for mode in rates:
-                        rates[mode].append(
-                            epoch_rate(model_fn, data, batch, None if mode == "non-dp" else mode, Path(tmp), device)
-                        )
+                        private = None if mode == "non-dp" else mode
+                        rates[mode].append(epoch_rate(model_fn, data, batch, private, Path(tmp), device))
                 median = {m: float(np.median(v)) for m, v in rates.items()}
                 rows.append(
                     {
@@ -98,6 +109,7 @@ def measure(batches: list[int], modes: list[str], repeats: int, device: torch.de
 
 
 def main(
+    models: Annotated[str, typer.Option(help="'all' or model names separated by ';'")] = "all",
     batches: Annotated[str, typer.Option(help="Batch sizes")] = "64,256",
     modes: Annotated[str, typer.Option(help="grad-sample modes; auto is medfed's choice")] = "auto,ew,hooks,ghost",
     repeats: Annotated[int, typer.Option(help="Interleaved repeats; medians are reported")] = 5,
@@ -109,7 +121,8 @@ def main(
     torch.set_num_threads(threads)
     mode_list = modes.split(",")
     target = resolve_device(device)
-    rows = measure([int(b) for b in batches.split(",")], mode_list, repeats, target)
+    chosen = list(MODELS) if models == "all" else [m.strip() for m in models.split(";")]
+    rows = measure(chosen, [int(b) for b in batches.split(",")], mode_list, repeats, target)
     table = Table(title=f"DP-SGD / non-private samples/s on {target} ({threads} torch thread(s), median of {repeats})")
     for column in ("model", "batch", "non-DP samples/s", *[f"{m} ratio" for m in mode_list]):
         table.add_column(column, justify="right")

@@ -65,8 +65,8 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int) -> Si
         }
     )
     return SiteData(
-        train=ImageDataset(_tensor(train_x, spec), torch.from_numpy(train_y), spec.augment),
-        test=ImageDataset(_tensor(test_x, spec), torch.from_numpy(test_y), False),
+        train=ImageDataset(to_image_tensor(train_x, spec), torch.from_numpy(train_y), spec.augment),
+        test=ImageDataset(to_image_tensor(test_x, spec), torch.from_numpy(test_y), False),
         report=report,
     )
 
@@ -159,7 +159,7 @@ def _labels(raw: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndar
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
-def _tensor(images: np.ndarray, spec: ImagingSpec) -> torch.Tensor:
+def to_image_tensor(images: np.ndarray, spec: ImagingSpec) -> torch.Tensor:
     """(N, H, W[, C]) uint8 or float -> (N, channels, size, size) float in [0, 1]."""
     x = torch.from_numpy(np.asarray(images, dtype=np.float32))
     if x.max() > 1.0:
