@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from typer.testing import CliRunner
@@ -45,39 +46,20 @@ def test_check_names_what_is_wrong(tmp_path, study):
     assert "hospital-9" in result.output and "bad.csv" in result.output and "diagnosis" in result.output
 
 
+def audit(tmp_path, study, data_path, trained_as):
+    """Run `medfed-site audit` on a model saved by a study shaped like `trained_as`."""
+    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(trained_as)))
+    args = ["audit", "--data", str(data_path), "--study", str(write_study(tmp_path, study)), "--model", str(model)]
+    return CliRunner().invoke(cli, args)
+
+
 def test_audit_reports_attack_auc(tmp_path, study, demo_sites):
-    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(study)))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "audit",
-            "--data",
-            str(demo_sites[0].data_path),
-            "--study",
-            str(write_study(tmp_path, study)),
-            "--model",
-            str(model),
-        ],
-    )
+    result = audit(tmp_path, study, demo_sites[0].data_path, trained_as=study)
     assert result.exit_code == 0, result.output
     assert "membership-inference attack AUC 0." in result.output
 
 
 def test_audit_refuses_a_foreign_model(tmp_path, study, demo_sites):
-    import dataclasses
-
     other = dataclasses.replace(study, model={"name": "logreg"})
-    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(other)))
-    result = CliRunner().invoke(
-        cli,
-        [
-            "audit",
-            "--data",
-            str(demo_sites[0].data_path),
-            "--study",
-            str(write_study(tmp_path, study)),
-            "--model",
-            str(model),
-        ],
-    )
+    result = audit(tmp_path, study, demo_sites[0].data_path, trained_as=other)
     assert result.exit_code == 2 and "is not this study's model" in result.output
