@@ -54,18 +54,15 @@ def test_a_mode_that_cannot_train_the_model_is_a_clear_error(tmp_path):
 
 
 def overfit(tmp_path, private: bool) -> float:
-    """A wide MLP trained far too long on 64 patients with noisy labels, then attacked."""
+    """A wide MLP trained far too long on 128 patients with random labels, then attacked."""
     torch.manual_seed(0)
-    x, y = torch.randn(128, 10), torch.randint(0, 2, (128,))
-    train, held_out = TensorDataset(x[:64], y[:64]), TensorDataset(x[64:], y[64:])
+    n = 128
+    x, y = torch.randn(2 * n, 10), torch.randint(0, 2, (2 * n,))
+    train, held_out = TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:])
     model = nn.Sequential(nn.Linear(10, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 2))
-    settings = TrainConfig(lr=0.003, batch_size=16, local_epochs=150)
-    optimizer, loader, loss, empty_step = (
-        make_optimizer(model, settings),
-        make_loader(train, 16, 0),
-        nn.CrossEntropyLoss(),
-        None,
-    )
+    settings = TrainConfig(lr=0.003, batch_size=16, local_epochs=80)
+    optimizer, loader, loss = make_optimizer(model, settings), make_loader(train, 16, 0), nn.CrossEntropyLoss()
+    empty_step = None
     if private:
         base = demo_study()
         study = dataclasses.replace(
@@ -86,6 +83,8 @@ def overfit(tmp_path, private: bool) -> float:
 
 def test_membership_attack_sees_overfitting_and_dp_hides_it(tmp_path):
     exposed = overfit(tmp_path, private=False)
-    protected = overfit(tmp_path, private=True)
-    assert exposed > 0.8
-    assert protected < 0.65 and protected < exposed - 0.2
+    # DP noise is fresh OS randomness in every run: average two runs. Measured here: 0.51-0.57 per run (n = 128,
+    # AUC standard error about 0.036), so 0.62 leaves about 3.5 standard errors of room.
+    protected = (overfit(tmp_path / "a", private=True) + overfit(tmp_path / "b", private=True)) / 2
+    assert exposed > 0.75
+    assert protected < 0.62 and protected < exposed - 0.15
