@@ -43,13 +43,12 @@ class ImageDataset(Dataset):
 
 def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int) -> SiteData:
     """The site's train/test images plus a local report; every problem names the site and the file."""
+    split_seed = spec.split_seed if spec.split_seed >= 0 else seed
     if path.suffix.lower() == ".npz":
-        train_x, train_y, test_x, test_y, report = _read_npz(path, site, spec)
+        train_x, train_y, test_x, test_y, report = _read_npz(path, site, spec, split_seed)
     elif path.is_dir():
         images, labels, report = _read_folder(path, site, spec)
-        train_idx, test_idx = split_indices(
-            labels, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed
-        )
+        train_idx, test_idx = split_indices(labels, spec.test_fraction, split_seed)
         train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
     else:
         raise DataError(site, "is neither a .npz file nor a folder holding labels.csv", file=str(path))
@@ -71,7 +70,7 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int) -> Si
     )
 
 
-def _read_npz(path: Path, site: str, spec: ImagingSpec):
+def _read_npz(path: Path, site: str, spec: ImagingSpec, split_seed: int):
     if not path.is_file():
         raise DataError(site, "file not found", file=str(path))
     try:
@@ -87,7 +86,7 @@ def _read_npz(path: Path, site: str, spec: ImagingSpec):
     if "test_images" in keys:
         test_x, test_y = archive["test_images"], _labels(archive["test_labels"].reshape(-1), spec, site, str(path))
     else:
-        train_idx, test_idx = split_indices(y, spec.test_fraction, max(spec.split_seed, 0))
+        train_idx, test_idx = split_indices(y, spec.test_fraction, split_seed)
         x, y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     for name, images in (("train_images", x), ("test_images", test_x)):
         if images.ndim not in (3, 4):
