@@ -56,7 +56,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     except ValueError as exc:
         raise MedfedError(str(exc)) from exc
     # The received global model is scored first, so a train reply also carries its evaluation.
-    metrics = _evaluate(task, model, data, device, prefix="eval-" if train else "")
+    metrics = _evaluate(task, study, model, data, device, prefix="eval-" if train else "")
     arrays = None
     if train:
         rnd = int(config.get("server-round", 0))
@@ -103,9 +103,9 @@ def _train(
     return out
 
 
-def _evaluate(task: Task, model, data: SiteData, device, prefix: str) -> dict[str, float]:
+def _evaluate(task: Task, study: StudyConfig, model, data: SiteData, device, prefix: str) -> dict[str, float]:
     loss, y_true, probs = predict(model, data.test, task.loss(), device)
-    scores = {"num-examples": len(data.test), "loss": loss, **task.metrics(y_true, probs)}
+    scores = {"num-examples": len(data.test), "loss": loss, **task.metrics(study, y_true, probs)}
     return {prefix + k: float(v) if k != "num-examples" else int(v) for k, v in scores.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -56,7 +57,7 @@ def run_study(
     fed = study.federation
     config = {"study": study.to_json()}
     history, names = History(), SiteNames()
-    progress = progress or _log_report
+    progress = progress or functools.partial(_log_report, metric=task.headline[0])
     outputs.write_study(study)
     try:
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
@@ -182,15 +183,16 @@ def _train_only(metrics: dict[str, float]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if not k.startswith("eval-")}
 
 
-def _log_report(report: RoundReport) -> None:
+def _log_report(report: RoundReport, metric: str) -> None:
     log.info(
-        "round %d/%d: %d/%d sites, train loss %.4f, round-%d model accuracy %.3f (%.2f s)",
+        "round %d/%d: %d/%d sites, train loss %.4f, round-%d model %s %.3f (%.2f s)",
         report.round,
         report.rounds,
         report.accepted,
         report.sampled,
         report.train.get("train-loss", float("nan")),
         report.evaluated_round,
-        report.evaluation.get("accuracy", float("nan")),
+        metric,
+        report.evaluation.get(metric, float("nan")),
         report.wall_s,
     )

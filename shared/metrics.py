@@ -1,4 +1,4 @@
-"""Classification metrics with scikit-learn; undefined values (one class present) are left out, never NaN."""
+"""Classification (scikit-learn) and segmentation metrics; undefined values are left out, never NaN."""
 
 from __future__ import annotations
 
@@ -6,8 +6,14 @@ import numpy as np
 from sklearn import metrics as skm
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
-    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity and F1 (class 1 positive if binary)."""
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, class_names: list[str] | None = None
+) -> dict[str, float]:
+    """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity and F1 (class 1 positive if binary).
+
+    With more than two classes, sensitivity and specificity are macro means, and each class also gets its own
+    `sensitivity-<class>` / `specificity-<class>` (one-vs-rest) when `class_names` are given.
+    """
     n_classes = probs.shape[1]
     labels = list(range(n_classes))
     y_pred = probs.argmax(axis=1)
@@ -27,6 +33,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
     else:
         sens, specificity = np.nanmean(recall[present]), np.nanmean(spec)
         out["f1"] = float(skm.f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
+        for i, name in enumerate(class_names or []):
+            for key, values in (("sensitivity", recall), ("specificity", spec)):
+                if not np.isnan(values[i]):
+                    out[f"{key}-{name}"] = float(values[i])
     out["balanced-accuracy"] = float(np.mean(recall[present]))
     if not np.isnan(sens):
         out["sensitivity"] = float(sens)
@@ -37,4 +47,27 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
             out["roc-auc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
         else:
             out["roc-auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+    return out
+
+
+def segmentation_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, float]:
+    """Dice and IoU over all of a site's pixels, per foreground class and their mean; pixel accuracy.
+
+    Class 0 is background. A class absent from both truth and prediction has no Dice and is left out.
+    """
+    y_pred = probs.argmax(axis=1).reshape(-1)
+    y_true = y_true.reshape(-1)
+    out = {"pixel-accuracy": float((y_pred == y_true).mean())}
+    dice, iou = [], []
+    for c in range(1, probs.shape[1]):
+        truth, pred = y_true == c, y_pred == c
+        overlap, total = float((truth & pred).sum()), float(truth.sum() + pred.sum())
+        if total == 0:
+            continue
+        dice.append(2 * overlap / total)
+        iou.append(overlap / (total - overlap))
+        if probs.shape[1] > 2:
+            out[f"dice-{class_names[c]}"] = dice[-1]
+    if dice:
+        out["dice"], out["iou"] = float(np.mean(dice)), float(np.mean(iou))
     return out

@@ -24,7 +24,7 @@ def fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, d
     scores = {}
     for site, test in test_sets.items():
         _, y_true, probs = predict(model, test, task.loss(), device)
-        scores[site] = {"num-examples": len(test), **task.metrics(y_true, probs)}
+        scores[site] = {"num-examples": len(test), **task.metrics(study, y_true, probs)}
     return scores
 
 

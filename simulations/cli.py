@@ -23,7 +23,7 @@ from shared.tasks import KNOWN_TASKS, get_task
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
 from simulations.runner import simulate
-from simulations.scenario import split_table, table_study_data
+from simulations.scenario import IMAGE_TARGETS, image_study_data, split_image_set, split_table, table_study_data
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__)
@@ -33,7 +33,10 @@ cli = typer.Typer(add_completion=False, help=__doc__)
 def run(
     study_file: Annotated[Path | None, typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
     task: Annotated[str, typer.Option(help=f"Built-in demo without --study: {', '.join(KNOWN_TASKS)}")] = "tabular",
-    data: Annotated[Path | None, typer.Option(help="Your CSV/Parquet table, split into sites")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Your CSV/Parquet table or MedMNIST-style .npz, split into sites; or a folder of sites"),
+    ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
     site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
@@ -51,7 +54,8 @@ def run(
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
     verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
 ) -> None:
-    """Run a study: the built-in breast-cancer demo with no options (--task imaging: synthetic lesions)."""
+    """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
+    lesions)."""
     try:
         study = _study(
             study_file or task,
@@ -67,8 +71,12 @@ def run(
         if data is None:
             folder = out or study_folder(study)
             site_list = [SiteConfig(p.stem, p) for p in get_task(study.task).write_demo_sites(folder / "sites", sites)]
-        elif study.task != "tabular":
-            raise typer.BadParameter(f"--data splits tables only; give a {study.task} study's sites with --study")
+        elif study.task in IMAGE_TARGETS:
+            target = IMAGE_TARGETS[study.task]
+            options = image_study_data(data, target, study.data if study_file else {})
+            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
+            folder = out or study_folder(study)
+            site_list = split_image_set(data, folder / "sites", target, partition, sites, alpha, study.seed)
         else:
             if not label and not study.data.get("label"):
                 raise typer.BadParameter("--data needs --label (or data.label in the study file)")
@@ -108,7 +116,7 @@ def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: b
         f"{study.federation.rounds} rounds x {study.train.local_epochs} local epochs{dp} -> {folder}"
     )
     started = time.perf_counter()
-    simulate(study, sites, folder, progress=round_printer(console), verbose=verbose)
+    simulate(study, sites, folder, progress=round_printer(console, get_task(study.task).headline), verbose=verbose)
     timing = {"simulation-s": time.perf_counter() - started}
     history = json.loads((folder / "history.json").read_text())
     console.print(f"status: {history['status']}")
@@ -128,7 +136,7 @@ def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: b
     }
     summary = comparison(methods)
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing})
-    print_comparison(console, summary, privacy)
+    print_comparison(console, summary, privacy, get_task(study.task).headline)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):
         raise typer.Exit(1)

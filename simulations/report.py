@@ -10,7 +10,6 @@ from rich.table import Table
 from server.history import WEIGHTED, weighted_mean
 from server.loop import RoundReport
 
-SHOWN = ("accuracy", "roc-auc")
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 
 
@@ -36,12 +35,14 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
     return out
 
 
-def print_comparison(console: Console, summary: dict[str, Any], privacy: dict[str, dict[str, float]]) -> None:
-    """One row per site: accuracy/AUC per method, then the site's ε spent and membership-inference AUC."""
+def print_comparison(
+    console: Console, summary: dict[str, Any], privacy: dict[str, dict[str, float]], shown: tuple[str, ...]
+) -> None:
+    """One row per site: the task's headline metrics per method, then the site's ε spent and attack AUC."""
     table = Table(title="Held-out test split at each site")
     table.add_column("site", no_wrap=True)
     for method in summary:
-        for metric in SHOWN:
+        for metric in shown:
             table.add_column(f"{method}\n{metric}", justify="right")
     extra = sorted({k for p in privacy.values() for k in p})
     for key in extra:
@@ -50,12 +51,12 @@ def print_comparison(console: Console, summary: dict[str, Any], privacy: dict[st
     for site in sites:
         table.add_row(
             site,
-            *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in SHOWN],
+            *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in shown],
             *[_fmt(privacy.get(site, {}).get(k)) for k in extra],
         )
     table.add_row(
         "mean over sites",
-        *[_fmt(m["mean"].get(k)) for m in summary.values() for k in SHOWN],
+        *[_fmt(m["mean"].get(k)) for m in summary.values() for k in shown],
         *["" for _ in extra],
         style="bold",
     )
@@ -71,16 +72,16 @@ def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
     return spent
 
 
-def round_printer(console: Console) -> Any:
-    """A progress callback printing one line per round."""
+def round_printer(console: Console, shown: tuple[str, str]) -> Any:
+    """A progress callback printing one line per round with the task's two headline metrics."""
 
     def show(r: RoundReport) -> None:
         ev = r.evaluation
         line = (
             f"round {r.round:>3}/{r.rounds}  sites {r.accepted}/{r.sampled}  "
             f"train-loss {r.train.get('train-loss', float('nan')):.4f}  "
-            f"| round-{r.evaluated_round} model: acc {ev.get('accuracy', float('nan')):.3f} "
-            f"auc {ev.get('roc-auc', float('nan')):.3f}  [{r.wall_s:.2f} s]"
+            f"| round-{r.evaluated_round} model: {shown[0]} {ev.get(shown[0], float('nan')):.3f} "
+            f"{shown[1]} {ev.get(shown[1], float('nan')):.3f}  [{r.wall_s:.2f} s]"
         )
         if r.epsilon:
             line += f"  ε {' '.join(f'{site}={eps:.2f}' for site, eps in sorted(r.epsilon.items()))}"

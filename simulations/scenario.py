@@ -1,9 +1,10 @@
-"""Turn one table into per-site files, by a site column or a partitioner, and fill the study's schema."""
+"""Turn the data scientist's table or image set into per-site files (what each hospital would hold)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from client.site import SiteConfig
@@ -50,3 +51,52 @@ def table_study_data(
     table = read_table(path, "simulation", na_values)
     inferred = infer_data_options(table, label, categorical, exclude=[site_column] if site_column else None)
     return table, {**inferred, **given}
+
+
+IMAGE_TARGETS = {"imaging": "label", "segmentation": "mask"}  # what each image of the task comes with
+
+
+def split_image_set(
+    path: Path, folder: Path, target: str, scheme: str, n_sites: int, alpha: float, seed: int
+) -> list[SiteConfig]:
+    """A MedMNIST-style .npz split into one .npz per site (train + val images; each site splits off its own test).
+
+    A folder instead is taken as already split: each `*.npz` in it, or each sub-folder, is one hospital.
+    """
+    if path.is_dir():
+        entries = sorted(p for p in path.iterdir() if p.suffix == ".npz" or p.is_dir())
+        if not entries:
+            raise ConfigError("data", f"'{path}' holds no .npz file and no sub-folder (one per site)", "simulation")
+        return [SiteConfig(p.stem, p) for p in entries]
+    try:
+        archive = np.load(path)
+        parts = [p for p in ("train", "val") if f"{p}_images" in archive.files and f"{p}_{target}s" in archive.files]
+        if not parts:
+            raise ConfigError("data", f"'{path}' has no train_images/train_{target}s", source="simulation")
+        x = np.concatenate([archive[f"{p}_images"] for p in parts])
+        y = np.concatenate([archive[f"{p}_{target}s"] for p in parts])
+    except (OSError, ValueError) as exc:
+        raise ConfigError("data", f"'{path}' cannot be read as .npz ({type(exc).__name__})", "simulation") from exc
+    strata = y.reshape(len(y), -1).max(1) > 0 if target == "mask" else y.reshape(-1)
+    folder.mkdir(parents=True, exist_ok=True)
+    sites = []
+    for i, rows in enumerate(partition(strata, n_sites, scheme, seed=seed, alpha=alpha, min_rows=40), start=1):
+        site = folder / f"hospital-{i}.npz"
+        np.savez(site, train_images=x[rows], **{f"train_{target}s": y[rows]})
+        sites.append(SiteConfig(site.stem, site))
+    return sites
+
+
+def image_study_data(path: Path, target: str, given: dict) -> dict:
+    """Complete an imaging study's `[data]` from a .npz: its label values, image size and channels."""
+    if path.suffix != ".npz" or not path.is_file():
+        return given
+    with np.load(path) as archive:
+        shape = archive["train_images"].shape
+        inferred = {"image-size": int(shape[1]), "channels": 3 if len(shape) == 4 and shape[3] == 3 else 1}
+        values = [v.item() for v in np.unique(archive[f"train_{target}s"])]
+    if target == "label":
+        inferred["classes"] = values
+    else:
+        inferred["classes"] = ["background", "foreground"] if len(values) <= 2 else [f"class-{v}" for v in values]
+    return {**inferred, **given}

@@ -27,6 +27,7 @@ class Task(ABC):
     """A modality: its data loading and validation, model(s), loss and metrics."""
 
     name: str
+    headline: tuple[str, str] = ("accuracy", "roc-auc")  # the two metrics progress lines and summaries show
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:
@@ -45,7 +46,7 @@ class Task(ABC):
         return nn.CrossEntropyLoss()
 
     @abstractmethod
-    def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Aggregate metrics of one site's predictions; only defined values are returned."""
 
     @abstractmethod

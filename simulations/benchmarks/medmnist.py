@@ -79,7 +79,7 @@ def score_file(study: StudyConfig, model_file: Path, test: ImageDataset) -> dict
     load_model_file(model, model_file)
     task = get_task("imaging")
     _, y, probs = predict(model, test, task.loss(), resolve_device("auto"))
-    return {k: v for k, v in task.metrics(y, probs).items() if k in ("accuracy", "roc-auc")}
+    return {k: v for k, v in task.metrics(study, y, probs).items() if k in ("accuracy", "roc-auc")}
 
 
 def run_dataset(path: Path, work: Path, n_sites: int, epsilons: list[float]) -> dict:

@@ -1,12 +1,14 @@
-"""`medfed-sim` on a user's CSV with a site column: federated, pooled and local results side by side."""
+"""`medfed-sim` on a user's CSV with a site column or image set: federated, pooled and local results side by side."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
+from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
 from simulations.cli import cli
 
@@ -39,3 +41,17 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     result = CliRunner().invoke(cli, ["--data", str(tmp_path / "none.csv"), "--label", "y"])
     assert result.exit_code == 2
     assert "error:" in result.output and "none.csv" in result.output and "Traceback" not in result.output
+
+
+def test_medmnist_style_npz_is_split_into_sites(tmp_path):
+    images, labels, _ = synthetic_images(300, seed=4)
+    path = tmp_path / "lesions.npz"
+    np.savez(path, train_images=images, train_labels=labels[:, None])
+    out = tmp_path / "run"
+    args = ["--task", "imaging", "--data", str(path), "--partition", "iid", "--rounds", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    assert result.exit_code == 0, result.output
+    study = json.loads((out / "study.json").read_text())
+    assert study["name"] == "lesions" and study["data"]["classes"] == [0, 1] and study["data"]["image-size"] == 28
+    held = [np.load(p)["train_images"].shape[0] for p in sorted((out / "sites").glob("*.npz"))]
+    assert held == [100, 100, 100]

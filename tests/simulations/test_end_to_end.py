@@ -88,3 +88,16 @@ def test_imaging_study_beats_chance(tmp_path):
     assert history["status"] == "completed"
     final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
     assert final["roc-auc"] > 0.75  # chance is 0.5
+
+
+def test_segmentation_dice_improves_over_rounds(tmp_path):
+    task = get_task("segmentation")
+    base = task.demo_study()
+    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=3))
+    sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
+    simulate(study, sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed"
+    dice = {r["round"]: r["dice"] for r in history["metrics"] if r["kind"] == "eval" and r["site"] == "weighted"}
+    assert sorted(dice) == [0, 1, 2, 3]
+    assert dice[3] > dice[1] > dice[0] and dice[3] > 0.5  # round 0 is the untrained U-Net

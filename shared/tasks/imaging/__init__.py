@@ -1,4 +1,4 @@
-"""Imaging task: a site's images (.npz or folder + labels.csv), a GroupNorm CNN, classification metrics."""
+"""Imaging task: a site's labelled images (.npz, or PNG/JPEG/DICOM + labels.csv), GroupNorm CNN or ResNet-18."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.imaging import demo
 from shared.tasks.imaging.data import load_imaging_site
-from shared.tasks.imaging.model import build_cnn
+from shared.tasks.imaging.model import CLASSIFIERS
 from shared.tasks.imaging.spec import data_spec, model_spec
 
 
@@ -24,20 +24,20 @@ class ImagingTask(Task):
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`."""
         data_spec(study)
-        model_spec(study)
+        model_spec(study, tuple(CLASSIFIERS), "cnn")
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's images."""
         return load_imaging_site(path, site, data_spec(study), study.seed)
 
     def build_model(self, study: StudyConfig) -> nn.Module:
-        """The compact CNN sized from the agreed channels and classes."""
-        spec = data_spec(study)
-        return build_cnn(spec.channels, len(spec.classes), model_spec(study))
+        """The study's network (compact CNN or ResNet-18-style) sized from the agreed channels and classes."""
+        spec, model = data_spec(study), model_spec(study, tuple(CLASSIFIERS), "cnn")
+        return CLASSIFIERS[model.name](spec.channels, len(spec.classes), model)
 
-    def metrics(self, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Accuracy, balanced accuracy, ROC AUC (one-vs-rest if multi-class), sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores)
+        return classification_metrics(y_true, scores, data_spec(study).class_names)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic lesion study."""

@@ -1,4 +1,4 @@
-"""Read, validate and split one site's images: a MedMNIST-style .npz, or a folder of PNG/JPEG with labels.csv."""
+"""Read, validate and split one site's images with a label or a mask each: a MedMNIST-style .npz or a folder + CSV."""
 
 from __future__ import annotations
 
@@ -9,68 +9,88 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
+from shared.tasks.imaging.files import (
+    UnreadableImage,
+    native_channels,
+    read_image,
+    read_mask,
+    resize,
+    resize_mask,
+)
 from shared.tasks.imaging.spec import ImagingSpec
 
 MAX_ROTATION_DEG = 10.0
+TARGETS = {"label": "labels.csv", "mask": "masks.csv"}  # what each image comes with -> the folder's index file
 
 
 class ImageDataset(Dataset):
-    """Images (N, C, H, W) in [0, 1] and class indices; training copies get random flips and small rotations."""
+    """Images (N, C, H, W) in [0, 1] with class indices (N,) or masks (N, H, W).
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool) -> None:
-        self.images, self.labels, self.augment = images, labels, augment
+    Training copies get a random horizontal flip and a small rotation; a mask gets the same geometry (nearest
+    sampling, so it keeps its class values).
+    """
+
+    def __init__(self, images: torch.Tensor, targets: torch.Tensor, augment: bool) -> None:
+        self.images, self.targets, self.augment = images, targets, augment
 
     def __len__(self) -> int:
-        return len(self.labels)
+        return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.images[i]
-        if self.augment:
-            if torch.rand(()) < 0.5:
-                image = image.flip(-1)
-            angle = math.radians(float(torch.empty(()).uniform_(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)))
-            rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]])
-            grid = F.affine_grid(rotation[None], [1, *image.shape], align_corners=False)
-            image = F.grid_sample(image[None], grid, padding_mode="border", align_corners=False)[0]
-        return image, self.labels[i]
+        image, target = self.images[i], self.targets[i]
+        if not self.augment:
+            return image, target
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            target = target.flip(-1) if target.ndim else target
+        angle = math.radians(float(torch.empty(()).uniform_(-MAX_ROTATION_DEG, MAX_ROTATION_DEG)))
+        rotation = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]])
+        grid = F.affine_grid(rotation[None], [1, *image.shape], align_corners=False)
+        image = F.grid_sample(image[None], grid, padding_mode="border", align_corners=False)[0]
+        if target.ndim:
+            mask = target[None, None].float()
+            target = F.grid_sample(mask, grid, mode="nearest", padding_mode="border", align_corners=False)[0, 0].long()
+        return image, target
 
 
-def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int) -> SiteData:
-    """The site's train/test images plus a local report; every problem names the site and the file."""
+def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, target: str = "label") -> SiteData:
+    """The site's train/test images and targets plus a local report; every problem names the site and the file."""
     split_seed = spec.split_seed if spec.split_seed >= 0 else seed
     if path.suffix.lower() == ".npz":
-        train_x, train_y, test_x, test_y, report = _read_npz(path, site, spec, split_seed)
+        train_x, train_y, test_x, test_y, report = _read_npz(path, site, spec, target, split_seed)
     elif path.is_dir():
-        images, labels, report = _read_folder(path, site, spec)
-        train_idx, test_idx = split_indices(labels, spec.test_fraction, split_seed)
-        train_x, train_y, test_x, test_y = images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
+        images, targets, report = _read_folder(path, site, spec, target)
+        train_idx, test_idx = split_indices(_strata(targets), spec.test_fraction, split_seed)
+        train_x, train_y, test_x, test_y = images[train_idx], targets[train_idx], images[test_idx], targets[test_idx]
     else:
-        raise DataError(site, "is neither a .npz file nor a folder holding labels.csv", file=str(path))
-    if len(np.unique(train_y)) < 2:
-        raise DataError(site, "the training images hold a single class; a site needs at least two", file=str(path))
-    report.update(
-        {
-            "train-images": len(train_y),
-            "test-images": len(test_y),
-            "class-counts": {
-                c: int((np.concatenate([train_y, test_y]) == i).sum()) for i, c in enumerate(spec.class_names)
-            },
-        }
-    )
+        index = TARGETS[target]
+        raise DataError(site, f"is neither a .npz file nor a folder holding {index}", file=str(path))
+    everything = np.concatenate([train_y, test_y])
+    if target == "label":
+        if len(np.unique(train_y)) < 2:
+            raise DataError(site, "the training images hold a single class; a site needs at least two", file=str(path))
+        report["class-counts"] = {c: int((everything == i).sum()) for i, c in enumerate(spec.class_names)}
+    else:
+        report["pixel-share"] = {c: round(float((everything == i).mean()), 4) for i, c in enumerate(spec.class_names)}
+    report.update({"train-images": len(train_y), "test-images": len(test_y)})
     return SiteData(
-        train=ImageDataset(to_image_tensor(train_x, spec), torch.from_numpy(train_y), spec.augment),
-        test=ImageDataset(to_image_tensor(test_x, spec), torch.from_numpy(test_y), False),
+        train=ImageDataset(train_x, torch.from_numpy(train_y), spec.augment),
+        test=ImageDataset(test_x, torch.from_numpy(test_y), False),
         report=report,
     )
 
 
-def _read_npz(path: Path, site: str, spec: ImagingSpec, split_seed: int):
+def _strata(targets: np.ndarray) -> np.ndarray:
+    """Labels stratify the split as they are; masks by whether they hold any foreground."""
+    return targets if targets.ndim == 1 else (targets.reshape(len(targets), -1).max(1) > 0).astype(np.int64)
+
+
+def _read_npz(path: Path, site: str, spec: ImagingSpec, target: str, split_seed: int):
     if not path.is_file():
         raise DataError(site, "file not found", file=str(path))
     try:
@@ -78,70 +98,85 @@ def _read_npz(path: Path, site: str, spec: ImagingSpec, split_seed: int):
         keys = set(archive.files)
     except (OSError, ValueError) as exc:
         raise DataError(site, f"cannot be read as .npz ({type(exc).__name__})", file=str(path)) from exc
-    if not {"train_images", "train_labels"} <= keys:
-        raise DataError(site, f"lacks train_images/train_labels (has: {', '.join(sorted(keys))})", file=str(path))
-    parts = [p for p in ("train", "val") if f"{p}_images" in keys]
-    x = np.concatenate([archive[f"{p}_images"] for p in parts])
-    y = _labels(np.concatenate([archive[f"{p}_labels"] for p in parts]).reshape(-1), spec, site, str(path))
-    if "test_images" in keys:
-        test_x, test_y = archive["test_images"], _labels(archive["test_labels"].reshape(-1), spec, site, str(path))
-    else:
-        train_idx, test_idx = split_indices(y, spec.test_fraction, split_seed)
-        x, y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
-    for name, images in (("train_images", x), ("test_images", test_x)):
+    key = f"{target}s"
+    if not {"train_images", f"train_{key}"} <= keys:
+        raise DataError(site, f"lacks train_images/train_{key} (has: {', '.join(sorted(keys))})", file=str(path))
+
+    def part(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        images = np.concatenate([archive[f"{p}_images"] for p in names])
+        raw = np.concatenate([archive[f"{p}_{key}"] for p in names])
         if images.ndim not in (3, 4):
-            raise DataError(site, f"{name} must be (N, H, W) or (N, H, W, C), got shape {images.shape}", file=str(path))
-    return x, y, test_x, test_y, {"file": str(path), "format": "npz"}
+            raise DataError(site, f"images must be (N, H, W) or (N, H, W, C), got {images.shape}", file=str(path))
+        if target == "label":
+            return images, _labels(raw.reshape(-1), spec, site, str(path))
+        if raw.shape != images.shape[:3]:
+            raise DataError(
+                site, f"{names[0]}_masks have shape {raw.shape}, their images {images.shape[:3]}", file=str(path)
+            )
+        return images, _mask_classes(raw, spec, site, str(path))
+
+    x, y = part([p for p in ("train", "val") if f"{p}_images" in keys])
+    if "test_images" in keys:
+        test_x, test_y = part(["test"])
+    else:
+        train_idx, test_idx = split_indices(_strata(y), spec.test_fraction, split_seed)
+        x, y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+    if target == "mask":
+        y, test_y = (np.stack([resize_mask(m, spec.image_size) for m in masks]) for masks in (y, test_y))
+    return to_image_tensor(x, spec), y, to_image_tensor(test_x, spec), test_y, {"file": str(path), "format": "npz"}
 
 
-def _read_folder(folder: Path, site: str, spec: ImagingSpec):
-    index = folder / "labels.csv"
+def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
+    index = folder / TARGETS[target]
     if not index.is_file():
-        raise DataError(site, "folder has no labels.csv (columns: file,label)", file=str(folder))
+        raise DataError(site, f"folder has no {index.name} (columns: file,{target})", file=str(folder))
     try:
-        table = pd.read_csv(index, dtype=str)
+        table = pd.read_csv(index, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DataError(site, f"cannot be read ({type(exc).__name__})", file=str(index)) from exc
-    for column in ("file", "label"):
+    for column in ("file", target):
         if column not in table.columns:
             raise DataError(site, "column not found", file=str(index), column=column)
     if table.empty:
         raise DataError(site, "lists no images", file=str(index))
-    missing = [f for f in table["file"] if not (folder / f).is_file()]
+    listed = table["file"].tolist() + (table["mask"].tolist() if target == "mask" else [])
+    missing = [f for f in listed if not (folder / f).is_file()]
     if missing:
         raise DataError(site, f"{len(missing)} listed file(s) do not exist, first '{missing[0]}'", file=str(index))
-    images, labels, skipped, modes = [], [], [], {}
-    for file, label in zip(table["file"], table["label"], strict=True):
+    images, targets, skipped, first_with = [], [], [], {}
+    for file, value in zip(table["file"], table[target], strict=True):
         try:
-            with Image.open(folder / file) as img:
-                img.load()
-                bands = len(img.getbands())
-                modes.setdefault(bands, file)
-                if len(modes) > 1:
-                    other = next(b for b in modes if b != bands)
-                    raise DataError(
-                        site,
-                        f"mixed channel counts: '{file}' has {bands}, '{modes[other]}' has {other}",
-                        file=str(folder / file),
-                    )
-                images.append(np.asarray(_fit(img, spec)))
-                labels.append(label)
-        except (UnidentifiedImageError, OSError) as exc:
+            image = read_image(folder / file, spec.window)
+            mask = read_mask(folder / value) if target == "mask" else None
+        except UnreadableImage as exc:
             if spec.on_corrupt == "fail":
-                raise DataError(site, "is not a readable image", file=str(folder / file)) from exc
+                raise DataError(site, f"is not a readable image: {exc}", file=str(folder / file)) from exc
             skipped.append(file)
+            continue
+        bands = native_channels(image)
+        first_with.setdefault(bands, file)
+        if len(first_with) > 1:
+            other = next(b for b in first_with if b != bands)
+            raise DataError(
+                site,
+                f"mixed channel counts: '{file}' has {bands}, '{first_with[other]}' has {other}",
+                file=str(folder / file),
+            )
+        if mask is not None and mask.shape != image.shape[:2]:
+            raise DataError(
+                site,
+                f"mask is {mask.shape[1]}x{mask.shape[0]} pixels, its image '{file}' {image.shape[1]}x{image.shape[0]}",
+                file=str(folder / value),
+            )
+        images.append(resize(image, spec.image_size, spec.channels))
+        targets.append(value if mask is None else resize_mask(_mask_classes(mask, spec, site, value), spec.image_size))
     if not images:
         raise DataError(site, f"no readable image among {len(table)} listed", file=str(index))
-    y = _labels(np.asarray(labels), spec, site, str(index))
+    y = _labels(np.asarray(targets), spec, site, str(index)) if target == "label" else np.stack(targets)
     report = {"file": str(folder), "format": "folder", "skipped-unreadable": len(skipped)}
     if skipped:
         report["skipped-files"] = skipped[:20]
-    return np.stack(images), y, report
-
-
-def _fit(img: Image.Image, spec: ImagingSpec) -> Image.Image:
-    img = img.convert("L" if spec.channels == 1 else "RGB")
-    return img.resize((spec.image_size, spec.image_size), Image.BILINEAR)
+    return torch.from_numpy(np.stack(images)), y, report
 
 
 def _labels(raw: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndarray:
@@ -158,14 +193,26 @@ def _labels(raw: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndar
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
+def _mask_classes(mask: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndarray:
+    """Mask values as class indices: binary studies take any non-zero value (1, 255) as foreground."""
+    mask = np.asarray(mask).astype(np.int64)
+    n = len(spec.classes)
+    if n == 2:
+        return (mask != 0).astype(np.int64)
+    bad = np.setdiff1d(np.unique(mask), np.arange(n))
+    if len(bad):
+        raise DataError(site, f"mask values {bad[:5].tolist()} are outside 0..{n - 1} ({spec.class_names})", file=file)
+    return mask
+
+
 def to_image_tensor(images: np.ndarray, spec: ImagingSpec) -> torch.Tensor:
-    """(N, H, W[, C]) uint8 or float -> (N, channels, size, size) float in [0, 1]."""
-    x = torch.from_numpy(np.asarray(images, dtype=np.float32))
-    if x.max() > 1.0:
-        x = x / 255.0
+    """(N, H, W[, C]) integer or [0, 1] float -> (N, channels, size, size) float in [0, 1]."""
+    images = np.asarray(images)
+    scale = float(np.iinfo(images.dtype).max) if np.issubdtype(images.dtype, np.integer) else 1.0
+    x = torch.from_numpy(images.astype(np.float32) / scale)
     x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
     if x.shape[1] != spec.channels:
-        x = x.mean(1, keepdim=True) if spec.channels == 1 else x.expand(-1, 3, -1, -1)
-    if x.shape[-1] != spec.image_size or x.shape[-2] != spec.image_size:
-        x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", align_corners=False)
-    return x.contiguous()
+        x = x.mean(1, keepdim=True) if spec.channels == 1 else x[:, :1].expand(-1, 3, -1, -1)
+    if x.shape[-2:] != (spec.image_size, spec.image_size):
+        x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", antialias=True)
+    return x.clamp(0, 1).contiguous()

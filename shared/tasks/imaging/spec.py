@@ -1,4 +1,4 @@
-"""The imaging study schema every site shares: image size, channels, classes and how to treat bad files."""
+"""The imaging study schema every site shares: image size, channels, classes, DICOM window, bad-file policy."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from shared.config import StudyConfig, parse_section
 from shared.errors import ConfigError
 
 ON_CORRUPT = ("skip", "fail")
-MODELS = ("cnn",)
 
 
 @dataclass(frozen=True)
 class ImagingSpec:
-    """`[data]` of an imaging study. A site's data is a MedMNIST-style .npz or a folder with labels.csv."""
+    """`[data]` of an imaging study. A site's data is a MedMNIST-style .npz or a folder with an index CSV.
+
+    `classes` are the image labels (classification) or the mask values' names, background first (segmentation).
+    `dicom-window` = [centre, width] in the modality's units (e.g. [-600, 1500] for a CT lung window); empty means
+    each DICOM file's own window, or its full range when it has none.
+    """
 
     classes: list[Any] = field(default_factory=list)
     image_size: int = 28
@@ -23,6 +27,7 @@ class ImagingSpec:
     split_seed: int = -1
     on_corrupt: str = "skip"
     augment: bool = True
+    dicom_window: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         problems = [
@@ -31,6 +36,11 @@ class ImagingSpec:
             (self.channels not in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
             (self.on_corrupt not in ON_CORRUPT, "data.on-corrupt", f"must be one of {', '.join(ON_CORRUPT)}"),
+            (
+                bool(self.dicom_window) and (len(self.dicom_window) != 2 or float(self.dicom_window[1]) <= 0),
+                "data.dicom-window",
+                "must be [centre, width] with width > 0, or empty",
+            ),
         ]
         for bad, name, problem in problems:
             if bad:
@@ -41,17 +51,20 @@ class ImagingSpec:
         """Labels as strings; index i is class i."""
         return [str(c) for c in self.classes]
 
+    @property
+    def window(self) -> tuple[float, float] | None:
+        """The DICOM window as (centre, width), or None for each file's own."""
+        return (float(self.dicom_window[0]), float(self.dicom_window[1])) if self.dicom_window else None
+
 
 @dataclass(frozen=True)
 class ImagingModelSpec:
-    """`[model]` of an imaging study."""
+    """`[model]` of an imaging study: which network and its base channel width."""
 
     name: str = "cnn"
     width: int = 16
 
     def __post_init__(self) -> None:
-        if self.name not in MODELS:
-            raise ConfigError("model.name", f"must be one of {', '.join(MODELS)}")
         if self.width < 4:
             raise ConfigError("model.width", "must be at least 4")
 
@@ -61,6 +74,9 @@ def data_spec(study: StudyConfig) -> ImagingSpec:
     return parse_section(ImagingSpec, study.data, "data.")
 
 
-def model_spec(study: StudyConfig) -> ImagingModelSpec:
-    """Parse and validate the study's `[model]` section."""
-    return parse_section(ImagingModelSpec, study.model, "model.")
+def model_spec(study: StudyConfig, known: tuple[str, ...], default: str) -> ImagingModelSpec:
+    """Parse and validate the study's `[model]` section against the task's known networks."""
+    spec = parse_section(ImagingModelSpec, {"name": default, **study.model}, "model.")
+    if spec.name not in known:
+        raise ConfigError("model.name", f"must be one of {', '.join(known)}")
+    return spec

@@ -106,3 +106,126 @@ def test_neither_npz_nor_folder(tmp_path):
     path = tmp_path / "scan.dcm"
     path.write_bytes(b"x")
     expect(path, "neither a .npz file nor a folder")
+
+
+def mask_folder(tmp_path, n=10, mask_size=(32, 24), mask_value=255):
+    folder = tmp_path / "seg"
+    folder.mkdir(parents=True)
+    rows = ["file,mask"]
+    for i in range(n):
+        Image.new("L", (32, 24), color=40).save(folder / f"img{i}.png")
+        mask = np.zeros(mask_size[::-1], dtype=np.uint8)
+        mask[4:12, 8:20] = mask_value if i % 2 else 0
+        Image.fromarray(mask).save(folder / f"img{i}_mask.png")
+        rows.append(f"img{i}.png,img{i}_mask.png")
+    (folder / "masks.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+SEG = ImagingSpec(classes=["background", "lesion"], image_size=16, channels=1, augment=False)
+
+
+def test_folder_with_masks_resizes_masks_to_class_indices(tmp_path):
+    data = load_imaging_site(mask_folder(tmp_path), "h1", SEG, seed=0, target="mask")
+    masks = torch.stack([data.train[i][1] for i in range(len(data.train))])
+    assert masks.shape[1:] == (16, 16) and set(masks.unique().tolist()) == {0, 1}  # 255 -> 1, nearest resize
+    assert 0 < data.report["pixel-share"]["lesion"] < 0.5
+
+
+def test_npz_with_masks_and_augmentation_moves_image_and_mask_together(tmp_path):
+    path = tmp_path / "seg.npz"
+    images = np.zeros((20, 16, 16), dtype=np.uint8)
+    masks = np.zeros((20, 16, 16), dtype=np.uint8)
+    images[:, 2:6, 1:4], masks[:, 2:6, 1:4] = 255, 1  # a lesion near the left edge
+    np.savez(path, train_images=images, train_masks=masks)
+    data = load_imaging_site(path, "h1", dataclasses.replace(SEG, augment=True), seed=0, target="mask")
+    torch.manual_seed(0)
+    for _ in range(10):
+        image, mask = data.train[0]
+        assert float(image[0][mask == 1].mean()) > 0.5 > float(image[0][mask == 0].mean())
+
+
+def test_mask_whose_size_differs_from_its_image(tmp_path):
+    message = expect_mask(mask_folder(tmp_path, mask_size=(30, 24)), "mask is 30x24 pixels")
+    assert "img0_mask.png" in message and "img0.png" in message
+
+
+def test_mask_values_outside_the_classes(tmp_path):
+    spec = dataclasses.replace(SEG, classes=["background", "nodule", "vessel"])
+    message = expect_mask(mask_folder(tmp_path, mask_value=7), "mask values [7]", spec)
+    assert "img1_mask.png" in message
+
+
+def test_npz_masks_of_another_shape(tmp_path):
+    path = tmp_path / "seg.npz"
+    np.savez(path, train_images=np.zeros((4, 16, 16)), train_masks=np.zeros((4, 8, 8)))
+    expect_mask(path, "train_masks have shape (4, 8, 8)")
+
+
+def expect_mask(path, match, spec=SEG):
+    with pytest.raises(DataError) as err:
+        load_imaging_site(path, "hospital-x", spec, seed=0, target="mask")
+    assert "hospital-x" in str(err.value) and match in str(err.value)
+    return str(err.value)
+
+
+def write_dicom(path, pixels, intercept=-1024.0, photometric="MONOCHROME2", window=None):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1.0, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def dicom_folder(tmp_path, **kwargs):
+    folder = tmp_path / "dicom"
+    folder.mkdir()
+    ramp = np.tile(np.arange(0, 2000, 125, dtype=np.uint16), (16, 1))  # 16 columns: HU -1024 .. 851
+    rows = ["file,label"]
+    for i in range(8):
+        write_dicom(folder / f"scan{i}.dcm", ramp, **kwargs)
+        rows.append(f"scan{i}.dcm,{i % 2}")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_dicom_folder_rescaled_and_normalised(tmp_path):
+    data = load_imaging_site(dicom_folder(tmp_path), "h1", SPEC, seed=0)
+    row = data.train[0][0][0, 8]
+    assert float(row[0]) == pytest.approx(0.0, abs=1e-3) and float(row[-1]) == pytest.approx(1.0, abs=1e-3)
+    assert (row[1:] >= row[:-1]).all()  # full range, order kept
+
+
+def test_dicom_study_window_clips_to_the_window(tmp_path):
+    spec = dataclasses.replace(SPEC, dicom_window=[0.0, 200.0])  # HU -100 .. 100
+    row = load_imaging_site(dicom_folder(tmp_path), "h1", spec, seed=0).train[0][0][0, 8].numpy()
+    hu = np.arange(0, 2000, 125) - 1024
+    assert (row[hu < -200] == 0).all() and (row[hu > 200] == 1).all()
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    row = load_imaging_site(dicom_folder(tmp_path, photometric="MONOCHROME1"), "h1", SPEC, seed=0).train[0][0][0, 8]
+    assert float(row[0]) == pytest.approx(1.0, abs=1e-3) and float(row[-1]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_corrupt_dicom_is_named(tmp_path):
+    folder = dicom_folder(tmp_path)
+    (folder / "scan3.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+    data = load_imaging_site(folder, "hospital-x", SPEC, seed=0)
+    assert data.report["skipped-files"] == ["scan3.dcm"]
+    message = expect(folder, "unreadable DICOM", dataclasses.replace(SPEC, on_corrupt="fail"))
+    assert "scan3.dcm" in message

@@ -1,0 +1,57 @@
+"""Segmentation task: a site's images with per-pixel masks (.npz, or image files + masks.csv), a U-Net, Dice/IoU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from shared.config import StudyConfig
+from shared.metrics import segmentation_metrics
+from shared.tasks.base import SiteData, Task
+from shared.tasks.imaging.data import load_imaging_site
+from shared.tasks.imaging.spec import data_spec, model_spec
+from shared.tasks.segmentation import demo
+from shared.tasks.segmentation.loss import DiceCrossEntropyLoss
+from shared.tasks.segmentation.model import SEGMENTERS
+
+
+class SegmentationTask(Task):
+    """Images with a mask each (lesions, nodules, organs); `data.classes` names the mask values, background first."""
+
+    name = "segmentation"
+    headline = ("dice", "iou")
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`."""
+        data_spec(study)
+        model_spec(study, tuple(SEGMENTERS), "unet")
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read, check against their masks, and split the site's images."""
+        return load_imaging_site(path, site, data_spec(study), study.seed, target="mask")
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """The U-Net sized from the agreed channels and mask classes."""
+        spec, model = data_spec(study), model_spec(study, tuple(SEGMENTERS), "unet")
+        return SEGMENTERS[model.name](spec.channels, len(spec.classes), model)
+
+    def loss(self) -> nn.Module:
+        """Cross-entropy plus soft Dice, per image."""
+        return DiceCrossEntropyLoss()
+
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Dice, IoU (mean over foreground classes, and per class if several) and pixel accuracy."""
+        return segmentation_metrics(y_true, scores, data_spec(study).class_names)
+
+    def demo_study(self) -> StudyConfig:
+        """Synthetic lesion segmentation study."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Synthetic lesion images with masks, one .npz per hospital."""
+        return demo.write_demo_sites(folder, n_sites)
+
+
+TASK = SegmentationTask()
