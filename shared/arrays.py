@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import ArrayRecord
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -13,18 +14,25 @@ from torch import nn
 from shared.errors import ConfigError
 
 
+def exchanged_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What travels: the state dict less frozen parameters (a pretrained encoder every site already holds)."""
+    module = getattr(model, "_module", model)  # unwrap an Opacus GradSampleModule
+    frozen = {name for name, p in module.named_parameters() if not p.requires_grad}
+    return {k: v for k, v in module.state_dict().items() if k not in frozen}
+
+
 def model_arrays(model: nn.Module) -> ArrayRecord:
-    """The model's state dict as an ArrayRecord (on CPU), unwrapping an Opacus GradSampleModule."""
-    module = getattr(model, "_module", model)
-    return ArrayRecord({k: v.detach().cpu() for k, v in module.state_dict().items()})
+    """The exchanged part of the model as an ArrayRecord, on CPU."""
+    return ArrayRecord({k: v.detach().cpu() for k, v in exchanged_state(model).items()})
 
 
 def load_arrays(model: nn.Module, arrays: ArrayRecord) -> None:
-    """Load global weights into a model; a shape or key mismatch says which tensor differs."""
-    problem = mismatch(ArrayRecord(model.state_dict()), arrays)
+    """Load global weights into a model's exchanged part; a shape or key mismatch says which tensor differs."""
+    problem = mismatch(ArrayRecord(exchanged_state(model)), arrays)
     if problem:
         raise ValueError(f"received weights do not fit the study's model: {problem}")
-    model.load_state_dict(arrays.to_torch_state_dict(), strict=True)
+    module = getattr(model, "_module", model)
+    module.load_state_dict(arrays.to_torch_state_dict(), strict=False)
 
 
 def mismatch(expected: ArrayRecord, got: ArrayRecord) -> str | None:

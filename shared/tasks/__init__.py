@@ -10,7 +10,7 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import SiteData, Task
 
-KNOWN_TASKS = ("tabular", "imaging", "segmentation")
+KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text")
 
 __all__ = ["KNOWN_TASKS", "SiteData", "Task", "build_model", "get_task"]
 

@@ -11,6 +11,7 @@ import pytest
 import server.loop
 from client.site import SiteConfig
 from shared.tasks import get_task
+from shared.tasks.text.demo import CLASSES
 from simulations.runner import simulate
 from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates
@@ -101,3 +102,18 @@ def test_segmentation_dice_improves_over_rounds(tmp_path):
     dice = {r["round"]: r["dice"] for r in history["metrics"] if r["kind"] == "eval" and r["site"] == "weighted"}
     assert sorted(dice) == [0, 1, 2, 3]
     assert dice[3] > dice[1] > dice[0] and dice[3] > 0.5  # round 0 is the untrained U-Net
+
+
+def test_text_study_beats_the_majority_class(tmp_path):
+    task = get_task("text")
+    base = task.demo_study()
+    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=2))
+    sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
+    simulate(study, sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed"
+    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
+    majority = max(
+        sum(task.load_site(s.data_path, s.name, study).report["class-counts"][c] for s in sites) for c in CLASSES
+    ) / sum(task.load_site(s.data_path, s.name, study).report["notes"] for s in sites)
+    assert final["accuracy"] > majority + 0.1 and final["f1"] > 0.5

@@ -23,6 +23,7 @@ from shared.tasks.imaging.files import (
     resize_mask,
 )
 from shared.tasks.imaging.spec import ImagingSpec
+from shared.tasks.labels import label_indices
 
 MAX_ROTATION_DEG = 10.0
 TARGETS = {"label": "labels.csv", "mask": "masks.csv"}  # what each image comes with -> the folder's index file
@@ -108,7 +109,7 @@ def _read_npz(path: Path, site: str, spec: ImagingSpec, target: str, split_seed:
         if images.ndim not in (3, 4):
             raise DataError(site, f"images must be (N, H, W) or (N, H, W, C), got {images.shape}", file=str(path))
         if target == "label":
-            return images, _labels(raw.reshape(-1), spec, site, str(path))
+            return images, label_indices(raw.reshape(-1), spec.class_names, site, str(path))
         if raw.shape != images.shape[:3]:
             raise DataError(
                 site, f"{names[0]}_masks have shape {raw.shape}, their images {images.shape[:3]}", file=str(path)
@@ -172,25 +173,15 @@ def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
         targets.append(value if mask is None else resize_mask(_mask_classes(mask, spec, site, value), spec.image_size))
     if not images:
         raise DataError(site, f"no readable image among {len(table)} listed", file=str(index))
-    y = _labels(np.asarray(targets), spec, site, str(index)) if target == "label" else np.stack(targets)
+    y = (
+        label_indices(np.asarray(targets), spec.class_names, site, str(index))
+        if target == "label"
+        else np.stack(targets)
+    )
     report = {"file": str(folder), "format": "folder", "skipped-unreadable": len(skipped)}
     if skipped:
         report["skipped-files"] = skipped[:20]
     return torch.from_numpy(np.stack(images)), y, report
-
-
-def _labels(raw: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndarray:
-    index = {name: i for i, name in enumerate(spec.class_names)}
-    names = np.array([str(v).strip() for v in raw])
-    unknown = ~np.isin(names, list(index))
-    if unknown.any():
-        raise DataError(
-            site,
-            f"{int(unknown.sum())} label(s) outside the study's classes {spec.class_names}, "
-            f"first at entry {int(np.argmax(unknown)) + 1}",
-            file=file,
-        )
-    return np.array([index[n] for n in names], dtype=np.int64)
 
 
 def _mask_classes(mask: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndarray:

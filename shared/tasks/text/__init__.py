@@ -1,0 +1,63 @@
+"""Text task: a site's clinical notes (CSV/JSONL), a data-independent or pretrained tokenizer, a Transformer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from shared.config import StudyConfig
+from shared.metrics import classification_metrics
+from shared.tasks.base import SiteData, Task
+from shared.tasks.text import demo
+from shared.tasks.text.data import load_text_site
+from shared.tasks.text.model import TextTransformer, load_pretrained, pretrained_folder
+from shared.tasks.text.spec import data_spec, model_spec
+from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, PretrainedTokenizer, Tokenizer
+
+
+def study_tokenizer(study: StudyConfig) -> Tokenizer:
+    """The study's fixed tokenizer: the pretrained model's own, else hashing or bytes."""
+    data, model = data_spec(study), model_spec(study)
+    if model.name == "pretrained":
+        return PretrainedTokenizer(pretrained_folder(model) / "tokenizer.json")
+    return HashingTokenizer(data.vocab_size) if data.tokenizer == "hashing" else ByteTokenizer()
+
+
+class TextTask(Task):
+    """Clinical notes, one label per note (diagnosis, service, ...)."""
+
+    name = "text"
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`."""
+        data_spec(study)
+        model_spec(study)
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read, tokenize and split the site's notes."""
+        return load_text_site(path, site, data_spec(study), study_tokenizer(study), study.seed)
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """The compact Transformer, or the local pretrained encoder with a new head."""
+        data, model = data_spec(study), model_spec(study)
+        tokenizer = study_tokenizer(study)
+        if model.name == "pretrained":
+            return load_pretrained(model, len(data.classes), tokenizer.pad_id)
+        return TextTransformer(tokenizer.vocab_size, data.max_length, len(data.classes), model, tokenizer.pad_id)
+
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Accuracy, macro-F1 (`f1`), per-class recall (`sensitivity-<class>`), ROC AUC."""
+        return classification_metrics(y_true, scores, data_spec(study).class_names)
+
+    def demo_study(self) -> StudyConfig:
+        """Synthetic notes study."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Synthetic notes, one CSV per hospital."""
+        return demo.write_demo_sites(folder, n_sites)
+
+
+TASK = TextTask()

@@ -1,0 +1,80 @@
+"""Read, validate, tokenize and split one site's notes (CSV or JSONL, a text and a label column)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import TensorDataset
+
+from shared.errors import DataError
+from shared.partition import split_indices
+from shared.tasks.base import SiteData
+from shared.tasks.labels import label_indices
+from shared.tasks.text.spec import TextSpec
+from shared.tasks.text.tokenizer import Tokenizer, encode
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+
+
+def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, seed: int) -> SiteData:
+    """The site's tokenized train/test notes plus a local report (counts only, never a note)."""
+    table = read_notes(path, site)
+    for column in (spec.text_column, spec.label_column):
+        if column not in table.columns:
+            raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), column)
+    texts = table[spec.text_column].fillna("").astype(str).tolist()
+    ids, lengths = encode(tokenizer, texts, spec.max_length)
+    special = len(tokenizer.tokens("")) if hasattr(tokenizer, "inner") else 0  # [CLS] [SEP] of an empty note
+    empty = np.array([not t.strip() for t in texts]) | (lengths <= special)
+    if empty.any() and spec.on_empty == "fail":
+        raise DataError(
+            site, f"{int(empty.sum())} empty note(s), first at data row {int(np.argmax(empty)) + 1}", str(path)
+        )
+    keep = ~empty
+    if not keep.any():
+        raise DataError(site, "holds no non-empty note", str(path), spec.text_column)
+    labels = label_indices(table[spec.label_column].to_numpy()[keep], spec.class_names, site, str(path))
+    ids, lengths = ids[keep], lengths[keep]
+    train_idx, test_idx = split_indices(labels, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    report = {
+        "file": str(path),
+        "notes": int(keep.sum()),
+        "empty-dropped": int(empty.sum()),
+        "truncated": int((lengths > spec.max_length).sum()),
+        "median-tokens": float(np.median(lengths)),
+        "class-counts": {c: int((labels == i).sum()) for i, c in enumerate(spec.class_names)},
+        "train-notes": len(train_idx),
+        "test-notes": len(test_idx),
+    }
+    tensors = torch.from_numpy(ids), torch.from_numpy(labels)
+    return SiteData(
+        train=TensorDataset(*(t[train_idx] for t in tensors)),
+        test=TensorDataset(*(t[test_idx] for t in tensors)),
+        report=report,
+    )
+
+
+def read_notes(path: Path, site: str) -> pd.DataFrame:
+    """The notes table as strings; a missing file, an unknown format or non-UTF-8 bytes name the file."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(site, f"unsupported format '{path.suffix}' (use {', '.join(FORMATS)})", str(path))
+    if not path.is_file():
+        raise DataError(site, "file not found", str(path))
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            site, f"is not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8", str(path)
+        ) from exc
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise DataError(site, f"cannot be read as {kind} ({str(exc).splitlines()[0][:120]})", str(path)) from exc

@@ -1,0 +1,125 @@
+"""Text models: a compact Transformer encoder Opacus can train, and a local pretrained Hugging Face encoder."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from opacus.layers import DPMultiheadAttention
+from torch import Tensor, nn
+
+from shared.errors import ConfigError
+from shared.tasks.text.spec import TextModelSpec
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def masked_mean(hidden: Tensor, keep: Tensor) -> Tensor:
+    """Mean of the (N, L, D) states over each note's real tokens."""
+    weights = keep.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class EncoderBlock(nn.Module):
+    """Post-norm Transformer block on Opacus's DPMultiheadAttention (plain Linear layers, clippable per sample)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attention = DPMultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.feed_forward = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, padding: Tensor) -> Tensor:
+        """Self-attention over the real tokens, then the feed-forward layer, each with a residual."""
+        attended, _ = self.attention(x, x, x, key_padding_mask=padding, need_weights=False)
+        x = self.norm1(x + self.dropout(attended))
+        return self.norm2(x + self.dropout(self.feed_forward(x)))
+
+
+class TextTransformer(nn.Module):
+    """Token + position embeddings, `layers` encoder blocks, mean pooling over real tokens, a linear head."""
+
+    def __init__(self, vocab_size: int, max_length: int, n_classes: int, spec: TextModelSpec, pad_id: int) -> None:
+        super().__init__()
+        self.pad_id = pad_id
+        self.tokens = nn.Embedding(vocab_size, spec.dim)
+        self.positions = nn.Embedding(max_length, spec.dim)
+        self.blocks = nn.ModuleList(EncoderBlock(spec.dim, spec.heads, spec.dropout) for _ in range(spec.layers))
+        self.head = nn.Linear(spec.dim, n_classes)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """(N, L) token ids -> (N, classes) logits."""
+        padding = ids == self.pad_id
+        # Positions are looked up per note (N, L), not once (L,): Opacus needs the batch dimension on every input.
+        positions = torch.arange(ids.shape[1], device=ids.device).repeat(ids.shape[0], 1)
+        x = self.tokens(ids) + self.positions(positions)
+        for block in self.blocks:
+            x = block(x, padding)
+        return self.head(masked_mean(x, ~padding))
+
+
+class PretrainedClassifier(nn.Module):
+    """A local Hugging Face encoder (frozen but for its last `trainable` layers) under a new linear head."""
+
+    def __init__(self, encoder: nn.Module, n_classes: int, trainable: int, pad_id: int) -> None:
+        super().__init__()
+        self.encoder, self.pad_id = encoder, pad_id
+        self.head = nn.Linear(encoder.config.hidden_size, n_classes)
+        encoder.requires_grad_(False)
+        if trainable:
+            for layer in _layers(encoder)[-trainable:]:
+                layer.requires_grad_(True)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """(N, L) token ids -> (N, classes) logits from the mean of the last hidden states."""
+        keep = ids != self.pad_id
+        hidden = self.encoder(input_ids=ids, attention_mask=keep.long()).last_hidden_state
+        return self.head(masked_mean(hidden, keep))
+
+
+def pretrained_folder(spec: TextModelSpec) -> Path:
+    """The pretrained model's folder, checked for what loading needs, and its weights against `sha256`."""
+    folder = Path(spec.path).expanduser()
+    if not folder.is_dir():
+        raise ConfigError("model.path", f"'{folder}' is not a folder holding a pretrained model")
+    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    missing = [f for f in ("config.json", "tokenizer.json") if not (folder / f).is_file()]
+    if weights is None:
+        missing.append(" or ".join(WEIGHT_FILES))
+    if missing:
+        raise ConfigError("model.path", f"'{folder}' lacks {', '.join(missing)} (Hugging Face format expected)")
+    if spec.sha256:
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+        if digest != spec.sha256.lower():
+            raise ConfigError("model.sha256", f"'{weights}' has SHA-256 {digest}, the study pins {spec.sha256}")
+    return folder
+
+
+def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int) -> PretrainedClassifier:
+    """The study's pretrained encoder from its local folder (never a hub download), under a new head."""
+    folder = pretrained_folder(spec)
+    try:
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+    except ImportError as exc:
+        raise ConfigError("model.name", "'pretrained' needs the extra: pip install 'medfed[pretrained]'") from exc
+    hf_logging.disable_progress_bar()
+    try:
+        encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ConfigError("model.path", f"'{folder}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from exc
+    layers = _layers(encoder)
+    if spec.trainable_layers > len(layers):
+        raise ConfigError("model.trainable-layers", f"is {spec.trainable_layers}, the encoder has {len(layers)} layers")
+    return PretrainedClassifier(encoder, n_classes, spec.trainable_layers, pad_id)
+
+
+def _layers(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's stack of Transformer layers (the ModuleList as long as config.num_hidden_layers)."""
+    depth = encoder.config.num_hidden_layers
+    for module in encoder.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == depth:
+            return module
+    raise ConfigError("model.trainable-layers", f"cannot find the {depth} layers of {type(encoder).__name__}")

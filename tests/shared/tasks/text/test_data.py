@@ -1,0 +1,77 @@
+"""Text loader: CSV and JSONL, the local report, and a clear error naming site and file per bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from shared.errors import DataError
+from shared.tasks.text.data import load_text_site
+from shared.tasks.text.spec import TextSpec
+from shared.tasks.text.tokenizer import HashingTokenizer
+
+SPEC = TextSpec(classes=["cardio", "neuro"], max_length=8)
+NOTES = [("chest pain and palpitations", "cardio"), ("seizure then headache", "neuro")] * 10
+
+
+def csv(tmp_path, rows=NOTES, header="text,label"):
+    path = tmp_path / "notes.csv"
+    path.write_text("\n".join([header, *(f'"{t}",{y}' for t, y in rows)]) + "\n", encoding="utf-8")
+    return path
+
+
+def load(path, spec=SPEC):
+    return load_text_site(path, "hospital-x", spec, HashingTokenizer(1024), seed=0)
+
+
+def test_csv_and_jsonl_give_the_same_notes(tmp_path):
+    jsonl = tmp_path / "notes.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in NOTES), encoding="utf-8")
+    a, b = load(csv(tmp_path)), load(jsonl)
+    assert a.report["notes"] == b.report["notes"] == 20 and len(a.train) == 16 and len(a.test) == 4
+    ids, label = a.train[0]
+    assert ids.shape == (8,) and label.dtype.is_floating_point is False
+
+
+def test_report_counts_truncation_and_dropped_empty_notes(tmp_path):
+    rows = [*NOTES, ("   ", "cardio"), ("", "neuro"), ("one two three four five six seven eight nine", "neuro")]
+    report = load(csv(tmp_path, rows)).report
+    assert report["empty-dropped"] == 2 and report["truncated"] == 1 and report["notes"] == 21
+    assert report["class-counts"] == {"cardio": 10, "neuro": 11}
+    assert not any(t in json.dumps(report) for t, _ in rows if t.strip())  # counts only, never a note
+
+
+def expect(path, match, spec=SPEC):
+    with pytest.raises(DataError) as err:
+        load(path, spec)
+    assert "hospital-x" in str(err.value) and match in str(err.value)
+    return str(err.value)
+
+
+def test_empty_notes_fatal_when_the_study_says_so(tmp_path):
+    expect(
+        csv(tmp_path, [*NOTES, (" ", "neuro")]),
+        "1 empty note(s), first at data row 21",
+        dataclasses.replace(SPEC, on_empty="fail"),
+    )
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_bytes("text,label\nok,cardio\n".encode() + "café,neuro\n".encode("latin-1"))
+    assert "notes.csv" in expect(path, "is not UTF-8 text (byte 24, line 3)")
+
+
+def test_missing_label_column(tmp_path):
+    assert "column 'label'" in expect(csv(tmp_path, header="text,diagnosis"), "column not found")
+
+
+def test_unknown_label(tmp_path):
+    expect(csv(tmp_path, [*NOTES, ("fever", "oncology")]), "1 label(s) outside the study's classes")
+
+
+def test_unsupported_format_and_missing_file(tmp_path):
+    expect(tmp_path / "notes.txt", "unsupported format '.txt'")
+    expect(tmp_path / "none.csv", "file not found")
