@@ -60,7 +60,7 @@ def test_empty_notes_fatal_when_the_study_says_so(tmp_path):
 
 def test_non_utf8_file(tmp_path):
     path = tmp_path / "notes.csv"
-    path.write_bytes("text,label\nok,cardio\n".encode() + "café,neuro\n".encode("latin-1"))
+    path.write_bytes(b"text,label\nok,cardio\n" + "café,neuro\n".encode("latin-1"))
     assert "notes.csv" in expect(path, "is not UTF-8 text (byte 24, line 3)")
 
 
