@@ -23,7 +23,14 @@ from shared.tasks import KNOWN_TASKS, get_task
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
 from simulations.runner import simulate
-from simulations.scenario import IMAGE_TARGETS, image_study_data, split_image_set, split_table, table_study_data
+from simulations.scenario import (
+    IMAGE_TARGETS,
+    image_study_data,
+    split_image_set,
+    split_table,
+    table_study_data,
+    text_study_data,
+)
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__)
@@ -35,7 +42,9 @@ def run(
     task: Annotated[str, typer.Option(help=f"Built-in demo without --study: {', '.join(KNOWN_TASKS)}")] = "tabular",
     data: Annotated[
         Path | None,
-        typer.Option(help="Your CSV/Parquet table or MedMNIST-style .npz, split into sites; or a folder of sites"),
+        typer.Option(
+            help="Your table, notes (CSV/JSONL) or MedMNIST-style .npz, split into sites; or a folder of sites"
+        ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
     site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
@@ -77,6 +86,13 @@ def run(
             study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
             folder = out or study_folder(study)
             site_list = split_image_set(data, folder / "sites", target, partition, sites, alpha, study.seed)
+        elif study.task == "text":
+            table, options = text_study_data(data, label, study.data if study_file else {})
+            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
+            folder = out or study_folder(study)
+            site_list = split_table(
+                table, folder / "sites", options["label-column"], site_column, partition, sites, alpha, study.seed
+            )
         else:
             if not label and not study.data.get("label"):
                 raise typer.BadParameter("--data needs --label (or data.label in the study file)")

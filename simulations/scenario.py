@@ -12,6 +12,7 @@ from shared.errors import ConfigError
 from shared.partition import partition
 from shared.tasks.tabular.data import read_table
 from shared.tasks.tabular.spec import canonical, infer_data_options
+from shared.tasks.text.data import read_notes
 
 
 def split_table(
@@ -100,3 +101,13 @@ def image_study_data(path: Path, target: str, given: dict) -> dict:
     else:
         inferred["classes"] = ["background", "foreground"] if len(values) <= 2 else [f"class-{v}" for v in values]
     return {**inferred, **given}
+
+
+def text_study_data(path: Path, label: str | None, given: dict) -> tuple[pd.DataFrame, dict]:
+    """Read the user's notes (CSV/JSONL) and complete a text study's `[data]`: label column and its classes."""
+    table = read_notes(path, "simulation")
+    column = label or given.get("label-column", "label")
+    if column not in table.columns:
+        raise ConfigError("label", f"'{column}' is not a column of {path.name}", source="simulation")
+    classes = sorted({str(v).strip() for v in table[column]})
+    return table, {"label-column": column, "classes": classes, **given}

@@ -29,6 +29,8 @@ from shared.privacy.site import SitePrivacy
 from shared.tasks.imaging.model import build_cnn
 from shared.tasks.imaging.spec import ImagingModelSpec
 from shared.tasks.tabular.demo import demo_study
+from shared.tasks.text.model import TextTransformer
+from shared.tasks.text.spec import TextModelSpec
 from shared.training import make_loader, make_optimizer, train_epochs
 
 
@@ -38,18 +40,29 @@ def _medfed_mlp() -> nn.Module:
     )
 
 
-# name -> (model factory, input shape, rows per epoch)
+def _text_transformer() -> nn.Module:
+    return TextTransformer(TEXT_VOCAB, TEXT_LENGTH, 5, TextModelSpec(dim=64, layers=2, heads=4), pad_id=0)
+
+
+TEXT_VOCAB, TEXT_LENGTH = 32768, 256
+
+# name -> (model factory, inputs for n rows, rows per epoch)
 MODELS = {
     # The tabular MLP of the reference measurement, medfed's default tabular MLP, logistic regression,
-    # and medfed's imaging CNN on 28x28 grayscale images.
+    # medfed's imaging CNN on 28x28 grayscale images, and the text task's 2-layer Transformer on 256 hashed tokens.
     "tabular MLP 30-64-64-2": (
         lambda: nn.Sequential(nn.Linear(30, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)),
-        (30,),
+        lambda n: torch.randn(n, 30),
         4096,
     ),
-    "medfed MLP 30-64-32-2": (_medfed_mlp, (30,), 4096),
-    "logistic regression 30-2": (lambda: nn.Sequential(nn.Linear(30, 2)), (30,), 4096),
-    "imaging CNN 1x28x28": (lambda: build_cnn(1, 2, ImagingModelSpec()), (1, 28, 28), 1024),
+    "medfed MLP 30-64-32-2": (_medfed_mlp, lambda n: torch.randn(n, 30), 4096),
+    "logistic regression 30-2": (lambda: nn.Sequential(nn.Linear(30, 2)), lambda n: torch.randn(n, 30), 4096),
+    "imaging CNN 1x28x28": (lambda: build_cnn(1, 2, ImagingModelSpec()), lambda n: torch.rand(n, 1, 28, 28), 1024),
+    "text Transformer 2x64, 256 tokens": (
+        _text_transformer,
+        lambda n: torch.randint(1, TEXT_VOCAB, (n, TEXT_LENGTH)),
+        512,
+    ),
 }
 
 
@@ -88,8 +101,8 @@ def measure(models: list[str], batches: list[int], modes: list[str], repeats: in
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
-            model_fn, shape, n_rows = MODELS[name]
-            data = TensorDataset(torch.randn(n_rows, *shape), torch.randint(0, 2, (n_rows,)))
+            model_fn, inputs, n_rows = MODELS[name]
+            data = TensorDataset(inputs(n_rows), torch.randint(0, 2, (n_rows,)))
             for batch in batches:
                 rates: dict[str, list[float]] = {m: [] for m in ["non-dp", *modes]}
                 for _ in range(repeats):

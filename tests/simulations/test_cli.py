@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
+from shared.tasks.text.demo import CLASSES, synthetic_notes
 from simulations.cli import cli
 
 
@@ -55,3 +56,15 @@ def test_medmnist_style_npz_is_split_into_sites(tmp_path):
     assert study["name"] == "lesions" and study["data"]["classes"] == [0, 1] and study["data"]["image-size"] == 28
     held = [np.load(p)["train_images"].shape[0] for p in sorted((out / "sites").glob("*.npz"))]
     assert held == [100, 100, 100]
+
+
+def test_notes_file_is_split_into_sites_by_label(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    synthetic_notes(300, seed=5).rename(columns={"label": "service"}).to_json(path, orient="records", lines=True)
+    out = tmp_path / "run"
+    args = ["--task", "text", "--data", str(path), "--label", "service", "--rounds", "1", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    assert result.exit_code == 0, result.output
+    study = json.loads((out / "study.json").read_text())
+    assert study["data"]["label-column"] == "service" and study["data"]["classes"] == sorted(CLASSES)
+    assert sum(len(pd.read_csv(p)) for p in (out / "sites").glob("*.csv")) == 300
