@@ -20,16 +20,15 @@ from shared.config import PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
 from shared.tasks import KNOWN_TASKS, get_task
+from shared.tasks.text.data import read_notes
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
 from simulations.runner import simulate
 from simulations.scenario import (
     IMAGE_TARGETS,
-    image_study_data,
     split_image_set,
     split_table,
     table_study_data,
-    text_study_data,
 )
 
 console = Console(soft_wrap=True)
@@ -82,12 +81,14 @@ def run(
             site_list = [SiteConfig(p.stem, p) for p in get_task(study.task).write_demo_sites(folder / "sites", sites)]
         elif study.task in IMAGE_TARGETS:
             target = IMAGE_TARGETS[study.task]
-            options = image_study_data(data, target, study.data if study_file else {})
+            options = get_task(study.task).infer_data(data, "simulation", study.data if study_file else {})
             study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
             folder = out or study_folder(study)
             site_list = split_image_set(data, folder / "sites", target, partition, sites, alpha, study.seed)
         elif study.task == "text":
-            table, options = text_study_data(data, label, study.data if study_file else {})
+            hints = study.data if study_file else ({"label-column": label} if label else {})
+            options = get_task("text").infer_data(data, "simulation", hints)
+            table = read_notes(data, "simulation")
             study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
             folder = out or study_folder(study)
             site_list = split_table(

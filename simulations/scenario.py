@@ -12,7 +12,6 @@ from shared.errors import ConfigError
 from shared.partition import partition
 from shared.tasks.tabular.data import read_table
 from shared.tasks.tabular.spec import canonical, infer_data_options
-from shared.tasks.text.data import read_notes
 
 
 def split_table(
@@ -86,28 +85,3 @@ def split_image_set(
         np.savez(site, train_images=x[rows], **{f"train_{target}s": y[rows]})
         sites.append(SiteConfig(site.stem, site))
     return sites
-
-
-def image_study_data(path: Path, target: str, given: dict) -> dict:
-    """Complete an imaging study's `[data]` from a .npz: its label values, image size and channels."""
-    if path.suffix != ".npz" or not path.is_file():
-        return given
-    with np.load(path) as archive:
-        shape = archive["train_images"].shape
-        inferred = {"image-size": int(shape[1]), "channels": 3 if len(shape) == 4 and shape[3] == 3 else 1}
-        values = [v.item() for v in np.unique(archive[f"train_{target}s"])]
-    if target == "label":
-        inferred["classes"] = values
-    else:
-        inferred["classes"] = ["background", "foreground"] if len(values) <= 2 else [f"class-{v}" for v in values]
-    return {**inferred, **given}
-
-
-def text_study_data(path: Path, label: str | None, given: dict) -> tuple[pd.DataFrame, dict]:
-    """Read the user's notes (CSV/JSONL) and complete a text study's `[data]`: label column and its classes."""
-    table = read_notes(path, "simulation")
-    column = label or given.get("label-column", "label")
-    if column not in table.columns:
-        raise ConfigError("label", f"'{column}' is not a column of {path.name}", source="simulation")
-    classes = sorted({str(v).strip() for v in table[column]})
-    return table, {"label-column": column, "classes": classes, **given}

@@ -34,6 +34,13 @@ class Task(ABC):
         """Validate the study's `data` and `model` options; raise ConfigError naming the field."""
 
     @abstractmethod
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """A `[data]` section describing this data file (classes, schema, sizes), the `hints` given winning.
+
+        Used where no study exists yet: a site's pre-flight check, a simulation on the data scientist's own file.
+        """
+
+    @abstractmethod
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split one site's data; raise DataError naming site, file and column."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -11,7 +12,7 @@ from shared.config import StudyConfig
 from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.imaging import demo
-from shared.tasks.imaging.data import load_imaging_site
+from shared.tasks.imaging.data import infer_image_options, load_imaging_site
 from shared.tasks.imaging.model import CLASSIFIERS
 from shared.tasks.imaging.spec import data_spec, model_spec
 
@@ -25,6 +26,10 @@ class ImagingTask(Task):
         """Validate `[data]` and `[model]`."""
         data_spec(study)
         model_spec(study, tuple(CLASSIFIERS), "cnn")
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """Classes, image size and channels of a .npz or an image folder."""
+        return infer_image_options(path, site, "label", hints)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's images."""

@@ -207,3 +207,30 @@ def to_image_tensor(images: np.ndarray, spec: ImagingSpec) -> torch.Tensor:
     if x.shape[-2:] != (spec.image_size, spec.image_size):
         x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", antialias=True)
     return x.clamp(0, 1).contiguous()
+
+
+def infer_image_options(path: Path, site: str, target: str, hints: dict) -> dict:
+    """Classes (and, from a .npz, image size and channels) of a site's image set; `hints` win."""
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise DataError(site, "file not found", file=str(path))
+        with np.load(path) as archive:
+            if f"train_{target}s" not in archive.files:
+                raise DataError(site, f"lacks train_{target}s", file=str(path))
+            shape = archive["train_images"].shape
+            values = np.unique(archive[f"train_{target}s"]).tolist()
+        inferred = {"image-size": int(shape[1]), "channels": 3 if len(shape) == 4 and shape[3] == 3 else 1}
+    else:
+        index = path / TARGETS[target]
+        if not index.is_file():
+            raise DataError(site, f"folder has no {index.name} (columns: file,{target})", file=str(path))
+        column = pd.read_csv(index, dtype=str, keep_default_na=False).get(target)
+        if column is None:
+            raise DataError(site, "column not found", file=str(index), column=target)
+        values = sorted(set(column)) if target == "label" else [0, 1]  # mask values are read with the images
+        inferred = {}
+    if target == "label":
+        inferred["classes"] = values
+    else:
+        inferred["classes"] = ["background", "foreground"] if len(values) <= 2 else [f"class-{v}" for v in values]
+    return {**inferred, **hints}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -10,7 +11,7 @@ from torch import nn
 from shared.config import StudyConfig
 from shared.metrics import segmentation_metrics
 from shared.tasks.base import SiteData, Task
-from shared.tasks.imaging.data import load_imaging_site
+from shared.tasks.imaging.data import infer_image_options, load_imaging_site
 from shared.tasks.imaging.spec import data_spec, model_spec
 from shared.tasks.segmentation import demo
 from shared.tasks.segmentation.loss import DiceCrossEntropyLoss
@@ -27,6 +28,10 @@ class SegmentationTask(Task):
         """Validate `[data]` and `[model]`."""
         data_spec(study)
         model_spec(study, tuple(SEGMENTERS), "unet")
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """Classes, image size and channels of a .npz or an image folder."""
+        return infer_image_options(path, site, "mask", hints)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, check against their masks, and split the site's images."""

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
 
 from shared.config import StudyConfig
+from shared.errors import ConfigError
 from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.tabular import demo
-from shared.tasks.tabular.data import load_tabular_site
+from shared.tasks.tabular.data import load_tabular_site, read_table
 from shared.tasks.tabular.model import build_tabular_model
-from shared.tasks.tabular.spec import data_spec, model_spec
+from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec
 
 
 class TabularTask(Task):
@@ -25,6 +27,15 @@ class TabularTask(Task):
         """Validate `[data]` and `[model]`."""
         data_spec(study)
         model_spec(study)
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """Features, classes and category lists of a table; `hints` must name the `label` column."""
+        if "label" not in hints:
+            raise ConfigError("data.label", "must name the label column of a table")
+        table = read_table(path, site, hints.get("na-values", ["?"]))
+        categorical = hints.get("categorical")  # a list of column names here; the section holds their categories
+        inferred = infer_data_options(table, hints["label"], list(categorical) if categorical is not None else None)
+        return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's table."""

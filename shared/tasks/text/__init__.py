@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -11,7 +12,7 @@ from shared.config import StudyConfig
 from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.text import demo
-from shared.tasks.text.data import load_text_site
+from shared.tasks.text.data import infer_text_options, load_text_site
 from shared.tasks.text.model import TextTransformer, load_pretrained, pretrained_folder
 from shared.tasks.text.spec import data_spec, model_spec
 from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, PretrainedTokenizer, Tokenizer
@@ -34,6 +35,10 @@ class TextTask(Task):
         """Validate `[data]` and `[model]`."""
         data_spec(study)
         model_spec(study)
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """The classes of a notes file's label column."""
+        return infer_text_options(path, site, hints)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, tokenize and split the site's notes."""

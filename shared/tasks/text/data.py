@@ -78,3 +78,12 @@ def read_notes(path: Path, site: str) -> pd.DataFrame:
         return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise DataError(site, f"cannot be read as {kind} ({str(exc).splitlines()[0][:120]})", str(path)) from exc
+
+
+def infer_text_options(path: Path, site: str, hints: dict) -> dict:
+    """The label column's classes of a notes file; `hints` win (and name the columns if not the defaults)."""
+    table = read_notes(path, site)
+    column = hints.get("label-column", "label")
+    if column not in table.columns:
+        raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), column)
+    return {"label-column": column, "classes": sorted({str(v).strip() for v in table[column]}), **hints}

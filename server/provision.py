@@ -1,0 +1,210 @@
+"""Provisioning with `cryptography`: a federation CA, the SuperLink's TLS certificate, and one kit per hospital.
+
+Layout under the federation folder (the operator keeps `ca/` offline; each kit is handed to its owner):
+
+    ca/ca.key, ca/ca.crt                        the federation's certificate authority
+    server/ca.crt, server.pem, server.key       the SuperLink's TLS identity (SANs: the given hosts and IPs)
+    server/site-keys/<site>.pub                 each hospital's public authentication key, to register
+    sites/<site>/ca.crt, <site>.key, <site>.pub the hospital's kit: trust anchor and its own key pair
+    sites/<site>/site.toml, START.txt           a site config template and the exact start command
+
+Private keys are written 0600 and exist in exactly one kit; the CA key never leaves `ca/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shared.errors import ConfigError
+
+SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+CA_DAYS, SERVER_DAYS = 3650, 825  # 825 days: the longest TLS server certificate lifetime clients widely accept
+DEFAULT_PORT = 9092
+
+
+@dataclass(frozen=True)
+class Federation:
+    """Paths of a provisioned federation folder."""
+
+    root: Path
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA's private key (keep offline)."""
+        return self.root / "ca" / "ca.key"
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate every party trusts."""
+        return self.root / "ca" / "ca.crt"
+
+    @property
+    def server(self) -> Path:
+        """The server kit folder."""
+        return self.root / "server"
+
+    def site(self, name: str) -> Path:
+        """One hospital's kit folder."""
+        return self.root / "sites" / name
+
+    def site_names(self) -> list[str]:
+        """Provisioned hospitals, by name."""
+        keys = self.server / "site-keys"
+        return sorted(p.stem for p in keys.glob("*.pub")) if keys.is_dir() else []
+
+
+def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAULT_PORT) -> Federation:
+    """Create the CA, the server kit and one kit per site; refuses to overwrite an existing federation."""
+    fed = Federation(root)
+    if fed.ca_key.exists():
+        raise ConfigError("federation", f"'{root}' is already provisioned; add sites with `medfed-server add-site`")
+    if not hosts:
+        raise ConfigError("host", "give at least one host name or IP address the sites will connect to")
+    ca_key = ec.generate_private_key(ec.SECP384R1())
+    ca_cert = _certificate(
+        _name("medfed federation CA"), _name("medfed federation CA"), ca_key.public_key(), ca_key, CA_DAYS, ca=True
+    )
+    _write_private(fed.ca_key, ca_key)
+    _write(fed.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    server_key = ec.generate_private_key(ec.SECP384R1())
+    server_cert = _certificate(
+        _name(hosts[0]), ca_cert.subject, server_key.public_key(), ca_key, SERVER_DAYS, hosts=hosts
+    )
+    _write_private(fed.server / "server.key", server_key)
+    _write(fed.server / "server.pem", server_cert.public_bytes(serialization.Encoding.PEM))
+    _write(fed.server / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(fed.server / "address.txt", f"{hosts[0]}:{port}\n".encode())
+    for name in sites:
+        add_site(root, name)
+    return fed
+
+
+def add_site(root: Path, name: str) -> Path:
+    """One more hospital: its authentication key pair and kit; its public key joins the server's list."""
+    fed = Federation(root)
+    if not fed.ca_cert.is_file():
+        raise ConfigError("federation", f"'{root}' is not provisioned; run `medfed-server provision` first")
+    if not SITE_NAME.match(name):
+        raise ConfigError("site", f"'{name}' must be lower-case letters, digits and dashes (at most 63)")
+    kit = fed.site(name)
+    if kit.exists():
+        raise ConfigError("site", f"'{name}' already has a kit at {kit}")
+    key = ec.generate_private_key(ec.SECP384R1())
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    public += f" medfed-site-{name}\n".encode()
+    ssh_private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    _write(kit / f"{name}.key", ssh_private, private=True)
+    _write(kit / f"{name}.pub", public)
+    _write(kit / "ca.crt", fed.ca_cert.read_bytes())
+    _write(fed.server / "site-keys" / f"{name}.pub", public)
+    address = (fed.server / "address.txt").read_text().strip()
+    _write(kit / "site.toml", site_template(name, address).encode())
+    _write(kit / "START.txt", start_text(name).encode())
+    return kit
+
+
+def site_template(name: str, address: str) -> str:
+    """The site config a hospital fills in: its data, policy and the kit's certificate and key."""
+    return f'''# medfed site config for "{name}". Edit the [data] path and the [policy] table; keep this file local.
+name = "{name}"
+server = "{address}"
+ca-certificate = "ca.crt"        # relative paths are relative to this file
+private-key = "{name}.key"
+device = "auto"                  # auto | cpu | cuda
+ledger-dir = "ledgers"           # this site's privacy ledgers: never delete while studies run
+
+[data]
+path = "/path/to/your/data.csv"  # a table, an image folder or .npz, a notes CSV/JSONL
+task = "tabular"                 # the task this data is for: tabular | imaging | segmentation | text
+
+[policy]
+tasks = ["tabular"]              # tasks this site accepts
+models = []                      # model names it accepts; empty accepts the task's models
+max-epsilon = 8.0                # the most (ε) a study may spend of this site's patients, with local DP
+min-sites = 3                    # refuse studies that aggregate fewer sites than this
+trusted-publishers = ""          # optional: a Flower trusted-entities YAML of app publisher keys
+'''
+
+
+def start_text(name: str) -> str:
+    """The kit's instructions: the exact commands to check and start the site agent."""
+    return f"""Site "{name}": starting the medfed agent
+
+1. Edit site.toml: [data] path and task, and the [policy] table.
+2. Check the data locally (nothing is sent):
+       medfed-site check --config site.toml
+3. Start the agent (it runs the same check first, then joins the federation over TLS):
+       medfed-site start --config site.toml
+
+{name}.key is this site's private key: it stays here, readable by the agent's user only (mode 0600).
+Only outbound HTTPS to the server address in site.toml is needed; no inbound port is opened.
+"""
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    signer: ec.EllipticCurvePrivateKey,
+    days: int,
+    ca: bool = False,
+    hosts: list[str] | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts or []]), critical=False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(signer, hashes.SHA384())
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write(path, pem, private=True)
+
+
+def _write(path: Path, content: bytes, private: bool = False) -> None:
+    """Write atomically; a private file is created 0600 from the start, never readable by others even briefly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(content)
+    os.replace(tmp, path)
