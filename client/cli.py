@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -9,10 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from client.agent import preflight, supernode_command
 from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
+from client.sitefile import load_site_file
 from shared.config import load_study
-from shared.errors import MedfedError
+from shared.errors import ConfigError, MedfedError
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -20,22 +24,39 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 @cli.command()
 def check(
-    data: Annotated[Path, typer.Option(help="The site's data file")],
-    study: Annotated[Path, typer.Option(help="The study TOML the site is asked to join")],
-    site: Annotated[str, typer.Option(help="This site's name")] = "site",
+    config: Annotated[Path | None, typer.Option(help="This site's site.toml (data, policy, kit)")] = None,
+    data: Annotated[Path | None, typer.Option(help="Without --config: the site's data file")] = None,
+    study: Annotated[Path | None, typer.Option(help="A study TOML to check the data against")] = None,
+    site: Annotated[str, typer.Option(help="Without --config: this site's name")] = "site",
 ) -> None:
-    """Pre-flight check: validate the site's data against a study and print a report. Nothing is sent."""
+    """Pre-flight check: describe the site's data (or check it against a study) and print the report here.
+
+    Nothing is sent anywhere.
+    """
     try:
-        config = load_study(study)
-        report = load_site_data(SiteConfig(site, data), config).report
+        report, name = _preflight(config, data, study, site)
     except MedfedError as exc:
         console.print(f"[red]not ready:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    _print_report(report, name)
+    console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
+
+
+def _preflight(config: Path | None, data: Path | None, study: Path | None, site: str) -> tuple[dict, str]:
+    study_config = load_study(study) if study else None
+    if config is not None:
+        site_file = load_site_file(config)
+        return preflight(site_file, study_config), site_file.name
+    if data is None or study_config is None:
+        raise ConfigError("config", "give --config site.toml, or both --data and --study", source="medfed-site check")
+    return load_site_data(SiteConfig(site, data), study_config).report, site
+
+
+def _print_report(report: dict, site: str) -> None:
     table = Table(title=f"pre-flight report for site '{site}' (kept on this machine)", show_header=False)
     for key, value in report.items():
         table.add_row(key, str(value))
     console.print(table)
-    console.print("[green]ready[/]: the data fits the study")
 
 
 @cli.command()
@@ -58,13 +79,28 @@ def audit(
 
 
 @cli.command()
-def start() -> None:
-    """Start this site's agent (a Flower SuperNode) from a site config file: arrives with issue #6."""
-    console.print(
-        "medfed-site start is not available yet (tracked in issue #6); use flower-supernode with "
-        '--node-config \'site="..." data-path="..."\' meanwhile.'
-    )
-    raise typer.Exit(2)
+def start(
+    config: Annotated[Path, typer.Option(help="This site's site.toml (data, policy, kit)")],
+    insecure: Annotated[bool, typer.Option(help="Without TLS or authentication: for a local test only")] = False,
+) -> None:
+    """Run the pre-flight check, then start this site's agent (a Flower SuperNode) and join the federation."""
+    try:
+        site_file = load_site_file(config)
+        report = preflight(site_file)
+    except MedfedError as exc:
+        console.print(f"[red]not starting:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    _print_report(report, site_file.name)
+    if insecure:
+        console.print("[yellow]warning:[/] --insecure: no TLS and no site authentication; never use it with real data")
+    for required in [] if insecure else [site_file.ca_certificate, site_file.private_key]:
+        if not required.is_file():
+            console.print(f"[red]not starting:[/] {required} from the site kit is missing", highlight=False)
+            raise typer.Exit(2)
+    command = supernode_command(site_file, insecure)
+    console.print(f"site '{site_file.name}' joining {site_file.server}; policy: {site_file.policy}", highlight=False)
+    sys.stdout.flush()
+    os.execv(command[0], command)  # the agent becomes the SuperNode: one PID for the site's IT to supervise
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     started = time.perf_counter()
     config = msg.content["config"]
     study = StudyConfig.from_json(str(config["study"]))
+    site.policy.check(study, site.name)  # the site's own rules first: a refused study touches no data
     task = get_task(study.task)
     task.check_study(study)
     data = load_site_data(site, study)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks import SiteData, get_task
@@ -26,11 +27,15 @@ class SiteConfig:
     device: str = "auto"
     ledger_dir: Path = DEFAULT_LEDGER_DIR
     max_epsilon: float = math.inf  # the site's own privacy cap; a study cannot raise it
+    policy: SitePolicy = field(default_factory=SitePolicy)
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
-        """Read `site`, `data-path`, `device`, `ledger-dir` and `max-epsilon`; under Flower's simulation without
-        a data path, use the built-in demo split."""
+        """A deployed site names its `site-config` file (site.toml, with its policy); otherwise read `site`,
+        `data-path`, `device`, `ledger-dir` and `max-epsilon`; under Flower's simulation without a data path, use
+        the built-in demo split."""
+        if "site-config" in node_config:
+            return cls.from_site_file(load_site_file(Path(str(node_config["site-config"]))))
         own = {
             "device": str(node_config.get("device", "auto")),
             "max_epsilon": float(node_config.get("max-epsilon", math.inf)),
@@ -48,6 +53,11 @@ class SiteConfig:
         raise ConfigError(
             "data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'", source="node config"
         )
+
+    @classmethod
+    def from_site_file(cls, site: SiteFile) -> SiteConfig:
+        """The site as its own config file describes it."""
+        return cls(site.name, site.data_path, site.device, site.ledger_dir, site.policy.max_epsilon, site.policy)
 
 
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,8 +15,11 @@ from server.outputs import StudyOutputs
 from shared.config import StudyConfig
 
 
-def study_folder(study: StudyConfig) -> Path:
-    """A new output folder for one run of a study."""
+def study_folder(study: StudyConfig, resumable: bool = False) -> Path:
+    """A new output folder for one run of a study; a resumable study's folder is fixed by its config's hash, so
+    resubmitting the same study finds the state it left."""
+    if resumable:
+        return Path(study.output_dir) / f"{study.name}-{hashlib.sha256(study.to_json().encode()).hexdigest()[:12]}"
     return Path(study.output_dir) / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -30,7 +34,8 @@ def build_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         chosen = study or StudyConfig.from_run_config(context.run_config)
-        run_study(grid, chosen, StudyOutputs(folder or study_folder(chosen)), progress)
+        submitted = "study-json" in context.run_config  # by `medfed-server submit`: resumes after a crash
+        run_study(grid, chosen, StudyOutputs(folder or study_folder(chosen, resumable=submitted)), progress)
 
     return app
 

@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
+from server.deployment import (
+    CONNECTION,
+    address_of,
+    flower_home,
+    flwr,
+    register_sites,
+    superlink_command,
+    wait_for_port,
+)
+from server.deployment import submit as submit_study
+from server.provision import DEFAULT_PORT, Federation, add_site
+from server.provision import provision as provision_federation
 from shared.config import load_study
 from shared.errors import MedfedError
 from shared.tasks import get_task
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+T = TypeVar("T")
 
 
 @cli.command()
@@ -31,27 +47,115 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     )
 
 
-def _later(name: str) -> None:
-    console.print(f"medfed-server {name} is not available yet (tracked in issue #6).")
-    raise typer.Exit(2)
+@cli.command()
+def provision(
+    out: Annotated[Path, typer.Option(help="New federation folder (CA, server kit, site kits)")],
+    host: Annotated[list[str], typer.Option(help="Host name or IP the sites connect to (repeat for more SANs)")],
+    site: Annotated[list[str], typer.Option(help="A hospital's name (repeat per hospital)")],
+    port: Annotated[int, typer.Option(help="The SuperLink's port")] = DEFAULT_PORT,
+) -> None:
+    """Create the federation CA, the SuperLink certificate and key, and one startup kit per hospital."""
+    fed = _run(lambda: provision_federation(out, host, site, port))
+    console.print(f"federation provisioned in {fed.root}: server kit {fed.server}, sites {', '.join(fed.site_names())}")
+    console.print("hand each hospital its folder under sites/; keep ca/ (the CA key) offline")
+
+
+@cli.command("add-site")
+def add_site_command(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    name: Annotated[str, typer.Argument(help="The new hospital's name")],
+) -> None:
+    """Provision one more hospital; then `medfed-server register` while the SuperLink runs."""
+    kit = _run(lambda: add_site(federation, name))
+    console.print(f"site kit written to {kit}; register it with: medfed-server register --federation {federation}")
 
 
 @cli.command()
-def provision() -> None:
-    """Create the federation CA, server certificate and a startup kit per hospital: arrives with issue #6."""
-    _later("provision")
+def start(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    listen: Annotated[str, typer.Option(help="Interface to listen on")] = "0.0.0.0",
+    insecure: Annotated[bool, typer.Option(help="No TLS and no site authentication: local tests only")] = False,
+) -> None:
+    """Start the SuperLink (TLS and site authentication on) and register every provisioned site's key."""
+    fed = Federation(federation)
+    address = _run(lambda: address_of(fed))
+    port = int(address.rsplit(":", 1)[1])
+    if insecure:
+        console.print("[bold yellow]warning: --insecure: no TLS, no site authentication. Never with patient data.[/]")
+    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server)
+    signal.signal(signal.SIGTERM, lambda *_: link.terminate())
+    try:
+        _run(lambda: wait_for_port(f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))
+        home = flower_home(fed, address, insecure)
+        if not insecure:
+            for name, state in _run(lambda: register_sites(fed, home)).items():
+                console.print(f"site '{name}': {state}")
+        console.print(f"SuperLink running at {address} (PID {link.pid}); study outputs go to {fed.server / 'outputs'}")
+        link.wait()
+    except KeyboardInterrupt:
+        link.terminate()
+        link.wait()
 
 
 @cli.command()
-def start() -> None:
-    """Start the SuperLink with TLS and site authentication: arrives with issue #6."""
-    _later("start")
+def register(federation: Annotated[Path, typer.Option(help="The federation folder")]) -> None:
+    """Register provisioned sites' keys with the running SuperLink (after `add-site`)."""
+    fed = Federation(federation)
+    home = flower_home(fed, _run(lambda: address_of(fed)))
+    for name, state in _run(lambda: register_sites(fed, home)).items():
+        console.print(f"site '{name}': {state}")
 
 
 @cli.command()
-def submit() -> None:
-    """Submit a study to the running federation and follow its rounds: arrives with issue #6."""
-    _later("submit")
+def submit(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    study: Annotated[Path, typer.Option(help="Study TOML (the same file a simulation takes)")],
+    stream: Annotated[bool, typer.Option(help="Follow the study's log until it ends")] = True,
+    insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
+) -> None:
+    """Submit a study to the running federation; resubmitting a stopped study resumes it."""
+    fed = Federation(federation)
+    config = _run(lambda: load_study(study))
+    _run(lambda: get_task(config.task).check_study(config))
+    home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
+    run = _run(lambda: submit_study(home, config, stream))
+    if stream:
+        raise typer.Exit(run.wait())
+    console.print(run.stdout.strip())
+
+
+@cli.command()
+def status(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
+) -> None:
+    """List the federation's studies (runs) and connected sites."""
+    fed = Federation(federation)
+    home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
+    for args in (("ls", CONNECTION), ("supernode", "ls", CONNECTION)):
+        console.print(flwr(home, *args).stdout)
+
+
+@cli.command()
+def stop(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    run_id: Annotated[str, typer.Argument(help="The run to stop (see `medfed-server status`)")],
+    insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
+) -> None:
+    """Stop a running study; its last completed round stays saved and a resubmission resumes from it."""
+    fed = Federation(federation)
+    result = flwr(flower_home(fed, _run(lambda: address_of(fed)), insecure), "stop", run_id, CONNECTION)
+    console.print((result.stdout + result.stderr).strip())
+    raise typer.Exit(result.returncode)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run an action; a MedfedError becomes a one-line message and exit code 2, never a traceback."""
+    try:
+        return action()
+    except MedfedError as exc:
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

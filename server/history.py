@@ -53,6 +53,11 @@ class History:
         """JSON-ready form."""
         return {"status": self.status, "metrics": self.rows, "events": self.events, "timings": self.timings}
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> History:
+        """The inverse of `to_dict`."""
+        return cls(list(saved["metrics"]), list(saved["events"]), list(saved["timings"]), saved["status"])
+
     def to_frame(self) -> pd.DataFrame:
         """Wide table: one row per (round, site, kind), one column per metric."""
         return pd.DataFrame(self.rows)

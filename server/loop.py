@@ -15,7 +15,7 @@ from flwr.serverapp import Grid
 from server.history import History
 from server.outputs import StudyOutputs
 from server.screening import SiteNames, screen
-from server.strategies import build_strategy
+from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.privacy.central import central_plan
@@ -58,12 +58,24 @@ def run_study(
     config = {"study": study.to_json()}
     history, names = History(), SiteNames()
     progress = progress or functools.partial(_log_report, metric=task.headline[0])
+    saved = outputs.load_state(study)
+    if saved is not None and saved.history.status == "completed":
+        log.info("study '%s' already completed; its outputs are in %s", study.name, outputs.folder)
+        return saved.arrays, saved.history
     outputs.write_study(study)
+    first = 1
+    if saved is not None:
+        arrays, history, first = saved.arrays, saved.history, saved.round + 1
+        history.status = "running"
+        history.add_events(saved.round, [{"site": "-", "event": "resumed", "reason": f"after round {saved.round}"}])
+        log.info("study '%s' resumes after round %d (from %s)", study.name, saved.round, outputs.folder)
     try:
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
         plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
         strategy = build_strategy(fed, study.privacy, plan)
-        for rnd in range(1, fed.rounds + 1):
+        if saved is not None:
+            restore_strategy_state(strategy, saved.strategy)
+        for rnd in range(first, fed.rounds + 1):
             started = time.perf_counter()
             messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
             replies = exchange(grid, messages, fed.round_timeout)
@@ -118,6 +130,7 @@ def run_study(
             arrays = aggregated
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
+            outputs.save_state(rnd, arrays, strategy_state(strategy), history)
         _final_evaluation(grid, strategy, arrays, config, study, history, names)
         history.status = "completed"
     except StudyStopped as stop:
@@ -126,6 +139,8 @@ def run_study(
         log.error("study '%s' stopped: %s", study.name, stop)
     outputs.save_model("model.safetensors", arrays, {"study": study.name, "status": history.status})
     outputs.write_history(history)
+    if history.status == "completed":
+        outputs.save_state(fed.rounds, arrays, {}, history)
     return arrays, history
 
 

@@ -1,18 +1,33 @@
-"""One output folder per study: config used, metrics history (JSON, CSV), per-round checkpoints, final model."""
+"""One output folder per study: config used, metrics history, per-round checkpoints and resumable state, model."""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord
-from safetensors.numpy import save_file
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
 
 from server.history import History
 from shared.config import StudyConfig
+from shared.errors import ConfigError
+
+STATE = "state.json"
+
+
+@dataclass
+class SavedState:
+    """Where a study stood after its last completed round."""
+
+    round: int
+    arrays: ArrayRecord
+    strategy: dict[str, dict[str, np.ndarray]]  # e.g. FedAdam's {"m_t": {...}, "v_t": {...}}
+    history: History
 
 
 class StudyOutputs:
@@ -36,6 +51,46 @@ class StudyOutputs:
     def checkpoint(self, rnd: int, arrays: ArrayRecord) -> Path:
         """The global model after round `rnd`."""
         return self.save_model(f"checkpoints/round-{rnd:03d}.safetensors", arrays, {"round": str(rnd)})
+
+    def save_state(
+        self, rnd: int, arrays: ArrayRecord, strategy: dict[str, dict[str, np.ndarray]], history: History
+    ) -> None:
+        """Everything a restart needs after round `rnd`: model, strategy state (tensors first), then state.json.
+
+        state.json is replaced last and atomically, so it always points at a complete tensor file: a SIGKILL at
+        any moment leaves either the previous round's state or this one's, never a mix.
+        """
+        tensors = {f"model/{k}": np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
+        for name, values in strategy.items():
+            tensors.update({f"{name}/{k}": np.ascontiguousarray(v) for k, v in values.items()})
+        tensor_file = f"checkpoints/state-{rnd:03d}.safetensors"
+        self._atomic(tensor_file, lambda p: save_file(tensors, str(p)))
+        self.write_json(STATE, {"round": rnd, "tensors": tensor_file, "history": history.to_dict()})
+        for old in (self.folder / "checkpoints").glob("state-*.safetensors"):
+            if old.name != Path(tensor_file).name:
+                old.unlink(missing_ok=True)
+
+    def load_state(self, study: StudyConfig) -> SavedState | None:
+        """The saved state of this same study, or None; a state of another study or a damaged one is refused."""
+        path = self.folder / STATE
+        if not path.is_file():
+            return None
+        saved_study = self.folder / "study.json"
+        if not saved_study.is_file() or StudyConfig.from_json(saved_study.read_text()) != study:
+            raise ConfigError("output-dir", f"{self.folder} holds another study's state; choose another folder")
+        try:
+            state = json.loads(path.read_text())
+            tensors = load_file(str(self.folder / state["tensors"]))
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            raise ConfigError("output-dir", f"{path} cannot be resumed from ({exc})") from exc
+        groups: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in tensors.items():
+            group, name = key.split("/", 1)
+            groups.setdefault(group, {})[name] = value
+        model = groups.pop("model")
+        return SavedState(
+            state["round"], ArrayRecord({k: v for k, v in model.items()}), groups, History.from_dict(state["history"])
+        )
 
     def save_model(self, name: str, arrays: ArrayRecord, metadata: dict[str, str] | None = None) -> Path:
         """Model arrays as safetensors."""

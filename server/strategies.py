@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.serverapp.strategy import (
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
@@ -45,3 +46,24 @@ def build_strategy(
             num_sampled_clients=plan.sampled,
         )
     return strategy
+
+
+MOMENTS = ("m_t", "v_t")  # FedAdam's (FedOpt's) server-side optimiser state
+
+
+def _inner(strategy: Strategy) -> Strategy:
+    """The aggregating strategy under any central-DP wrapper."""
+    return _inner(strategy.strategy) if isinstance(strategy, tuple(CENTRAL_WRAPPERS.values())) else strategy
+
+
+def strategy_state(strategy: Strategy) -> dict[str, dict[str, np.ndarray]]:
+    """The strategy's state that must survive a restart (FedAdam's moments), by name."""
+    inner = _inner(strategy)
+    return {name: dict(getattr(inner, name)) for name in MOMENTS if getattr(inner, name, None)}
+
+
+def restore_strategy_state(strategy: Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
+    """Put saved state back, so a resumed study continues exactly where it stopped."""
+    inner = _inner(strategy)
+    for name, values in state.items():
+        setattr(inner, name, dict(values))

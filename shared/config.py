@@ -111,7 +111,10 @@ class StudyConfig:
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> StudyConfig:
-        """Build a study from Flower's flattened run config (`[tool.flwr.app.config]`)."""
+        """Build a study from Flower's run config: one `study-json` value (`medfed-server submit`), or the flattened
+        keys of `[tool.flwr.app.config]`."""
+        if "study-json" in run_config:
+            return cls.from_json(str(run_config["study-json"]))
         return cls.from_dict(unflatten_dict(dict(run_config)))
 
     @classmethod

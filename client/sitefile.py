@@ -1,0 +1,116 @@
+"""The hospital's site config file (site.toml): who it is, its data, its policy and its kit's certificate and key.
+
+The file stays at the site. The agent passes only its path to the SuperNode, and the ClientApp reads the policy from
+it, so nothing a study or an app author sends can change what the site accepts.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.config import StudyConfig, parse_section
+from shared.errors import ConfigError
+from shared.privacy.site import PolicyError
+from shared.tasks import KNOWN_TASKS
+
+
+@dataclass(frozen=True)
+class SitePolicy:
+    """What this site accepts: tasks, models, its ε cap, and the fewest sites any aggregate may hold."""
+
+    tasks: list[str] = field(default_factory=list)  # empty: every task
+    models: list[str] = field(default_factory=list)  # empty: every model of an accepted task
+    max_epsilon: float = math.inf
+    min_sites: int = 1
+    trusted_publishers: str = ""  # a Flower trusted-entities YAML; the SuperNode then runs only apps they signed
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))
+        if unknown:
+            raise ConfigError("policy.tasks", f"names unknown task(s) {unknown} (known: {', '.join(KNOWN_TASKS)})")
+        if not self.max_epsilon > 0:
+            raise ConfigError("policy.max-epsilon", "must be > 0")
+        if self.min_sites < 1:
+            raise ConfigError("policy.min-sites", "must be at least 1")
+
+    def check(self, study: StudyConfig, site: str) -> None:
+        """Refuse a study that asks for more than this site allows; the message names the site and the rule."""
+        refuse = f"site '{site}' refuses study '{study.name}':"
+        if self.tasks and study.task not in self.tasks:
+            raise PolicyError(f"{refuse} task '{study.task}' is not among this site's accepted tasks {self.tasks}")
+        model = str(study.model.get("name", ""))
+        if self.models and model not in self.models:
+            raise PolicyError(f"{refuse} model '{model or 'default'}' is not among this site's models {self.models}")
+        if study.federation.min_sites < self.min_sites:
+            raise PolicyError(
+                f"{refuse} it aggregates as few as {study.federation.min_sites} sites, this site requires "
+                f"at least {self.min_sites}"
+            )
+
+
+@dataclass(frozen=True)
+class SiteFile:
+    """A parsed site.toml; relative paths are resolved against the file's folder."""
+
+    path: Path
+    name: str
+    server: str
+    ca_certificate: Path
+    private_key: Path
+    data_path: Path
+    task: str
+    data_hints: dict[str, Any]
+    device: str
+    ledger_dir: Path
+    policy: SitePolicy
+    agent_port: int = 9094  # the SuperNode's local port for its ClientApp processes (loopback only)
+
+
+def load_site_file(path: Path) -> SiteFile:
+    """Read and check a site config; any problem names the file and the key."""
+    source = f"site config {path}"
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError("config", f"'{path}' does not exist", source="site config") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"is not valid TOML ({exc})", source=source) from exc
+    here = path.resolve().parent
+
+    def need(table: dict, key: str, prefix: str = "") -> Any:
+        if key not in table or table[key] in ("", None):
+            raise ConfigError(prefix + key, "is required", source=source)
+        return table[key]
+
+    def local(value: str) -> Path:
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else here / p
+
+    data = dict(raw.get("data", {}))
+    data_path, task = local(need(data, "path", "data.")), str(need(data, "task", "data."))
+    if task not in KNOWN_TASKS:
+        raise ConfigError("data.task", f"'{task}' is not a known task ({', '.join(KNOWN_TASKS)})", source=source)
+    try:
+        policy = parse_section(SitePolicy, raw.get("policy", {}), "policy.")
+    except ConfigError as exc:
+        raise ConfigError(exc.field, exc.problem, source=source) from exc
+    if policy.trusted_publishers:
+        policy = SitePolicy(**{**policy.__dict__, "trusted_publishers": str(local(policy.trusted_publishers))})
+    return SiteFile(
+        path=path.resolve(),
+        name=str(need(raw, "name")),
+        server=str(need(raw, "server")),
+        ca_certificate=local(raw.get("ca-certificate", "ca.crt")),
+        private_key=local(need(raw, "private-key")),
+        data_path=data_path,
+        task=task,
+        data_hints={k: v for k, v in data.items() if k not in ("path", "task")},
+        device=str(raw.get("device", "auto")),
+        ledger_dir=local(raw.get("ledger-dir", "ledgers")),
+        policy=policy,
+        agent_port=int(raw.get("agent-port", 9094)),
+    )

@@ -1,0 +1,116 @@
+"""Run the federation on Flower's Deployment Engine: the SuperLink command, site registration, study submission."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server.provision import Federation
+from shared.config import StudyConfig
+from shared.errors import ConfigError, MedfedError
+
+CONNECTION = "medfed"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml with [tool.flwr.app]
+
+
+def tool(name: str) -> str:
+    """A Flower executable from this Python's environment."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def superlink_command(fed: Federation, listen: str, port: int, insecure: bool = False) -> list[str]:
+    """`flower-superlink` with TLS and SuperNode authentication, state kept in the server kit (survives restarts)."""
+    command = [
+        tool("flower-superlink"),
+        "--host",
+        listen,
+        "--port",
+        str(port),
+        "--database",
+        str(fed.server / "state.db"),
+        "--disable-runtime-dependency-installation",
+    ]
+    if insecure:
+        return [*command, "--insecure"]
+    return [
+        *command,
+        "--ssl-ca-certfile",
+        str(fed.server / "ca.crt"),
+        "--ssl-certfile",
+        str(fed.server / "server.pem"),
+        "--ssl-keyfile",
+        str(fed.server / "server.key"),
+        "--enable-supernode-auth",
+    ]
+
+
+def flower_home(fed: Federation, address: str, insecure: bool = False) -> Path:
+    """A FLWR_HOME for the operator's `flwr` commands, with one connection to this federation's SuperLink."""
+    home = fed.server / "flwr-home"
+    home.mkdir(parents=True, exist_ok=True)
+    trust = "insecure = true" if insecure else f'root-certificates = "{fed.server / "ca.crt"}"'
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "{address}"\n{trust}\n'
+    )
+    return home
+
+
+def flwr(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """Run the `flwr` CLI against the federation's connection."""
+    env = {**os.environ, "FLWR_HOME": str(home)}
+    return subprocess.run([tool("flwr"), *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def wait_for_port(address: str, timeout: float) -> None:
+    """Block until something accepts TCP connections at host:port, or raise."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, int(port)), timeout=1.0):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise MedfedError(f"the SuperLink did not open {address} within {timeout:.0f} s")
+
+
+def register_sites(fed: Federation, home: Path) -> dict[str, str]:
+    """Register every provisioned site's public key with the SuperLink; already registered keys are kept."""
+    outcome = {}
+    for name in fed.site_names():
+        result = flwr(home, "supernode", "register", str(fed.server / "site-keys" / f"{name}.pub"), CONNECTION)
+        text = (result.stdout + result.stderr).lower()
+        if result.returncode == 0:
+            outcome[name] = "registered"
+        elif "already" in text or "exists" in text:
+            outcome[name] = "already registered"
+        else:
+            raise MedfedError(f"registering site '{name}' failed: {(result.stdout + result.stderr).strip()[-300:]}")
+    return outcome
+
+
+def submit(home: Path, study: StudyConfig, stream: bool) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Start the study as a Flower run; the whole study travels as one run-config value (`study-json`)."""
+    config = home / f"study-{study.name}.toml"
+    config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
+    args = ["run", str(PROJECT_ROOT), CONNECTION, "--run-config", str(config)]
+    if stream:
+        env = {**os.environ, "FLWR_HOME": str(home)}
+        return subprocess.Popen([tool("flwr"), *args, "--stream"], env=env)
+    result = flwr(home, *args)
+    if result.returncode != 0:
+        raise MedfedError(f"submitting study '{study.name}' failed: {(result.stdout + result.stderr).strip()[-400:]}")
+    return result
+
+
+def address_of(fed: Federation) -> str:
+    """The address sites connect to, as provisioned."""
+    path = fed.server / "address.txt"
+    if not path.is_file():
+        raise ConfigError("federation", f"'{fed.root}' is not provisioned (no server/address.txt)")
+    return path.read_text().strip()
