@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,8 +34,9 @@ def build_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        logging.getLogger("medfed").setLevel(logging.INFO)  # round lines in the operator's `flwr run --stream`
         chosen = study or StudyConfig.from_run_config(context.run_config)
-        submitted = "study-json" in context.run_config  # by `medfed-server submit`: resumes after a crash
+        submitted = bool(context.run_config.get("study-json"))  # by `medfed-server submit`: resumes after a crash
         run_study(grid, chosen, StudyOutputs(folder or study_folder(chosen, resumable=submitted)), progress)
 
     return app

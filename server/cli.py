@@ -14,6 +14,7 @@ from rich.console import Console
 from server.deployment import (
     CONNECTION,
     address_of,
+    flower_env,
     flower_home,
     flwr,
     register_sites,
@@ -82,7 +83,7 @@ def start(
     port = int(address.rsplit(":", 1)[1])
     if insecure:
         console.print("[bold yellow]warning: --insecure: no TLS, no site authentication. Never with patient data.[/]")
-    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server)
+    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server, env=flower_env())
     signal.signal(signal.SIGTERM, lambda *_: link.terminate())
     try:
         _run(lambda: wait_for_port(f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))

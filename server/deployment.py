@@ -23,6 +23,13 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
+def flower_env(**extra: str) -> dict[str, str]:
+    """The environment for Flower's processes: they start their helpers (flower-superexec, flwr-serverapp,
+    flwr-clientapp) by name, so this environment's bin folder comes first on PATH even when it is not activated."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, **extra}
+
+
 def superlink_command(fed: Federation, listen: str, port: int, insecure: bool = False) -> list[str]:
     """`flower-superlink` with TLS and SuperNode authentication, state kept in the server kit (survives restarts)."""
     command = [
@@ -62,7 +69,7 @@ def flower_home(fed: Federation, address: str, insecure: bool = False) -> Path:
 
 def flwr(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run the `flwr` CLI against the federation's connection."""
-    env = {**os.environ, "FLWR_HOME": str(home)}
+    env = flower_env(FLWR_HOME=str(home))
     return subprocess.run([tool("flwr"), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -100,8 +107,7 @@ def submit(home: Path, study: StudyConfig, stream: bool) -> subprocess.Completed
     config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
     args = ["run", str(PROJECT_ROOT), CONNECTION, "--run-config", str(config)]
     if stream:
-        env = {**os.environ, "FLWR_HOME": str(home)}
-        return subprocess.Popen([tool("flwr"), *args, "--stream"], env=env)
+        return subprocess.Popen([tool("flwr"), *args, "--stream"], env=flower_env(FLWR_HOME=str(home)))
     result = flwr(home, *args)
     if result.returncode != 0:
         raise MedfedError(f"submitting study '{study.name}' failed: {(result.stdout + result.stderr).strip()[-400:]}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
@@ -89,7 +89,10 @@ class StudyOutputs:
             groups.setdefault(group, {})[name] = value
         model = groups.pop("model")
         return SavedState(
-            state["round"], ArrayRecord({k: v for k, v in model.items()}), groups, History.from_dict(state["history"])
+            state["round"],
+            ArrayRecord({k: Array(v) for k, v in model.items()}),
+            groups,
+            History.from_dict(state["history"]),
         )
 
     def save_model(self, name: str, arrays: ArrayRecord, metadata: dict[str, str] | None = None) -> Path:

@@ -113,9 +113,11 @@ class StudyConfig:
     def from_run_config(cls, run_config: dict[str, Any]) -> StudyConfig:
         """Build a study from Flower's run config: one `study-json` value (`medfed-server submit`), or the flattened
         keys of `[tool.flwr.app.config]`."""
-        if "study-json" in run_config:
-            return cls.from_json(str(run_config["study-json"]))
-        return cls.from_dict(unflatten_dict(dict(run_config)))
+        config = dict(run_config)
+        if config.get("study-json"):
+            return cls.from_json(str(config["study-json"]))
+        config.pop("study-json", None)
+        return cls.from_dict(unflatten_dict(config))
 
     @classmethod
     def from_json(cls, text: str) -> StudyConfig:

@@ -1,0 +1,143 @@
+"""Real processes on loopback: a provisioned federation, its SuperLink and site agents, all cleaned up by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from server.provision import Federation, provision
+from shared.config import StudyConfig
+from shared.tasks import get_task
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Loopback:
+    """A federation on 127.0.0.1 whose processes are all killed (whole process groups) on `close`."""
+
+    def __init__(self, root: Path, sites: list[str]) -> None:
+        self.root, self.port = root, free_port()
+        self.fed = provision(root / "federation", ["127.0.0.1", "localhost"], sites, self.port)
+        self.data = get_task("tabular").write_demo_sites(root / "data", len(sites))
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(root / "flwr-home")}
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        """Start a process in its own group, logging to root/<name>.log."""
+        log = (self.root / f"{name}.log").open("ab")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        self.processes[name] = proc
+        return proc
+
+    def start_server(self) -> subprocess.Popen:
+        """`medfed-server start` on loopback; returns once every site key is registered."""
+        proc = self.spawn(
+            "server", str(BIN / "medfed-server"), "start", "--federation", str(self.fed.root), "--listen", "127.0.0.1"
+        )
+        self.wait_log("server", "SuperLink running at", 90)
+        return proc
+
+    def site_config(self, name: str, data: Path, policy: str = "", kit: Path | None = None) -> Path:
+        """Fill the site's kit template: its data, a free agent port, and an optional [policy] body."""
+        kit = kit or self.fed.site(name)
+        text = (kit / "site.toml").read_text().replace("/path/to/your/data.csv", str(data))
+        text = text.replace(
+            'task = "tabular"                 # the task', 'label = "diagnosis"\ntask = "tabular"  # the'
+        )
+        text = text.replace('ledger-dir = "ledgers"', f'ledger-dir = "ledgers"\nagent-port = {free_port()}')
+        if policy:
+            text = text.split("\n[policy]\n")[0] + "\n[policy]\n" + policy
+        else:
+            text = text.replace("min-sites = 3", "min-sites = 2")
+        path = kit / "site.toml"
+        path.write_text(text)
+        return path
+
+    def start_site(self, name: str, config: Path) -> subprocess.Popen:
+        """`medfed-site start --config site.toml`."""
+        return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", str(config))
+
+    def submit(self, study: StudyConfig, folder: Path) -> None:
+        """Submit the study as the operator does."""
+        path = folder / "study.json"
+        path.write_text(study.to_json())
+        result = subprocess.run(
+            [
+                str(BIN / "medfed-server"),
+                "submit",
+                "--federation",
+                str(self.fed.root),
+                "--study",
+                str(path),
+                "--no-stream",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    def history(self, study: StudyConfig) -> Path:
+        """Where the submitted study's history.json is written (under the server kit's outputs)."""
+        found = sorted((self.fed.server / study.output_dir).glob(f"{study.name}-*/study.json"))
+        return found[-1].with_name("history.json") if found else self.fed.server / "pending" / "history.json"
+
+    def wait_log(self, name: str, text: str, timeout: float) -> None:
+        """Wait until a process's log shows `text`."""
+        deadline = time.monotonic() + timeout
+        log = self.root / f"{name}.log"
+        while time.monotonic() < deadline:
+            if log.is_file() and text in log.read_text(errors="replace"):
+                return
+            if self.processes[name].poll() is not None:
+                raise AssertionError(f"{name} exited {self.processes[name].returncode}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        raise AssertionError(f"'{text}' not in {name}'s log within {timeout} s:\n{log.read_text()[-3000:]}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one process's whole group (the agent's SuperNode and its ClientApps, or the server's)."""
+        proc = self.processes.pop(name)
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+
+    def close(self) -> None:
+        """Kill everything still running."""
+        for name in list(self.processes):
+            self.kill(name)
+
+
+def wait_history(where, done, timeout: float) -> dict:
+    """Poll a history.json (`where()` gives its path) until `done(history)` holds."""
+    deadline = time.monotonic() + timeout
+    history, path = {}, where()
+    while time.monotonic() < deadline:
+        path = where()
+        if path.is_file():
+            try:
+                history = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                history = {}
+            if history and done(history):
+                return history
+        time.sleep(0.5)
+    raise AssertionError(f"{path}: not done within {timeout} s; last: {json.dumps(history)[:2000]}")
+
+
+__all__ = ["Federation", "Loopback", "free_port", "wait_history"]
