@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 from client.site import SiteConfig, load_site_data
 from client.sitefile import SiteFile
 from shared.config import StudyConfig
+from shared.flower import tool
 from shared.tasks import get_task
 
 
@@ -26,7 +25,7 @@ def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any
 def supernode_command(site: SiteFile, insecure: bool = False) -> list[str]:
     """The `flower-supernode` command line: TLS against the kit's CA and the site's authentication key."""
     command = [
-        str(Path(sys.executable).with_name("flower-supernode")),
+        tool("flower-supernode"),
         "--superlink",
         site.server,
         "--port",

@@ -15,9 +15,9 @@ from client.agent import preflight, supernode_command
 from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
-from server.deployment import flower_env
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
+from shared.flower import flower_env
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)

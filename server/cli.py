@@ -14,7 +14,6 @@ from rich.console import Console
 from server.deployment import (
     CONNECTION,
     address_of,
-    flower_env,
     flower_home,
     flwr,
     register_sites,
@@ -26,6 +25,7 @@ from server.provision import DEFAULT_PORT, Federation, add_site
 from server.provision import provision as provision_federation
 from shared.config import load_study
 from shared.errors import MedfedError
+from shared.flower import flower_env
 from shared.tasks import get_task
 
 console = Console(soft_wrap=True)

@@ -3,31 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from server.provision import Federation
 from shared.config import StudyConfig
 from shared.errors import ConfigError, MedfedError
+from shared.flower import flower_env, tool
 
 CONNECTION = "medfed"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml with [tool.flwr.app]
-
-
-def tool(name: str) -> str:
-    """A Flower executable from this Python's environment."""
-    return str(Path(sys.executable).with_name(name))
-
-
-def flower_env(**extra: str) -> dict[str, str]:
-    """The environment for Flower's processes: they start their helpers (flower-superexec, flwr-serverapp,
-    flwr-clientapp) by name, so this environment's bin folder comes first on PATH even when it is not activated."""
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PATH": path, **extra}
 
 
 def superlink_command(fed: Federation, listen: str, port: int, insecure: bool = False) -> list[str]:

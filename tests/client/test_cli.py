@@ -63,3 +63,16 @@ def test_audit_refuses_a_foreign_model(tmp_path, study, demo_sites):
     other = dataclasses.replace(study, model={"name": "logreg"})
     result = audit(tmp_path, study, demo_sites[0].data_path, trained_as=other)
     assert result.exit_code == 2 and "is not this study's model" in result.output
+
+
+def test_check_with_a_site_config_describes_the_data_without_a_study(tmp_path, demo_sites):
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n'
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "pre-flight report for site 'north'" in result.output and "class-counts" in result.output
+    missing = CliRunner().invoke(cli, ["start", "--config", str(config)])
+    assert missing.exit_code == 2 and "ca.crt from the site kit is missing" in missing.output

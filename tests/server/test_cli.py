@@ -16,3 +16,15 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     bad.write_text('name = "s"\n[privacy]\nmode = "local"\nepsilon = -1\n')
     result = CliRunner().invoke(cli, ["validate", str(bad)])
     assert result.exit_code == 2 and "privacy.epsilon" in result.output and "bad.toml" in result.output
+
+
+def test_provision_and_add_site_commands(tmp_path):
+    out = tmp_path / "fed"
+    args = ["provision", "--out", str(out), "--host", "127.0.0.1", "--site", "north", "--site", "south"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "sites north, south" in result.output
+    result = CliRunner().invoke(cli, ["add-site", "--federation", str(out), "east"])
+    assert result.exit_code == 0 and (out / "sites" / "east" / "east.key").is_file()
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 2 and "already provisioned" in again.output and "Traceback" not in again.output

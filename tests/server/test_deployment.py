@@ -82,7 +82,7 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
 
 
 def test_server_killed_after_round_one_resumes_and_a_dead_site_does_not_hang_it(loopback):
-    s = study("resumed-study", rounds=3, round_timeout=45)
+    s = study("resumed-study", rounds=2, round_timeout=40)
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.kill("server", signal.SIGKILL)
@@ -94,7 +94,7 @@ def test_server_killed_after_round_one_resumes_and_a_dead_site_does_not_hang_it(
     loopback.kill("east")  # a hospital goes away mid-study
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 500)
     assert history["status"] == "completed", history["events"]
-    assert rounds_trained(history) == [1, 2, 3]  # no round lost, none counted twice
+    assert rounds_trained(history) == [1, 2]  # no round lost, none counted twice
     resumed = [e for e in history["events"] if e["event"] == "resumed"]
     assert len(resumed) == 1 and resumed[0]["round"] >= 1
     assert any(e["site"] == "east" and e["event"] == "no-reply" for e in history["events"])

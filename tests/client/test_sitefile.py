@@ -1,0 +1,87 @@
+"""The site config file: parsing with named errors, and a policy the site enforces on every study."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from client.agent import preflight, supernode_command
+from client.sitefile import SitePolicy, load_site_file
+from shared.config import PrivacyConfig
+from shared.errors import ConfigError
+from shared.privacy.site import PolicyError
+from shared.tasks import get_task
+
+SITE = """name = "north"
+server = "fl.example.org:9092"
+private-key = "north.key"
+agent-port = 9200
+[data]
+path = "{data}"
+task = "tabular"
+label = "diagnosis"
+[policy]
+tasks = ["tabular"]
+models = ["mlp"]
+max-epsilon = 4.0
+min-sites = 3
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "kit" / "site.toml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_site_file_resolves_kit_paths_and_reads_the_policy(tmp_path):
+    data = get_task("tabular").write_demo_sites(tmp_path / "data", 2)[0]
+    site = load_site_file(write(tmp_path, SITE.format(data=data)))
+    assert site.private_key == tmp_path / "kit" / "north.key" and site.ca_certificate == tmp_path / "kit" / "ca.crt"
+    assert site.policy == SitePolicy(tasks=["tabular"], models=["mlp"], max_epsilon=4.0, min_sites=3)
+    command = supernode_command(site)
+    assert command[command.index("--superlink") + 1] == "fl.example.org:9092"
+    assert command[command.index("--auth-supernode-private-key") + 1] == str(site.private_key)
+    assert "--insecure" not in command and f'site-config="{site.path}"' in command
+    report = preflight(site)  # described without any study: counts, label balance, missing values
+    assert report["rows-read"] > 0 and "missing-per-column" in report
+    assert set(report["class-counts"]) == {"benign", "malignant"}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s.replace('name = "north"\n', ""), "'name' is required"),
+        (lambda s: s.replace('task = "tabular"', 'task = "genomics"'), "data.task"),
+        (lambda s: s.replace("min-sites = 3", "min-sites = 0"), "policy.min-sites"),
+        (lambda s: s.replace("max-epsilon = 4.0", "max-epsilon = -1.0"), "policy.max-epsilon"),
+        (lambda s: s.replace('tasks = ["tabular"]', 'tasks = ["x"]'), "policy.tasks"),
+        (lambda s: s + "[oops", "not valid TOML"),
+    ],
+)
+def test_bad_site_file_names_the_file_and_key(tmp_path, change, field):
+    with pytest.raises(ConfigError) as err:
+        load_site_file(write(tmp_path, change(SITE.format(data="x.csv"))))
+    assert field in str(err.value) and "site.toml" in str(err.value)
+
+
+def test_policy_refuses_what_the_site_does_not_accept(study):
+    policy = SitePolicy(tasks=["tabular"], models=["mlp"], min_sites=3)
+    accepted = dataclasses.replace(
+        study, model={"name": "mlp"}, federation=dataclasses.replace(study.federation, min_sites=3)
+    )
+    policy.check(accepted, "north")
+    cases = {
+        "task 'imaging' is not among": dataclasses.replace(accepted, task="imaging"),
+        "model 'logreg' is not among": dataclasses.replace(accepted, model={"name": "logreg"}),
+        "as few as 2 sites": dataclasses.replace(
+            accepted, federation=dataclasses.replace(study.federation, min_sites=2)
+        ),
+    }
+    for reason, asked in cases.items():
+        with pytest.raises(PolicyError, match=reason) as err:
+            policy.check(asked, "north")
+        assert "site 'north' refuses study" in str(err.value)
+    assert dataclasses.replace(accepted, privacy=PrivacyConfig(mode="local", epsilon=2.0))  # ε is SitePrivacy's job
