@@ -17,7 +17,7 @@ from server.deployment import CONNECTION, flower_home, flwr
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
-from tests.server.federation import Loopback, wait_history
+from simulations.loopback import Loopback, wait_history
 
 SITES = ["north", "south", "east", "west"]
 pytestmark = pytest.mark.timeout(900)

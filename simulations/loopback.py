@@ -1,4 +1,7 @@
-"""Real processes on loopback: a provisioned federation, its SuperLink and site agents, all cleaned up by PID."""
+"""A whole federation on one machine, as real processes over TLS: for deployment tests and the loopback benchmark.
+
+Every process runs in its own process group and is killed by PID on `close`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.provision import Federation, provision
+from server.provision import provision
 from shared.config import StudyConfig
 from shared.tasks import get_task
 
@@ -89,7 +92,8 @@ class Loopback:
             env=self.env,
             timeout=120,
         )
-        assert result.returncode == 0, result.stdout + result.stderr
+        if result.returncode != 0:
+            raise RuntimeError(f"submit failed: {result.stdout}{result.stderr}")
 
     def history(self, study: StudyConfig) -> Path:
         """Where the submitted study's history.json is written (under the server kit's outputs)."""
@@ -104,9 +108,9 @@ class Loopback:
             if log.is_file() and text in log.read_text(errors="replace"):
                 return
             if self.processes[name].poll() is not None:
-                raise AssertionError(f"{name} exited {self.processes[name].returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} exited {self.processes[name].returncode}:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
-        raise AssertionError(f"'{text}' not in {name}'s log within {timeout} s:\n{log.read_text()[-3000:]}")
+        raise TimeoutError(f"'{text}' not in {name}'s log within {timeout} s:\n{log.read_text()[-3000:]}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill one process's whole group (the agent's SuperNode and its ClientApps, or the server's)."""
@@ -137,7 +141,4 @@ def wait_history(where, done, timeout: float) -> dict:
             if history and done(history):
                 return history
         time.sleep(0.5)
-    raise AssertionError(f"{path}: not done within {timeout} s; last: {json.dumps(history)[:2000]}")
-
-
-__all__ = ["Federation", "Loopback", "free_port", "wait_history"]
+    raise TimeoutError(f"{path}: not done within {timeout} s; last: {json.dumps(history)[:2000]}")
