@@ -58,7 +58,9 @@ def main(
             deployed = wait_history(lambda: loopback.history(private), lambda h: h["status"] != "running", 1800)
         finally:
             loopback.close()
-        simulated_sites = [SiteConfig(n, d, ledger_dir=root / "sim-ledgers") for n, d in zip(names, loopback.data)]
+        simulated_sites = [
+            SiteConfig(n, d, ledger_dir=root / "sim-ledgers") for n, d in zip(names, loopback.data, strict=True)
+        ]
         simulate(private, simulated_sites, root / "simulated")
         simulated = json.loads((root / "simulated" / "history.json").read_text())
     results = {"deployed (TLS, loopback)": round_times(deployed), "simulated": round_times(simulated)}
