@@ -79,41 +79,38 @@ def test_too_few_sites_stops_cleanly_and_keeps_outputs(study, demo_sites, tmp_pa
     assert (folder / "model.safetensors").is_file() and (folder / "study.json").is_file()
 
 
-def test_imaging_study_beats_chance(tmp_path):
-    task = get_task("imaging")
+def run_demo(task_name: str, rounds: int, tmp_path) -> tuple[dict, list[SiteConfig]]:
+    """Run a task's built-in study over 3 simulated sites; its history and the sites."""
+    task = get_task(task_name)
     base = task.demo_study()
-    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=2))
+    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=rounds))
     sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
     simulate(study, sites, tmp_path / "run")
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["status"] == "completed"
-    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
-    assert final["roc-auc"] > 0.75  # chance is 0.5
+    return history, sites
+
+
+def weighted_eval(history: dict) -> dict[int, dict]:
+    return {r["round"]: r for r in history["metrics"] if r["kind"] == "eval" and r["site"] == "weighted"}
+
+
+def test_imaging_study_beats_chance(tmp_path):
+    history, _ = run_demo("imaging", 2, tmp_path)
+    assert weighted_eval(history)[2]["roc-auc"] > 0.75  # chance is 0.5
 
 
 def test_segmentation_dice_improves_over_rounds(tmp_path):
-    task = get_task("segmentation")
-    base = task.demo_study()
-    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=3))
-    sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
-    simulate(study, sites, tmp_path / "run")
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["status"] == "completed"
-    dice = {r["round"]: r["dice"] for r in history["metrics"] if r["kind"] == "eval" and r["site"] == "weighted"}
+    history, _ = run_demo("segmentation", 3, tmp_path)
+    dice = {rnd: r["dice"] for rnd, r in weighted_eval(history).items()}
     assert sorted(dice) == [0, 1, 2, 3]
     assert dice[3] > dice[1] > dice[0] and dice[3] > 0.5  # round 0 is the untrained U-Net
 
 
 def test_text_study_beats_the_majority_class(tmp_path):
+    history, sites = run_demo("text", 2, tmp_path)
+    final = weighted_eval(history)[2]
     task = get_task("text")
-    base = task.demo_study()
-    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=2))
-    sites = [SiteConfig(p.stem, p) for p in task.write_demo_sites(tmp_path / "sites", 3)]
-    simulate(study, sites, tmp_path / "run")
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["status"] == "completed"
-    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
-    majority = max(
-        sum(task.load_site(s.data_path, s.name, study).report["class-counts"][c] for s in sites) for c in CLASSES
-    ) / sum(task.load_site(s.data_path, s.name, study).report["notes"] for s in sites)
+    reports = [task.load_site(s.data_path, s.name, task.demo_study()).report for s in sites]
+    majority = max(sum(r["class-counts"][c] for r in reports) for c in CLASSES) / sum(r["notes"] for r in reports)
     assert final["accuracy"] > majority + 0.1 and final["f1"] > 0.5

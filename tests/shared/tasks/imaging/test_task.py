@@ -11,11 +11,11 @@ from opacus.validators import ModuleValidator
 
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError
-from shared.privacy.site import SitePrivacy, dp_compatible, grad_sample_mode
+from shared.privacy.site import dp_compatible, grad_sample_mode
 from shared.tasks import build_model, get_task
 from shared.tasks.imaging.demo import synthetic_images, write_demo_sites
 from shared.tasks.imaging.model import BasicBlock
-from shared.training import make_loader, make_optimizer, train_epochs
+from tests.shared.tasks.private import train_private
 
 TASK = get_task("imaging")
 
@@ -63,16 +63,8 @@ def test_models_train_with_dp(tmp_path, model):
         TASK.demo_study(), model={"name": model, "width": 8}, privacy=PrivacyConfig(mode="local", epsilon=3.0)
     )
     data = TASK.load_site(write_demo_sites(tmp_path, 3)[0], "h1", study)
-    model = build_model(study)
-    site = SitePrivacy(study, "h1", tmp_path / "ledgers", float("inf"), len(data.train))
-    site.check_round()
-    private, optimizer, loader, loss = site.make_private(
-        model, make_optimizer(model, study.train), make_loader(data.train, 32, 0), TASK.loss()
-    )
-    assert np.isfinite(
-        train_epochs(private, loader, loss, optimizer, 1, torch.device("cpu"), 0.0, site.empty_batch_step())
-    )
-    assert 0 < site.commit(1) < 3.0
+    _, loss, epsilon = train_private(study, data, tmp_path / "ledgers", batch_size=32)
+    assert np.isfinite(loss) and 0 < epsilon < 3.0
 
 
 def test_synthetic_lesions_are_balanced_and_visible():

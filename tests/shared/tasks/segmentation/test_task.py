@@ -10,9 +10,8 @@ import torch
 from opacus.validators import ModuleValidator
 
 from shared.config import PrivacyConfig
-from shared.privacy.site import SitePrivacy
 from shared.tasks import build_model, get_task
-from shared.training import make_loader, make_optimizer, train_epochs
+from tests.shared.tasks.private import train_private
 
 TASK = get_task("segmentation")
 
@@ -48,13 +47,5 @@ def test_dice_and_iou_against_hand_counts():
 def test_unet_trains_with_dp(tmp_path):
     study = dataclasses.replace(TASK.demo_study(), privacy=PrivacyConfig(mode="local", epsilon=3.0))
     data = TASK.load_site(TASK.write_demo_sites(tmp_path, 3)[0], "h1", study)
-    model = build_model(study)
-    site = SitePrivacy(study, "h1", tmp_path / "ledgers", float("inf"), len(data.train))
-    site.check_round()
-    private, optimizer, loader, loss = site.make_private(
-        model, make_optimizer(model, study.train), make_loader(data.train, 16, 0), TASK.loss()
-    )
-    assert np.isfinite(
-        train_epochs(private, loader, loss, optimizer, 1, torch.device("cpu"), 0.0, site.empty_batch_step())
-    )
-    assert 0 < site.commit(1) < 3.0
+    _, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
+    assert np.isfinite(loss) and 0 < epsilon < 3.0

@@ -11,28 +11,21 @@ import torch
 from shared.arrays import load_arrays, model_arrays
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError
-from shared.privacy.site import SitePrivacy
 from shared.tasks import build_model, get_task
 from shared.training import make_loader, make_optimizer, train_epochs
+from tests.shared.tasks.private import train_private
 from tests.shared.tasks.text.pretrained import tiny_bert
 
 TASK = get_task("text")
 
 
 def train_once(study, data, tmp_path, dp: bool):
-    model = build_model(study)
-    optimizer, loader, loss, step = (
-        make_optimizer(model, study.train),
-        make_loader(data.train, 16, 0),
-        TASK.loss(),
-        None,
-    )
     if dp:
-        site = SitePrivacy(study, "h1", tmp_path / "ledgers", float("inf"), len(data.train))
-        site.check_round()
-        model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
-        step = site.empty_batch_step()
-    return model, train_epochs(model, loader, loss, optimizer, 1, torch.device("cpu"), 0.0, step)
+        model, loss, _ = train_private(study, data, tmp_path / "ledgers")
+        return model, loss
+    model = build_model(study)
+    optimizer, loader = make_optimizer(model, study.train), make_loader(data.train, 16, 0)
+    return model, train_epochs(model, loader, TASK.loss(), optimizer, 1, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("dp", [False, True])
