@@ -10,6 +10,7 @@ import time
 import torch
 from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
+from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data
 from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
@@ -61,8 +62,19 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     arrays = None
     if train:
         rnd = int(config.get("server-round", 0))
-        metrics.update(_train(task, model, data, study, site, device, rnd, float(config.get("proximal-mu", 0.0))))
-        arrays = model_arrays(model)
+        released = ReleasedUpdates(site.ledger_dir, site.name, study.name) if study.privacy.mode == "local" else None
+        start = arrays_digest(msg.content["arrays"]) if released else ""
+        replay = released.find(rnd, start) if released else None
+        if replay is not None:  # this round's update already left the site: resend it, spending no new ε
+            log.info("site '%s': resending its round-%d update of study '%s'", site.name, rnd, study.name)
+            trained, arrays = replay
+        else:
+            proximal_mu = float(config.get("proximal-mu", 0.0))
+            trained = _train(task, model, data, study, site, device, rnd, proximal_mu)
+            arrays = model_arrays(model)
+            if released:
+                released.keep(rnd, start, trained, arrays)
+        metrics.update(trained)
     metrics["compute-s"] = time.perf_counter() - started
     metrics["peak-rss-mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return metrics, arrays

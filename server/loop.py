@@ -77,6 +77,8 @@ def run_study(
             restore_strategy_state(strategy, saved.strategy)
         for rnd in range(first, fed.rounds + 1):
             started = time.perf_counter()
+            # Flower's node sampling waits without end for min-sites nodes; bound that wait by connect-timeout.
+            _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
             messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
             replies = exchange(grid, messages, fed.round_timeout)
             wall = time.perf_counter() - started
@@ -163,6 +165,7 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
 
 def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> None:
     fed = study.federation
+    _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
     messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
     replies = exchange(grid, messages, fed.round_timeout)
     result = screen(replies, None, names)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+from flwr.app import Array, ArrayRecord
+
 from client.handlers import SITE_REFUSED, handle
 from client.site import SiteConfig
 from shared.arrays import model_arrays
@@ -69,3 +72,22 @@ def test_capped_site_refuses_a_study_without_local_dp(study, demo_sites, tmp_pat
     reply = handle(server_message(study), site, train=True)  # the demo study has privacy.mode = "off"
     assert reply.has_error() and "only trains with local DP" in reply.error.reason and site.name in reply.error.reason
     assert not handle(server_message(study, train=False), site, train=False).has_error()  # evaluation is allowed
+
+
+def test_a_repeated_round_resends_the_released_update_without_spending_again(study, demo_sites, tmp_path):
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path / "ledgers")
+    start = model_arrays(get_task("tabular").build_model(private))
+    first = handle(server_message(private, arrays=start), site, train=True)
+    ledger = next((tmp_path / "ledgers").glob("*.json")).read_bytes()
+    again = handle(server_message(private, arrays=start), site, train=True)  # the server died and resumed
+    assert not again.has_error()
+    assert next((tmp_path / "ledgers").glob("*.json")).read_bytes() == ledger  # no new ε recorded
+    sent, resent = first.content.array_records["arrays"], again.content.array_records["arrays"]
+    assert all(np.array_equal(sent[k].numpy(), resent[k].numpy()) for k in sent)
+    assert (
+        again.content.metric_records["metrics"]["dp-epsilon"] == first.content.metric_records["metrics"]["dp-epsilon"]
+    )
+    moved = ArrayRecord({k: Array(v.numpy() + 0.01) for k, v in start.items()})  # another starting model
+    fresh = handle(server_message(private, arrays=moved), site, train=True)
+    assert fresh.content.metric_records["metrics"]["dp-epsilon"] > first.content.metric_records["metrics"]["dp-epsilon"]
