@@ -82,7 +82,7 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
 
 
 def test_server_killed_after_round_one_resumes_and_a_dead_site_does_not_hang_it(loopback):
-    s = study("resumed-study", rounds=2, round_timeout=40)
+    s = study("resumed-study", rounds=2, round_timeout=90)
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.kill("server", signal.SIGKILL)

@@ -68,3 +68,8 @@ def test_load_study_errors_name_the_file(tmp_path):
     wrong.write_text("[federation]\nrounds = -2\n")
     with pytest.raises(ConfigError, match=r"wrong\.toml.*federation\.rounds"):
         load_study(wrong)
+
+
+def test_a_submitted_study_travels_whole_as_json_in_the_run_config():
+    study = dataclasses.replace(demo_study(), name="submitted", data={**demo_study().data, "classes": ["a, b", "c"]})
+    assert StudyConfig.from_run_config({"study-json": study.to_json(), "name": "ignored"}) == study
