@@ -31,10 +31,12 @@ def test_local_dp_reports_epsilon_and_the_capped_site_is_refused(study, demo_sit
     assert set(spent) == {(1, "hospital-1"), (1, "hospital-2"), (2, "hospital-1"), (2, "hospital-2")}
     for site in ("hospital-1", "hospital-2"):
         assert 0 < spent[(1, site)] < spent[(2, site)] <= 4.0
-    assert sorted(p.name for p in (tmp_path / "ledgers").iterdir()) == [
+    assert sorted(p.name for p in (tmp_path / "ledgers").glob("*.json")) == [
         "hospital-1__breast-cancer-demo.json",
         "hospital-2__breast-cancer-demo.json",
     ]
+    released = sorted(p.name for p in (tmp_path / "ledgers" / "released").iterdir())
+    assert released == ["hospital-1--breast-cancer-demo.safetensors", "hospital-2--breast-cancer-demo.safetensors"]
     for reply in recorded:
         if not reply.has_error():
             assert_only_model_and_aggregates(reply, private)
