@@ -133,6 +133,7 @@ def run(
                 **score(study, folder / "model.safetensors", test),
                 "bytes_per_site_round": bytes_per_round(study),
             }
+            save(out)
         site_data = [get_task("text").load_site(s.data_path, s.name, base) for s in sites]
         pooled = torch.utils.data.ConcatDataset([d.train for d in site_data])
         out[f"{label} pooled"] = fit_and_score(base, pooled, {"test": test})["test"]
