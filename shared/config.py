@@ -151,6 +151,13 @@ def load_study(path: str | Path) -> StudyConfig:
         raise ConfigError(exc.field, exc.problem, source=f"study file {path}") from exc
 
 
+def raise_first(problems: list[tuple[bool, str, str]]) -> None:
+    """Raise ConfigError for the first (bad, field, problem) entry that is bad; the spec classes' field checks."""
+    for bad, name, problem in problems:
+        if bad:
+            raise ConfigError(name, problem)
+
+
 def _check(ok: bool, name: str, problem: str) -> None:
     if not ok:
         raise ConfigError(name, problem)

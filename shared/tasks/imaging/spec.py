@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.config import StudyConfig, parse_section
+from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 
 ON_CORRUPT = ("skip", "fail")
@@ -42,9 +42,7 @@ class ImagingSpec:
                 "must be [centre, width] with width > 0, or empty",
             ),
         ]
-        for bad, name, problem in problems:
-            if bad:
-                raise ConfigError(name, problem)
+        raise_first(problems)
 
     @property
     def class_names(self) -> list[str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from shared.config import StudyConfig, parse_section
+from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 
 MISSING_POLICIES = ("drop", "impute")
@@ -51,9 +51,7 @@ class TabularSpec:
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
         ]
-        for bad, name, problem in problems:
-            if bad:
-                raise ConfigError(name, problem)
+        raise_first(problems)
         for column, values in self.categorical.items():
             if column not in self.features:
                 raise ConfigError(f"data.categorical.{column}", "is not among data.features")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.config import StudyConfig, parse_section
-from shared.errors import ConfigError
+from shared.config import StudyConfig, parse_section, raise_first
 
 TOKENIZERS = ("hashing", "bytes")
 ON_EMPTY = ("drop", "fail")
@@ -41,9 +40,7 @@ class TextSpec:
             (self.on_empty not in ON_EMPTY, "data.on-empty", f"must be one of {', '.join(ON_EMPTY)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
         ]
-        for bad, name, problem in problems:
-            if bad:
-                raise ConfigError(name, problem)
+        raise_first(problems)
 
     @property
     def class_names(self) -> list[str]:
@@ -79,9 +76,7 @@ class TextModelSpec:
             (self.name == "pretrained" and not self.path, "model.path", "must name the pretrained model's folder"),
             (self.trainable_layers < 0, "model.trainable-layers", "must be >= 0"),
         ]
-        for bad, name, problem in problems:
-            if bad:
-                raise ConfigError(name, problem)
+        raise_first(problems)
 
 
 def data_spec(study: StudyConfig) -> TextSpec:
