@@ -10,8 +10,8 @@ from flwr.clientapp.mod import fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from client.handlers import handle, site_from_context
-from client.site import SiteConfig
+from client.secure import secure_aggregation_mod
+from client.site import SiteConfig, site_from_context
 
 
 def clip_if_asked(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -26,12 +26,16 @@ def build_client_app(resolve_site: Callable[[Context], SiteConfig] = site_from_c
     """A ClientApp whose site settings come from `resolve_site` (node config when deployed)."""
     app = ClientApp()
 
-    @app.train(mods=[clip_if_asked])
+    @app.train(mods=[secure_aggregation_mod(resolve_site), clip_if_asked])
     def train(msg: Message, context: Context) -> Message:
+        from client.handlers import handle  # torch and the tasks: only for messages that train or evaluate
+
         return handle(msg, resolve_site(context), train=True)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
+        from client.handlers import handle
+
         return handle(msg, resolve_site(context), train=False)
 
     return app

@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import logging
-import math
 import resource
 import time
 
 import torch
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
+from client.admission import admit, refusal
 from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data
 from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
-from shared.privacy.site import PolicyError, SitePrivacy
 from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import make_loader, make_optimizer, predict, train_epochs
 
 log = logging.getLogger("medfed.site")
-
-SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
 
 
 def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
@@ -31,12 +28,10 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
         metrics, arrays = _run(msg, site, train)
     except MedfedError as exc:
         log.error("%s", exc)
-        return Message(Error(code=SITE_REFUSED, reason=_named(site, str(exc))), reply_to=msg)
+        return refusal(msg, site, str(exc))
     except Exception as exc:  # a bug must not leave the server waiting: reply, keep the trace local
         log.exception("site '%s' failed on a %s message", site.name, msg.metadata.message_type)
-        return Message(
-            Error(code=SITE_REFUSED, reason=_named(site, f"internal error ({type(exc).__name__})")), reply_to=msg
-        )
+        return refusal(msg, site, f"internal error ({type(exc).__name__})")
     content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
     if arrays is not None:
         content["arrays"] = arrays
@@ -47,7 +42,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     started = time.perf_counter()
     config = msg.content["config"]
     study = StudyConfig.from_json(str(config["study"]))
-    site.policy.check(study, site.name)  # the site's own rules first: a refused study touches no data
+    admit(study, site, train)  # the site's own rules first: a refused study touches no patient data
     task = get_task(study.task)
     task.check_study(study)
     data = load_site_data(site, study)
@@ -88,14 +83,10 @@ def _train(
     optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(), None
     privacy = None
     torch.manual_seed(round_seed)  # reproducible dropout without DP; SitePrivacy re-seeds from OS entropy
-    if study.privacy.mode != "local" and math.isfinite(site.max_epsilon):
-        # A capped site bounds its patients' ε itself; without local DP that ε is unbounded.
-        raise PolicyError(
-            f"site '{site.name}': this site only trains with local DP within ε ≤ {site.max_epsilon}, "
-            f"the study has privacy.mode = '{study.privacy.mode}'; refusing"
-        )
     if study.privacy.mode == "local":
         # Budget and policy are checked before any training: a refused round spends nothing.
+        from shared.privacy.site import SitePrivacy  # Opacus takes seconds to import: only for private training
+
         privacy = SitePrivacy(study, site.name, site.ledger_dir, site.max_epsilon, len(data.train))
         privacy.check_round()
         model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
@@ -120,12 +111,3 @@ def _evaluate(task: Task, study: StudyConfig, model, data: SiteData, device, pre
     loss, y_true, probs = predict(model, data.test, task.loss(), device)
     scores = {"num-examples": len(data.test), "loss": loss, **task.metrics(study, y_true, probs)}
     return {prefix + k: float(v) if k != "num-examples" else int(v) for k, v in scores.items()}
-
-
-def _named(site: SiteConfig, reason: str) -> str:
-    return reason if reason.startswith(f"site '{site.name}'") else f"site '{site.name}': {reason}"
-
-
-def site_from_context(context: Context) -> SiteConfig:
-    """The deployed site's config, from the SuperNode's --node-config."""
-    return SiteConfig.from_node_config(dict(context.node_config))

@@ -7,13 +7,16 @@ import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from flwr.app import Context
 
 from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.tasks import SiteData, get_task
-from shared.tasks.tabular.demo import write_demo_site
+
+if TYPE_CHECKING:  # the tasks (torch) load with the data: SecAgg+ key-exchange messages only need the site's name
+    from shared.tasks import SiteData
 
 DEFAULT_LEDGER_DIR = Path.home() / ".medfed" / "ledgers"
 
@@ -49,6 +52,8 @@ class SiteConfig:
             index, total = int(node_config["partition-id"]), int(node_config["num-partitions"])
             folder = Path(tempfile.gettempdir()) / "medfed-demo" / f"{total}-sites"
             own.setdefault("ledger_dir", folder / "ledgers")
+            from shared.tasks.tabular.demo import write_demo_site
+
             return cls(f"hospital-{index + 1}", write_demo_site(folder, index, total), **own)
         raise ConfigError(
             "data-path", "is not set; start the SuperNode with --node-config 'data-path=\"...\"'", source="node config"
@@ -71,5 +76,12 @@ def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
 
 @functools.lru_cache(maxsize=8)
 def _cached(task: str, path: Path, mtime: int, site: str, study_json: str) -> SiteData:
+    from shared.tasks import get_task
+
     study = StudyConfig.from_json(study_json)
     return get_task(task).load_site(path, site, study)
+
+
+def site_from_context(context: Context) -> SiteConfig:
+    """The deployed site's config, from the SuperNode's --node-config."""
+    return SiteConfig.from_node_config(dict(context.node_config))

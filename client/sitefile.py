@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.config import StudyConfig, parse_section
-from shared.errors import ConfigError
-from shared.privacy.site import PolicyError
-from shared.tasks import KNOWN_TASKS
+from shared.config import KNOWN_TASKS, StudyConfig, parse_section
+from shared.errors import ConfigError, PolicyError
 
 
 @dataclass(frozen=True)

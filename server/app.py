@@ -36,8 +36,10 @@ def build_server_app(
     def main(grid: Grid, context: Context) -> None:
         logging.getLogger("medfed").setLevel(logging.INFO)  # round lines in the operator's `flwr run --stream`
         chosen = study or StudyConfig.from_run_config(context.run_config)
-        submitted = bool(context.run_config.get("study-json"))  # by `medfed-server submit`: resumes after a crash
-        run_study(grid, chosen, StudyOutputs(folder or study_folder(chosen, resumable=submitted)), progress)
+        # Submitted by `medfed-server submit` to a federation: resumes after a crash, secure aggregation by default.
+        submitted = bool(context.run_config.get("study-json"))
+        outputs = StudyOutputs(folder or study_folder(chosen, resumable=submitted))
+        run_study(grid, chosen, outputs, progress, deployed=submitted)
 
     return app
 

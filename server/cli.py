@@ -39,12 +39,13 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     try:
         config = load_study(study)
         get_task(config.task).check_study(config)
+        secure = config.secure_aggregation(deployed=True)
     except MedfedError as exc:
         console.print(f"[red]invalid:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     console.print(
         f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
-        f"{config.federation.rounds} rounds"
+        f"{config.federation.rounds} rounds, secure aggregation {'on' if secure else 'off'} in a federation"
     )
 
 
@@ -118,6 +119,7 @@ def submit(
     fed = Federation(federation)
     config = _run(lambda: load_study(study))
     _run(lambda: get_task(config.task).check_study(config))
+    _run(lambda: config.secure_aggregation(deployed=True))
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
     run = _run(lambda: submit_study(home, config, stream))
     if stream:

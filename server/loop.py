@@ -9,12 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from server import wire
 from server.history import History
 from server.outputs import StudyOutputs
-from server.screening import SiteNames, screen
+from server.screening import SiteNames, screen, unanswered
+from server.secure import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
@@ -22,8 +24,6 @@ from shared.privacy.central import central_plan
 from shared.tasks import build_model, get_task
 
 log = logging.getLogger("medfed.server")
-
-POLL_S = 0.005  # our own pull loop: Flower's send_and_receive sleeps 0.1 s (simulation) or 3 s (deployment)
 
 
 class StudyStopped(Exception):
@@ -47,11 +47,16 @@ class RoundReport:
 
 
 def run_study(
-    grid: Grid, study: StudyConfig, outputs: StudyOutputs, progress: Callable[[RoundReport], None] | None = None
+    grid: Grid,
+    study: StudyConfig,
+    outputs: StudyOutputs,
+    progress: Callable[[RoundReport], None] | None = None,
+    deployed: bool = False,
 ) -> tuple[ArrayRecord, History]:
     """Run every round of the study; outputs are written after each, and a stop is recorded, not raised."""
     task = get_task(study.task)
     task.check_study(study)
+    secure = study.secure_aggregation(deployed)
     torch.manual_seed(study.seed)
     arrays = model_arrays(build_model(study))
     fed = study.federation
@@ -69,6 +74,8 @@ def run_study(
         history.status = "running"
         history.add_events(saved.round, [{"site": "-", "event": "resumed", "reason": f"after round {saved.round}"}])
         log.info("study '%s' resumes after round %d (from %s)", study.name, saved.round, outputs.folder)
+    log.info("study '%s': secure aggregation (SecAgg+) %s", study.name, "on" if secure else "off")
+    no_reply = f"no reply within {fed.round_timeout:.0f} s"
     try:
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
         plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
@@ -80,10 +87,14 @@ def run_study(
             # Flower's node sampling waits without end for min-sites nodes; bound that wait by connect-timeout.
             _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
             messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
-            replies = exchange(grid, messages, fed.round_timeout)
+            if secure:
+                result = secure_train_round(grid, messages, arrays, fed, names)
+                problems = result.problems
+            else:
+                replies = wire.exchange(grid, messages, fed.round_timeout)
+                result = screen(replies, arrays, names)
+                problems = result.problems + unanswered(messages, replies, names, no_reply)
             wall = time.perf_counter() - started
-            result = screen(replies, arrays, names)
-            problems = result.problems + _missing(messages, replies, fed.round_timeout, names)
             history.add_events(rnd, problems)
             evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
             train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
@@ -95,10 +106,10 @@ def run_study(
                     "max-site-compute-s": compute,
                     "overhead-s": wall - compute,
                     "sampled": len(messages),
-                    "accepted": len(result.accepted),
+                    "accepted": result.contributors,
                 }
             )
-            enough = len(result.accepted) >= fed.min_sites
+            enough = result.contributors >= fed.min_sites
             spent = {site: m["dp-epsilon"] for site, m in result.site_metrics.items() if "dp-epsilon" in m}
             if plan is not None and enough:
                 spent["central"] = plan.epsilon(rnd, study.privacy)
@@ -111,7 +122,7 @@ def run_study(
                 RoundReport(
                     rnd,
                     fed.rounds,
-                    len(result.accepted),
+                    result.contributors,
                     len(messages),
                     train,
                     rnd - 1,
@@ -123,8 +134,7 @@ def run_study(
             )
             if not enough:
                 raise StudyStopped(
-                    f"round {rnd}: only {len(result.accepted)} usable update(s), "
-                    f"federation.min-sites is {fed.min_sites}"
+                    f"round {rnd}: only {result.contributors} usable update(s), federation.min-sites is {fed.min_sites}"
                 )
             aggregated, _ = strategy.aggregate_train(rnd, result.accepted)
             if aggregated is None:
@@ -146,30 +156,14 @@ def run_study(
     return arrays, history
 
 
-def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
-    """Push messages and pull their replies until all arrive or `timeout` seconds pass."""
-    if not messages:
-        return []
-    pending = set(grid.push_messages(messages))
-    replies: list[Message] = []
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        got = list(grid.pull_messages(pending))
-        for msg in got:
-            pending.discard(msg.metadata.reply_to_message_id)
-        replies.extend(got)
-        if pending:
-            time.sleep(POLL_S)
-    return replies
-
-
 def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> None:
     fed = study.federation
     _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
     messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
-    replies = exchange(grid, messages, fed.round_timeout)
+    replies = wire.exchange(grid, messages, fed.round_timeout)
     result = screen(replies, None, names)
-    history.add_events(fed.rounds, result.problems + _missing(messages, replies, fed.round_timeout, names))
+    no_reply = f"no reply within {fed.round_timeout:.0f} s"
+    history.add_events(fed.rounds, result.problems + unanswered(messages, replies, names, no_reply))
     history.add_metrics(fed.rounds, "eval", result.site_metrics)
 
 
@@ -182,15 +176,6 @@ def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> int:
             )
         time.sleep(0.05)
     return connected
-
-
-def _missing(messages: list[Message], replies: list[Message], timeout: float, names: SiteNames) -> list[dict[str, str]]:
-    answered = {r.metadata.src_node_id for r in replies}
-    return [
-        {"site": names.node(m.metadata.dst_node_id), "event": "no-reply", "reason": f"no reply within {timeout:.0f} s"}
-        for m in messages
-        if m.metadata.dst_node_id not in answered
-    ]
 
 
 def _strip(site_metrics: dict[str, dict[str, float]], prefix: str) -> dict[str, dict[str, float]]:

@@ -18,6 +18,12 @@ class Screened:
     accepted: list[Message] = field(default_factory=list)
     site_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     problems: list[dict[str, str]] = field(default_factory=list)
+    summed: int = 0  # under secure aggregation: how many sites' updates the one accepted reply sums
+
+    @property
+    def contributors(self) -> int:
+        """How many sites' updates go into this round's aggregate."""
+        return self.summed or len(self.accepted)
 
 
 class SiteNames:
@@ -79,3 +85,13 @@ def _problem(msg: Message, expected: ArrayRecord | None) -> str | None:
     if arrays is None:
         return "reply has no model arrays"
     return mismatch(expected, arrays) or non_finite(arrays)
+
+
+def unanswered(messages: list[Message], replies: list[Message], names: SiteNames, reason: str) -> list[dict[str, str]]:
+    """A no-reply event for each message whose site did not answer."""
+    answered = {r.metadata.src_node_id for r in replies}
+    return [
+        {"site": names.node(m.metadata.dst_node_id), "event": "no-reply", "reason": reason}
+        for m in messages
+        if m.metadata.dst_node_id not in answered
+    ]

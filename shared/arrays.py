@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord
 from safetensors import SafetensorError
-from safetensors.torch import load_file
-from torch import nn
 
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:  # torch loads only where a model is built: SecAgg+ key-exchange messages never need it
+    import torch
+    from torch import nn
 
 
 def exchanged_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -58,6 +60,8 @@ def non_finite(arrays: ArrayRecord) -> str | None:
 
 def load_model_file(model: nn.Module, path: Path) -> None:
     """Load weights saved by the server (safetensors); a missing or foreign file says which."""
+    from safetensors.torch import load_file
+
     if not path.is_file():
         raise ConfigError(str(path), "does not exist", source="model file")
     try:

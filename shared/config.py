@@ -12,12 +12,14 @@ from typing import Any
 
 from flwr.common.config import unflatten_dict
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, PolicyError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 OPTIMIZERS = ("adam", "sgd")
 PRIVACY_MODES = ("off", "local", "central-server", "central-client")
 ACCOUNTANTS = ("prv", "rdp")
+SECURE_AGGREGATION = ("auto", "on", "off")
+KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text")
 GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
 
 
@@ -29,11 +31,18 @@ class FederationConfig:
     strategy: str = "fedadam"
     rounds: int = 20
     fraction: float = 1.0
-    min_sites: int = 2
+    min_sites: int = 3  # the fewest sites in any aggregate; secure aggregation needs 3
     proximal_mu: float = 0.01
     server_lr: float = 0.05
     round_timeout: float = 300.0
     connect_timeout: float = 120.0
+    # SecAgg+ (Flower's SecAggPlusWorkflow): "auto" is on for a federation (`medfed-server submit`), off in medfed-sim.
+    secure_aggregation: str = "auto"
+    # More than this fraction of a round's sampled sites must stay to its end; their key shares unmask the sum.
+    # Lower tolerates more dropouts, higher resists more sites colluding with the server.
+    secagg_threshold: float = 0.5
+    secagg_value_range: float = 8.0  # every model value must lie within ±this to be quantised for masking
+    secagg_max_weight: int = 100_000  # a site's weight (training examples) counts at most this much
 
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"must be one of {', '.join(STRATEGIES)}")
@@ -44,6 +53,26 @@ class FederationConfig:
         _check(self.server_lr > 0, "federation.server-lr", "must be > 0")
         _check(self.round_timeout > 0, "federation.round-timeout", "must be > 0 seconds")
         _check(self.connect_timeout > 0, "federation.connect-timeout", "must be > 0 seconds")
+        _check(
+            self.secure_aggregation in SECURE_AGGREGATION,
+            "federation.secure-aggregation",
+            f"must be one of {', '.join(SECURE_AGGREGATION)}",
+        )
+        _check(0 < self.secagg_threshold < 1, "federation.secagg-threshold", "must be in (0, 1)")
+        _check(self.secagg_value_range > 0, "federation.secagg-value-range", "must be > 0")
+        _check(self.secagg_max_weight >= 1, "federation.secagg-max-weight", "must be at least 1")
+        if self.secure_aggregation == "on":
+            self.check_secure_aggregation()
+
+    def check_secure_aggregation(self) -> None:
+        """SecAgg+ needs three sites in every sum: of two, each could subtract its own update and read the other's."""
+        _check(
+            self.min_sites >= 3,
+            "federation.min-sites",
+            f"is {self.min_sites}; secure aggregation needs at least 3 sites per round "
+            "(with two, each could read the other's update from the sum); "
+            'or set federation.secure-aggregation = "off"',
+        )
 
 
 @dataclass(frozen=True)
@@ -89,6 +118,14 @@ class PrivacyConfig:
             f"must be one of {', '.join(GRAD_SAMPLE_MODES)}",
         )
 
+    def check_cap(self, site: str, max_epsilon: float) -> None:
+        """Refuse (naming the site) a study whose ε is above the site's own cap."""
+        if self.epsilon > max_epsilon:
+            raise PolicyError(
+                f"site '{site}': the study asks for ε = {self.epsilon}, above this site's cap of {max_epsilon}; "
+                "refusing"
+            )
+
 
 @dataclass(frozen=True)
 class StudyConfig:
@@ -123,6 +160,23 @@ class StudyConfig:
     def from_json(cls, text: str) -> StudyConfig:
         """Rebuild a study from the JSON that travels in each message."""
         return cls.from_dict(json.loads(text))
+
+    def __post_init__(self) -> None:
+        if self.federation.secure_aggregation == "on" and self.privacy.mode.startswith("central"):
+            raise ConfigError(
+                "federation.secure-aggregation",
+                f"cannot be \"on\" with privacy.mode = '{self.privacy.mode}': central DP clips each site's update at "
+                "the server, which secure aggregation hides; use privacy.mode = 'local'",
+            )
+
+    def secure_aggregation(self, deployed: bool) -> bool:
+        """Whether rounds run SecAgg+: "auto" means on in a federation unless central DP needs each site's update."""
+        fed = self.federation
+        if fed.secure_aggregation == "auto" and (not deployed or self.privacy.mode.startswith("central")):
+            return False
+        if fed.secure_aggregation != "off":
+            fed.check_secure_aggregation()
+        return fed.secure_aggregation != "off"
 
     def to_dict(self) -> dict[str, Any]:
         """Nested mapping with dashed keys: the inverse of `from_dict`."""

@@ -34,3 +34,7 @@ class UpdateRejected(MedfedError):
     def __init__(self, site: str, problem: str) -> None:
         self.site = site
         super().__init__(f"update from site '{site}' rejected: {problem}")
+
+
+class PolicyError(MedfedError):
+    """The study asks for more than the site allows."""

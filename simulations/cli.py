@@ -16,10 +16,10 @@ from client.audit import audit_site
 from client.site import SiteConfig
 from server.app import study_folder
 from server.outputs import StudyOutputs
-from shared.config import PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
+from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
-from shared.tasks import KNOWN_TASKS, get_task
+from shared.tasks import get_task
 from shared.tasks.text.data import read_notes
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import server.wire
 from client.site import SiteConfig
 from shared.config import FederationConfig, StudyConfig
 from shared.tasks.tabular.demo import demo_study, write_demo_sites
@@ -40,3 +41,18 @@ def flower_task_identity():
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Every reply the server receives, i.e. everything the sites sent over the wire."""
+    replies = []
+    original = server.wire.exchange
+
+    def recording(grid, messages, timeout):
+        got = original(grid, messages, timeout)
+        replies.extend(got)
+        return got
+
+    monkeypatch.setattr(server.wire, "exchange", recording)
+    return replies

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from shared.config import PrivacyConfig, StudyConfig
-from shared.errors import ConfigError, MedfedError
+from shared.errors import ConfigError
 from shared.privacy.accounting import BudgetError, Entry, plan_noise
 from shared.privacy.ledger import PrivacyLedger, ledger_path
 
@@ -31,10 +31,6 @@ EW_LAYERS = (
     nn.InstanceNorm2d,
     nn.InstanceNorm3d,
 )
-
-
-class PolicyError(MedfedError):
-    """The study asks for more than the site allows."""
 
 
 def dp_compatible(model: nn.Module) -> nn.Module:
@@ -78,11 +74,7 @@ class SitePrivacy:
 
     def __init__(self, study: StudyConfig, site: str, ledger_dir: Path, max_epsilon: float, n_train: int) -> None:
         privacy: PrivacyConfig = study.privacy
-        if privacy.epsilon > max_epsilon:
-            raise PolicyError(
-                f"site '{site}': the study asks for ε = {privacy.epsilon}, above this site's cap of "
-                f"{max_epsilon}; refusing"
-            )
+        privacy.check_cap(site, max_epsilon)
         self.site, self.privacy, self.target = site, privacy, privacy.epsilon
         self.batch_size = study.train.batch_size
         batches = math.ceil(n_train / self.batch_size)

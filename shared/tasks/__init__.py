@@ -6,13 +6,11 @@ import importlib
 
 from torch import nn
 
-from shared.config import StudyConfig
+from shared.config import KNOWN_TASKS, StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import SiteData, Task
 
-KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text")
-
-__all__ = ["KNOWN_TASKS", "SiteData", "Task", "build_model", "get_task"]
+__all__ = ["SiteData", "Task", "build_model", "get_task"]
 
 
 def get_task(name: str) -> Task:

@@ -1,9 +1,10 @@
 """Round time of the same study deployed on loopback (TLS, site authentication, real processes) vs simulated.
 
-    python -m simulations.benchmarks.deployment --out deployment.json
+    python -m simulations.benchmarks.deployment --secure-aggregation off --out deployment.json
 
-Both run the built-in tabular study over the same sites for the same rounds; the per-round overhead is the round's
-wall time minus its slowest site's compute time, as each run's history records it. Medians skip round 1 (start-up).
+Both run the built-in tabular study with local DP over the same sites for the same rounds, with secure aggregation
+as chosen; the per-round overhead is the round's wall time minus its slowest site's compute time, as each run's
+history records it. Medians skip round 1 (start-up).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ def round_times(history: dict) -> dict[str, float]:
 def main(
     sites: Annotated[int, typer.Option(help="Hospitals")] = 3,
     rounds: Annotated[int, typer.Option(help="Rounds per run")] = 5,
+    secure_aggregation: Annotated[str, typer.Option(help="SecAgg+ in both runs: on | off")] = "off",
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here")] = None,
 ) -> None:
     """Run the study on loopback and in simulation; print per-round times side by side."""
     base = get_task("tabular").demo_study()
-    study = dataclasses.replace(base, federation=dataclasses.replace(base.federation, rounds=rounds))
+    federation = dataclasses.replace(base.federation, rounds=rounds, min_sites=3, secure_aggregation=secure_aggregation)
+    study = dataclasses.replace(base, federation=federation)
     names = [f"site-{i}" for i in range(1, sites + 1)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -67,7 +70,10 @@ def main(
     results["extra overhead per round (s)"] = (
         results["deployed (TLS, loopback)"]["overhead_s"] - results["simulated"]["overhead_s"]
     )
-    table = Table(title=f"{sites} sites, {rounds} rounds, local DP ε=8 (medians of rounds 2..{rounds})")
+    title = (
+        f"{sites} sites, {rounds} rounds, local DP ε=8, SecAgg+ {secure_aggregation} (medians of rounds 2..{rounds})"
+    )
+    table = Table(title=title)
     for column in ("run", "round wall (s)", "overhead (s)", "slowest site compute (s)"):
         table.add_column(column, justify="right")
     for run in ("deployed (TLS, loopback)", "simulated"):
@@ -75,7 +81,8 @@ def main(
         table.add_row(run, f"{r['wall_s']:.2f}", f"{r['overhead_s']:.2f}", f"{r['compute_s']:.2f}")
     Console().print(table)
     if out:
-        out.write_text(json.dumps({**results, "status": [deployed["status"], simulated["status"]]}, indent=2))
+        status = [deployed["status"], simulated["status"]]
+        out.write_text(json.dumps({**results, "secure_aggregation": secure_aggregation, "status": status}, indent=2))
 
 
 if __name__ == "__main__":

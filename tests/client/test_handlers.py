@@ -7,7 +7,8 @@ import dataclasses
 import numpy as np
 from flwr.app import Array, ArrayRecord
 
-from client.handlers import SITE_REFUSED, handle
+from client.admission import SITE_REFUSED
+from client.handlers import handle
 from client.site import SiteConfig
 from shared.arrays import model_arrays
 from shared.config import PrivacyConfig

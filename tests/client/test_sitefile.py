@@ -9,8 +9,7 @@ import pytest
 from client.agent import preflight, supernode_command
 from client.sitefile import SitePolicy, load_site_file
 from shared.config import PrivacyConfig
-from shared.errors import ConfigError
-from shared.privacy.site import PolicyError
+from shared.errors import ConfigError, PolicyError
 from shared.tasks import get_task
 
 SITE = """name = "north"

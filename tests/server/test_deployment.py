@@ -1,7 +1,8 @@
 """Real federation on loopback, no mocks of Flower: SuperLink and SuperNodes over TLS with site authentication.
 
-One federation of four hospitals serves every test: north, south and east accept tabular studies; west's policy
-accepts imaging only. Every process is started in its own group and killed by PID at the end.
+One federation of four hospitals serves every test: north, south and east accept studies up to ε = 8; west's
+policy caps ε at 2. Studies run with secure aggregation (SecAgg+), a federation's default. Every process is started
+in its own group and killed by PID at the end.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -17,7 +19,7 @@ from server.deployment import CONNECTION, flower_home, flwr
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
-from simulations.loopback import Loopback, wait_history
+from simulations.loopback import BIN, Loopback, wait_history
 
 SITES = ["north", "south", "east", "west"]
 pytestmark = pytest.mark.timeout(900)
@@ -29,7 +31,7 @@ def loopback(tmp_path_factory):
     try:
         lb.start_server()
         for i, name in enumerate(SITES):
-            policy = 'tasks = ["imaging"]\nmax-epsilon = 8.0\nmin-sites = 2\n' if name == "west" else ""
+            policy = "max-epsilon = 2.0\nmin-sites = 2\n" if name == "west" else ""
             lb.start_site(name, lb.site_config(name, lb.data[i % 3], policy))
         for name in SITES:
             lb.wait_log(name, "SuperNode ID", 90)
@@ -38,10 +40,12 @@ def loopback(tmp_path_factory):
         lb.close()
 
 
-def study(name: str, rounds: int, round_timeout: float = 120.0):
+def study(name: str, rounds: int, epsilon: float, round_timeout: float = 120.0):
     base = get_task("tabular").demo_study()
-    federation = dataclasses.replace(base.federation, rounds=rounds, round_timeout=round_timeout, connect_timeout=60)
-    privacy = PrivacyConfig(mode="local", epsilon=3.0)  # the sites' policy caps ε at 8 and requires local DP
+    federation = dataclasses.replace(
+        base.federation, rounds=rounds, min_sites=3, round_timeout=round_timeout, connect_timeout=60
+    )
+    privacy = PrivacyConfig(mode="local", epsilon=epsilon)  # the sites' policies cap ε and require local DP
     return dataclasses.replace(base, name=name, federation=federation, privacy=privacy)
 
 
@@ -50,16 +54,18 @@ def rounds_trained(history: dict) -> list[int]:
 
 
 def test_two_round_study_over_tls_with_authentication_and_a_policy_refusal(loopback):
-    s = study("tls-study", rounds=2)
+    s = study("tls-study", rounds=2, epsilon=3.0)
     loopback.submit(s, loopback.root)
-    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 400)
+    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 600)
     assert history["status"] == "completed", history["events"]
     assert rounds_trained(history) == [1, 2]
+    assert [t["accepted"] for t in history["timings"]] == [3, 3]  # each round's model is the unmasked sum of 3
     trained = {r["site"] for r in history["metrics"] if r["kind"] == "train" and r["site"] != "weighted"}
     assert trained == {"north", "south", "east"}
     refusals = [e for e in history["events"] if e["site"] == "west"]
-    assert refusals and all("task 'tabular' is not among this site's accepted tasks" in e["reason"] for e in refusals)
-    assert "refuses study 'tls-study'" in (loopback.root / "west.log").read_text()  # in the site's own log
+    assert refusals and all("above this site's cap of 2.0" in e["reason"] for e in refusals)
+    assert any("(secure aggregation, setup)" in e["reason"] for e in refusals)  # before it joined the key exchange
+    assert "asks for ε = 3.0, above this site's cap" in (loopback.root / "west.log").read_text()  # its own log
 
 
 def test_unregistered_site_key_is_refused(loopback):
@@ -81,20 +87,54 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
     loopback.kill("stranger")
 
 
-def test_server_killed_after_round_one_resumes_and_a_dead_site_does_not_hang_it(loopback):
-    s = study("resumed-study", rounds=2, round_timeout=90)
+def test_status_shows_a_running_study_and_stop_ends_it(loopback):
+    s = study("stopped-study", rounds=20, epsilon=3.0)
+    loopback.submit(s, loopback.root)
+    home = flower_home(loopback.fed, f"127.0.0.1:{loopback.port}")
+    runs = lambda: json.loads(flwr(home, "ls", CONNECTION, "--format", "json").stdout)["runs"]  # noqa: E731
+    wait_until(lambda: any(r["status"] == "running" for r in runs()), 120)
+    run_id = str(next(r["run-id"] for r in runs() if r["status"] == "running"))
+    status = medfed_server(loopback, "status")
+    assert status.returncode == 0 and run_id in status.stdout and "running" in status.stdout
+    assert status.stdout.count("online") == 4  # the four hospitals' agents
+    stopped = medfed_server(loopback, "stop", run_id)
+    assert stopped.returncode == 0, stopped.stdout
+    wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs()), 60)
+
+
+def medfed_server(loopback: Loopback, *args: str) -> subprocess.CompletedProcess:
+    command = [str(BIN / "medfed-server"), args[0], "--federation", str(loopback.fed.root), *args[1:]]
+    return subprocess.run(command, capture_output=True, text=True, env=loopback.env, timeout=120)
+
+
+def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a_site_dying_mid_round(loopback):
+    s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=60)  # west accepts this one: four sites
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.kill("server", signal.SIGKILL)
-    loopback.start_server()
-    for name in ("north", "south", "east"):  # the agents reconnect by themselves
-        loopback.wait_log(name, "SuperNode ID", 90)
+    seen = train_messages(loopback, "east")
+    loopback.start_server()  # the agents reconnect by themselves
     loopback.submit(s, loopback.root)
-    wait_history(lambda: loopback.history(s), lambda h: any(e["event"] == "resumed" for e in h["events"]), 120)
-    loopback.kill("east")  # a hospital goes away mid-study
+    # A hospital goes away mid-round: once it has its third SecAgg+ message of the resumed round 2 (the one that
+    # trains), after the key exchange, so the others' vectors hold masks that only its key shares can remove.
+    wait_until(lambda: train_messages(loopback, "east") >= seen + 3, 300)
+    loopback.kill("east")
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 500)
     assert history["status"] == "completed", history["events"]
     assert rounds_trained(history) == [1, 2]  # no round lost, none counted twice
+    assert history["timings"][-1]["accepted"] == 3  # round 2 is the unmasked sum of the three that stayed
     resumed = [e for e in history["events"] if e["event"] == "resumed"]
     assert len(resumed) == 1 and resumed[0]["round"] >= 1
-    assert any(e["site"] == "east" and e["event"] == "no-reply" for e in history["events"])
+    assert any(e["site"] == "east" and e["event"] == "no-reply" and e["round"] == 2 for e in history["events"])
+
+
+def train_messages(loopback: Loopback, site: str) -> int:
+    """How many train messages the site's SuperNode has received so far (SecAgg+ sends four per round)."""
+    return (loopback.root / f"{site}.log").read_text(errors="replace").count("Receiving: train message")
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)

@@ -30,6 +30,12 @@ def test_round_trip_through_json_and_dict():
         ({"train": {"lr": -1}}, "train.lr"),
         ({"train": {"local-epochs": "two"}}, "train.local-epochs"),
         ({"federation": {"roundz": 3}}, "federation.roundz"),
+        ({"federation": {"secure-aggregation": "yes"}}, "federation.secure-aggregation"),
+        ({"federation": {"secure-aggregation": "on", "min-sites": 2}}, "federation.min-sites"),
+        (
+            {"federation": {"secure-aggregation": "on", "min-sites": 3}, "privacy": {"mode": "central-server"}},
+            "federation.secure-aggregation",
+        ),
     ],
 )
 def test_bad_values_name_the_field(raw, field):
@@ -73,3 +79,26 @@ def test_load_study_errors_name_the_file(tmp_path):
 def test_a_submitted_study_travels_whole_as_json_in_the_run_config():
     study = dataclasses.replace(demo_study(), name="submitted", data={**demo_study().data, "classes": ["a, b", "c"]})
     assert StudyConfig.from_run_config({"study-json": study.to_json(), "name": "ignored"}) == study
+
+
+@pytest.mark.parametrize(
+    ("federation", "privacy", "deployed", "expected"),
+    [
+        ({"min-sites": 3}, "local", True, True),  # "auto": on in a federation
+        ({"min-sites": 3}, "local", False, False),  # "auto": off in a simulation
+        ({"min-sites": 3}, "central-server", True, False),  # "auto": central DP must see each update
+        ({"min-sites": 2, "secure-aggregation": "off"}, "off", True, False),
+        ({"min-sites": 3, "secure-aggregation": "on"}, "off", False, True),
+    ],
+)
+def test_secure_aggregation_is_on_by_default_in_a_federation(federation, privacy, deployed, expected):
+    study = StudyConfig.from_dict({"federation": federation, "privacy": {"mode": privacy}})
+    assert study.secure_aggregation(deployed) is expected
+
+
+def test_a_two_site_study_in_a_federation_must_turn_secure_aggregation_off_explicitly():
+    study = StudyConfig.from_dict({"federation": {"min-sites": 2}})
+    assert study.secure_aggregation(deployed=False) is False
+    with pytest.raises(ConfigError, match='federation.secure-aggregation = "off"') as err:
+        study.secure_aggregation(deployed=True)
+    assert err.value.field == "federation.min-sites"

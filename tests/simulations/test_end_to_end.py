@@ -6,30 +6,13 @@ import dataclasses
 import json
 
 import pandas as pd
-import pytest
 
-import server.loop
 from client.site import SiteConfig
 from shared.tasks import get_task
 from shared.tasks.text.demo import CLASSES
 from simulations.runner import simulate
 from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates
-
-
-@pytest.fixture
-def recorded(monkeypatch):
-    """Every reply the server receives, i.e. everything the sites sent over the wire."""
-    replies = []
-    original = server.loop.exchange
-
-    def recording(grid, messages, timeout):
-        got = original(grid, messages, timeout)
-        replies.extend(got)
-        return got
-
-    monkeypatch.setattr(server.loop, "exchange", recording)
-    return replies
 
 
 def test_federated_model_beats_majority_class_and_leaks_nothing(study, demo_sites, tmp_path, recorded):

@@ -12,10 +12,10 @@ from opacus.accountants import PRVAccountant, RDPAccountant
 from torch.utils.data import TensorDataset
 
 from shared.config import PrivacyConfig, StudyConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, PolicyError
 from shared.privacy.accounting import BudgetError, epsilon, merge, plan_noise
 from shared.privacy.ledger import LedgerError, PrivacyLedger, ledger_path
-from shared.privacy.site import PolicyError, SitePrivacy
+from shared.privacy.site import SitePrivacy
 from shared.tasks import build_model
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs

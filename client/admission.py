@@ -1,0 +1,33 @@
+"""The site's own rules, checked before anything else: a study it refuses touches neither data nor keys."""
+
+from __future__ import annotations
+
+import math
+
+from flwr.app import Error, Message
+
+from client.site import SiteConfig
+from shared.config import StudyConfig
+from shared.errors import PolicyError
+
+SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
+
+
+def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
+    """Refuse (naming the site and the rule) a study its policy forbids; training also obeys the site's ε cap."""
+    site.policy.check(study, site.name)
+    if not train:
+        return
+    if study.privacy.mode != "local" and math.isfinite(site.max_epsilon):
+        # A capped site bounds its patients' ε itself; without local DP that ε is unbounded.
+        raise PolicyError(
+            f"site '{site.name}': this site only trains with local DP within ε ≤ {site.max_epsilon}, "
+            f"the study has privacy.mode = '{study.privacy.mode}'; refusing"
+        )
+    study.privacy.check_cap(site.name, site.max_epsilon)
+
+
+def refusal(msg: Message, site: SiteConfig, reason: str) -> Message:
+    """An error reply naming the site, so the server records who declined and why."""
+    named = reason if reason.startswith(f"site '{site.name}'") else f"site '{site.name}': {reason}"
+    return Message(Error(code=SITE_REFUSED, reason=named), reply_to=msg)
