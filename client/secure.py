@@ -58,9 +58,12 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], SiteConfig]) -> Mod
             return Message(fitres, reply_to=fit)
 
         try:
-            return secaggplus_mod(msg, context, train)
+            reply = secaggplus_mod(msg, context, train)
         except _Declined as declined:
             return Message(declined.reply.error, reply_to=msg)
+        if not reply.has_error():  # the server can then name a site that drops out later in the round
+            reply.content["site"] = ConfigRecord({"name": site.name})
+        return reply
 
     return mod
 

@@ -133,6 +133,8 @@ def _outcome(
     out = Screened()
     for index, (messages, replies) in enumerate(staged.stages):
         stage = STAGES[index]
+        for reply in replies:
+            names.of(reply)  # every protocol reply names its site
         screened = screen(replies, None, names) if index == TRAINING_STAGE else _errors(replies, names)
         out.site_metrics.update(screened.site_metrics)
         out.problems += [{**p, "reason": f"{p['reason']} (secure aggregation, {stage})"} for p in screened.problems]

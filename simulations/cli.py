@@ -53,6 +53,10 @@ def run(
     sites: Annotated[int, typer.Option(help="Number of simulated hospitals")] = 3,
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds")] = None,
     strategy: Annotated[str | None, typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
+    min_sites: Annotated[int | None, typer.Option(help="Override federation.min-sites")] = None,
+    secure_aggregation: Annotated[
+        str | None, typer.Option(help="Override federation.secure-aggregation: on | off (SecAgg+; 3+ sites)")
+    ] = None,
     local_epochs: Annotated[int | None, typer.Option(help="Override train.local-epochs")] = None,
     seed: Annotated[int | None, typer.Option(help="Override the study seed")] = None,
     dp: Annotated[str | None, typer.Option(help=f"Override privacy.mode: {', '.join(PRIVACY_MODES)}")] = None,
@@ -70,6 +74,8 @@ def run(
             {
                 ("federation", "rounds"): rounds,
                 ("federation", "strategy"): strategy,
+                ("federation", "min-sites"): min_sites,
+                ("federation", "secure-aggregation"): secure_aggregation,
                 ("train", "local-epochs"): local_epochs,
                 ("privacy", "mode"): dp,
                 ("privacy", "epsilon"): epsilon,

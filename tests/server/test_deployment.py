@@ -8,7 +8,9 @@ in its own group and killed by PID at the end.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
+import re
 import signal
 import subprocess
 import time
@@ -88,18 +90,13 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
 
 
 def test_status_shows_a_running_study_and_stop_ends_it(loopback):
-    s = study("stopped-study", rounds=20, epsilon=3.0)
-    loopback.submit(s, loopback.root)
-    home = flower_home(loopback.fed, f"127.0.0.1:{loopback.port}")
-    runs = lambda: json.loads(flwr(home, "ls", CONNECTION, "--format", "json").stdout)["runs"]  # noqa: E731
-    wait_until(lambda: any(r["status"] == "running" for r in runs()), 120)
-    run_id = str(next(r["run-id"] for r in runs() if r["status"] == "running"))
+    run_id = submit_run(loopback, study("stopped-study", rounds=20, epsilon=3.0))
     status = medfed_server(loopback, "status")
     assert status.returncode == 0 and run_id in status.stdout and "running" in status.stdout
     assert status.stdout.count("online") == 4  # the four hospitals' agents
     stopped = medfed_server(loopback, "stop", run_id)
     assert stopped.returncode == 0, stopped.stdout
-    wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs()), 60)
+    wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs(loopback)), 60)
 
 
 def medfed_server(loopback: Loopback, *args: str) -> subprocess.CompletedProcess:
@@ -112,12 +109,11 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.kill("server", signal.SIGKILL)
-    seen = train_messages(loopback, "east")
     loopback.start_server()  # the agents reconnect by themselves
-    loopback.submit(s, loopback.root)
-    # A hospital goes away mid-round: once it has its third SecAgg+ message of the resumed round 2 (the one that
+    run_id = submit_run(loopback, s)
+    # A hospital goes away mid-round: once it has the resumed run's third SecAgg+ message of round 2 (the one that
     # trains), after the key exchange, so the others' vectors hold masks that only its key shares can remove.
-    wait_until(lambda: train_messages(loopback, "east") >= seen + 3, 300)
+    wait_until(lambda: train_messages(loopback, "east", run_id, 2) >= 3, 300)
     loopback.kill("east")
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 500)
     assert history["status"] == "completed", history["events"]
@@ -125,12 +121,37 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     assert history["timings"][-1]["accepted"] == 3  # round 2 is the unmasked sum of the three that stayed
     resumed = [e for e in history["events"] if e["event"] == "resumed"]
     assert len(resumed) == 1 and resumed[0]["round"] >= 1
-    assert any(e["site"] == "east" and e["event"] == "no-reply" and e["round"] == 2 for e in history["events"])
+    gone = [e for e in history["events"] if e["site"] == "east" and e["round"] == 2 and e["event"] == "no-reply"]
+    assert gone and re.search(r"\((collect-masked-vectors|unmask) stage\)", gone[0]["reason"]), gone
 
 
-def train_messages(loopback: Loopback, site: str) -> int:
-    """How many train messages the site's SuperNode has received so far (SecAgg+ sends four per round)."""
-    return (loopback.root / f"{site}.log").read_text(errors="replace").count("Receiving: train message")
+def runs(loopback: Loopback) -> list[dict]:
+    """The SuperLink's runs, as `flwr ls` lists them (retried while a restarted SuperLink is not answering yet)."""
+    home = flower_home(loopback.fed, f"127.0.0.1:{loopback.port}")
+    listing: dict = {}
+
+    def listed() -> bool:
+        listing.update(json.loads(flwr(home, "ls", CONNECTION, "--format", "json").stdout or "{}"))
+        return "runs" in listing
+
+    wait_until(listed, 60)
+    return listing["runs"]
+
+
+def submit_run(loopback: Loopback, s) -> str:
+    """Submit the study; the id of the run it starts, once running (a killed server's run may still be listed)."""
+    before = {r["run-id"] for r in runs(loopback)}
+    loopback.submit(s, loopback.root)
+    new = lambda: [r for r in runs(loopback) if r["run-id"] not in before and r["status"] == "running"]  # noqa: E731
+    wait_until(lambda: bool(new()), 120)
+    return str(new()[0]["run-id"])
+
+
+def train_messages(loopback: Loopback, site: str, run_id: str, rnd: int) -> int:
+    """How many train messages of this run's round the site's SuperNode has received (SecAgg+ sends four)."""
+    lines = (loopback.root / f"{site}.log").read_text(errors="replace").splitlines()
+    header = f"[RUN {run_id}, ROUND {rnd}]"
+    return sum(header in a and "Receiving: train message" in b for a, b in itertools.pairwise(lines))
 
 
 def wait_until(condition, timeout: float) -> None:

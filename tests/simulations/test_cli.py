@@ -68,3 +68,9 @@ def test_notes_file_is_split_into_sites_by_label(tmp_path):
     study = json.loads((out / "study.json").read_text())
     assert study["data"]["label-column"] == "service" and study["data"]["classes"] == sorted(CLASSES)
     assert sum(len(pd.read_csv(p)) for p in (out / "sites").glob("*.csv")) == 300
+
+
+def test_secure_aggregation_with_two_sites_per_round_is_refused_by_name():
+    result = CliRunner().invoke(cli, ["--secure-aggregation", "on", "--min-sites", "2"])
+    assert result.exit_code == 2 and "federation.min-sites" in result.output
+    assert 'secure-aggregation = "off"' in result.output and "Traceback" not in result.output
