@@ -27,6 +27,7 @@ from safetensors.numpy import load_file
 
 from client.site import SiteConfig
 from shared.tasks import build_model, get_task
+from shared.tasks.tabular.demo import write_demo_sites
 from simulations.runner import simulate
 
 HIDDEN = [300, 300]
@@ -66,7 +67,7 @@ def main(
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for n in sizes:
-            paths = get_task("tabular").write_demo_sites(root / f"data-{n}", n, alpha=100.0)
+            paths = write_demo_sites(root / f"data-{n}", n, alpha=100.0)
             sites = [SiteConfig(p.stem, p) for p in paths]
             order = ["off", "on"] if len(results) % 2 == 0 else ["on", "off"]
             times, models, scores = {}, {}, {}
