@@ -10,7 +10,6 @@ import pytest
 from shared.config import PrivacyConfig
 from simulations.runner import simulate
 from tests.messages import assert_only_model_and_aggregates
-from tests.simulations.test_end_to_end import recorded  # noqa: F401  (fixture)
 
 
 def test_local_dp_reports_epsilon_and_the_capped_site_is_refused(study, demo_sites, tmp_path, recorded):  # noqa: F811
