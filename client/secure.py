@@ -51,6 +51,7 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], SiteConfig]) -> Mod
             reply = call_next(_as_medfed(fit, config), ctx)
             problem = None if reply.has_error() else _unmaskable(reply.content["arrays"], study)
             if problem:
+                log.error("site '%s': %s", site.name, problem)
                 reply = refusal(fit, site, problem)
             if reply.has_error():
                 raise _Declined(reply)
