@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,13 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from client.agent import preflight, supernode_command
+from client.agent import preflight, run_agent
 from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
-from shared.flower import flower_env
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -98,13 +97,29 @@ def start(
         if not required.is_file():
             console.print(f"[red]not starting:[/] {required} from the site kit is missing", highlight=False)
             raise typer.Exit(2)
-    command = supernode_command(site_file, insecure)
+    if site_file.app_code == "server":
+        console.print(
+            '[yellow]warning:[/] app-code = "server": this site installs and runs whatever app the server sends; '
+            "its policy, privacy cap and ledger then hold only if that app enforces them",
+            highlight=False,
+        )
     console.print(f"site '{site_file.name}' joining {site_file.server}; policy: {site_file.policy}", highlight=False)
     sys.stdout.flush()
-    # The SuperNode's executor looks for new messages every second by default; a tenth costs nothing.
-    env = flower_env()
-    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
-    os.execve(command[0], command, env)  # the agent becomes the SuperNode: one PID for the site's IT to supervise
+    raise typer.Exit(run_agent(site_file, insecure))
+
+
+@cli.command(hidden=True)
+def worker(
+    config: Annotated[Path, typer.Option(help="This site's site.toml")],
+    secret_file: Annotated[Path, typer.Option(help="The secret the agent gave the SuperNode")],
+) -> None:
+    """The site worker, started by `medfed-site start`: runs the SuperNode's tasks with this installed medfed."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
+    site_file = load_site_file(config)
+    from client.worker import SiteWorker  # Flower's runtime client: only in the worker process
+
+    SiteWorker(f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes(), site_file.name).serve()
 
 
 def main() -> None:

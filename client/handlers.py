@@ -7,11 +7,11 @@ import resource
 import time
 
 import torch
-from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Message, MetricRecord, RecordDict
 
 from client.admission import admit, refusal
 from client.released import ReleasedUpdates, arrays_digest
-from client.site import SiteConfig, load_site_data
+from client.site import SiteConfig, load_site_data, site_record
 from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
@@ -32,7 +32,7 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     except Exception as exc:  # a bug must not leave the server waiting: reply, keep the trace local
         log.exception("site '%s' failed on a %s message", site.name, msg.metadata.message_type)
         return refusal(msg, site, f"internal error ({type(exc).__name__})")
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": site.name})})
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site, msg)})
     if arrays is not None:
         content["arrays"] = arrays
     return Message(content, reply_to=msg)

@@ -15,7 +15,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 
 from client.admission import admit, refusal
-from client.site import SiteConfig
+from client.site import SiteConfig, site_record
 from shared.arrays import non_finite
 from shared.config import StudyConfig
 from shared.errors import MedfedError
@@ -63,7 +63,7 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], SiteConfig]) -> Mod
         except _Declined as declined:
             return Message(declined.reply.error, reply_to=msg)
         if not reply.has_error():  # the server can then name a site that drops out later in the round
-            reply.content["site"] = ConfigRecord({"name": site.name})
+            reply.content["site"] = site_record(site, msg)
         return reply
 
     return mod

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flwr.app import Context
+from flwr.app import ConfigRecord, Context, Message
 
 from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
+from shared.identity import sign
+from shared.models import OfferedModel, offer
 
 if TYPE_CHECKING:  # the tasks (torch) load with the data: SecAgg+ key-exchange messages only need the site's name
     from shared.tasks import SiteData
@@ -31,6 +33,8 @@ class SiteConfig:
     ledger_dir: Path = DEFAULT_LEDGER_DIR
     max_epsilon: float = math.inf  # the site's own privacy cap; a study cannot raise it
     policy: SitePolicy = field(default_factory=SitePolicy)
+    identity_key: Path | None = None  # the kit's private key: the site signs its name in every reply with it
+    models: dict[str, OfferedModel] = field(default_factory=dict)  # the pretrained folders it offers, by name
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
@@ -62,11 +66,14 @@ class SiteConfig:
     @classmethod
     def from_site_file(cls, site: SiteFile) -> SiteConfig:
         """The site as its own config file describes it."""
-        return cls(site.name, site.data_path, site.device, site.ledger_dir, site.policy.max_epsilon, site.policy)
+        key = site.private_key if site.private_key.is_file() else None  # an --insecure trial may have no kit key
+        own = (site.device, site.ledger_dir, site.policy.max_epsilon, site.policy, key, site.models)
+        return cls(site.name, site.data_path, *own)
 
 
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
     """The site's data for this study, read once per process while the file is unchanged."""
+    offer(site.models)  # a pretrained model resolves through the site's own [models], never a path from the study
     try:
         mtime = site.data_path.stat().st_mtime_ns
     except OSError:
@@ -85,3 +92,11 @@ def _cached(task: str, path: Path, mtime: int, site: str, study_json: str) -> Si
 def site_from_context(context: Context) -> SiteConfig:
     """The deployed site's config, from the SuperNode's --node-config."""
     return SiteConfig.from_node_config(dict(context.node_config))
+
+
+def site_record(site: SiteConfig, msg: Message) -> ConfigRecord:
+    """A reply's "site" record: the site's name, signed for this run and node with its kit's key when it has one."""
+    record = {"name": site.name}
+    if site.identity_key is not None:
+        record["identity"] = sign(site.identity_key, msg.metadata.run_id, msg.metadata.dst_node_id, site.name)
+    return ConfigRecord(record)

@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.config import KNOWN_TASKS, StudyConfig, parse_section
 from shared.errors import ConfigError, PolicyError
+from shared.models import OfferedModel, parse_models
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class SiteFile:
     ledger_dir: Path
     policy: SitePolicy
     agent_port: int = 9094  # the SuperNode's local port for its ClientApp processes (loopback only)
+    # "installed": the site worker runs this site's own medfed and refuses any other app; "server": the SuperNode
+    # installs and runs whatever app bundle the server sends (only with trusted-publishers, or for development).
+    app_code: str = "installed"
+    models: dict[str, OfferedModel] = field(default_factory=dict)  # [models]: pretrained folders by name
 
 
 def load_site_file(path: Path) -> SiteFile:
@@ -111,4 +116,15 @@ def load_site_file(path: Path) -> SiteFile:
         ledger_dir=local(raw.get("ledger-dir", "ledgers")),
         policy=policy,
         agent_port=int(raw.get("agent-port", 9094)),
+        app_code=_app_code(raw.get("app-code", "installed"), source),
+        models=parse_models(raw.get("models", {}), source, here),
     )
+
+
+APP_CODE = ("installed", "server")
+
+
+def _app_code(value: Any, source: str) -> str:
+    if value not in APP_CODE:
+        raise ConfigError("app-code", f"must be one of {', '.join(APP_CODE)}, got {value!r}", source=source)
+    return str(value)

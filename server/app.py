@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.loop import RoundReport, run_study
 from server.outputs import StudyOutputs
 from shared.config import StudyConfig
+from shared.models import MODELS_ENV, offer_file
 
 
 def study_folder(study: StudyConfig, resumable: bool = False) -> Path:
@@ -36,6 +38,8 @@ def build_server_app(
     def main(grid: Grid, context: Context) -> None:
         logging.getLogger("medfed").setLevel(logging.INFO)  # round lines in the operator's `flwr run --stream`
         chosen = study or StudyConfig.from_run_config(context.run_config)
+        if os.environ.get(MODELS_ENV):  # the server kit's pretrained folders, by the names studies use
+            offer_file(Path(os.environ[MODELS_ENV]))
         # Submitted by `medfed-server submit` to a federation: resumes after a crash, secure aggregation by default.
         submitted = bool(context.run_config.get("study-json"))
         outputs = StudyOutputs(folder or study_folder(chosen, resumable=submitted))

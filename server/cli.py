@@ -23,9 +23,11 @@ from server.deployment import (
 from server.deployment import submit as submit_study
 from server.provision import DEFAULT_PORT, Federation, add_site
 from server.provision import provision as provision_federation
+from server.screening import SITE_KEYS_ENV
 from shared.config import load_study
 from shared.errors import MedfedError
 from shared.flower import flower_env
+from shared.models import MODELS_ENV
 from shared.tasks import get_task
 
 console = Console(soft_wrap=True)
@@ -84,7 +86,11 @@ def start(
     port = int(address.rsplit(":", 1)[1])
     if insecure:
         console.print("[bold yellow]warning: --insecure: no TLS, no site authentication. Never with patient data.[/]")
-    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server, env=flower_env())
+    # The ServerApp binds each reply to the site whose provisioned key signed it (server/screening.py).
+    keys = {} if insecure else {SITE_KEYS_ENV: str((fed.server / "site-keys").resolve())}
+    if (fed.server / "models.toml").is_file():  # pretrained folders the server offers, by name
+        keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
+    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server, env=flower_env(**keys))
     signal.signal(signal.SIGTERM, lambda *_: link.terminate())
     try:
         _run(lambda: wait_for_port(f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))

@@ -61,7 +61,7 @@ def run_study(
     arrays = model_arrays(build_model(study))
     fed = study.federation
     config = {"study": study.to_json()}
-    history, names = History(), SiteNames()
+    history, names = History(), SiteNames.from_environment()
     progress = progress or functools.partial(_log_report, metric=task.headline[0])
     saved = outputs.load_state(study)
     if saved is not None and saved.history.status == "completed":

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from shared.arrays import mismatch, non_finite
+from shared.identity import load_public_keys, verify
+
+SITE_KEYS_ENV = "MEDFED_SITE_KEYS"  # the server kit's folder of provisioned site keys, set by `medfed-server start`
 
 
 @dataclass
@@ -27,22 +33,57 @@ class Screened:
 
 
 class SiteNames:
-    """Node id to site name, learnt from replies, so an error reply can still be attributed."""
+    """Which site each node is. A node's name is bound by its first accepted reply and never changes; with the
+    provisioned sites' public keys (a federation), a name counts only when signed with that site's key."""
 
-    def __init__(self) -> None:
-        self._names: dict[int, str] = {}
+    def __init__(self, keys: dict[str, ec.EllipticCurvePublicKey] | None = None) -> None:
+        self._keys = keys
+        self._names: dict[int, str] = {}  # node id -> site
+        self._nodes: dict[str, int] = {}  # site -> node id
+
+    @classmethod
+    def from_environment(cls) -> SiteNames:
+        """Bound to the provisioned keys when `medfed-server start` named their folder (MEDFED_SITE_KEYS)."""
+        folder = os.environ.get(SITE_KEYS_ENV)
+        return cls(load_public_keys(Path(folder)) if folder else None)
+
+    def check(self, msg: Message) -> str | None:
+        """Why a reply cannot count as the site it names (None: it is that site, and the node is now bound to it)."""
+        if not (msg.has_content() and "site" in msg.content.config_records):
+            return None
+        record, node = msg.content.config_records["site"], msg.metadata.src_node_id
+        claimed = str(record.get("name", ""))
+        if self._keys is not None:
+            key = self._keys.get(claimed)
+            if key is None:
+                return f"node {node} names itself '{claimed}', which is not a provisioned site"
+            if not verify(key, str(record.get("identity", "")), msg.metadata.run_id, node, claimed):
+                return f"node {node} names itself '{claimed}' without that site's key"
+        bound, owner = self._names.get(node), self._nodes.get(claimed)
+        if bound is not None and bound != claimed:
+            return f"node {node} is site '{bound}' and now names itself '{claimed}'"
+        if owner is not None and owner != node:
+            return f"node {node} names itself '{claimed}', which node {owner} already is"
+        self._names[node], self._nodes[claimed] = claimed, node
+        return None
 
     def of(self, msg: Message) -> str:
-        """The replying site's name (as it last announced it), else its node id."""
+        """The replying node's bound site name; for a node not yet bound, the name its reply or error claims,
+        marked as claimed, else its node id."""
         node = msg.metadata.src_node_id
+        if node in self._names:
+            return self._names[node]
+        claimed = None
         if msg.has_content() and "site" in msg.content.config_records:
-            self._names[node] = str(msg.content.config_records["site"]["name"])
+            claimed = str(msg.content.config_records["site"].get("name", ""))
         elif msg.has_error() and (named := re.match(r"site '([^']+)'", msg.error.reason or "")):
-            self._names[node] = named.group(1)
-        return self._names.get(node, f"node-{node}")
+            claimed = named.group(1)
+        if claimed and self._keys is None and claimed not in self._nodes:
+            return claimed  # in simulation every node is medfed's own virtual site
+        return f"node-{node} (claims '{claimed}')" if claimed else f"node-{node}"
 
     def node(self, node_id: int) -> str:
-        """The name a node last announced, else its node id."""
+        """The site a node is bound to, else its node id."""
         return self._names.get(node_id, f"node-{node_id}")
 
 
@@ -50,8 +91,9 @@ def screen(replies: list[Message], expected: ArrayRecord | None, names: SiteName
     """Check each reply; with `expected` set (training), its arrays must match it in keys, shapes and be finite."""
     out = Screened()
     for msg in replies:
+        impostor = names.check(msg)
         site = names.of(msg)
-        problem = _problem(msg, expected)
+        problem = impostor or _problem(msg, expected)
         if problem:
             kind = "refused" if msg.has_error() else "rejected"
             out.problems.append({"site": site, "event": kind, "reason": problem})

@@ -134,7 +134,7 @@ def _outcome(
     for index, (messages, replies) in enumerate(staged.stages):
         stage = STAGES[index]
         for reply in replies:
-            names.of(reply)  # every protocol reply names its site
+            names.check(reply)  # every protocol reply names its site, signed: the first binds the node
         screened = screen(replies, None, names) if index == TRAINING_STAGE else _errors(replies, names)
         out.site_metrics.update(screened.site_metrics)
         out.problems += [{**p, "reason": f"{p['reason']} (secure aggregation, {stage})"} for p in screened.problems]

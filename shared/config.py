@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ ACCOUNTANTS = ("prv", "rdp")
 SECURE_AGGREGATION = ("auto", "on", "off")
 KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text")
 GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,12 @@ class StudyConfig:
         return cls.from_dict(json.loads(text))
 
     def __post_init__(self) -> None:
+        _check(
+            bool(STUDY_NAME.fullmatch(self.name)) and ".." not in self.name,
+            "name",
+            "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (it names files and "
+            f"folders), got {self.name[:80]!r}",
+        )
         if self.federation.secure_aggregation == "on" and self.privacy.mode.startswith("central"):
             raise ConfigError(
                 "federation.secure-aggregation",

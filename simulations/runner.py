@@ -14,6 +14,7 @@ from client.site import SiteConfig
 from server.app import build_server_app
 from server.loop import RoundReport
 from shared.config import StudyConfig
+from shared.models import offer
 
 
 def simulate(
@@ -29,6 +30,7 @@ def simulate(
     # Sites ask Ray for no GPU; without this Ray would also hide the GPU from them, and they could not use CUDA.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
+    offer({name: model for site in sites for name, model in site.models.items()})  # for the server's own model
     by_partition = dict(enumerate(sites))
     client_app = build_client_app(lambda context: by_partition[int(context.node_config["partition-id"])])
     run_simulation(

@@ -30,6 +30,7 @@ from client.site import SiteConfig
 from shared.arrays import load_model_file, model_arrays
 from shared.config import PrivacyConfig, StudyConfig
 from shared.device import resolve_device
+from shared.models import OfferedModel, offer
 from shared.partition import partition, split_indices
 from shared.tasks import build_model, get_task
 from shared.tasks.text import study_tokenizer
@@ -113,10 +114,13 @@ def run(
     table = pd.read_csv(data / "medical_tc_test.csv")
     classes = [str(c) for c in sorted(table["condition_label"].unique())]
     sites, test_path = write_sites(table, work / "sites", n_sites)
+    if pretrained is not None:  # every simulated site offers the encoder folder under one name
+        sites = [dataclasses.replace(s, models={"pretrained": OfferedModel(pretrained)}) for s in sites]
+        offer(sites[0].models)
     models = {"scratch": ({"name": "transformer", "dim": 64, "layers": 2, "heads": 4}, 256, rounds)}
     if pretrained is not None:
         models["pretrained (frozen encoder)"] = (
-            {"name": "pretrained", "path": str(pretrained)},
+            {"name": "pretrained", "encoder": "pretrained"},
             128,
             pretrained_rounds,
         )

@@ -102,3 +102,12 @@ def test_a_two_site_study_in_a_federation_must_turn_secure_aggregation_off_expli
     with pytest.raises(ConfigError, match='federation.secure-aggregation = "off"') as err:
         study.secure_aggregation(deployed=True)
     assert err.value.field == "federation.min-sites"
+
+
+@pytest.mark.parametrize(
+    "name", ["x/../../../somewhere/file", "/etc/passwd", "a/b", "..", "x..y", "", ".hidden", "a b"]
+)
+def test_study_names_never_reach_a_path(name):
+    """A study's name names folders and files at the server and the sites: only a plain name is accepted."""
+    with pytest.raises(ConfigError, match="'name' must be 1-64 letters, digits"):
+        StudyConfig(name=name)

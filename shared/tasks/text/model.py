@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from pathlib import Path
 
 import torch
@@ -10,7 +10,10 @@ from opacus.layers import DPMultiheadAttention
 from torch import Tensor, nn
 
 from shared.errors import ConfigError
+from shared.models import resolve
 from shared.tasks.text.spec import TextModelSpec
+
+log = logging.getLogger("medfed.models")
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -80,21 +83,8 @@ class PretrainedClassifier(nn.Module):
 
 
 def pretrained_folder(spec: TextModelSpec) -> Path:
-    """The pretrained model's folder, checked for what loading needs, and its weights against `sha256`."""
-    folder = Path(spec.path).expanduser()
-    if not folder.is_dir():
-        raise ConfigError("model.path", f"'{folder}' is not a folder holding a pretrained model")
-    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-    missing = [f for f in ("config.json", "tokenizer.json") if not (folder / f).is_file()]
-    if weights is None:
-        missing.append(" or ".join(WEIGHT_FILES))
-    if missing:
-        raise ConfigError("model.path", f"'{folder}' lacks {', '.join(missing)} (Hugging Face format expected)")
-    if spec.sha256:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-        if digest != spec.sha256.lower():
-            raise ConfigError("model.sha256", f"'{weights}' has SHA-256 {digest}, the study pins {spec.sha256}")
-    return folder
+    """The offered folder of the study's pretrained encoder, checked for what loading needs and against the pins."""
+    return resolve(spec.encoder, spec.sha256, ("config.json", "tokenizer.json"), WEIGHT_FILES)
 
 
 def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int) -> PretrainedClassifier:
@@ -109,7 +99,8 @@ def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int) -> Pretrai
     try:
         encoder = AutoModel.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise ConfigError("model.path", f"'{folder}' cannot be loaded: {str(exc).splitlines()[0][:200]}") from exc
+        log.error("model '%s' in %s cannot be loaded: %s", spec.encoder, folder, exc)
+        raise ConfigError("model.encoder", f"'{spec.encoder}' cannot be loaded here (the local log says why)") from exc
     layers = _layers(encoder)
     if spec.trainable_layers > len(layers):
         raise ConfigError("model.trainable-layers", f"is {spec.trainable_layers}, the encoder has {len(layers)} layers")

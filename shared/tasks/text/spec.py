@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from shared.config import StudyConfig, parse_section, raise_first
 TOKENIZERS = ("hashing", "bytes")
 ON_EMPTY = ("drop", "fail")
 MODELS = ("transformer", "pretrained")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -53,8 +55,9 @@ class TextModelSpec:
     """`[model]` of a text study.
 
     "transformer" is a compact encoder trained from scratch (`dim`, `layers`, `heads`). "pretrained" loads a
-    Hugging Face encoder from the local folder `path` and trains its classification head plus its last
-    `trainable-layers` layers; only those travel. `sha256` pins the weights file every site must hold.
+    Hugging Face encoder, `encoder`: a name each site (and the server) maps to a local folder of its own, never a
+    path; it trains the classification head plus the last `trainable-layers` layers, and only those travel.
+    `sha256` pins the weights file every site must hold.
     """
 
     name: str = "transformer"
@@ -62,7 +65,7 @@ class TextModelSpec:
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
-    path: str = ""
+    encoder: str = ""
     sha256: str = ""
     trainable_layers: int = 0
 
@@ -73,7 +76,11 @@ class TextModelSpec:
             (self.layers < 1, "model.layers", "must be at least 1"),
             (self.heads < 1, "model.heads", "must be at least 1"),
             (not 0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)"),
-            (self.name == "pretrained" and not self.path, "model.path", "must name the pretrained model's folder"),
+            (
+                self.name == "pretrained" and not MODEL_NAME.fullmatch(self.encoder),
+                "model.encoder",
+                "must name a pretrained model the sites offer (letters, digits, '.', '_', '-'; never a path)",
+            ),
             (self.trainable_layers < 0, "model.trainable-layers", "must be >= 0"),
         ]
         raise_first(problems)

@@ -1,0 +1,149 @@
+"""The site worker: one long-lived process that runs this site's ClientApp tasks with the medfed code it installed.
+
+The agent starts Flower's SuperNode in `process` isolation, so the SuperNode executes nothing itself. This worker is
+the site's SuperExec: it acquires each ClientApp task from the SuperNode's Runtime API (authenticated with a secret
+only the agent holds), checks that the app bundle the server sent is this site's own medfed, and runs the message
+through the installed `client.app` in this process. The bundle's code is never installed or imported. Because the
+process lives across messages, the site's data, its noise plans and torch stay loaded between rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import io
+import logging
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+
+from flwr.app import Context, Error, Message
+from flwr.clientapp import ClientApp
+from flwr.common.constant import SubStatus
+from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.supercore.constant import TaskType
+from flwr.supercore.fab import Fab
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import (
+    RuntimeTokenHttpInterceptor,
+    RuntimeVersionHttpInterceptor,
+    SuperExecAuthHttpInterceptor,
+)
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+from client.admission import SITE_REFUSED
+
+log = logging.getLogger("medfed.site")
+PACKAGES = ("client", "server", "shared", "simulations")  # medfed's code: what must match the bundle file for file
+ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
+
+
+def installed_code() -> dict[str, str]:
+    """SHA-256 of every Python file of the medfed this site installed, by its path inside the app bundle."""
+    digests = {}
+    for package in PACKAGES:
+        root = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digests[f"{package}/{path.relative_to(root).as_posix()}"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def foreign_code(fab: Fab, installed: dict[str, str], version: str) -> str | None:
+    """Why the app bundle is not exactly this site's installed medfed (version and every code file), or None."""
+    try:
+        bundle = zipfile.ZipFile(io.BytesIO(fab.content))
+        project = tomllib.loads(bundle.read("pyproject.toml").decode())["project"]
+        sent = {
+            name: hashlib.sha256(bundle.read(name)).hexdigest()
+            for name in bundle.namelist()
+            if name.endswith(".py") and name.split("/", 1)[0] in PACKAGES
+        }
+    except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return f"the app bundle is not a medfed app ({type(exc).__name__})"
+    if project.get("name") != "medfed" or project.get("version") != version:
+        return f"the app is {project.get('name')} {project.get('version')}, this site runs medfed {version}"
+    changed = sorted(name for name in set(sent) | set(installed) if sent.get(name) != installed.get(name))
+    if changed:
+        return f"the app's code differs from this site's medfed {version} in {len(changed)} file(s): " + ", ".join(
+            changed[:5]
+        )
+    return None
+
+
+def _runtime_client(address: str, interceptors: list) -> RuntimeHttpClient:
+    return RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,  # the SuperNode's Runtime API listens on loopback only
+        root_certificates=None,
+        interceptors=interceptors,
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+
+
+class SiteWorker:
+    """Acquires ClientApp tasks from the SuperNode and runs each with the installed app, one at a time."""
+
+    def __init__(self, runtime_address: str, secret: bytes, site: str, app: ClientApp | None = None) -> None:
+        if app is None:
+            from client.app import app  # noqa: PLC0415 - the installed ClientApp, never the bundle's
+        self.address, self.site, self.app = runtime_address, site, app
+        self.version = importlib.metadata.version("medfed")
+        self.installed = installed_code()
+        self.checked: dict[str, str | None] = {}  # bundle hash -> why it is refused (None: it is this medfed)
+        self.client = _runtime_client(
+            runtime_address,
+            [
+                RuntimeVersionHttpInterceptor(component_name="SuperExec"),
+                SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE}),
+            ],
+        )
+
+    def serve(self, poll_s: float = 0.1) -> None:
+        """Run tasks until the process is stopped."""
+        log.info("site '%s': worker ready (medfed %s, %d code files)", self.site, self.version, len(self.installed))
+        while True:
+            if not self.run_next():
+                time.sleep(poll_s)
+
+    def run_next(self) -> bool:
+        """Acquire and run one task; False when none was waiting."""
+        res = self.client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
+        if not (res.HasField("task") and res.token):
+            return False
+        self._run(res.token)
+        return True
+
+    def _run(self, token: str) -> None:
+        task = _runtime_client(
+            self.address,
+            [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token)],
+        )
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(task))
+        heartbeat.start()
+        context: Context | None = None
+        status, details = SubStatus.FAILED, "the site worker failed"
+        try:
+            message, context, _run, fab = pull_task_input(task)
+            reply = self._handle(message, context, fab)
+            status, details = SubStatus.COMPLETED, ""
+            push_message(task, reply, context)
+        except Exception:  # a task's failure must not end the worker: the next message is served as usual
+            log.exception("site '%s': a task failed in the worker", self.site)
+        finally:
+            push_task_output(client=task, context=context, sub_status=status, details=details)
+            heartbeat.stop()
+            task.close()
+
+    def _handle(self, message: Message, context: Context, fab: Fab) -> Message:
+        if fab.hash_str not in self.checked:
+            self.checked[fab.hash_str] = foreign_code(fab, self.installed, self.version)
+        problem = self.checked[fab.hash_str]
+        if problem is None:
+            return self.app(message=message, context=context)
+        log.error("site '%s' refuses to run the server's app: %s", self.site, problem)
+        reason = f"site '{self.site}' runs only its own installed medfed {self.version}; the app sent differs"
+        return Message(Error(code=SITE_REFUSED, reason=reason), reply_to=message)

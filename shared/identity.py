@@ -1,0 +1,48 @@
+"""A site's signed claim of its name: binds each reply to the key provisioned for that site, not to what it says.
+
+The site signs (run, node, name) with the private key its kit holds, the same key its SuperNode authenticates with.
+The server checks the signature against the public key it provisioned under that name, and the node id against the
+one Flower's authenticated connection put on the reply, so a node can neither take another site's name nor replay
+another node's claim.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+
+def statement(run_id: int, node_id: int, site: str) -> bytes:
+    """The bytes a site signs."""
+    return f"medfed-site-identity|run={run_id}|node={node_id}|site={site}".encode()
+
+
+@functools.lru_cache(maxsize=8)
+def _private_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    return serialization.load_ssh_private_key(path.read_bytes(), password=None)
+
+
+def sign(key_path: Path, run_id: int, node_id: int, site: str) -> str:
+    """The site's signature (base64) over its claim for this run and node."""
+    signature = _private_key(Path(key_path)).sign(statement(run_id, node_id, site), ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(signature).decode()
+
+
+def load_public_keys(folder: Path) -> dict[str, ec.EllipticCurvePublicKey]:
+    """The provisioned sites' public keys, by site name (`<name>.pub` files)."""
+    return {path.stem: serialization.load_ssh_public_key(path.read_bytes()) for path in sorted(folder.glob("*.pub"))}
+
+
+def verify(key: ec.EllipticCurvePublicKey, signature: str, run_id: int, node_id: int, site: str) -> bool:
+    """Whether `signature` is the holder of `key` claiming `site` for this run and node."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, statement(run_id, node_id, site), ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True

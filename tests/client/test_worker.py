@@ -1,0 +1,88 @@
+"""The site worker runs only this site's installed medfed: a bundle of another version or with changed code is
+refused by name, in the site's log and to the server, and its code is never run."""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import zipfile
+
+import pytest
+from flwr.app import Message, RecordDict
+from flwr.cli.build import build_fab_from_disk
+from flwr.supercore.fab import Fab
+
+from client.agent import supernode_command, worker_command
+from client.sitefile import load_site_file
+from client.worker import SiteWorker, foreign_code, installed_code
+from server.deployment import PROJECT_ROOT
+from server.provision import provision
+
+VERSION = "0.1.0"
+
+
+@functools.cache
+def built() -> bytes:
+    return build_fab_from_disk(PROJECT_ROOT)  # seconds: it walks the checkout
+
+
+def bundle(edit=None) -> Fab:
+    """The app bundle `flwr run` sends for this checkout, optionally with one file's content changed."""
+    content = built()
+    if edit is None:
+        return Fab("same", content, {})
+    source, out = zipfile.ZipFile(io.BytesIO(content)), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for name in source.namelist():
+            target.writestr(name, edit(name, source.read(name)))
+    return Fab("edited", out.getvalue(), {})
+
+
+def test_the_sites_own_code_runs():
+    assert foreign_code(bundle(), installed_code(), VERSION) is None
+
+
+def skip_the_cap(name: str, data: bytes) -> bytes:
+    return (
+        data.replace(b"study.privacy.check_cap(site.name", b"(lambda *a: None)(site.name")
+        if name == ("client/admission.py")
+        else data
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (skip_the_cap, "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py"),
+        (
+            lambda n, d: d.replace(b'version = "0.1.0"', b'version = "0.0.9"') if n == "pyproject.toml" else d,
+            "the app is medfed 0.0.9, this site runs medfed 0.1.0",
+        ),
+    ],
+)
+def test_a_modified_or_other_version_app_is_refused(edit, why, caplog):
+    fab = bundle(edit)
+    assert why in foreign_code(fab, installed_code(), VERSION)
+    ran = []
+    worker = SiteWorker.__new__(SiteWorker)  # no Runtime API needed to decide what to run
+    worker.site, worker.version, worker.installed, worker.checked = "north", VERSION, installed_code(), {}
+    worker.app = lambda message, context: ran.append(message)
+    ask = Message(RecordDict(), dst_node_id=1, message_type="train")
+    ask.metadata.__dict__["_message_id"] = "m1"
+    with caplog.at_level(logging.ERROR, logger="medfed.site"):
+        reply = worker._handle(ask, None, fab)
+    assert not ran and reply.has_error()
+    assert reply.error.reason == "site 'north' runs only its own installed medfed 0.1.0; the app sent differs"
+    assert why in caplog.text  # the detail stays in the site's log
+
+
+def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"], 9092)
+    site = load_site_file(fed.site("north") / "site.toml")
+    secret = tmp_path / "secret"
+    command = supernode_command(site, secret=secret)
+    assert command[command.index("--isolation") + 1] == "process"
+    assert command[command.index("--superexec-auth-secret-file") + 1] == str(secret)
+    assert worker_command(site, secret)[1:] == ["worker", "--config", str(site.path), "--secret-file", str(secret)]
+    assert "--isolation" not in supernode_command(site)  # app-code = "server": Flower runs the server's bundle
