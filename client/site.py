@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import tempfile
 from dataclasses import dataclass, field
@@ -71,18 +72,32 @@ class SiteConfig:
         return cls(site.name, site.data_path, *own)
 
 
+def data_fingerprint(path: Path) -> str:
+    """Names, sizes and modification times of the site's data file, or of every file under its data folder."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        try:
+            info = file.stat()
+        except OSError:
+            continue  # a missing file: the task reports it with the site's name
+        digest.update(f"{file}|{info.st_size}|{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
-    """The site's data for this study, read once per process while the file is unchanged."""
+    """The site's data for this study, read and validated once per process while its fingerprint is unchanged."""
     offer(site.models)  # a pretrained model resolves through the site's own [models], never a path from the study
-    try:
-        mtime = site.data_path.stat().st_mtime_ns
-    except OSError:
-        mtime = 0  # the task reports the missing file with the site's name
-    return _cached(study.task, site.data_path, mtime, site.name, study.to_json())
+    return _cached(study.task, site.data_path, data_fingerprint(site.data_path), site.name, study.to_json())
+
+
+def release_site_data() -> None:
+    """Forget every cached data set (the site worker does so when a new study starts)."""
+    _cached.cache_clear()
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(task: str, path: Path, mtime: int, site: str, study_json: str) -> SiteData:
+def _cached(task: str, path: Path, fingerprint: str, site: str, study_json: str) -> SiteData:
     from shared.tasks import get_task
 
     study = StudyConfig.from_json(study_json)

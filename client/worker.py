@@ -14,6 +14,7 @@ import importlib
 import importlib.metadata
 import io
 import logging
+import sys
 import time
 import tomllib
 import zipfile
@@ -36,6 +37,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from client.admission import SITE_REFUSED
+from client.site import release_site_data
 
 log = logging.getLogger("medfed.site")
 PACKAGES = ("client", "server", "shared", "simulations")  # medfed's code: what must match the bundle file for file
@@ -74,6 +76,14 @@ def foreign_code(fab: Fab, installed: dict[str, str], version: str) -> str | Non
     return None
 
 
+def release() -> None:
+    """Free the previous study's data and, on a GPU, the memory torch still caches for it."""
+    release_site_data()
+    torch = sys.modules.get("torch")  # imported only once a message has trained or evaluated
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def _runtime_client(address: str, interceptors: list) -> RuntimeHttpClient:
     return RuntimeHttpClient.from_server_address(
         server_address=address,
@@ -84,16 +94,38 @@ def _runtime_client(address: str, interceptors: list) -> RuntimeHttpClient:
     )
 
 
-class SiteWorker:
-    """Acquires ClientApp tasks from the SuperNode and runs each with the installed app, one at a time."""
+class InstalledApp:
+    """Runs a task's message through the installed ClientApp, after checking that the server's bundle is it."""
 
-    def __init__(self, runtime_address: str, secret: bytes, site: str, app: ClientApp | None = None) -> None:
+    def __init__(self, site: str, app: ClientApp | None = None) -> None:
         if app is None:
             from client.app import app  # noqa: PLC0415 - the installed ClientApp, never the bundle's
-        self.address, self.site, self.app = runtime_address, site, app
+        self.site, self.app = site, app
         self.version = importlib.metadata.version("medfed")
         self.installed = installed_code()
         self.checked: dict[str, str | None] = {}  # bundle hash -> why it is refused (None: it is this medfed)
+        self.run_id = -1
+
+    def __call__(self, message: Message, context: Context, fab: Fab) -> Message:
+        """The installed app's reply, or a refusal naming the site when the bundle is not its medfed."""
+        if fab.hash_str not in self.checked:
+            self.checked[fab.hash_str] = foreign_code(fab, self.installed, self.version)
+        problem = self.checked[fab.hash_str]
+        if problem is not None:
+            log.error("site '%s' refuses to run the server's app: %s", self.site, problem)
+            reason = f"site '{self.site}' runs only its own installed medfed {self.version}; the app sent differs"
+            return Message(Error(code=SITE_REFUSED, reason=reason), reply_to=message)
+        if message.metadata.run_id != self.run_id:  # a new study: only its data stays in memory
+            self.run_id = message.metadata.run_id
+            release()
+        return self.app(message=message, context=context)
+
+
+class SiteWorker:
+    """Acquires ClientApp tasks from the SuperNode's Runtime API and runs each with the installed app, in turn."""
+
+    def __init__(self, runtime_address: str, secret: bytes, app: InstalledApp) -> None:
+        self.address, self.app = runtime_address, app
         self.client = _runtime_client(
             runtime_address,
             [
@@ -104,7 +136,8 @@ class SiteWorker:
 
     def serve(self, poll_s: float = 0.1) -> None:
         """Run tasks until the process is stopped."""
-        log.info("site '%s': worker ready (medfed %s, %d code files)", self.site, self.version, len(self.installed))
+        app = self.app
+        log.info("site '%s': worker ready (medfed %s, %d code files)", app.site, app.version, len(app.installed))
         while True:
             if not self.run_next():
                 time.sleep(poll_s)
@@ -128,22 +161,12 @@ class SiteWorker:
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
-            reply = self._handle(message, context, fab)
+            reply = self.app(message, context, fab)
             status, details = SubStatus.COMPLETED, ""
             push_message(task, reply, context)
         except Exception:  # a task's failure must not end the worker: the next message is served as usual
-            log.exception("site '%s': a task failed in the worker", self.site)
+            log.exception("site '%s': a task failed in the worker", self.app.site)
         finally:
             push_task_output(client=task, context=context, sub_status=status, details=details)
             heartbeat.stop()
             task.close()
-
-    def _handle(self, message: Message, context: Context, fab: Fab) -> Message:
-        if fab.hash_str not in self.checked:
-            self.checked[fab.hash_str] = foreign_code(fab, self.installed, self.version)
-        problem = self.checked[fab.hash_str]
-        if problem is None:
-            return self.app(message=message, context=context)
-        log.error("site '%s' refuses to run the server's app: %s", self.site, problem)
-        reason = f"site '{self.site}' runs only its own installed medfed {self.version}; the app sent differs"
-        return Message(Error(code=SITE_REFUSED, reason=reason), reply_to=message)

@@ -88,11 +88,13 @@ def register_sites(fed: Federation, home: Path) -> dict[str, str]:
     return outcome
 
 
-def submit(home: Path, study: StudyConfig, stream: bool) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Start the study as a Flower run; the whole study travels as one run-config value (`study-json`)."""
+def submit(
+    home: Path, study: StudyConfig, stream: bool, app: Path = PROJECT_ROOT
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Start the study as a Flower run of `app` (this medfed); the whole study travels as one run-config value."""
     config = home / f"study-{study.name}.toml"
     config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
-    args = ["run", str(PROJECT_ROOT), CONNECTION, "--run-config", str(config)]
+    args = ["run", str(app), CONNECTION, "--run-config", str(config)]
     if stream:
         return subprocess.Popen([tool("flwr"), *args, "--stream"], env=flower_env(FLWR_HOME=str(home)))
     result = flwr(home, *args)

@@ -15,7 +15,7 @@ from flwr.supercore.fab import Fab
 
 from client.agent import supernode_command, worker_command
 from client.sitefile import load_site_file
-from client.worker import SiteWorker, foreign_code, installed_code
+from client.worker import InstalledApp, foreign_code, installed_code
 from server.deployment import PROJECT_ROOT
 from server.provision import provision
 
@@ -65,13 +65,11 @@ def test_a_modified_or_other_version_app_is_refused(edit, why, caplog):
     fab = bundle(edit)
     assert why in foreign_code(fab, installed_code(), VERSION)
     ran = []
-    worker = SiteWorker.__new__(SiteWorker)  # no Runtime API needed to decide what to run
-    worker.site, worker.version, worker.installed, worker.checked = "north", VERSION, installed_code(), {}
-    worker.app = lambda message, context: ran.append(message)
+    app = InstalledApp("north", lambda message, context: ran.append(message))
     ask = Message(RecordDict(), dst_node_id=1, message_type="train")
     ask.metadata.__dict__["_message_id"] = "m1"
     with caplog.at_level(logging.ERROR, logger="medfed.site"):
-        reply = worker._handle(ask, None, fab)
+        reply = app(ask, None, fab)
     assert not ran and reply.has_error()
     assert reply.error.reason == "site 'north' runs only its own installed medfed 0.1.0; the app sent differs"
     assert why in caplog.text  # the detail stays in the site's log

@@ -11,13 +11,15 @@ import dataclasses
 import itertools
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
 
 import pytest
 
-from server.deployment import CONNECTION, flower_home, flwr
+from client.worker import PACKAGES
+from server.deployment import CONNECTION, PROJECT_ROOT, flower_home, flwr, submit
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
@@ -123,6 +125,28 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     assert len(resumed) == 1 and resumed[0]["round"] >= 1
     gone = [e for e in history["events"] if e["site"] == "east" and e["round"] == 2 and e["event"] == "no-reply"]
     assert gone and re.search(r"\((collect-masked-vectors|unmask) stage\)", gone[0]["reason"]), gone
+
+
+def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp_path):
+    """The server's bundle skips the sites' policy and cap: no site runs it, each says why in its own log."""
+    app = tmp_path / "app"
+    for package in PACKAGES:
+        shutil.copytree(PROJECT_ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", app)
+    with (app / "client" / "admission.py").open("a") as admission:
+        admission.write("\n\ndef admit(*args, **kwargs):\n    return None  # every study admitted, whatever the cap\n")
+    s = study("modified-app", rounds=1, epsilon=3.0, round_timeout=60)  # above west's cap of 2
+    submit(flower_home(loopback.fed, f"127.0.0.1:{loopback.port}"), s, stream=False, app=app)
+    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 300)
+    assert history["status"].startswith("stopped: round 1: only 0 usable update(s)"), history["events"]
+    refusals = {e["site"]: e["reason"] for e in history["events"] if e["event"] == "refused"}
+    assert set(refusals) == set(SITES)
+    assert all("runs only its own installed medfed" in reason for reason in refusals.values())
+    for name in SITES:
+        assert (
+            "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py"
+            in (loopback.root / f"{name}.log").read_text()
+        )
 
 
 def runs(loopback: Loopback) -> list[dict]:
