@@ -124,6 +124,7 @@ ca-certificate = "ca.crt"        # relative paths are relative to this file
 private-key = "{name}.key"
 device = "auto"                  # auto | cpu | cuda
 ledger-dir = "ledgers"           # this site's privacy ledgers: never delete while studies run
+app-code = "installed"           # run only this site's installed medfed; "server" runs the server's app (unsafe)
 
 [data]
 path = "/path/to/your/data.csv"  # a table, an image folder or .npz, a notes CSV/JSONL
@@ -134,7 +135,10 @@ tasks = ["tabular"]              # tasks this site accepts
 models = []                      # model names it accepts; empty accepts the task's models
 max-epsilon = 8.0                # the most (ε) a study may spend of this site's patients, with local DP
 min-sites = 3                    # refuse studies that aggregate fewer sites than this
-trusted-publishers = ""          # optional: a Flower trusted-entities YAML of app publisher keys
+trusted-publishers = ""          # only with app-code = "server": Flower trusted-entities YAML of app signers
+
+[models]                         # pretrained folders this site offers to studies, by name (a study never names a path)
+# minilm = "/opt/models/all-MiniLM-L6-v2"    # or {{ path = "...", sha256 = "..." }}
 '''
 
 
