@@ -107,6 +107,7 @@ def run_study(
                     "overhead-s": wall - compute,
                     "sampled": len(messages),
                     "accepted": result.contributors,
+                    **{f"{stage}-s": seconds for stage, seconds in result.stage_s.items()},
                 }
             )
             enough = result.contributors >= fed.min_sites

@@ -25,6 +25,7 @@ class Screened:
     site_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     problems: list[dict[str, str]] = field(default_factory=list)
     summed: int = 0  # under secure aggregation: how many sites' updates the one accepted reply sums
+    stage_s: dict[str, float] = field(default_factory=dict)  # under secure aggregation: each stage's wall time
 
     @property
     def contributors(self) -> int:

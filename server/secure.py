@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import FitIns, FitRes, Parameters, parameters_to_ndarrays
@@ -96,13 +97,16 @@ class _StageGrid:
     def __init__(self, grid: Grid, config: ConfigRecord) -> None:
         self.grid, self.config = grid, config
         self.stages: list[tuple[list[Message], list[Message]]] = []
+        self.seconds: list[float] = []
 
     def send_and_receive(self, messages: list[Message], *, timeout: float | None = None) -> list[Message]:
         """One protocol stage: push, pull until every reply or the round timeout, remember both."""
         messages = list(messages)
         for msg in messages:
             msg.content["config"] = self.config
+        started = time.perf_counter()
         replies = wire.exchange(self.grid, messages, timeout or math.inf)
+        self.seconds.append(time.perf_counter() - started)
         self.stages.append((messages, replies))
         return replies
 
@@ -130,7 +134,7 @@ class _SampledSites(LegacyFedAvg):
 def _outcome(
     staged: _StageGrid, legacy: _SampledSites, expected: ArrayRecord, names: SiteNames, timeout: float
 ) -> Screened:
-    out = Screened()
+    out = Screened(stage_s=dict(zip(STAGES, staged.seconds, strict=False)))
     for index, (messages, replies) in enumerate(staged.stages):
         stage = STAGES[index]
         for reply in replies:
