@@ -102,3 +102,14 @@ def test_a_two_site_study_in_a_federation_must_turn_secure_aggregation_off_expli
     with pytest.raises(ConfigError, match='federation.secure-aggregation = "off"') as err:
         study.secure_aggregation(deployed=True)
     assert err.value.field == "federation.min-sites"
+
+
+@pytest.mark.parametrize("field", ["round-timeout", "connect-timeout"])
+@pytest.mark.parametrize("value", ["inf", "+inf", "nan", "-inf", "0"])
+def test_timeouts_must_be_finite(tmp_path, field, value):
+    path = tmp_path / "study.toml"
+    path.write_text(f"[federation]\n{field} = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert err.value.field == f"federation.{field}"
+    assert str(err.value) == f"study file {path}: 'federation.{field}' must be a finite number of seconds > 0"

@@ -14,6 +14,8 @@ from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.tabular.spec import TabularSpec, canonical
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 def read_table(path: Path, site: str, na_values: list[str]) -> pd.DataFrame:
     """Load a CSV/TSV or Parquet file; unreadable input becomes a DataError naming the file."""
@@ -80,6 +82,14 @@ def _numeric(values: pd.Series, fail, column: str) -> pd.Series:
     if bad.any():
         # Row numbers, never the values themselves: the message may leave the site.
         fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}", column)
+    # The model trains in float32: anything beyond its range is infinite there, and so is every loss after it.
+    huge = converted.abs() > FLOAT32_MAX
+    if huge.any():
+        fail(
+            f"{int(huge.sum())} infinite or out-of-range value(s) (beyond ±{FLOAT32_MAX:.1e}, float32's range) in a "
+            f"numeric column, first at data row {_row(huge)}",
+            column,
+        )
     return converted.astype(float)
 
 

@@ -150,3 +150,23 @@ def test_parquet_reads_like_csv(tmp_path):
     parquet = load_tabular_site(tmp_path / "site.parquet", "s", SPEC, seed=0)
     csv = load_tabular_site(write(tmp_path, frame), "s", SPEC, seed=0)
     assert np.allclose(parquet.train.tensors[0], csv.train.tensors[0])
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e309", "1e308", "-3.5e38"])
+def test_infinite_or_float32_overflowing_value_names_column_and_first_row(tmp_path, value):
+    frame = table().astype({"chol": object})
+    frame.loc[[11, 30], "chol"] = value
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError) as err:
+        load_tabular_site(path, "hospital-2", SPEC, seed=0)
+    assert str(err.value) == (
+        f"site 'hospital-2', file '{path}', column 'chol': 2 infinite or out-of-range value(s) (beyond ±3.4e+38, "
+        "float32's range) in a numeric column, first at data row 12"
+    )
+
+
+def test_values_at_float32s_edge_still_train_finite(tmp_path):
+    frame = table()
+    frame.loc[5, "chol"] = 3.0e38
+    data = load_tabular_site(write(tmp_path, frame), "hospital-2", SPEC, seed=0)
+    assert all(np.isfinite(split.tensors[0].numpy()).all() for split in (data.train, data.test))
