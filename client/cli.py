@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from client.agent import preflight, supernode_command
+from client.agent import connection_failure, preflight, run_agent, supernode_command
 from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
@@ -104,7 +103,12 @@ def start(
     # The SuperNode's executor looks for new messages every second by default; a tenth costs nothing.
     env = flower_env()
     env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
-    os.execve(command[0], command, env)  # the agent becomes the SuperNode: one PID for the site's IT to supervise
+    code, log = run_agent(command, env)
+    if code != 0:
+        console.print(
+            f"[red]site '{site_file.name}' stopped:[/] {connection_failure(site_file, code, log)}", highlight=False
+        )
+        raise typer.Exit(code)
 
 
 def main() -> None:
