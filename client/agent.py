@@ -1,16 +1,24 @@
-"""The site agent: the local pre-flight check, then Flower's SuperNode and the site worker, kept running together."""
+"""The site agent: the local pre-flight check, then Flower's SuperNode and the site worker, kept running together.
+
+Both run as children of `medfed-site start`, each in a process group of its own: the site's IT supervises the one PID
+of `medfed-site start`, which ends both groups on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts
+a new site worker whenever the worker dies. When the SuperNode gives up connecting, `medfed-site start` reads its log
+and names the likely cause.
+"""
 
 from __future__ import annotations
 
-import logging
+import collections
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from client.site import SiteConfig, load_site_data
 from client.sitefile import SiteFile
@@ -18,7 +26,17 @@ from shared.config import StudyConfig
 from shared.flower import flower_env, tool
 from shared.tasks import get_task
 
-log = logging.getLogger("medfed.site")
+# Flower's own bounds on reconnecting: a wrong CA or an unregistered key fails every attempt, so the agent must stop
+# and say why. A server restart shorter than this is still waited out.
+CONNECT_RETRIES = 30
+CONNECT_WAIT_S = 600
+CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors also read as "unavailable"
+    ("tls", ("certificate", "ssl", "handshake", "tsi_", "tls")),
+    ("authentication", ("unauthenticated", "permission_denied", "permission denied", "public key")),
+    ("unreachable", ("connection refused", "unavailable", "errno 111", "resolve", "deadline", "failed to connect")),
+)
+
+
 WORKER_RESTART_PAUSE_S = 1.0
 
 
@@ -54,6 +72,10 @@ def supernode_command(site: SiteFile, insecure: bool = False, secret: Path | Non
         str(site.agent_port),
         "--node-config",
         f'site-config="{site.path}"',
+        "--max-retries",
+        str(CONNECT_RETRIES),
+        "--max-wait-time",
+        str(CONNECT_WAIT_S),
     ]
     if secret is not None:
         command += ["--isolation", "process", "--superexec-auth-secret-file", str(secret)]
@@ -77,42 +99,87 @@ def worker_command(site: SiteFile, secret: Path) -> list[str]:
     ]
 
 
-def run_agent(site: SiteFile, insecure: bool) -> int:
-    """Run the SuperNode and, unless the site runs the server's app, the site worker; restart the worker whenever
-    it dies; return the SuperNode's exit code once it ends (or stop both on SIGTERM/SIGINT)."""
+def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
+    """Run the SuperNode (echoing its log) and, unless the site runs the server's app, the site worker, restarted
+    whenever it dies; return the SuperNode's exit code and its log's last lines once it ends."""
     env = flower_env()
-    if site.app_code == "server":
+    secret = None if site.app_code == "server" else worker_secret(site)
+    if secret is None:  # Flower's own executor starts one ClientApp process per message; a 0.1 s poll costs nothing
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
-        return subprocess.call(supernode_command(site, insecure), env=env)
-    secret = worker_secret(site)
-    supernode = subprocess.Popen(supernode_command(site, insecure, secret), env=env)
-    worker: subprocess.Popen | None = None
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+    children: dict[str, subprocess.Popen] = {}
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    passed_on = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {sig: signal.signal(sig, stop) for sig in passed_on}
     try:
+        # Own process groups: Flower's helpers would outlive the SuperNode and keep retrying otherwise.
+        children["supernode"] = supernode = subprocess.Popen(
+            supernode_command(site, insecure, secret),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        echo = threading.Thread(target=_echo, args=(supernode.stdout, tail), daemon=True)
+        echo.start()
         while supernode.poll() is None:
-            if worker is None or worker.poll() is not None:
-                if worker is not None:
-                    print(
-                        f"site '{site.name}': the site worker exited with code {worker.returncode}; restarting it",
-                        flush=True,
-                    )
-                    time.sleep(WORKER_RESTART_PAUSE_S)
-                worker = subprocess.Popen(worker_command(site, secret), env=env)
+            if secret is not None:
+                _keep_worker(site, secret, env, children)
             time.sleep(0.2)
-        return supernode.returncode
+        echo.join(timeout=5)
+        return supernode.returncode, "".join(tail)
     finally:
-        for proc in (worker, supernode):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-        for proc in (worker, supernode):
-            if proc is not None:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        secret.unlink(missing_ok=True)
+        for child in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        if secret is not None:
+            secret.unlink(missing_ok=True)
+
+
+def _keep_worker(site: SiteFile, secret: Path, env: dict[str, str], children: dict[str, subprocess.Popen]) -> None:
+    worker = children.get("worker")
+    if worker is not None and worker.poll() is None:
+        return
+    if worker is not None:
+        print(f"site '{site.name}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
+        time.sleep(WORKER_RESTART_PAUSE_S)
+    children["worker"] = subprocess.Popen(worker_command(site, secret), env=env, start_new_session=True)
+
+
+def _echo(stream: IO[str], tail: collections.deque[str]) -> None:
+    for line in stream:
+        sys.stdout.write(line)
+        tail.append(line)
+
+
+def connection_failure(site: SiteFile, code: int, log: str) -> str:
+    """Why the agent stopped, from the SuperNode's exit code and log: TLS, authentication, or an unreachable server."""
+    text = log.lower()
+    cause = next((name for name, marks in CAUSES if any(m in text for m in marks)), None)
+    if cause == "tls":
+        return (
+            f"the TLS handshake with {site.server} failed: ca-certificate ({site.ca_certificate}) must be the "
+            "federation's CA from this site's kit, and the server's certificate must name the host in `server`"
+        )
+    if cause == "authentication":
+        return (
+            f"{site.server} refused this site's key: private-key ({site.private_key}) must be this site's key from "
+            "its kit, and the coordinator must have registered it (medfed-server register)"
+        )
+    if cause == "unreachable":
+        return (
+            f"{site.server} could not be reached within {CONNECT_RETRIES} attempts / {CONNECT_WAIT_S} s: check the "
+            "address, the port and that outbound HTTPS to it is allowed"
+        )
+    return f"the agent (Flower SuperNode) exited with code {code}; its log is above"

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from client.agent import preflight, run_agent
+from client.agent import connection_failure, preflight, run_agent
 from client.audit import audit_site
 from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
@@ -105,7 +105,12 @@ def start(
         )
     console.print(f"site '{site_file.name}' joining {site_file.server}; policy: {site_file.policy}", highlight=False)
     sys.stdout.flush()
-    raise typer.Exit(run_agent(site_file, insecure))
+    code, log = run_agent(site_file, insecure)
+    if code != 0:
+        console.print(
+            f"[red]site '{site_file.name}' stopped:[/] {connection_failure(site_file, code, log)}", highlight=False
+        )
+    raise typer.Exit(code)
 
 
 @cli.command(hidden=True)

@@ -17,7 +17,7 @@ from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
 from shared.tasks import SiteData, Task, build_model, get_task
-from shared.training import make_loader, make_optimizer, predict, train_epochs
+from shared.training import WouldOverrun, make_loader, make_optimizer, predict, train_epochs
 
 log = logging.getLogger("medfed.site")
 
@@ -65,7 +65,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
             trained, arrays = replay
         else:
             proximal_mu = float(config.get("proximal-mu", 0.0))
-            trained = _train(task, model, data, study, site, device, rnd, proximal_mu)
+            time_left = study.federation.round_timeout - (time.perf_counter() - started)
+            trained = _train(task, model, data, study, site, device, rnd, proximal_mu, time_left)
             arrays = model_arrays(model)
             if released:
                 released.keep(rnd, start, trained, arrays)
@@ -76,7 +77,15 @@ def _run(msg: Message, site: SiteConfig, train: bool):
 
 
 def _train(
-    task: Task, model, data: SiteData, study: StudyConfig, site: SiteConfig, device, rnd: int, proximal_mu: float
+    task: Task,
+    model,
+    data: SiteData,
+    study: StudyConfig,
+    site: SiteConfig,
+    device,
+    rnd: int,
+    proximal_mu: float,
+    time_left_s: float,
 ) -> dict[str, float]:
     round_seed = study.seed * 100_003 + rnd
     loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
@@ -91,16 +100,26 @@ def _train(
         privacy.check_round()
         model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
         empty_step = privacy.empty_batch_step()
-    loss = train_epochs(
-        model,
-        loader,
-        loss_fn,
-        optimizer,
-        study.train.local_epochs,
-        device,
-        proximal_mu=proximal_mu,
-        empty_batch_step=empty_step,
-    )
+    try:
+        loss = train_epochs(
+            model,
+            loader,
+            loss_fn,
+            optimizer,
+            study.train.local_epochs,
+            device,
+            proximal_mu=proximal_mu,
+            empty_batch_step=empty_step,
+            time_left_s=time_left_s,
+        )
+    except WouldOverrun as late:  # said early and by name, rather than silently missing the round
+        timeout = study.federation.round_timeout
+        raise MedfedError(
+            f"site '{site.name}': this round would take about {timeout - time_left_s + late.estimate_s:.0f} s "
+            f"({study.train.local_epochs} local epoch(s), {late.batches} batches, timed over the first ones), past "
+            f"federation.round-timeout = {timeout:g} s; not training it (fewer local epochs or rows per round, a GPU, "
+            "or a longer round-timeout would fit)"
+        ) from late
     out = {"num-examples": len(data.train), "train-loss": loss}
     if privacy is not None:
         out.update({"dp-epsilon": privacy.commit(rnd), "dp-noise-multiplier": privacy.noise})

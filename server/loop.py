@@ -14,7 +14,7 @@ from flwr.serverapp import Grid
 
 from server import wire
 from server.history import History
-from server.outputs import StudyOutputs
+from server.outputs import OutputError, StudyOutputs
 from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
@@ -67,7 +67,6 @@ def run_study(
     if saved is not None and saved.history.status == "completed":
         log.info("study '%s' already completed; its outputs are in %s", study.name, outputs.folder)
         return saved.arrays, saved.history
-    outputs.write_study(study)
     first = 1
     if saved is not None:
         arrays, history, first = saved.arrays, saved.history, saved.round + 1
@@ -77,6 +76,7 @@ def run_study(
     log.info("study '%s': secure aggregation (SecAgg+) %s", study.name, "on" if secure else "off")
     no_reply = f"no reply within {fed.round_timeout:.0f} s"
     try:
+        outputs.write_study(study)
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
         plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
         strategy = build_strategy(fed, study.privacy, plan)
@@ -150,11 +150,28 @@ def run_study(
         history.status = f"stopped: {stop}"
         history.add_events(len(history.timings), [{"site": "-", "event": "stopped", "reason": str(stop)}])
         log.error("study '%s' stopped: %s", study.name, stop)
-    outputs.save_model("model.safetensors", arrays, {"study": study.name, "status": history.status})
-    outputs.write_history(history)
-    if history.status == "completed":
-        outputs.save_state(fed.rounds, arrays, {}, history)
+    except OutputError as exc:
+        _record_failure(outputs, history, study, exc)
+        return arrays, history
+    try:
+        outputs.save_model("model.safetensors", arrays, {"study": study.name, "status": history.status})
+        outputs.write_history(history)
+        if history.status == "completed":
+            outputs.save_state(fed.rounds, arrays, {}, history)
+    except OutputError as exc:
+        _record_failure(outputs, history, study, exc)
     return arrays, history
+
+
+def _record_failure(outputs: StudyOutputs, history: History, study: StudyConfig, exc: OutputError) -> None:
+    """The study's folder cannot be written: it stops, `failed`, recorded in history.json if that still fits."""
+    history.status = f"failed: {exc}"
+    history.add_events(len(history.timings), [{"site": "-", "event": "failed", "reason": str(exc)}])
+    log.error("study '%s' failed: %s", study.name, exc)
+    try:  # the failed write removed its temp file, so the small history.json often still fits
+        outputs.write_history(history)
+    except OutputError as again:
+        log.error("study '%s': its status could not be recorded in history.json either: %s", study.name, again)
 
 
 def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> None:

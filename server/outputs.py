@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,10 +14,23 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from server.history import History
+from shared.atomic import atomic_write
 from shared.config import StudyConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, MedfedError
 
 STATE = "state.json"
+
+
+class OutputError(MedfedError):
+    """The study folder cannot be written (disk full, read-only, no permission); what it already holds is intact."""
+
+    def __init__(self, folder: Path, name: str, exc: OSError) -> None:
+        self.folder = folder
+        super().__init__(
+            f"cannot write {name} in the output folder {folder} ({exc.strerror or type(exc).__name__}); "
+            "the files saved before are intact: free space or fix the folder's permissions, then resubmit the "
+            "study to resume after its last saved round"
+        )
 
 
 @dataclass
@@ -31,11 +44,11 @@ class SavedState:
 
 
 class StudyOutputs:
-    """Writes every file atomically (temp file, then rename), so a crash never leaves half a file."""
+    """Writes every file atomically and durably (`shared.atomic`), so a crash never leaves half a file; a write
+    that fails raises OutputError naming the folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        (self.folder / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     def write_study(self, study: StudyConfig) -> None:
         """The config the study ran with."""
@@ -104,9 +117,10 @@ class StudyOutputs:
         """Any JSON document in the study folder."""
         return self._atomic(name, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
 
-    def _atomic(self, name: str, write) -> Path:
+    def _atomic(self, name: str, write: Callable[[Path], object]) -> Path:
         path = self.folder / name
-        tmp = path.with_name(f".{path.name}.tmp")
-        write(tmp)
-        os.replace(tmp, path)
-        return path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return atomic_write(path, write)
+        except OSError as exc:
+            raise OutputError(self.folder, name, exc) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tomllib
 import typing
@@ -53,8 +54,11 @@ class FederationConfig:
         _check(self.min_sites >= 1, "federation.min-sites", "must be at least 1")
         _check(self.proximal_mu >= 0, "federation.proximal-mu", "must be >= 0")
         _check(self.server_lr > 0, "federation.server-lr", "must be > 0")
-        _check(self.round_timeout > 0, "federation.round-timeout", "must be > 0 seconds")
-        _check(self.connect_timeout > 0, "federation.connect-timeout", "must be > 0 seconds")
+        # Finite too: an infinite wait is the hang these timeouts exist to prevent.
+        _check(0 < self.round_timeout < math.inf, "federation.round-timeout", "must be a finite number of seconds > 0")
+        _check(
+            0 < self.connect_timeout < math.inf, "federation.connect-timeout", "must be a finite number of seconds > 0"
+        )
         _check(
             self.secure_aggregation in SECURE_AGGREGATION,
             "federation.secure-aggregation",

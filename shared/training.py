@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -10,6 +11,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from shared.config import TrainConfig
+
+PROBE_BATCHES = 3  # timed after a first, warm-up batch; the rest of the round is extrapolated from them
+PACE_MARGIN = 1.2  # the extrapolation's safety margin
+
+
+class WouldOverrun(Exception):
+    """Local training, timed over its first batches, would not finish in the time it has."""
+
+    def __init__(self, estimate_s: float, batches: int) -> None:
+        self.estimate_s, self.batches = estimate_s, batches
+        super().__init__(f"training would take about {estimate_s:.0f} s over {batches} batches")
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
@@ -35,18 +47,30 @@ def train_epochs(
     device: torch.device,
     proximal_mu: float = 0.0,
     empty_batch_step: Callable[[torch.optim.Optimizer], None] | None = None,
+    time_left_s: float | None = None,
 ) -> float:
     """Run local epochs (FedProx term when mu > 0); return the mean training loss of the last epoch.
 
     DP's Poisson sampling can draw an empty batch; it is still a step of the mechanism (noise only), taken by
-    `empty_batch_step` when the DP mode cannot run an empty forward pass.
+    `empty_batch_step` when the DP mode cannot run an empty forward pass. With `time_left_s`, WouldOverrun is
+    raised after the first few batches if the whole run, extrapolated from them, would take longer.
     """
     model.to(device).train()
     anchor = [p.detach().clone() for p in model.parameters()] if proximal_mu > 0 else None
     mean_loss = float("nan")
+    batches, started, probe_from = epochs * len(loader), time.perf_counter(), 0.0
+    done = 0
     for _ in range(epochs):
         total, count = 0.0, 0
         for x, y in loader:
+            done += 1  # batches started, this one included
+            if time_left_s is not None and done == 2:
+                probe_from = time.perf_counter()
+            elif time_left_s is not None and done == 2 + PROBE_BATCHES:
+                now = time.perf_counter()
+                rest = (now - probe_from) / PROBE_BATCHES * (batches - done + 1)
+                if now - started + PACE_MARGIN * rest > time_left_s:
+                    raise WouldOverrun(now - started + rest, batches)
             if len(y) == 0 and empty_batch_step is not None:
                 optimizer.zero_grad(set_to_none=True)
                 empty_batch_step(optimizer)

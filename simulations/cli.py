@@ -143,6 +143,8 @@ def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: b
     timing = {"simulation-s": time.perf_counter() - started}
     history = json.loads((folder / "history.json").read_text())
     console.print(f"status: {history['status']}")
+    if history["status"].startswith("failed"):  # the output folder takes no more writes: no baselines, no summary
+        raise typer.Exit(1)
     methods = {"federated": final_site_metrics(history["metrics"])}
     if baselines:
         started = time.perf_counter()

@@ -10,6 +10,7 @@ import pandas as pd
 from client.site import SiteConfig
 from shared.errors import ConfigError
 from shared.partition import partition
+from shared.tasks.size import MIN_ROWS
 from shared.tasks.tabular.data import read_table
 from shared.tasks.tabular.spec import canonical, infer_data_options
 
@@ -33,7 +34,7 @@ def split_table(
         groups = [(name, rows.drop(columns=[site_column])) for name, rows in groups]
     else:
         labels = table[label].map(lambda v: canonical(v) if pd.notna(v) else "").to_numpy()
-        parts = partition(labels, n_sites, scheme, seed=seed, alpha=alpha)
+        parts = partition(labels, n_sites, scheme, seed=seed, alpha=alpha, min_rows=MIN_ROWS)
         groups = [(f"hospital-{i}", table.iloc[rows]) for i, rows in enumerate(parts, start=1)]
     sites = []
     for name, rows in groups:

@@ -56,3 +56,14 @@ def recorded(monkeypatch):
 
     monkeypatch.setattr(server.wire, "exchange", recording)
     return replies
+
+
+@pytest.fixture
+def one_torch_thread():
+    """In-process training on one torch thread: on the 2-core CI machine more threads only contend."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from client.cli import cli
 from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
+from shared.config import StudyConfig
 from shared.tasks import build_model
+from tests.shared.tasks.imaging import test_data as imaging
 
 
 def write_study(tmp_path, study):
@@ -76,3 +79,18 @@ def test_check_with_a_site_config_describes_the_data_without_a_study(tmp_path, d
     assert "pre-flight report for site 'north'" in result.output and "class-counts" in result.output
     missing = CliRunner().invoke(cli, ["start", "--config", str(config)])
     assert missing.exit_code == 2 and "ca.crt from the site kit is missing" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("on_corrupt", "exit_code", "says"), [("skip", 0, "'bomb.png'"), ("fail", 2, "decompression bomb")]
+)
+def test_check_skips_or_refuses_a_decompression_bomb_by_name(tmp_path, on_corrupt, exit_code, says):
+    folder = imaging.image_folder(tmp_path, extra_rows=["bomb.png,1"])
+    imaging.bomb_png(folder / "bomb.png", 20_000, 20_000)
+    study = StudyConfig.from_dict(
+        {"task": "imaging", "data": {"classes": [0, 1], "image-size": 16, "on-corrupt": on_corrupt}}
+    )
+    args = ["check", "--data", str(folder), "--study", str(write_study(tmp_path, study)), "--site", "hospital-4"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == exit_code, result.output
+    assert says in result.output and ("not ready" in result.output) == (on_corrupt == "fail")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import time
 
 import numpy as np
 from flwr.app import Array, ArrayRecord
@@ -13,6 +15,7 @@ from client.site import SiteConfig
 from shared.arrays import model_arrays
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
+from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates, server_message
 
 
@@ -92,3 +95,47 @@ def test_a_repeated_round_resends_the_released_update_without_spending_again(stu
     moved = ArrayRecord({k: Array(v.numpy() + 0.01) for k, v in start.items()})  # another starting model
     fresh = handle(server_message(private, arrays=moved), site, train=True)
     assert fresh.content.metric_records["metrics"]["dp-epsilon"] > first.content.metric_records["metrics"]["dp-epsilon"]
+
+
+def slow_steps(monkeypatch, seconds: float) -> list[float]:
+    """Every training step of the tabular task takes `seconds` longer; returns the steps' start times."""
+    steps = []
+    task = get_task("tabular")
+    loss = task.loss
+
+    def slow_loss():
+        inner = loss()
+
+        def timed(logits, y):
+            steps.append(time.perf_counter())
+            time.sleep(seconds)
+            return inner(logits, y)
+
+        return timed
+
+    monkeypatch.setattr(type(task), "loss", lambda self: slow_loss())
+    return steps
+
+
+def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(study, demo_sites, monkeypatch):
+    study = with_federation(study, round_timeout=2.0)  # 2 epochs of ~12 batches at >= 0.1 s each need >= 2.4 s
+    steps = slow_steps(monkeypatch, 0.1)
+    started = time.perf_counter()
+    reply = handle(server_message(study), demo_sites[0], train=True)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED
+    assert re.fullmatch(
+        r"site 'hospital-1': this round would take about \d+ s \(2 local epoch\(s\), \d+ batches, timed over the "
+        r"first ones\), past federation.round-timeout = 2 s; not training it \(fewer local epochs or rows per round, "
+        r"a GPU, or a longer round-timeout would fit\)",
+        reply.error.reason,
+    ), reply.error.reason
+    estimate = int(re.search(r"about (\d+) s", reply.error.reason).group(1))
+    assert estimate >= 2
+    assert len(steps) == 1 + 3 + 1  # the evaluation's forward pass, then a warm-up batch and three timed ones
+    assert time.perf_counter() - started < 2.0  # said early, not after the timeout
+
+
+def test_a_round_that_fits_trains_as_usual(study, demo_sites, monkeypatch):
+    steps = slow_steps(monkeypatch, 0.0)
+    reply = handle(server_message(with_federation(study, round_timeout=60.0)), demo_sites[0], train=True)
+    assert not reply.has_error() and len(steps) > 10

@@ -111,3 +111,14 @@ def test_study_names_never_reach_a_path(name):
     """A study's name names folders and files at the server and the sites: only a plain name is accepted."""
     with pytest.raises(ConfigError, match="'name' must be 1-64 letters, digits"):
         StudyConfig(name=name)
+
+
+@pytest.mark.parametrize("field", ["round-timeout", "connect-timeout"])
+@pytest.mark.parametrize("value", ["inf", "+inf", "nan", "-inf", "0"])
+def test_timeouts_must_be_finite(tmp_path, field, value):
+    path = tmp_path / "study.toml"
+    path.write_text(f"[federation]\n{field} = {value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_study(path)
+    assert err.value.field == f"federation.{field}"
+    assert str(err.value) == f"study file {path}: 'federation.{field}' must be a finite number of seconds > 0"

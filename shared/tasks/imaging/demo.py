@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shared.atomic import atomic_write
 from shared.config import StudyConfig
 from shared.partition import partition
 
@@ -47,14 +47,12 @@ def write_demo_sites(
     paths = []
     for i, rows in enumerate(parts, start=1):
         path = folder / f"hospital-{i}.npz"
-        tmp = folder / f".hospital-{i}.{os.getpid()}.npz"
         if target == "label":
             targets = {"train_labels": np.array(CLASSES)[labels[rows]][:, None]}
         else:
             targets = {"train_masks": masks[rows]}
-        np.savez_compressed(tmp, train_images=images[rows], **targets)
-        os.replace(tmp, path)
-        paths.append(path)
+        arrays = {"train_images": images[rows], **targets}
+        paths.append(atomic_write(path, lambda tmp, arrays=arrays: np.savez_compressed(tmp, **arrays)))
     return paths
 
 

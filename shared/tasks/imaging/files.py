@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,7 @@ def read_image(path: Path, window: tuple[float, float] | None = None) -> np.ndar
     if path.suffix.lower() in DICOM_SUFFIXES or _has_dicom_preamble(path):
         return _read_dicom(path, window)
     try:
-        with Image.open(path) as img:
-            img.load()
+        with _decoded(path) as img:
             if img.mode in ("I", "I;16", "F"):  # 16-bit / float grayscale PNG and TIFF keep their depth
                 pixels = np.asarray(img, dtype=np.float32)
                 return _min_max(pixels)
@@ -36,8 +36,7 @@ def read_mask(path: Path) -> np.ndarray:
     if path.suffix.lower() in DICOM_SUFFIXES:
         return _dicom_dataset(path).pixel_array.astype(np.int64)
     try:
-        with Image.open(path) as img:
-            img.load()
+        with _decoded(path) as img:
             return np.asarray(img.convert("L") if len(img.getbands()) > 1 else img).astype(np.int64)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UnreadableImage(type(exc).__name__) from exc
@@ -65,6 +64,25 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
 def native_channels(image: np.ndarray) -> int:
     """1 for grayscale, 3 for colour."""
     return 1 if image.ndim == 2 else image.shape[2]
+
+
+def _decoded(path: Path) -> Image.Image:
+    """The image, decoded; one with more pixels than Pillow's limit (a decompression bomb) is refused undecoded."""
+    with warnings.catch_warnings():
+        # Pillow only warns up to twice its limit and would then decode it anyway: refuse that too.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise UnreadableImage(
+                f"a decompression bomb: more pixels than the {Image.MAX_IMAGE_PIXELS} Pillow decodes"
+            ) from exc
+    try:
+        img.load()
+    except BaseException:
+        img.close()
+        raise
+    return img
 
 
 def _has_dicom_preamble(path: Path) -> bool:

@@ -12,7 +12,10 @@ from torch.utils.data import TensorDataset
 from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
+from shared.tasks.size import check_site_size
 from shared.tasks.tabular.spec import TabularSpec, canonical
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_table(path: Path, site: str, na_values: list[str]) -> pd.DataFrame:
@@ -57,6 +60,7 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
     if len(np.unique(y)) < 2:
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    check_site_size(site, str(path), len(y), y[train_idx], spec.class_names, spec.min_rows, spec.min_per_class)
     x_train, x_test = _encode(table.iloc[train_idx], table.iloc[test_idx], spec)
     report["class-counts"] = {name: int((y == i).sum()) for i, name in enumerate(spec.class_names)}
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
@@ -80,6 +84,14 @@ def _numeric(values: pd.Series, fail, column: str) -> pd.Series:
     if bad.any():
         # Row numbers, never the values themselves: the message may leave the site.
         fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}", column)
+    # The model trains in float32: anything beyond its range is infinite there, and so is every loss after it.
+    huge = converted.abs() > FLOAT32_MAX
+    if huge.any():
+        fail(
+            f"{int(huge.sum())} infinite or out-of-range value(s) (beyond ±{FLOAT32_MAX:.1e}, float32's range) in a "
+            f"numeric column, first at data row {_row(huge)}",
+            column,
+        )
     return converted.astype(float)
 
 

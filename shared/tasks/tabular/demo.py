@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.datasets import load_breast_cancer
 
+from shared.atomic import atomic_write
 from shared.config import StudyConfig
 from shared.partition import partition
 
@@ -37,10 +37,7 @@ def write_demo_site(folder: Path, index: int, n_sites: int, seed: int = 2, alpha
     rows = partition(table[LABEL].to_numpy(), n_sites, "dirichlet", seed=seed, alpha=alpha, min_rows=40)[index]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"hospital-{index + 1}.csv"
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    table.iloc[rows].to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: table.iloc[rows].to_csv(tmp, index=False))
 
 
 def demo_data_options() -> dict:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from shared.atomic import atomic_write
 from shared.config import StudyConfig
 from shared.partition import partition
 
@@ -54,10 +54,8 @@ def write_demo_sites(folder: Path, n_sites: int = 3, seed: int = 2, n_notes: int
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, rows in enumerate(partition(table["label"].to_numpy(), n_sites, "dirichlet", seed=seed, alpha=1.0), start=1):
-        path, tmp = folder / f"hospital-{i}.csv", folder / f".hospital-{i}.{os.getpid()}.csv"
-        table.iloc[rows].to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        paths.append(path)
+        part = table.iloc[rows]
+        paths.append(atomic_write(folder / f"hospital-{i}.csv", lambda tmp, part=part: part.to_csv(tmp, index=False)))
     return paths
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -229,3 +231,33 @@ def test_corrupt_dicom_is_named(tmp_path):
     assert data.report["skipped-files"] == ["scan3.dcm"]
     message = expect(folder, "unreadable DICOM", dataclasses.replace(SPEC, on_corrupt="fail"))
     assert "scan3.dcm" in message
+
+
+def bomb_png(path, width: int, height: int):
+    """A 1-bit black PNG of the given size written by hand: a few kB on disk, width × height pixels decoded."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\0" * (1 + (width + 7) // 8)  # filter byte, then the packed pixels
+    pixels = zlib.compressobj(9)
+    body = b"".join(pixels.compress(row) for _ in range(height)) + pixels.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+# 400 MP: Pillow raises DecompressionBombError; 100 MP: it only warns, and would decode it.
+@pytest.mark.parametrize("side", [20_000, 10_000])
+def test_a_decompression_bomb_is_skipped_by_name_or_fatal(tmp_path, side):
+    folder = image_folder(tmp_path, extra_rows=["bomb.png,1"])
+    assert bomb_png(folder / "bomb.png", side, side).stat().st_size < 100_000
+    data = load_imaging_site(folder, "hospital-x", SPEC, seed=0)
+    assert len(data.train) + len(data.test) == 12
+    assert data.report["skipped-unreadable"] == 1 and data.report["skipped-files"] == ["bomb.png"]
+    with pytest.raises(DataError) as err:
+        load_imaging_site(folder, "hospital-x", dataclasses.replace(SPEC, on_corrupt="fail"), seed=0)
+    assert str(err.value) == (
+        f"site 'hospital-x', file '{folder / 'bomb.png'}': is not a readable image: a decompression bomb: more "
+        "pixels than the 89478485 Pillow decodes"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -150,3 +152,52 @@ def test_parquet_reads_like_csv(tmp_path):
     parquet = load_tabular_site(tmp_path / "site.parquet", "s", SPEC, seed=0)
     csv = load_tabular_site(write(tmp_path, frame), "s", SPEC, seed=0)
     assert np.allclose(parquet.train.tensors[0], csv.train.tensors[0])
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e309", "1e308", "-3.5e38"])
+def test_infinite_or_float32_overflowing_value_names_column_and_first_row(tmp_path, value):
+    frame = table().astype({"chol": object})
+    frame.loc[[11, 30], "chol"] = value
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError) as err:
+        load_tabular_site(path, "hospital-2", SPEC, seed=0)
+    assert str(err.value) == (
+        f"site 'hospital-2', file '{path}', column 'chol': 2 infinite or out-of-range value(s) (beyond ±3.4e+38, "
+        "float32's range) in a numeric column, first at data row 12"
+    )
+
+
+def test_values_at_float32s_edge_still_train_finite(tmp_path):
+    frame = table()
+    frame.loc[5, "chol"] = 3.0e38
+    data = load_tabular_site(write(tmp_path, frame), "hospital-2", SPEC, seed=0)
+    assert all(np.isfinite(split.tensors[0].numpy()).all() for split in (data.train, data.test))
+
+
+@pytest.mark.parametrize(
+    ("rows", "labels", "options", "problem"),
+    [
+        (19, None, {}, "fewer usable rows than data.min-rows = 20; too few to train on"),
+        (40, [0] * 38 + [1] * 2, {"test_fraction": 0.5}, None),  # 1 training row of class 1 at most
+        (30, None, {"min_rows": 31}, "fewer usable rows than data.min-rows = 31; too few to train on"),
+        (40, [0] * 36 + [1] * 4, {"min_per_class": 4}, None),
+    ],
+)
+def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path, rows, labels, options, problem):
+    frame = table(rows)
+    if labels is not None:
+        frame["disease"] = labels
+    path = write(tmp_path, frame)
+    spec = dataclasses.replace(SPEC, **options)
+    problem = problem or (
+        f"class(es) ['1'] have fewer training rows than data.min-per-class = {spec.min_per_class}; a site needs two "
+        "classes that reach it"
+    )
+    with pytest.raises(DataError) as err:
+        load_tabular_site(path, "hospital-3", spec, seed=0)
+    assert str(err.value) == f"site 'hospital-3', file '{path}': {problem}"
+
+
+def test_a_site_at_the_minimum_size_trains(tmp_path):
+    data = load_tabular_site(write(tmp_path, table(20)), "hospital-3", SPEC, seed=0)
+    assert len(data.train) + len(data.test) == 20

@@ -75,3 +75,18 @@ def test_unknown_label(tmp_path):
 def test_unsupported_format_and_missing_file(tmp_path):
     expect(tmp_path / "notes.txt", "unsupported format '.txt'")
     expect(tmp_path / "none.csv", "file not found")
+
+
+def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path):
+    path = csv(tmp_path, NOTES[:19])
+    with pytest.raises(DataError) as err:
+        load(path)
+    assert (
+        str(err.value)
+        == f"site 'hospital-x', file '{path}': fewer usable rows than data.min-rows = 20; too few to train on"
+    )
+    one_neuro = csv(tmp_path, [n for n in NOTES if n[1] == "cardio"] + [NOTES[1]])
+    with pytest.raises(
+        DataError, match=r"class\(es\) \['neuro'\] have fewer training rows than data.min-per-class = 2"
+    ):
+        load(one_neuro, dataclasses.replace(SPEC, min_rows=10))

@@ -1,0 +1,38 @@
+"""A Grid stand-in that hands each message to a site's handler in this process: the round loop without a runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import uuid4
+
+from flwr.app import Message, MessageType
+
+from client.handlers import handle
+from client.site import SiteConfig
+
+
+class LocalGrid:
+    """Node i + 1 is `sites[i]`; each pushed message is answered at once by that site's real handler."""
+
+    def __init__(self, sites: list[SiteConfig]) -> None:
+        self.sites = {i + 1: site for i, site in enumerate(sites)}
+        self._replies: dict[str, Message] = {}
+
+    def get_node_ids(self) -> list[int]:
+        """Every site is connected."""
+        return list(self.sites)
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Deliver and answer each message; return their ids."""
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())  # what Flower's own in-memory grid does
+            site = self.sites[msg.metadata.dst_node_id]
+            reply = handle(msg, site, train=msg.metadata.message_type == MessageType.TRAIN)
+            self._replies[msg.metadata.message_id] = reply
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """The replies to these message ids."""
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
