@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from flwr.app import Error, Message
 
 from client.site import SiteConfig
@@ -14,14 +12,15 @@ SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
 
 
 def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
-    """Refuse (naming the site and the rule) a study its policy forbids; training also obeys the site's ε cap."""
+    """Refuse (naming the site and the rule) a study its policy forbids; training also obeys the site's ε caps."""
     site.policy.check(study, site.name)
     if not train:
         return
-    if study.privacy.mode != "local" and math.isfinite(site.max_epsilon):
+    caps = site.privacy_caps()
+    if study.privacy.mode != "local" and caps.capped:
         # A capped site bounds its patients' ε itself; without local DP that ε is unbounded.
         raise PolicyError(
-            f"site '{site.name}': this site only trains with local DP within ε ≤ {site.max_epsilon}, "
+            f"site '{site.name}': this site only trains with local DP within its ε caps, "
             f"the study has privacy.mode = '{study.privacy.mode}'; refusing"
         )
     study.privacy.check_cap(site.name, site.max_epsilon)

@@ -17,6 +17,7 @@ from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
+from shared.privacy.journal import Verdict, recover, verify
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -130,3 +131,90 @@ def worker(
 def main() -> None:
     """Console entry point."""
     cli()
+
+
+ledger = typer.Typer(no_args_is_help=True, help="This site's privacy journal: what was spent, whether it verifies.")
+cli.add_typer(ledger, name="ledger")
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="This site's site.toml (ledger-dir, key, anchor)")]
+LedgerDirOption = Annotated[Path | None, typer.Option(help="Without --config: the site's ledger-dir")]
+SiteOption = Annotated[str, typer.Option(help="Without --config: this site's name")]
+
+
+def _ledger_site(config: Path | None, ledger_dir: Path | None, site: str) -> SiteConfig:
+    if config is not None:
+        return SiteConfig.from_site_file(load_site_file(config))
+    if ledger_dir is None:
+        raise ConfigError("config", "give --config site.toml, or --ledger-dir and --site", source="medfed-site ledger")
+    return SiteConfig(site, Path(), ledger_dir=ledger_dir)
+
+
+@ledger.command()
+def show(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: SiteOption = "site") -> None:
+    """Spend per study and over the site's lifetime (all studies), and whether the journal verifies."""
+    from shared.privacy.budget import LIFETIME_ACCOUNTANT, lifetime_spent, spend_by_study  # Opacus: seconds
+
+    try:
+        own = _ledger_site(config, ledger_dir, site)
+    except MedfedError as exc:
+        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    verdict = verify(own.ledger_files(), own.name)
+    rounds = [e for e in verdict.entries if e.get("kind") == "round"]
+    table = Table(title=f"privacy spent at site '{own.name}'")
+    for column in ("study", "rounds", "δ", "accountant", "ε"):
+        table.add_column(column)
+    for name, spent in spend_by_study(rounds).items():
+        table.add_row(name, str(spent["rounds"]), f"{spent['delta']:g}", spent["accountant"], f"{spent['epsilon']:.3f}")
+    console.print(table)
+    if rounds:
+        delta = rounds[-1]["lifetime-delta"]
+        cap = own.privacy_caps().lifetime_cap
+        console.print(
+            f"lifetime, all studies ({LIFETIME_ACCOUNTANT.upper()}): ε {lifetime_spent(rounds, delta):.3f} at "
+            f"δ = {delta:.3g}; lifetime cap {cap}",
+            highlight=False,
+        )
+    _print_verdict(verdict)
+
+
+@ledger.command("verify")
+def verify_ledger(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: SiteOption = "site") -> None:
+    """Check the journal's MAC chain and its anchor; exit 1 when it does not verify."""
+    try:
+        own = _ledger_site(config, ledger_dir, site)
+    except MedfedError as exc:
+        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    if not _print_verdict(verify(own.ledger_files(), own.name)):
+        raise typer.Exit(1)
+
+
+@ledger.command("recover")
+def recover_ledger(
+    reason: Annotated[str, typer.Option(help="Why: recorded in the journal itself and in the site's log")],
+    config: ConfigOption = None,
+    ledger_dir: LedgerDirOption = None,
+    site: SiteOption = "site",
+) -> None:
+    """The operator's explicit recovery of a journal that does not verify: keeps the old file aside, carries every
+    readable entry over, records the reason in the journal and re-anchors it. Never done automatically."""
+    try:
+        own = _ledger_site(config, ledger_dir, site)
+        console.print(recover(own.ledger_files(), own.name, reason), highlight=False)
+    except MedfedError as exc:
+        console.print(f"[red]not recovered:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+
+
+def _print_verdict(verdict: Verdict) -> bool:
+    if verdict.problem:
+        console.print(f"[red]does not verify:[/] {verdict.problem}", highlight=False)
+        return False
+    notes = []
+    if verdict.torn:
+        notes.append("a partial last line (a write killed midway) will be discarded")
+    if verdict.anchor_lags:
+        notes.append("its anchor is one entry behind (an interrupted commit) and will be moved forward")
+    console.print(f"[green]verifies[/]: {len(verdict.entries)} entries" + "".join(f"; {n}" for n in notes))
+    return True

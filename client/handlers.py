@@ -96,7 +96,7 @@ def _train(
         # Budget and policy are checked before any training: a refused round spends nothing.
         from shared.privacy.site import SitePrivacy  # Opacus takes seconds to import: only for private training
 
-        privacy = SitePrivacy(study, site.name, site.ledger_dir, site.max_epsilon, len(data.train))
+        privacy = SitePrivacy(study, site.name, site.ledger_files(), site.privacy_caps(), len(data.train))
         privacy.check_round()
         model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
         empty_step = privacy.empty_batch_step()

@@ -17,6 +17,8 @@ from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
+from shared.durable import replace_durably
+
 
 def arrays_digest(arrays: ArrayRecord) -> str:
     """SHA-256 over the arrays' names, shapes, dtypes and bytes: identifies the global model a round starts from."""
@@ -32,7 +34,9 @@ class ReleasedUpdates:
     """The site's last released update of one study, under its ledger folder."""
 
     def __init__(self, ledger_dir: Path, site: str, study: str) -> None:
-        self.path = Path(ledger_dir) / "released" / f"{site}--{study}.safetensors"
+        # The study name comes from the server: it only ever reaches the path as a hash, inside the folder.
+        key = hashlib.sha256(json.dumps([site, study]).encode()).hexdigest()
+        self.path = Path(ledger_dir) / "released" / f"{key}.safetensors"
 
     def find(self, rnd: int, start: str) -> tuple[dict[str, float], ArrayRecord] | None:
         """The metrics and arrays released for round `rnd` from the global model `start`, if exactly that."""
@@ -50,10 +54,10 @@ class ReleasedUpdates:
         return json.loads(meta["metrics"]), ArrayRecord({k: Array(v) for k, v in tensors.items()})
 
     def keep(self, rnd: int, start: str, metrics: dict[str, float], arrays: ArrayRecord) -> None:
-        """Store this round's update (atomically) before it leaves the site."""
+        """Store this round's update (fsync'd, then atomically renamed) before it leaves the site."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
         meta = {"round": str(rnd), "start": start, "metrics": json.dumps(metrics)}
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, self.path)
+        replace_durably(tmp, self.path)

@@ -17,6 +17,8 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.identity import sign
 from shared.models import OfferedModel, offer
+from shared.privacy.caps import PrivacyCaps
+from shared.privacy.journal import LedgerFiles
 
 if TYPE_CHECKING:  # the tasks (torch) load with the data: SecAgg+ key-exchange messages only need the site's name
     from shared.tasks import SiteData
@@ -32,24 +34,39 @@ class SiteConfig:
     data_path: Path
     device: str = "auto"
     ledger_dir: Path = DEFAULT_LEDGER_DIR
-    max_epsilon: float = math.inf  # the site's own privacy cap; a study cannot raise it
+    max_epsilon: float = math.inf  # the site's own privacy caps (PrivacyCaps); a study cannot raise them
+    max_delta: float = 0.0
+    lifetime_epsilon: float = 0.0
     policy: SitePolicy = field(default_factory=SitePolicy)
     identity_key: Path | None = None  # the kit's private key: the site signs its name in every reply with it
     models: dict[str, OfferedModel] = field(default_factory=dict)  # the pretrained folders it offers, by name
+    ledger_key: Path | None = None  # None: beside the ledger folder (LedgerFiles.at)
+    ledger_anchor: Path | None = None
+
+    def privacy_caps(self) -> PrivacyCaps:
+        """The site's privacy caps: per study and over all studies on its data."""
+        return PrivacyCaps(self.max_epsilon, self.max_delta, self.lifetime_epsilon)
+
+    def ledger_files(self) -> LedgerFiles:
+        """Where the site's privacy journal, its secret key and its anchor live."""
+        return LedgerFiles.at(self.ledger_dir, self.name, self.ledger_key, self.ledger_anchor)
 
     @classmethod
     def from_node_config(cls, node_config: dict[str, Any]) -> SiteConfig:
         """A deployed site names its `site-config` file (site.toml, with its policy); otherwise read `site`,
-        `data-path`, `device`, `ledger-dir` and `max-epsilon`; under Flower's simulation without a data path, use
-        the built-in demo split."""
+        `data-path`, `device`, `ledger-dir`, `ledger-key`, `ledger-anchor`, `max-epsilon`, `max-delta` and
+        `lifetime-epsilon`; under Flower's simulation without a data path, use the built-in demo split."""
         if "site-config" in node_config:
             return cls.from_site_file(load_site_file(Path(str(node_config["site-config"]))))
         own = {
             "device": str(node_config.get("device", "auto")),
             "max_epsilon": float(node_config.get("max-epsilon", math.inf)),
+            "max_delta": float(node_config.get("max-delta", 0.0)),
+            "lifetime_epsilon": float(node_config.get("lifetime-epsilon", 0.0)),
         }
-        if "ledger-dir" in node_config:
-            own["ledger_dir"] = Path(str(node_config["ledger-dir"]))
+        for key in ("ledger-dir", "ledger-key", "ledger-anchor"):
+            if key in node_config:
+                own[key.replace("-", "_")] = Path(str(node_config[key]))
         if "data-path" in node_config:
             path = Path(str(node_config["data-path"]))
             return cls(str(node_config.get("site", path.stem)), path, **own)
@@ -68,8 +85,21 @@ class SiteConfig:
     def from_site_file(cls, site: SiteFile) -> SiteConfig:
         """The site as its own config file describes it."""
         key = site.private_key if site.private_key.is_file() else None  # an --insecure trial may have no kit key
-        own = (site.device, site.ledger_dir, site.policy.max_epsilon, site.policy, key, site.models)
-        return cls(site.name, site.data_path, *own)
+        policy = site.policy
+        return cls(
+            site.name,
+            site.data_path,
+            site.device,
+            site.ledger_dir,
+            policy.max_epsilon,
+            policy.max_delta,
+            policy.lifetime_epsilon,
+            policy,
+            identity_key=key,
+            models=site.models,
+            ledger_key=site.ledger_key,
+            ledger_anchor=site.ledger_anchor,
+        )
 
 
 def data_fingerprint(path: Path) -> str:

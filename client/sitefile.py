@@ -15,15 +15,18 @@ from typing import Any
 from shared.config import KNOWN_TASKS, StudyConfig, parse_section
 from shared.errors import ConfigError, PolicyError
 from shared.models import OfferedModel, parse_models
+from shared.privacy.caps import PrivacyCaps
 
 
 @dataclass(frozen=True)
 class SitePolicy:
-    """What this site accepts: tasks, models, its ε cap, and the fewest sites any aggregate may hold."""
+    """What this site accepts: tasks, models, its privacy caps, and the fewest sites any aggregate may hold."""
 
     tasks: list[str] = field(default_factory=list)  # empty: every task
     models: list[str] = field(default_factory=list)  # empty: every model of an accepted task
     max_epsilon: float = math.inf
+    max_delta: float = 0.0  # 0: 1/(10 n) of the site's n training rows
+    lifetime_epsilon: float = 0.0  # over all studies on this site's data; 0: max_epsilon
     min_sites: int = 1
     trusted_publishers: str = ""  # a Flower trusted-entities YAML; the SuperNode then runs only apps they signed
 
@@ -31,10 +34,16 @@ class SitePolicy:
         unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))
         if unknown:
             raise ConfigError("policy.tasks", f"names unknown task(s) {unknown} (known: {', '.join(KNOWN_TASKS)})")
-        if not self.max_epsilon > 0:
-            raise ConfigError("policy.max-epsilon", "must be > 0")
+        try:
+            self.caps()
+        except ConfigError as exc:
+            raise ConfigError(f"policy.{exc.field}", exc.problem) from exc
         if self.min_sites < 1:
             raise ConfigError("policy.min-sites", "must be at least 1")
+
+    def caps(self) -> PrivacyCaps:
+        """The site's privacy caps, which no study can raise."""
+        return PrivacyCaps(self.max_epsilon, self.max_delta, self.lifetime_epsilon)
 
     def check(self, study: StudyConfig, site: str) -> None:
         """Refuse a study that asks for more than this site allows; the message names the site and the rule."""
@@ -66,6 +75,8 @@ class SiteFile:
     device: str
     ledger_dir: Path
     policy: SitePolicy
+    ledger_key: Path | None = None  # None: beside the ledger folder, in `<ledger-dir>-keys`
+    ledger_anchor: Path | None = None  # None: beside the key
     agent_port: int = 9094  # the SuperNode's local port for its ClientApp processes (loopback only)
     # "installed": the site worker runs this site's own medfed and refuses any other app; "server": the SuperNode
     # installs and runs whatever app bundle the server sends (only with trusted-publishers, or for development).
@@ -115,6 +126,8 @@ def load_site_file(path: Path) -> SiteFile:
         device=str(raw.get("device", "auto")),
         ledger_dir=local(raw.get("ledger-dir", "ledgers")),
         policy=policy,
+        ledger_key=local(raw["ledger-key"]) if raw.get("ledger-key") else None,
+        ledger_anchor=local(raw["ledger-anchor"]) if raw.get("ledger-anchor") else None,
         agent_port=int(raw.get("agent-port", 9094)),
         app_code=_app_code(raw.get("app-code", "installed"), source),
         models=parse_models(raw.get("models", {}), source, here),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from pathlib import Path
+from typing import Any
 
 import torch
 from opacus import PrivacyEngine
@@ -14,9 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from shared.config import PrivacyConfig, StudyConfig
-from shared.errors import ConfigError
-from shared.privacy.accounting import BudgetError, Entry, plan_noise
-from shared.privacy.ledger import PrivacyLedger, ledger_path
+from shared.errors import ConfigError, PolicyError
+from shared.privacy.accounting import BudgetError, Entry, epsilon, plan_noise
+from shared.privacy.budget import history, lifetime_spent
+from shared.privacy.caps import PrivacyCaps
+from shared.privacy.journal import Journal, LedgerFiles
 
 # Layers ExpandedWeights computes per-sample gradients for (torch.nn.utils._expanded_weights).
 EW_LAYERS = (
@@ -70,19 +72,23 @@ def _without_ew_rule(model: nn.Module) -> list[str]:
 
 class SitePrivacy:
     """One site's DP-SGD for one round. Life cycle: open (plans noise) -> check_round -> make_private ->
-    train -> commit. The ledger on the site's disk is the only state; a restarted process resumes from it."""
+    train -> commit. The site's journal on its own disk is the only state; a restarted process resumes from it."""
 
-    def __init__(self, study: StudyConfig, site: str, ledger_dir: Path, max_epsilon: float, n_train: int) -> None:
+    def __init__(self, study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
         privacy: PrivacyConfig = study.privacy
-        privacy.check_cap(site, max_epsilon)
-        self.site, self.privacy, self.target = site, privacy, privacy.epsilon
+        privacy.check_cap(site, caps.max_epsilon)
+        self.delta_cap = caps.delta_cap(n_train)
+        if privacy.delta > self.delta_cap:
+            raise PolicyError(
+                f"site '{site}': the study asks for δ = {privacy.delta:g}, above this site's cap of "
+                f"{self.delta_cap:.3g}; refusing"
+            )
+        self.site, self.study, self.privacy, self.target, self.caps = site, study.name, privacy, privacy.epsilon, caps
         self.batch_size = study.train.batch_size
         batches = math.ceil(n_train / self.batch_size)
         self.sample_rate = 1.0 / batches  # as Opacus derives it from the loader
         self.steps_per_round = study.train.local_epochs * batches
-        self.ledger = PrivacyLedger.open(
-            ledger_path(ledger_dir, site, study.name), site, study.name, privacy.accountant, privacy.delta
-        )
+        self.journal = Journal.open(files, site)
         planned = self.steps_per_round * study.federation.rounds
         try:
             self.noise = privacy.noise_multiplier or plan_noise(
@@ -94,16 +100,9 @@ class SitePrivacy:
         self._mode = ""
 
     def check_round(self) -> float:
-        """ε after this round if it runs; refuse (naming the site) when it would exceed the budget."""
-        after = self.ledger.epsilon_with(self._entry(self.steps_per_round))
-        if after > self.target + 1e-9:
-            spent = self.ledger.spent
-            first = "" if self.ledger.rounds else " (the budget is too small for even one round)"
-            raise BudgetError(
-                f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
-                f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
-            )
-        return after
+        """The study's ε after this round if it runs; refuse (naming the site) when it would exceed the study's
+        budget or the site's lifetime cap over all studies."""
+        return self._admit(self.journal, self._entry(self.steps_per_round))[0]
 
     def make_private(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, loss: nn.Module):
         """Opacus-wrapped model, optimiser, Poisson-sampling loader and loss for this round's training."""
@@ -156,9 +155,54 @@ class SitePrivacy:
         return step
 
     def commit(self, rnd: int) -> float:
-        """Write this round's steps to the ledger (before the update leaves the site); return cumulative ε."""
-        steps = sum(count for _, _, count in self._engine.accountant.history)
-        return self.ledger.record(rnd, self._entry(steps))
+        """Record this round in the site's journal (before the update leaves the site); return the study's ε.
+        Re-checked under the journal's lock: if another process spent meanwhile and it no longer fits, raise."""
+        entry = self._entry(sum(count for _, _, count in self._engine.accountant.history))
+
+        def record(latest: Journal) -> dict[str, Any]:
+            spent, lifetime = self._admit(latest, entry)
+            return {
+                "kind": "round",
+                "study": self.study,
+                "round": rnd,
+                "noise-multiplier": entry[0],
+                "sample-rate": entry[1],
+                "steps": entry[2],
+                "delta": self.privacy.delta,
+                "accountant": self.privacy.accountant,
+                "epsilon": spent,
+                "lifetime-delta": self.delta_cap,
+                "lifetime-epsilon": lifetime,
+            }
+
+        return float(self.journal.append(record)["epsilon"])
+
+    def _admit(self, journal: Journal, entry: Entry) -> tuple[float, float]:
+        """The study's ε and the site's lifetime ε after `entry`, or a refusal naming the site."""
+        rounds = journal.rounds()
+        mine = [r for r in rounds if r["study"] == self.study]
+        if mine and (mine[0]["delta"], mine[0]["accountant"]) != (self.privacy.delta, self.privacy.accountant):
+            raise PolicyError(
+                f"site '{self.site}': study '{self.study}' has spent at δ = {mine[0]['delta']:g} with the "
+                f"'{mine[0]['accountant']}' accountant; a study cannot change them midway; refusing"
+            )
+        after = epsilon([*history(mine), entry], self.privacy.delta, self.privacy.accountant)
+        if after > self.target + 1e-9:
+            spent = epsilon(history(mine), self.privacy.delta, self.privacy.accountant)
+            first = "" if mine else " (the budget is too small for even one round)"
+            raise BudgetError(
+                f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
+                f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
+            )
+        cap = self.caps.lifetime_cap
+        lifetime = lifetime_spent(rounds, self.delta_cap, (entry,))
+        if lifetime > cap + 1e-9:
+            raise BudgetError(
+                f"site '{self.site}': lifetime privacy budget exhausted: over all studies on this site's data "
+                f"ε spent {lifetime_spent(rounds, self.delta_cap):.3f}, this round would reach {lifetime:.3f} > "
+                f"the site's lifetime cap of {cap} at δ = {self.delta_cap:.3g}; refusing"
+            )
+        return after, lifetime
 
     def _entry(self, steps: int) -> Entry:
         return (self.noise, self.sample_rate, steps)
