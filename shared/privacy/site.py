@@ -102,7 +102,7 @@ class SitePrivacy:
     def check_round(self) -> float:
         """The study's ε after this round if it runs; refuse (naming the site) when it would exceed the study's
         budget or the site's lifetime cap over all studies."""
-        return self._admit(self.journal, self._entry(self.steps_per_round))[0]
+        return self._admit(self.journal, self._entry(self.steps_per_round))
 
     def make_private(self, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, loss: nn.Module):
         """Opacus-wrapped model, optimiser, Poisson-sampling loader and loss for this round's training."""
@@ -160,7 +160,6 @@ class SitePrivacy:
         entry = self._entry(sum(count for _, _, count in self._engine.accountant.history))
 
         def record(latest: Journal) -> dict[str, Any]:
-            spent, lifetime = self._admit(latest, entry)
             return {
                 "kind": "round",
                 "study": self.study,
@@ -170,15 +169,15 @@ class SitePrivacy:
                 "steps": entry[2],
                 "delta": self.privacy.delta,
                 "accountant": self.privacy.accountant,
-                "epsilon": spent,
+                "epsilon": self._admit(latest, entry),
                 "lifetime-delta": self.delta_cap,
-                "lifetime-epsilon": lifetime,
             }
 
         return float(self.journal.append(record)["epsilon"])
 
-    def _admit(self, journal: Journal, entry: Entry) -> tuple[float, float]:
-        """The study's ε and the site's lifetime ε after `entry`, or a refusal naming the site."""
+    def _admit(self, journal: Journal, entry: Entry) -> float:
+        """The study's ε after `entry`, or a refusal naming the site when it breaks the study's budget or the
+        site's lifetime cap."""
         rounds = journal.rounds()
         mine = [r for r in rounds if r["study"] == self.study]
         if mine and (mine[0]["delta"], mine[0]["accountant"]) != (self.privacy.delta, self.privacy.accountant):
@@ -195,14 +194,13 @@ class SitePrivacy:
                 f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
             )
         cap = self.caps.lifetime_cap
-        lifetime = lifetime_spent(rounds, self.delta_cap, (entry,))
-        if lifetime > cap + 1e-9:
+        if math.isfinite(cap) and (lifetime := lifetime_spent(rounds, self.delta_cap, (entry,))) > cap + 1e-9:
             raise BudgetError(
                 f"site '{self.site}': lifetime privacy budget exhausted: over all studies on this site's data "
                 f"ε spent {lifetime_spent(rounds, self.delta_cap):.3f}, this round would reach {lifetime:.3f} > "
                 f"the site's lifetime cap of {cap} at δ = {self.delta_cap:.3g}; refusing"
             )
-        return after, lifetime
+        return after
 
     def _entry(self, steps: int) -> Entry:
         return (self.noise, self.sample_rate, steps)

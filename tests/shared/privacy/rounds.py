@@ -20,12 +20,13 @@ N_TRAIN = 120
 SITE = "hospital-1"
 
 
-def dp_study(name: str = "breast-cancer-demo", rounds: int = 4, **privacy) -> StudyConfig:
-    """The demo study under local DP (ε = 2 by default) over `rounds` rounds."""
+def dp_study(name: str = "breast-cancer-demo", rounds: int = 4, quick: bool = False, **privacy) -> StudyConfig:
+    """The demo study under local DP (ε = 2 by default) over `rounds` rounds; `quick`: 2 DP-SGD steps a round."""
     base = demo_study()
     return dataclasses.replace(
         base,
         name=name,
+        train=dataclasses.replace(base.train, local_epochs=1, batch_size=N_TRAIN // 2) if quick else base.train,
         privacy=PrivacyConfig(**{"mode": "local", "epsilon": 2.0, **privacy}),
         federation=dataclasses.replace(base.federation, rounds=rounds),
     )

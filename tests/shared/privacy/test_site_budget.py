@@ -1,0 +1,99 @@
+"""The budget belongs to the site's patients: renamed and second studies, δ, and the lifetime cap over all studies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from shared.errors import PolicyError
+from shared.privacy.accounting import BudgetError, epsilon
+from shared.privacy.caps import PrivacyCaps
+from shared.privacy.journal import LedgerError, LedgerFiles
+from tests.shared.privacy.rounds import SITE, dp_study, open_site, run_round, train
+
+DELTA = 1e-5
+RATE, STEPS = 0.5, 2  # dp_study(quick=True): 2 batches of 60 rows, one local epoch
+
+
+def quick(name: str, noise: float = 1.0, budget: float = 10.0, **privacy):
+    """A study spending a known amount per round: RDP at δ = 1e-5 with a fixed noise multiplier."""
+    return dp_study(name, quick=True, accountant="rdp", noise_multiplier=noise, epsilon=budget, **privacy)
+
+
+def spent(*rounds: tuple[float, int]) -> float:
+    """RDP ε at δ = 1e-5 of rounds given as (noise, count)."""
+    return epsilon([(noise, RATE, STEPS * count) for noise, count in rounds], DELTA, "rdp")
+
+
+def recorded(folder) -> list[dict]:
+    return [json.loads(line) for line in LedgerFiles.at(folder, SITE).journal.read_text().splitlines()]
+
+
+def test_a_renamed_study_spends_from_the_same_lifetime_budget(tmp_path):
+    budget = spent((1.0, 2)) + 1e-6
+    caps = PrivacyCaps(max_epsilon=budget, max_delta=DELTA)  # lifetime cap by default: max-epsilon
+    for rnd in (1, 2):
+        run_round(quick("x", budget=budget), tmp_path, rnd, caps)
+    with pytest.raises(BudgetError, match="site 'hospital-1': privacy budget exhausted"):
+        open_site(quick("x", budget=budget), tmp_path, caps).check_round()
+    with pytest.raises(BudgetError, match="site 'hospital-1': lifetime privacy budget exhausted"):
+        open_site(quick("x-v2", budget=budget), tmp_path, caps).check_round()
+
+
+def test_a_second_study_spends_from_the_same_lifetime_budget(tmp_path):
+    lifetime = spent((1.0, 1), (1.5, 1)) + 1e-6
+    caps = PrivacyCaps(max_epsilon=10.0, max_delta=DELTA, lifetime_epsilon=lifetime)
+    run_round(quick("first", noise=1.0), tmp_path, 1, caps)
+    run_round(quick("second", noise=1.5), tmp_path, 1, caps)
+    with pytest.raises(BudgetError, match=r"lifetime privacy budget exhausted.*lifetime cap of"):
+        open_site(quick("second", noise=1.5), tmp_path, caps).check_round()
+    with pytest.raises(BudgetError, match="lifetime privacy budget exhausted"):
+        open_site(quick("third", noise=3.0), tmp_path, caps).check_round()
+    # The lifetime ε is Opacus's RDP accountant over the union of both studies' histories.
+    union = RDPAccountant()
+    union.history = [(r["noise-multiplier"], r["sample-rate"], r["steps"]) for r in recorded(tmp_path)]
+    assert union.get_epsilon(delta=DELTA) == pytest.approx(lifetime, abs=1e-5)
+    assert [r["study"] for r in recorded(tmp_path)] == ["first", "second"]
+
+
+@pytest.mark.parametrize(
+    ("delta", "caps", "cap"),
+    [
+        (0.5, PrivacyCaps(), "0.000833"),  # the default: 1/(10 n) of the site's 120 training rows
+        (1e-3, PrivacyCaps(max_epsilon=10.0), "0.000833"),
+        (1e-5, PrivacyCaps(max_delta=1e-6), "1e-06"),
+    ],
+)
+def test_delta_above_the_site_cap_is_refused_before_anything_is_written(tmp_path, delta, caps, cap):
+    with pytest.raises(PolicyError, match=rf"site 'hospital-1': the study asks for δ = {delta:g}, .*cap of {cap}"):
+        open_site(quick("greedy", delta=delta), tmp_path, caps)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
+def test_a_study_cannot_change_its_delta_midway(tmp_path):
+    run_round(quick("x"), tmp_path, 1)
+    with pytest.raises(PolicyError, match="study 'x' has spent at δ = 1e-05.*cannot change"):
+        open_site(quick("x", delta=1e-4), tmp_path).check_round()
+
+
+def test_a_round_that_no_longer_fits_at_commit_is_not_recorded(tmp_path):
+    """Two processes both passed the check; the second commit finds the lifetime spent under the lock."""
+    caps = PrivacyCaps(max_delta=DELTA, lifetime_epsilon=spent((1.0, 1)) + 1e-6)
+    first, second = open_site(quick("a"), tmp_path, caps), open_site(quick("b"), tmp_path, caps)
+    first.check_round(), second.check_round()
+    train(first, quick("a"), 1)
+    train(second, quick("b"), 1)
+    first.commit(1)
+    with pytest.raises(BudgetError, match="lifetime privacy budget exhausted"):
+        second.commit(1)
+    assert [r["study"] for r in recorded(tmp_path)] == ["a"]
+
+
+def test_a_deleted_journal_stops_training_and_the_refusal_names_no_file(tmp_path):
+    run_round(quick("x"), tmp_path, 1)
+    LedgerFiles.at(tmp_path, SITE).journal.unlink()
+    with pytest.raises(LedgerError, match="site 'hospital-1': its privacy ledger cannot be trusted") as err:
+        open_site(quick("renamed"), tmp_path)
+    assert str(tmp_path) not in str(err.value) and "journal is missing" in str(err.value)
