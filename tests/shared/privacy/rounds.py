@@ -15,9 +15,9 @@ from shared.privacy.site import SitePrivacy
 from shared.tasks import build_model
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
+from tests.shared.privacy.records import SITE
 
 N_TRAIN = 120
-SITE = "hospital-1"
 
 
 def dp_study(name: str = "breast-cancer-demo", rounds: int = 4, quick: bool = False, **privacy) -> StudyConfig:
