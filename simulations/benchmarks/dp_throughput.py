@@ -25,6 +25,8 @@ from torch.utils.data import TensorDataset
 
 from shared.config import PrivacyConfig, TrainConfig
 from shared.device import resolve_device
+from shared.privacy.caps import PrivacyCaps
+from shared.privacy.journal import LedgerFiles
 from shared.privacy.site import SitePrivacy
 from shared.tasks.imaging.model import build_cnn
 from shared.tasks.imaging.spec import ImagingModelSpec
@@ -86,7 +88,7 @@ def epoch_rate(
             train=settings,
             privacy=PrivacyConfig(mode="local", epsilon=8.0, noise_multiplier=1.0, grad_sample_mode=mode),
         )
-        site = SitePrivacy(study, "bench", ledger, float("inf"), len(data))
+        site = SitePrivacy(study, "bench", LedgerFiles.at(ledger, "bench"), PrivacyCaps(), len(data))
         model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
         empty = site.empty_batch_step()
     started = time.perf_counter()

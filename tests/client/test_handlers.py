@@ -83,10 +83,11 @@ def test_a_repeated_round_resends_the_released_update_without_spending_again(stu
     site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path / "ledgers")
     start = model_arrays(get_task("tabular").build_model(private))
     first = handle(server_message(private, arrays=start), site, train=True)
-    ledger = next((tmp_path / "ledgers").glob("*.json")).read_bytes()
+    journal = tmp_path / "ledgers" / f"{site.name}.journal.jsonl"
+    ledger = journal.read_bytes()
     again = handle(server_message(private, arrays=start), site, train=True)  # the server died and resumed
     assert not again.has_error()
-    assert next((tmp_path / "ledgers").glob("*.json")).read_bytes() == ledger  # no new ε recorded
+    assert journal.read_bytes() == ledger  # no new ε recorded
     sent, resent = first.content.array_records["arrays"], again.content.array_records["arrays"]
     assert all(np.array_equal(sent[k].numpy(), resent[k].numpy()) for k in sent)
     assert (
@@ -139,3 +140,14 @@ def test_a_round_that_fits_trains_as_usual(study, demo_sites, monkeypatch):
     steps = slow_steps(monkeypatch, 0.0)
     reply = handle(server_message(with_federation(study, round_timeout=60.0)), demo_sites[0], train=True)
     assert not reply.has_error() and len(steps) > 10
+
+
+def test_a_site_whose_journal_was_deleted_refuses_without_revealing_its_files(study, demo_sites, tmp_path):
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path / "ledgers")
+    assert not handle(server_message(private), site, train=True).has_error()
+    site.ledger_files().journal.unlink()
+    renamed = dataclasses.replace(private, name="renamed-study")
+    reply = handle(server_message(renamed), site, train=True)
+    assert reply.has_error() and site.name in reply.error.reason and "cannot be trusted" in reply.error.reason
+    assert str(tmp_path) not in reply.error.reason and ".journal" not in reply.error.reason

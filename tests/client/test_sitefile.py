@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from client.agent import preflight, supernode_command
+from client.site import SiteConfig
 from client.sitefile import SitePolicy, load_site_file
 from shared.config import PrivacyConfig
 from shared.errors import ConfigError, PolicyError
+from shared.privacy.caps import PrivacyCaps
 from shared.tasks import get_task
 
 SITE = """name = "north"
@@ -84,3 +87,21 @@ def test_policy_refuses_what_the_site_does_not_accept(study):
             policy.check(asked, "north")
         assert "site 'north' refuses study" in str(err.value)
     assert dataclasses.replace(accepted, privacy=PrivacyConfig(mode="local", epsilon=2.0))  # ε is SitePrivacy's job
+
+
+def test_privacy_caps_and_ledger_paths_come_from_the_site_file_and_node_config(tmp_path):
+    text = SITE.format(data="x.csv").replace(
+        "max-epsilon = 4.0", "max-epsilon = 4.0\nmax-delta = 1e-6\nlifetime-epsilon = 6.0"
+    )
+    text = 'ledger-key = "/secure/north.key"\nledger-anchor = "anchors/north.json"\n' + text
+    site = SiteConfig.from_site_file(load_site_file(write(tmp_path, text)))
+    assert site.privacy_caps() == PrivacyCaps(max_epsilon=4.0, max_delta=1e-6, lifetime_epsilon=6.0)
+    files = site.ledger_files()
+    assert files.key == Path("/secure/north.key") and files.anchor == tmp_path / "kit" / "anchors" / "north.json"
+    default = SiteConfig.from_site_file(load_site_file(write(tmp_path, SITE.format(data="x.csv"))))
+    assert default.privacy_caps().lifetime_cap == 4.0  # a capped site: renaming a study buys no budget
+    assert default.ledger_files().key.parent == tmp_path / "kit" / "ledgers-keys"  # apart from the journal
+    node = SiteConfig.from_node_config({"data-path": "x.csv", "max-epsilon": 2.0, "max-delta": 1e-6})
+    assert node.privacy_caps() == PrivacyCaps(max_epsilon=2.0, max_delta=1e-6)
+    with pytest.raises(ConfigError, match="policy.max-delta"):
+        load_site_file(write(tmp_path, SITE.format(data="x.csv").replace("min-sites", "max-delta = 2.0\nmin-sites")))

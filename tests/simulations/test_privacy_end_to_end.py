@@ -30,12 +30,9 @@ def test_local_dp_reports_epsilon_and_the_capped_site_is_refused(study, demo_sit
     assert set(spent) == {(1, "hospital-1"), (1, "hospital-2"), (2, "hospital-1"), (2, "hospital-2")}
     for site in ("hospital-1", "hospital-2"):
         assert 0 < spent[(1, site)] < spent[(2, site)] <= 4.0
-    assert sorted(p.name for p in (tmp_path / "ledgers").glob("*.json")) == [
-        "hospital-1__breast-cancer-demo.json",
-        "hospital-2__breast-cancer-demo.json",
-    ]
-    released = sorted(p.name for p in (tmp_path / "ledgers" / "released").iterdir())
-    assert released == ["hospital-1--breast-cancer-demo.safetensors", "hospital-2--breast-cancer-demo.safetensors"]
+    journals = sorted(p.name for p in (tmp_path / "ledgers").glob("*.journal.jsonl"))
+    assert journals == ["hospital-1.journal.jsonl", "hospital-2.journal.jsonl"]  # one per site, every study in it
+    assert len(list((tmp_path / "ledgers" / "released").iterdir())) == 2
     for reply in recorded:
         if not reply.has_error():
             assert_only_model_and_aggregates(reply, private)
@@ -67,5 +64,5 @@ def test_ledgers_persist_across_processes_and_a_spent_budget_is_refused(study, d
     assert again["status"].startswith("stopped: round 1: only 0 usable update(s)")
     refusals = [e for e in again["events"] if e["event"] == "refused"]
     assert len(refusals) == 3 and all("privacy budget exhausted" in e["reason"] for e in refusals)
-    ledger = json.loads((tmp_path / "ledgers" / "hospital-1__breast-cancer-demo.json").read_text())
-    assert [r["round"] for r in ledger["rounds"]] == [1, 2]  # the refused round spent nothing
+    journal = (tmp_path / "ledgers" / "hospital-1.journal.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in journal] == [1, 2]  # the refused round spent nothing
