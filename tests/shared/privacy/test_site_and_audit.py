@@ -12,6 +12,8 @@ from torch.utils.data import TensorDataset
 from shared.config import PrivacyConfig, TrainConfig
 from shared.errors import ConfigError
 from shared.privacy.audit import membership_auc
+from shared.privacy.caps import PrivacyCaps
+from shared.privacy.journal import LedgerFiles
 from shared.privacy.site import SitePrivacy, dp_compatible, grad_sample_mode
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
@@ -46,7 +48,7 @@ def test_auto_mode_picks_the_fastest_measured_mode():
 def test_a_mode_that_cannot_train_the_model_is_a_clear_error(tmp_path):
     base = demo_study()
     study = dataclasses.replace(base, privacy=PrivacyConfig(mode="local", grad_sample_mode="ew"))
-    site = SitePrivacy(study, "h", tmp_path, float("inf"), 40)
+    site = SitePrivacy(study, "h", LedgerFiles.at(tmp_path, "h"), PrivacyCaps(), 40)
     model = Odd()
     loader = make_loader(TensorDataset(torch.randn(40, 4), torch.randint(0, 2, (40,))), 8, 0)
     with pytest.raises(ConfigError, match=r"privacy.grad-sample-mode.*'ew'.*'mix' \(Bilinear\)"):
@@ -71,7 +73,7 @@ def overfit(tmp_path, private: bool) -> float:
             privacy=PrivacyConfig(mode="local", epsilon=1.0),
             federation=dataclasses.replace(base.federation, rounds=1),
         )
-        site = SitePrivacy(study, "h", tmp_path, float("inf"), len(train))
+        site = SitePrivacy(study, "h", LedgerFiles.at(tmp_path, "h"), PrivacyCaps(), len(train))
         model, optimizer, loader, loss = site.make_private(model, optimizer, loader, loss)
         empty_step = site.empty_batch_step()
     train_epochs(
