@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
-from shared.durable import replace_durably
+from shared.atomic import atomic_write
 
 
 def arrays_digest(arrays: ArrayRecord) -> str:
@@ -56,8 +55,6 @@ class ReleasedUpdates:
     def keep(self, rnd: int, start: str, metrics: dict[str, float], arrays: ArrayRecord) -> None:
         """Store this round's update (fsync'd, then atomically renamed) before it leaves the site."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         tensors = {k: np.ascontiguousarray(v.numpy()) for k, v in arrays.items()}
         meta = {"round": str(rnd), "start": start, "metrics": json.dumps(metrics)}
-        save_file(tensors, str(tmp), metadata=meta)
-        replace_durably(tmp, self.path)
+        atomic_write(self.path, lambda tmp: save_file(tensors, str(tmp), metadata=meta), mode=0o600)

@@ -29,7 +29,7 @@ def atomic_write(path: Path, write: Callable[[Path], object], mode: int = 0o644)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_folder(path.parent)
+    fsync_path(path.parent)
     return path
 
 
@@ -43,10 +43,17 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> Path:
     return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"), mode)
 
 
-def fsync_folder(folder: Path) -> None:
-    """Make a rename or a new file in `folder` durable: the folder entry itself must reach the disk."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries (what makes a rename or a new file in it durable), to the disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until every byte is written (one call may write fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -15,6 +15,15 @@ def history(rounds: list[dict[str, Any]]) -> list[Entry]:
     return [(float(r["noise-multiplier"]), float(r["sample-rate"]), int(r["steps"])) for r in rounds]
 
 
+def lifetime_delta(rounds: list[dict[str, Any]], delta_cap: float, study_delta: float) -> float:
+    """The δ the lifetime ε is stated at: the smallest of the site's δ cap and every δ a study on its data used.
+
+    Any δ gives a valid (ε, δ) statement of the same composition; the smallest one a study was held to makes the
+    lifetime cap at least as strict as that study's own cap, so a renamed study cannot buy budget by default.
+    """
+    return min([delta_cap, study_delta, *(float(r["delta"]) for r in rounds)])
+
+
 def lifetime_spent(rounds: list[dict[str, Any]], delta: float, more: tuple[Entry, ...] = ()) -> float:
     """ε over every study's rounds (plus `more`), composed by RDP at `delta`."""
     return epsilon([*history(rounds), *more], delta, LIFETIME_ACCOUNTANT)

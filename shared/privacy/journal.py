@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.durable import fsync_path, write_all, write_durably
+from shared.atomic import atomic_write_bytes, fsync_path, write_all
 from shared.errors import MedfedError
 
 FORMAT = "medfed-privacy-journal/1"
@@ -181,7 +181,7 @@ def recover(files: LedgerFiles, site: str, reason: str) -> str:
             "carried-entries": len(readable),
         }
         chain.append(_seal(key, site, chain, note))
-        write_durably(files.journal, b"".join(_line(e) for e in chain))
+        atomic_write_bytes(files.journal, b"".join(_line(e) for e in chain), mode=0o600)
         _write_anchor(files.anchor, site, chain[-1])
     log.warning(
         "site '%s': privacy journal %s recovered by the operator (%s): %s; the old file is kept as %s",
@@ -302,7 +302,8 @@ def _append_line(path: Path, entry: dict[str, Any]) -> None:
 
 def _write_anchor(path: Path, site: str, last: dict[str, Any]) -> None:
     body = {"format": FORMAT, "site": site, "seq": last["seq"], "mac": last["mac"]}
-    write_durably(path, json.dumps(body, indent=2).encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(body, indent=2).encode(), mode=0o600)
 
 
 @contextlib.contextmanager

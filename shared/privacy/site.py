@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError, PolicyError
 from shared.privacy.accounting import BudgetError, Entry, epsilon, plan_noise
-from shared.privacy.budget import history, lifetime_spent
+from shared.privacy.budget import history, lifetime_delta, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import Journal, LedgerFiles
 
@@ -170,7 +170,7 @@ class SitePrivacy:
                 "delta": self.privacy.delta,
                 "accountant": self.privacy.accountant,
                 "epsilon": self._admit(latest, entry),
-                "lifetime-delta": self.delta_cap,
+                "lifetime-delta": lifetime_delta(latest.rounds(), self.delta_cap, self.privacy.delta),
             }
 
         return float(self.journal.append(record)["epsilon"])
@@ -193,12 +193,12 @@ class SitePrivacy:
                 f"site '{self.site}': privacy budget exhausted{first}: ε spent {spent:.3f}, this round "
                 f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
             )
-        cap = self.caps.lifetime_cap
-        if math.isfinite(cap) and (lifetime := lifetime_spent(rounds, self.delta_cap, (entry,))) > cap + 1e-9:
+        cap, delta = self.caps.lifetime_cap, lifetime_delta(rounds, self.delta_cap, self.privacy.delta)
+        if math.isfinite(cap) and (lifetime := lifetime_spent(rounds, delta, (entry,))) > cap + 1e-9:
             raise BudgetError(
                 f"site '{self.site}': lifetime privacy budget exhausted: over all studies on this site's data "
-                f"ε spent {lifetime_spent(rounds, self.delta_cap):.3f}, this round would reach {lifetime:.3f} > "
-                f"the site's lifetime cap of {cap} at δ = {self.delta_cap:.3g}; refusing"
+                f"ε spent {lifetime_spent(rounds, delta):.3f}, this round would reach {lifetime:.3f} > "
+                f"the site's lifetime cap of {cap} at δ = {delta:.3g}; refusing"
             )
         return after
 

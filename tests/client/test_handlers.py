@@ -119,8 +119,8 @@ def slow_steps(monkeypatch, seconds: float) -> list[float]:
 
 
 def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(study, demo_sites, monkeypatch):
-    study = with_federation(study, round_timeout=2.0)  # 2 epochs of ~12 batches at >= 0.1 s each need >= 2.4 s
-    steps = slow_steps(monkeypatch, 0.1)
+    study = with_federation(study, round_timeout=2.0)  # 2 epochs of 6 batches at >= 0.2 s each need >= 2.4 s
+    steps = slow_steps(monkeypatch, 0.2)
     started = time.perf_counter()
     reply = handle(server_message(study), demo_sites[0], train=True)
     assert reply.has_error() and reply.error.code == SITE_REFUSED

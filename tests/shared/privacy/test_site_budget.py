@@ -31,9 +31,12 @@ def recorded(folder) -> list[dict]:
     return [json.loads(line) for line in LedgerFiles.at(folder, SITE).journal.read_text().splitlines()]
 
 
-def test_a_renamed_study_spends_from_the_same_lifetime_budget(tmp_path):
+@pytest.mark.parametrize("max_delta", [DELTA, 0.0], ids=["delta-cap-of-the-study", "default-delta-cap"])
+def test_a_renamed_study_spends_from_the_same_lifetime_budget(tmp_path, max_delta):
+    """With the default δ cap (1/(10 n), far above the study's δ) too: the lifetime ε is stated at the smallest δ a
+    study used, so the renamed study starts with nothing left."""
     budget = spent((1.0, 2)) + 1e-6
-    caps = PrivacyCaps(max_epsilon=budget, max_delta=DELTA)  # lifetime cap by default: max-epsilon
+    caps = PrivacyCaps(max_epsilon=budget, max_delta=max_delta)  # lifetime cap by default: max-epsilon
     for rnd in (1, 2):
         run_round(quick("x", budget=budget), tmp_path, rnd, caps)
     with pytest.raises(BudgetError, match="site 'hospital-1': privacy budget exhausted"):
