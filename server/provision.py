@@ -30,6 +30,7 @@ from shared.errors import ConfigError
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CA_DAYS, SERVER_DAYS = 3650, 825  # 825 days: the longest TLS server certificate lifetime clients widely accept
 DEFAULT_PORT = 9092
+AGENT_PORT = 9094  # the first kit's local agent port; Flower's SuperNode default
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,14 @@ def add_site(root: Path, name: str) -> Path:
     _write(kit / "ca.crt", fed.ca_cert.read_bytes())
     _write(fed.server / "site-keys" / f"{name}.pub", public)
     address = (fed.server / "address.txt").read_text().strip()
-    _write(kit / "site.toml", site_template(name, address).encode())
+    # Each kit its own agent port (in provisioning order), so that sites can run side by side on one machine.
+    agent_port = AGENT_PORT + len(fed.site_names()) - 1
+    _write(kit / "site.toml", site_template(name, address, agent_port).encode())
     _write(kit / "START.txt", start_text(name).encode())
     return kit
 
 
-def site_template(name: str, address: str) -> str:
+def site_template(name: str, address: str, agent_port: int = AGENT_PORT) -> str:
     """The site config a hospital fills in: its data, policy and the kit's certificate and key."""
     return f'''# medfed site config for "{name}". Edit the [data] path and the [policy] table; keep this file local.
 name = "{name}"
@@ -123,7 +126,10 @@ server = "{address}"
 ca-certificate = "ca.crt"        # relative paths are relative to this file
 private-key = "{name}.key"
 device = "auto"                  # auto | cpu | cuda
-ledger-dir = "ledgers"           # this site's privacy ledgers: never delete while studies run
+ledger-dir = "ledgers"           # this site's privacy journal: never delete it
+# ledger-key = "ledgers-keys/{name}.key"             # default: the journal's MAC key, kept apart from it
+# ledger-anchor = "ledgers-keys/{name}.anchor.json"  # default: best on another disk, backed up apart
+agent-port = {agent_port}                # the agent's local port (loopback only); one per agent on a machine
 app-code = "installed"           # run only this site's installed medfed; "server" runs the server's app (unsafe)
 
 [data]
@@ -134,6 +140,8 @@ task = "tabular"                 # the task this data is for: tabular | imaging 
 tasks = ["tabular"]              # tasks this site accepts
 models = []                      # model names it accepts; empty accepts the task's models
 max-epsilon = 8.0                # the most (ε) a study may spend of this site's patients, with local DP
+max-delta = 0                    # 0: δ ≤ 1/(10·n) of the site's n training rows
+lifetime-epsilon = 0             # the most ε all studies together may spend; 0: the same as max-epsilon
 min-sites = 3                    # refuse studies that aggregate fewer sites than this
 trusted-publishers = ""          # only with app-code = "server": Flower trusted-entities YAML of app signers
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,7 +61,7 @@ class Loopback:
         text = text.replace(
             'task = "tabular"                 # the task', 'label = "diagnosis"\ntask = "tabular"  # the'
         )
-        text = text.replace('ledger-dir = "ledgers"', f'ledger-dir = "ledgers"\nagent-port = {free_port()}')
+        text = re.sub(r"(?m)^agent-port = \d+", f"agent-port = {free_port()}", text)
         if policy:
             text = text.split("\n[policy]\n")[0] + "\n[policy]\n" + policy
         else:

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 
+from client.sitefile import load_site_file
 from server.provision import add_site, provision
 from shared.errors import ConfigError
 
@@ -57,3 +58,10 @@ def test_adding_a_site_later_and_refusals(tmp_path):
         provision(fed.root, ["127.0.0.1"], [])
     with pytest.raises(ConfigError, match="not provisioned"):
         add_site(tmp_path / "nowhere", "x")
+
+
+def test_each_kit_has_its_own_agent_port_so_sites_run_side_by_side(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north", "south"], 9092)
+    add_site(fed.root, "east")
+    ports = [load_site_file(fed.site(name) / "site.toml").agent_port for name in ("north", "south", "east")]
+    assert ports == [9094, 9095, 9096]
