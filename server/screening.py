@@ -69,8 +69,9 @@ class SiteNames:
         return None
 
     def of(self, msg: Message) -> str:
-        """The replying node's bound site name; for a node not yet bound, the name its reply or error claims,
-        marked as claimed, else its node id."""
+        """The replying node's bound site name; for a node not bound yet, the name its reply or refusal gives when
+        that is a known site no other node is bound to (a refusal cannot be signed: Flower's error replies hold
+        only a code and a reason), else its node id with the name it claims."""
         node = msg.metadata.src_node_id
         if node in self._names:
             return self._names[node]
@@ -79,8 +80,9 @@ class SiteNames:
             claimed = str(msg.content.config_records["site"].get("name", ""))
         elif msg.has_error() and (named := re.match(r"site '([^']+)'", msg.error.reason or "")):
             claimed = named.group(1)
-        if claimed and self._keys is None and claimed not in self._nodes:
-            return claimed  # in simulation every node is medfed's own virtual site
+        known = self._keys is None or claimed in self._keys
+        if claimed and known and claimed not in self._nodes and not (msg.has_content() and self._keys is not None):
+            return claimed
         return f"node-{node} (claims '{claimed}')" if claimed else f"node-{node}"
 
     def node(self, node_id: int) -> str:

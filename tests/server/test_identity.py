@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from client.site import SiteConfig, site_record
 from server.provision import provision
@@ -85,3 +85,18 @@ def test_in_simulation_the_first_node_owns_a_name():
         "node 2 names itself 'a', which node 1 already is",
         "node 1 is site 'a' and now names itself 'b'",
     ]
+
+
+def test_a_refusal_is_recorded_under_its_site_unless_another_node_is_that_site(fed):
+    names = SiteNames(load_public_keys(fed.server / "site-keys"))
+    screen([reply(1, signed(fed, "north", 1))], GLOBAL, names)
+
+    def refusal(node: int, site: str) -> Message:
+        ask = Message(RecordDict(), dst_node_id=node, message_type="train")
+        ask.metadata.__dict__["_message_id"] = f"r{node}"
+        msg = Message(Error(code=4001, reason=f"site '{site}': over its cap"), reply_to=ask)
+        msg.metadata.__dict__["_src_node_id"] = node
+        return msg
+
+    result = screen([refusal(2, "south"), refusal(3, "north"), refusal(4, "west")], GLOBAL, names)
+    assert [p["site"] for p in result.problems] == ["south", "node-3 (claims 'north')", "node-4 (claims 'west')"]
