@@ -1,15 +1,15 @@
 """The site agent: the local pre-flight check, then Flower's SuperNode and the site worker, kept running together.
 
-Both run as children of `medfed-site start`, each in a process group of its own: the site's IT supervises the one PID
-of `medfed-site start`, which ends both groups on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts
-a new site worker whenever the worker dies. When the SuperNode gives up connecting, `medfed-site start` reads its log
-and names the likely cause.
+Both run as children of `medfed-site start`, in its process group: the site's IT supervises the one PID of
+`medfed-site start`, which ends both on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts a new site
+worker whenever the worker dies. The children are also told by the kernel to stop if the agent itself is killed.
+When the SuperNode gives up connecting, `medfed-site start` reads its log and names the likely cause.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
+import ctypes
 import os
 import secrets
 import signal
@@ -38,6 +38,7 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 
 
 WORKER_RESTART_PAUSE_S = 1.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any]:
@@ -115,14 +116,13 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     passed_on = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {sig: signal.signal(sig, stop) for sig in passed_on}
     try:
-        # Own process groups: Flower's helpers would outlive the SuperNode and keep retrying otherwise.
         children["supernode"] = supernode = subprocess.Popen(
             supernode_command(site, insecure, secret),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         echo = threading.Thread(target=_echo, args=(supernode.stdout, tail), daemon=True)
         echo.start()
@@ -134,13 +134,12 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
         return supernode.returncode, "".join(tail)
     finally:
         for child in children.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
+            child.terminate()
         for child in children.values():
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                child.kill()
         for sig, handler in before.items():
             signal.signal(sig, handler)
         if secret is not None:
@@ -154,7 +153,14 @@ def _keep_worker(site: SiteFile, secret: Path, env: dict[str, str], children: di
     if worker is not None:
         print(f"site '{site.name}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
         time.sleep(WORKER_RESTART_PAUSE_S)
-    children["worker"] = subprocess.Popen(worker_command(site, secret), env=env, start_new_session=True)
+    children["worker"] = subprocess.Popen(worker_command(site, secret), env=env, preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: the kernel sends it SIGTERM when the agent dies, even by SIGKILL (Linux)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if hasattr(libc, "prctl"):
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _echo(stream: IO[str], tail: collections.deque[str]) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -72,3 +75,40 @@ def test_an_agent_facing_a_closed_port_stops_and_says_so(tmp_path, monkeypatch):
     assert time.monotonic() - started < 30
     assert result.exit_code != 0, result.output
     assert f"site 'north' stopped: {server} could not be reached within 1 attempts / 5 s" in result.output
+
+
+def test_the_supernode_and_the_worker_stop_when_the_agent_is_killed(tmp_path):
+    """Even a SIGKILL of `medfed-site start` alone leaves no SuperNode or site worker running."""
+    config = site_toml(tmp_path, f"127.0.0.1:{free_port()}")  # nothing listens: the SuperNode keeps retrying
+    agent = subprocess.Popen(
+        [str(Path(sys.executable).with_name("medfed-site")), "start", "--config", str(config), "--insecure"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children = wait_for(lambda: len(child_pids(agent.pid)) == 2 and child_pids(agent.pid), 60)
+        agent.kill()
+        agent.wait(timeout=10)
+        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in children), 20)
+    finally:
+        agent.kill()
+
+
+def child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except (OSError, IndexError):
+        return True
+
+
+def wait_for(condition, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+    return result
