@@ -15,6 +15,7 @@ import importlib.metadata
 import io
 import logging
 import sys
+import threading
 import time
 import tomllib
 import zipfile
@@ -122,10 +123,15 @@ class InstalledApp:
 
 
 class SiteWorker:
-    """Acquires ClientApp tasks from the SuperNode's Runtime API and runs each with the installed app, in turn."""
+    """Acquires ClientApp tasks from the SuperNode's Runtime API and runs each with the installed app, in turn.
+
+    Each task's message is pulled in a thread of its own and only the app runs one task at a time: a message whose
+    content never reaches the SuperNode (its SuperLink died mid-transfer) waits in its thread without holding up
+    the next one, as it would in Flower's own one-process-per-message executor.
+    """
 
     def __init__(self, runtime_address: str, secret: bytes, app: InstalledApp) -> None:
-        self.address, self.app = runtime_address, app
+        self.address, self.app, self.running = runtime_address, app, threading.Lock()
         self.client = _runtime_client(
             runtime_address,
             [
@@ -147,7 +153,7 @@ class SiteWorker:
         res = self.client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
         if not (res.HasField("task") and res.token):
             return False
-        self._run(res.token)
+        threading.Thread(target=self._run, args=(res.token,), daemon=True).start()
         return True
 
     def _run(self, token: str) -> None:
@@ -161,7 +167,8 @@ class SiteWorker:
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
-            reply = self.app(message, context, fab)
+            with self.running:
+                reply = self.app(message, context, fab)
             status, details = SubStatus.COMPLETED, ""
             push_message(task, reply, context)
         except Exception:  # a task's failure must not end the worker: the next message is served as usual
