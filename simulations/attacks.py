@@ -13,6 +13,8 @@ from flwr.clientapp.typing import ClientAppCallable, Mod
 from client.site import SiteConfig
 from shared.config import StudyConfig
 
+NOISE_STD = 1.0  # the noise attack adds N(0, NOISE_STD²) to every value the site sends
+
 
 def _scaled(factor: float) -> Callable[[RecordDict, np.random.Generator], None]:
     def attack(content: RecordDict, rng: np.random.Generator) -> None:
@@ -30,7 +32,6 @@ def _claim(content: RecordDict, rng: np.random.Generator) -> None:
     content["metrics"] = MetricRecord({**metrics, "num-examples": 10**9})
 
 
-NOISE_STD = 1.0
 # What a dishonest site does to its honest train reply; label-flip instead trains honestly on flipped labels.
 REPLY_ATTACKS = {"sign-flip-x10": _scaled(-10.0), "scale-x1000": _scaled(1000.0), "claim-1e9": _claim, "noise": _noise}
 LABEL_FLIP = "label-flip"
