@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.mod import fixedclipping_mod
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.secure import secure_aggregation_mod
@@ -22,9 +22,12 @@ def clip_if_asked(msg: Message, context: Context, call_next: ClientAppCallable) 
     return call_next(msg, context)
 
 
-def build_client_app(resolve_site: Callable[[Context], SiteConfig] = site_from_context) -> ClientApp:
-    """A ClientApp whose site settings come from `resolve_site` (node config when deployed)."""
-    app = ClientApp()
+def build_client_app(
+    resolve_site: Callable[[Context], SiteConfig] = site_from_context, mods: Sequence[Mod] = ()
+) -> ClientApp:
+    """A ClientApp whose site settings come from `resolve_site` (node config when deployed); `mods` wrap every
+    handler (benchmarks and tests inject faulty sites this way)."""
+    app = ClientApp(mods=list(mods))
 
     @app.train(mods=[secure_aggregation_mod(resolve_site), clip_if_asked])
     def train(msg: Message, context: Context) -> Message:

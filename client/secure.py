@@ -16,7 +16,7 @@ from flwr.compat.common import recorddict_compat as compat
 
 from client.admission import admit, refusal
 from client.site import SiteConfig, site_record
-from shared.arrays import non_finite
+from shared.arrays import non_finite, scale_update, update_norm
 from shared.config import StudyConfig
 from shared.errors import MedfedError
 
@@ -48,14 +48,19 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], SiteConfig]) -> Mod
                 return refusal(msg, site, str(exc))
 
         def train(fit: Message, ctx: Context) -> Message:
-            reply = call_next(_as_medfed(fit, config), ctx)
+            received = _as_medfed(fit, config)
+            reply = call_next(received, ctx)
+            if not reply.has_error():  # the server cannot bound a masked update: the site bounds its own
+                reply.content["arrays"] = _bounded(reply.content["arrays"], received.content["arrays"], study, site)
             problem = None if reply.has_error() else _unmaskable(reply.content["arrays"], study)
             if problem:
                 log.error("site '%s': %s", site.name, problem)
                 reply = refusal(fit, site, problem)
             if reply.has_error():
                 raise _Declined(reply)
-            fitres = _as_fitres(reply.content, list(config["array-keys"]), study.federation.secagg_max_weight)
+            fed = study.federation
+            max_weight = 1 if fed.weighting == "equal" else fed.secagg_max_weight
+            fitres = _as_fitres(reply.content, list(config["array-keys"]), max_weight)
             return Message(fitres, reply_to=fit)
 
         try:
@@ -91,6 +96,16 @@ def _as_fitres(content: RecordDict, keys: list[str], max_weight: int) -> RecordD
     out = compat.fitres_to_recorddict(fitres, keep_input=True)
     out["metrics"], out["site"] = content["metrics"], content["site"]
     return out
+
+
+def _bounded(arrays: ArrayRecord, received: ArrayRecord, study: StudyConfig, site: SiteConfig) -> ArrayRecord:
+    """The site's update (its model minus the global one it received) clipped to federation.update-norm-bound."""
+    bound = study.federation.update_norm_bound
+    norm = update_norm(arrays, received) if bound else 0.0
+    if not norm > bound:  # NaN too: _unmaskable refuses it by name
+        return arrays
+    log.warning("site '%s': update norm %.4g above federation.update-norm-bound = %g; clipped", site.name, norm, bound)
+    return scale_update(arrays, received, bound / norm)
 
 
 def _unmaskable(arrays: ArrayRecord, study: StudyConfig) -> str | None:

@@ -12,7 +12,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
-from server import wire
+from server import robust, wire
 from server.history import History
 from server.outputs import OutputError, StudyOutputs
 from server.screening import SiteNames, screen, unanswered
@@ -94,6 +94,7 @@ def run_study(
                 replies = wire.exchange(grid, messages, fed.round_timeout)
                 result = screen(replies, arrays, names)
                 problems = result.problems + unanswered(messages, replies, names, no_reply)
+                problems += robust.bound_replies(result.accepted, arrays, fed, names)
             wall = time.perf_counter() - started
             history.add_events(rnd, problems)
             evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
@@ -137,15 +138,18 @@ def run_study(
                 raise StudyStopped(
                     f"round {rnd}: only {result.contributors} usable update(s), federation.min-sites is {fed.min_sites}"
                 )
-            aggregated, _ = strategy.aggregate_train(rnd, result.accepted)
+            aggregated, rejected = robust.aggregate(strategy, rnd, result.accepted, arrays, fed)
             if aggregated is None:
                 raise StudyStopped(f"round {rnd}: the strategy produced no model")
-            arrays = aggregated
+            if rejected:
+                _reject_round(rnd, rejected, history, fed.max_failed_rounds)
+            else:
+                arrays = aggregated
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
             outputs.save_state(rnd, arrays, strategy_state(strategy), history)
-        _final_evaluation(grid, strategy, arrays, config, study, history, names)
-        history.status = "completed"
+        evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names)
+        history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:
         history.status = f"stopped: {stop}"
         history.add_events(len(history.timings), [{"site": "-", "event": "stopped", "reason": str(stop)}])
@@ -174,7 +178,17 @@ def _record_failure(outputs: StudyOutputs, history: History, study: StudyConfig,
         log.error("study '%s': its status could not be recorded in history.json either: %s", study.name, again)
 
 
-def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> None:
+def _reject_round(rnd: int, reason: str, history: History, allowed: int) -> None:
+    """Record a rejected aggregate (the previous model stays global); stop once more are rejected than allowed."""
+    kept = f"{reason}; the round failed and the round-{rnd - 1} model is kept"
+    history.add_events(rnd, [{"site": "-", "event": robust.REJECTED, "reason": kept}])
+    log.warning("round %d: %s", rnd, kept)
+    failed = robust.failed_rounds(history)
+    if failed > allowed:
+        raise StudyStopped(f"{failed} rounds' aggregates rejected, federation.max-failed-rounds is {allowed}")
+
+
+def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> int:
     fed = study.federation
     _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
     messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
@@ -183,6 +197,7 @@ def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> 
     no_reply = f"no reply within {fed.round_timeout:.0f} s"
     history.add_events(fed.rounds, result.problems + unanswered(messages, replies, names, no_reply))
     history.add_metrics(fed.rounds, "eval", result.site_metrics)
+    return len(result.site_metrics)
 
 
 def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> int:

@@ -1,14 +1,19 @@
-"""Build the Flower strategy a study asks for (FedAvg, FedProx, FedAdam), wrapped for central DP if asked."""
+"""Build the Flower strategy a study asks for (FedAvg, FedProx, FedAdam or a robust rule), with central DP on top."""
 
 from __future__ import annotations
 
 import numpy as np
 from flwr.serverapp.strategy import (
+    Bulyan,
     DifferentialPrivacyClientSideFixedClipping,
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
     FedAvg,
+    FedMedian,
     FedProx,
+    FedTrimmedAvg,
+    Krum,
+    MultiKrum,
     Strategy,
 )
 
@@ -32,12 +37,19 @@ def build_strategy(
         "min_evaluate_nodes": federation.min_sites,
         "min_available_nodes": federation.min_sites,
     }
-    if federation.strategy == "fedprox":
-        strategy: Strategy = FedProx(proximal_mu=federation.proximal_mu, **common)
-    elif federation.strategy == "fedadam":
-        strategy = FedAdam(eta=federation.server_lr, **common)
-    else:
-        strategy = FedAvg(**common)
+    f = federation.byzantine_sites
+    builders = {
+        "fedavg": lambda: FedAvg(**common),
+        "fedprox": lambda: FedProx(proximal_mu=federation.proximal_mu, **common),
+        "fedadam": lambda: FedAdam(eta=federation.server_lr, **common),
+        "fedmedian": lambda: FedMedian(**common),
+        "fedtrimmedavg": lambda: FedTrimmedAvg(beta=federation.trimmed_beta, **common),
+        "krum": lambda: Krum(num_malicious_nodes=f, **common),
+        # MultiKrum averages the n - f updates that Krum scores best, n being the fewest sites in a round.
+        "multikrum": lambda: MultiKrum(num_malicious_nodes=f, num_nodes_to_select=federation.min_sites - f, **common),
+        "bulyan": lambda: Bulyan(num_malicious_nodes=f, **common),
+    }
+    strategy = builders[federation.strategy]()
     if privacy is not None and privacy.mode in CENTRAL_WRAPPERS:
         strategy = CENTRAL_WRAPPERS[privacy.mode](
             strategy,
@@ -63,7 +75,8 @@ def strategy_state(strategy: Strategy) -> dict[str, dict[str, np.ndarray]]:
 
 
 def restore_strategy_state(strategy: Strategy, state: dict[str, dict[str, np.ndarray]]) -> None:
-    """Put saved state back, so a resumed study continues exactly where it stopped."""
+    """Put saved state back: a resumed study continues exactly where it stopped, a rejected round leaves no trace."""
     inner = _inner(strategy)
-    for name, values in state.items():
-        setattr(inner, name, dict(values))
+    for name in MOMENTS:
+        if hasattr(inner, name):  # a moment absent from `state` was not yet set when it was taken
+            setattr(inner, name, dict(state[name]) if name in state else None)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 from safetensors import SafetensorError
 
 from shared.errors import ConfigError
@@ -69,3 +69,27 @@ def load_model_file(model: nn.Module, path: Path) -> None:
         load_arrays(model, arrays)
     except (SafetensorError, ValueError) as exc:
         raise ConfigError(str(path), f"is not this study's model ({exc})", source="model file") from exc
+
+
+def update_norm(arrays: ArrayRecord, reference: ArrayRecord | None = None) -> float:
+    """The L2 norm of `arrays - reference` (or of `arrays`) over the floating tensors, in float64 so as not to
+    overflow."""
+    total = 0.0
+    for key, array in arrays.items():
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.floating):
+            base = 0.0 if reference is None else reference[key].numpy()
+            total += float(np.sum(np.square(values.astype(np.float64) - base)))
+    return float(np.sqrt(total))
+
+
+def scale_update(arrays: ArrayRecord, reference: ArrayRecord, factor: float) -> ArrayRecord:
+    """`reference + factor * (arrays - reference)` on the floating tensors; the others (counters) stay as sent."""
+    out = {}
+    for key, array in arrays.items():
+        values = array.numpy()
+        if np.issubdtype(values.dtype, np.floating):
+            ref = reference[key].numpy().astype(np.float64)
+            values = (ref + factor * (values.astype(np.float64) - ref)).astype(values.dtype)
+        out[key] = values
+    return ArrayRecord({k: Array(v) for k, v in out.items()})

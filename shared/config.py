@@ -16,7 +16,10 @@ from flwr.common.config import unflatten_dict
 
 from shared.errors import ConfigError, PolicyError
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+# Robust rules compare single sites' updates: the fewest sites each needs per round, for f = byzantine-sites.
+ROBUST_MINIMUM = {"krum": (2, 3, "n > 2f + 2"), "multikrum": (2, 3, "n > 2f + 2"), "bulyan": (4, 3, "n >= 4f + 3")}
+WEIGHTINGS = ("examples", "equal")
 OPTIMIZERS = ("adam", "sgd")
 PRIVACY_MODES = ("off", "local", "central-server", "central-client")
 ACCOUNTANTS = ("prv", "rdp")
@@ -46,6 +49,16 @@ class FederationConfig:
     secagg_threshold: float = 0.5
     secagg_value_range: float = 8.0  # every model value must lie within ±this to be quantised for masking
     secagg_max_weight: int = 100_000  # a site's weight (training examples) counts at most this much
+    # Robust aggregation (README "Robust aggregation"); 0 turns a bound off.
+    byzantine_sites: int = 1  # f: the faulty sites krum, multikrum and bulyan tolerate
+    trimmed_beta: float = 0.34  # fedtrimmedavg: the share of sites cut at each end, per value (1 of 3-5 sites)
+    update_norm_bound: float = 0.0  # each site's update (its model minus the global one) is clipped to this L2 norm
+    update_norm_median: float = 0.0  # ... and to this multiple of the round's median update norm
+    weighting: str = "examples"  # a site's weight in the average: its training examples, or "equal"
+    max_examples: int = 100_000  # plaintext rounds: a site's example count counts at most this much
+    max_examples_median: float = 0.0  # ... and at most this multiple of the round's median count
+    max_aggregate_change: float = 10.0  # an aggregate moving the global model by more than this x its norm is rejected
+    max_failed_rounds: int = 3  # rejected aggregates tolerated before the study stops cleanly
 
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"must be one of {', '.join(STRATEGIES)}")
@@ -67,8 +80,57 @@ class FederationConfig:
         _check(0 < self.secagg_threshold < 1, "federation.secagg-threshold", "must be in (0, 1)")
         _check(self.secagg_value_range > 0, "federation.secagg-value-range", "must be > 0")
         _check(self.secagg_max_weight >= 1, "federation.secagg-max-weight", "must be at least 1")
+        self.check_robust()
         if self.secure_aggregation == "on":
             self.check_secure_aggregation()
+
+    def check_robust(self) -> None:
+        """Robust-aggregation settings, and the fewest sites per round each robust rule needs to mean anything."""
+        _check(self.byzantine_sites >= 0, "federation.byzantine-sites", "must be >= 0")
+        _check(0 <= self.trimmed_beta < 0.5, "federation.trimmed-beta", "must be in [0, 0.5)")
+        _check(self.update_norm_bound >= 0, "federation.update-norm-bound", "must be >= 0 (0: off)")
+        _check(
+            self.update_norm_median == 0 or self.update_norm_median >= 1,
+            "federation.update-norm-median",
+            "must be 0 (off) or at least 1 (below 1 it would clip most honest sites)",
+        )
+        _check(self.weighting in WEIGHTINGS, "federation.weighting", f"must be one of {', '.join(WEIGHTINGS)}")
+        _check(self.max_examples >= 1, "federation.max-examples", "must be at least 1")
+        _check(
+            self.max_examples_median == 0 or self.max_examples_median >= 1,
+            "federation.max-examples-median",
+            "must be 0 (off) or at least 1 (below 1 it would cap most honest sites)",
+        )
+        _check(self.max_aggregate_change >= 0, "federation.max-aggregate-change", "must be >= 0 (0: off)")
+        _check(self.max_failed_rounds >= 0, "federation.max-failed-rounds", "must be >= 0")
+        if self.strategy in ROBUST_MINIMUM:
+            times, plus, rule = ROBUST_MINIMUM[self.strategy]
+            needed = times * self.byzantine_sites + plus
+            _check(
+                self.min_sites >= needed,
+                "federation.min-sites",
+                f"is {self.min_sites}; strategy '{self.strategy}' tolerating byzantine-sites = {self.byzantine_sites} "
+                f"needs at least {needed} sites in every round ({rule}), or it cannot tell a faulty update from honest "
+                "ones; raise min-sites, lower byzantine-sites, or use fedmedian, fedtrimmedavg or an update norm bound",
+            )
+        if self.strategy == "fedtrimmedavg":
+            _check(
+                int(self.trimmed_beta * self.min_sites) >= 1,
+                "federation.trimmed-beta",
+                f"is {self.trimmed_beta}; with min-sites = {self.min_sites} it trims no site at all (the cut per end "
+                f"is floor(beta x sites)); use at least {1 / self.min_sites:.3g}",
+            )
+
+    def single_updates(self) -> str | None:
+        """The setting that needs each site's own update or count (which SecAgg+ hides), if any."""
+        for name, used in (
+            ("federation.strategy", self.strategy not in ("fedavg", "fedprox", "fedadam")),
+            ("federation.update-norm-median", self.update_norm_median > 0),
+            ("federation.max-examples-median", self.max_examples_median > 0),
+        ):
+            if used:
+                return name
+        return None
 
     def check_secure_aggregation(self) -> None:
         """SecAgg+ needs three sites in every sum: of two, each could subtract its own update and read the other's."""
@@ -78,6 +140,13 @@ class FederationConfig:
             f"is {self.min_sites}; secure aggregation needs at least 3 sites per round "
             "(with two, each could read the other's update from the sum); "
             'or set federation.secure-aggregation = "off"',
+        )
+        needs = self.single_updates()
+        _check(
+            needs is None,
+            str(needs),
+            "needs each site's own update, which secure aggregation hides from the server; under SecAgg+ bound "
+            'updates with federation.update-norm-bound (each site clips its own), or set secure-aggregation = "off"',
         )
 
 
@@ -182,9 +251,11 @@ class StudyConfig:
             )
 
     def secure_aggregation(self, deployed: bool) -> bool:
-        """Whether rounds run SecAgg+: "auto" means on in a federation unless central DP needs each site's update."""
+        """Whether rounds run SecAgg+: "auto" means on in a federation unless central DP or a robust setting needs
+        each site's update."""
         fed = self.federation
-        if fed.secure_aggregation == "auto" and (not deployed or self.privacy.mode.startswith("central")):
+        per_site = self.privacy.mode.startswith("central") or fed.single_updates() is not None
+        if fed.secure_aggregation == "auto" and (not deployed or per_site):
             return False
         if fed.secure_aggregation != "off":
             fed.check_secure_aggregation()

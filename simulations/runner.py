@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from flwr.clientapp.typing import Mod
+from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import build_client_app
@@ -25,6 +27,14 @@ def simulate(
     verbose: bool = False,
 ) -> None:
     """Run every round in-process; outputs land in `folder` as they would on a real server."""
+    simulate_app(build_server_app(study, folder, progress), sites, verbose)
+
+
+def simulate_app(
+    server_app: ServerApp, sites: list[SiteConfig], verbose: bool = False, mods: Sequence[Mod] = ()
+) -> None:
+    """Run a ServerApp against medfed's ClientApp, one virtual SuperNode per site; `mods` wrap every site's
+    handlers."""
     # One torch thread per virtual site: on few cores, thread oversubscription costs more than it gives.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Sites ask Ray for no GPU; without this Ray would also hide the GPU from them, and they could not use CUDA.
@@ -32,9 +42,9 @@ def simulate(
     logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     offer({name: model for site in sites for name, model in site.models.items()})  # for the server's own model
     by_partition = dict(enumerate(sites))
-    client_app = build_client_app(lambda context: by_partition[int(context.node_config["partition-id"])])
+    client_app = build_client_app(lambda context: by_partition[int(context.node_config["partition-id"])], mods)
     run_simulation(
-        server_app=build_server_app(study, folder, progress),
+        server_app=server_app,
         client_app=client_app,
         num_supernodes=len(sites),
         backend_config={

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 from client.admission import SITE_REFUSED
-from client.secure import _as_fitres, _unmaskable, secure_aggregation_mod
+from client.secure import _as_fitres, _bounded, _unmaskable, secure_aggregation_mod
 from client.site import SiteConfig
 from client.sitefile import SitePolicy
 from tests.conftest import with_federation
@@ -69,3 +70,15 @@ def test_the_masked_reply_follows_the_servers_tensor_order():
     shapes = [a.numpy().shape for a in legacy["fitres.parameters"].values()]
     assert shapes == [(2,), (2, 3)]
     assert legacy["fitres.num_examples"]["num_examples"] == 5  # the weight is capped at secagg-max-weight
+
+
+@pytest.mark.parametrize(("factor", "clipped"), [(-10.0, True), (1000.0, True), (1.01, False)])
+def test_a_site_clips_its_own_update_before_masking_to_the_fixed_bound(study, tmp_path, factor, clipped):
+    study = with_federation(study, update_norm_bound=1.0)
+    received = ArrayRecord({"w": Array(np.full(4, 0.5, np.float32))})
+    trained = ArrayRecord({"w": Array(np.full(4, 0.5 * factor, np.float32))})
+    sent = _bounded(trained, received, study, SiteConfig("west", tmp_path / "x.csv"))
+    update = sent["w"].numpy() - 0.5
+    norm = float(np.linalg.norm(update))
+    assert norm == pytest.approx(1.0, rel=1e-5) if clipped else norm < 1.0
+    assert np.sign(update[0]) == np.sign(factor - 1)  # scaled down, never turned around

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
+from flwr.serverapp.strategy import Bulyan, FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum, MultiKrum
 
 from server.history import History, weighted_mean
 from server.strategies import build_strategy
@@ -40,3 +40,24 @@ def test_strategy_from_config(name, cls):
         assert strategy.proximal_mu == 0.1
     if name == "fedadam":
         assert strategy.eta == 0.2
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "sites"),
+    [
+        ("fedmedian", FedMedian, 3),
+        ("fedtrimmedavg", FedTrimmedAvg, 3),
+        ("krum", Krum, 5),
+        ("multikrum", MultiKrum, 5),
+        ("bulyan", Bulyan, 7),
+    ],
+)
+def test_robust_strategy_from_config(name, cls, sites):
+    strategy = build_strategy(FederationConfig(strategy=name, min_sites=sites, byzantine_sites=1))
+    assert type(strategy) is cls and strategy.min_train_nodes == sites
+    if name in ("krum", "multikrum", "bulyan"):
+        assert strategy.num_malicious_nodes == 1
+    if name == "multikrum":
+        assert strategy.num_nodes_to_select == 4  # n - f
+    if name == "fedtrimmedavg":
+        assert strategy.beta == 0.34

@@ -122,3 +122,56 @@ def test_timeouts_must_be_finite(tmp_path, field, value):
         load_study(path)
     assert err.value.field == f"federation.{field}"
     assert str(err.value) == f"study file {path}: 'federation.{field}' must be a finite number of seconds > 0"
+
+
+@pytest.mark.parametrize(
+    ("federation", "field", "says"),
+    [
+        (
+            {"strategy": "krum", "min-sites": 4},
+            "federation.min-sites",
+            "needs at least 5 sites in every round (n > 2f + 2)",
+        ),
+        (
+            {"strategy": "multikrum", "min-sites": 6, "byzantine-sites": 2},
+            "federation.min-sites",
+            "needs at least 7 sites in every round (n > 2f + 2)",
+        ),
+        (
+            {"strategy": "bulyan", "min-sites": 6},
+            "federation.min-sites",
+            "needs at least 7 sites in every round (n >= 4f + 3)",
+        ),
+        (
+            {"strategy": "fedtrimmedavg", "min-sites": 4, "trimmed-beta": 0.2},
+            "federation.trimmed-beta",
+            "trims no site",
+        ),
+        ({"update-norm-median": 0.5}, "federation.update-norm-median", "at least 1"),
+        ({"weighting": "by-size"}, "federation.weighting", "must be one of examples, equal"),
+        (
+            {"strategy": "fedmedian", "secure-aggregation": "on"},
+            "federation.strategy",
+            "needs each site's own update, which secure aggregation hides",
+        ),
+        (
+            {"max-examples-median": 3, "secure-aggregation": "on"},
+            "federation.max-examples-median",
+            "needs each site's own update",
+        ),
+    ],
+    ids=["krum", "multikrum", "bulyan", "trimmed-beta", "norm-median", "weighting", "median-secagg", "claims-secagg"],
+)
+def test_robust_settings_that_cannot_work_are_refused_naming_the_field(federation, field, says):
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict({"federation": federation})
+    assert err.value.field == field
+    assert says in err.value.problem
+
+
+def test_robust_rules_with_enough_sites_are_accepted_and_turn_auto_secure_aggregation_off():
+    krum = StudyConfig.from_dict({"federation": {"strategy": "krum", "min-sites": 5}})
+    bulyan = StudyConfig.from_dict({"federation": {"strategy": "bulyan", "min-sites": 7}})
+    bounded = StudyConfig.from_dict({"federation": {"update-norm-bound": 2.0}})
+    assert not krum.secure_aggregation(deployed=True) and not bulyan.secure_aggregation(deployed=True)
+    assert bounded.secure_aggregation(deployed=True)  # a fixed bound: each site clips its own update

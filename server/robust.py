@@ -1,0 +1,110 @@
+"""Robust aggregation around any Flower strategy: example claims capped, updates norm-bounded, aggregates screened."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.serverapp.strategy import Strategy
+
+from server.history import History
+from server.screening import SiteNames
+from server.strategies import restore_strategy_state, strategy_state
+from shared.arrays import non_finite, scale_update, update_norm
+from shared.config import FederationConfig
+
+REJECTED = "aggregate-rejected"
+
+
+def bound_replies(
+    accepted: list[Message], reference: ArrayRecord, federation: FederationConfig, names: SiteNames
+) -> list[dict[str, str]]:
+    """Cap each screened reply's example claim and clip its update's norm, in place; one event per change."""
+    return bound_claims(accepted, federation, names) + bound_updates(accepted, reference, federation, names)
+
+
+def bound_claims(accepted: list[Message], federation: FederationConfig, names: SiteNames) -> list[dict[str, str]]:
+    """Weigh each reply by its example claim capped (absolutely and by the round's median claim), or equally."""
+    claims = [int(msg.content["metrics"]["num-examples"]) for msg in accepted]
+    cap, why = float(federation.max_examples), f"federation.max-examples = {federation.max_examples}"
+    if federation.max_examples_median and claims:
+        median = float(np.median([float(c) for c in claims]))
+        if federation.max_examples_median * median < cap:
+            cap = federation.max_examples_median * median
+            why = f"{federation.max_examples_median:g} x the round's median claim {median:g}"
+    cap = max(1, int(cap))
+    events = []
+    for msg, claim in zip(accepted, claims, strict=True):
+        weight = 1 if federation.weighting == "equal" else min(claim, cap)
+        if federation.weighting == "examples" and claim > cap:
+            events.append(
+                {
+                    "site": names.node(msg.metadata.src_node_id),
+                    "event": "examples-capped",
+                    "reason": f"claims {claim} training examples; counted as {cap} ({why})",
+                }
+            )
+        msg.content["metrics"] = MetricRecord({"num-examples": weight})
+    return events
+
+
+def bound_updates(
+    accepted: list[Message], reference: ArrayRecord, federation: FederationConfig, names: SiteNames
+) -> list[dict[str, str]]:
+    """Scale down each update (reply minus `reference`, the global model) whose norm is above the round's bound."""
+    if not (federation.update_norm_bound or federation.update_norm_median) or not accepted:
+        return []
+    norms = [update_norm(msg.content["arrays"], reference) for msg in accepted]
+    bound, why = federation.update_norm_bound, f"federation.update-norm-bound = {federation.update_norm_bound:g}"
+    if federation.update_norm_median:
+        median = float(np.median(norms))
+        if not bound or federation.update_norm_median * median < bound:
+            bound = federation.update_norm_median * median
+            why = f"{federation.update_norm_median:g} x the round's median update norm {median:.4g}"
+    events = []
+    for msg, norm in zip(accepted, norms, strict=True):
+        if norm > bound:
+            msg.content["arrays"] = scale_update(msg.content["arrays"], reference, bound / norm)
+            events.append(
+                {
+                    "site": names.node(msg.metadata.src_node_id),
+                    "event": "update-clipped",
+                    "reason": f"update norm {norm:.4g} above the bound {bound:.4g} ({why}); scaled down to it",
+                }
+            )
+    return events
+
+
+def screen_aggregate(aggregate: ArrayRecord, previous: ArrayRecord, federation: FederationConfig) -> str | None:
+    """Why the new global model must not replace `previous`: non-finite values, or too large a jump; else None."""
+    problem = non_finite(aggregate)
+    if problem:
+        return f"the aggregate is not usable: {problem}"
+    size = update_norm(previous)
+    change = update_norm(aggregate, previous)
+    limit = federation.max_aggregate_change * size
+    # A model of all zeros has no scale to measure a jump against: only finiteness is checked then.
+    if federation.max_aggregate_change and size > 0 and change > limit:
+        return (
+            f"the aggregate moves the global model by {change:.4g}, more than federation.max-aggregate-change = "
+            f"{federation.max_aggregate_change:g} x its norm {size:.4g}"
+        )
+    return None
+
+
+def aggregate(
+    strategy: Strategy, rnd: int, accepted: list[Message], previous: ArrayRecord, federation: FederationConfig
+) -> tuple[ArrayRecord | None, str | None]:
+    """The strategy's aggregate and, if it is rejected, why; a rejected round leaves the strategy's state as it was."""
+    before = strategy_state(strategy)
+    aggregated, _ = strategy.aggregate_train(rnd, accepted)
+    if aggregated is None:
+        return None, None
+    problem = screen_aggregate(aggregated, previous, federation)
+    if problem:
+        restore_strategy_state(strategy, before)
+    return aggregated, problem
+
+
+def failed_rounds(history: History) -> int:
+    """How many rounds of the study (resumed ones included) had their aggregate rejected."""
+    return sum(event["event"] == REJECTED for event in history.events)
