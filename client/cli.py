@@ -123,7 +123,9 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
     site_file = load_site_file(config)
+    from client import handlers  # noqa: F401 - torch and the tasks load now, not in the first round
     from client.worker import InstalledApp, SiteWorker  # Flower's runtime client: only in the worker process
+    from shared.privacy import site  # noqa: F401 - and Opacus
 
     SiteWorker(f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes(), InstalledApp(site_file.name)).serve()
 
