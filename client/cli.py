@@ -144,10 +144,17 @@ SiteOption = Annotated[str, typer.Option(help="Without --config: this site's nam
 
 
 def _ledger_site(config: Path | None, ledger_dir: Path | None, site: str) -> SiteConfig:
-    if config is not None:
-        return SiteConfig.from_site_file(load_site_file(config))
-    if ledger_dir is None:
-        raise ConfigError("config", "give --config site.toml, or --ledger-dir and --site", source="medfed-site ledger")
+    """The site whose journal a ledger command reads; a bad option or site.toml ends the command with exit 2."""
+    try:
+        if config is not None:
+            return SiteConfig.from_site_file(load_site_file(config))
+        if ledger_dir is None:
+            raise ConfigError(
+                "config", "give --config site.toml, or --ledger-dir and --site", source="medfed-site ledger"
+            )
+    except MedfedError as exc:
+        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
     return SiteConfig(site, Path(), ledger_dir=ledger_dir)
 
 
@@ -156,11 +163,7 @@ def show(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: 
     """Spend per study and over the site's lifetime (all studies), and whether the journal verifies."""
     from shared.privacy.budget import LIFETIME_ACCOUNTANT, lifetime_spent, spend_by_study  # Opacus: seconds
 
-    try:
-        own = _ledger_site(config, ledger_dir, site)
-    except MedfedError as exc:
-        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+    own = _ledger_site(config, ledger_dir, site)
     verdict = verify(own.ledger_files(), own.name)
     rounds = [e for e in verdict.entries if e.get("kind") == "round"]
     table = Table(title=f"privacy spent at site '{own.name}'")
@@ -183,11 +186,7 @@ def show(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: 
 @ledger.command("verify")
 def verify_ledger(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: SiteOption = "site") -> None:
     """Check the journal's MAC chain and its anchor; exit 1 when it does not verify."""
-    try:
-        own = _ledger_site(config, ledger_dir, site)
-    except MedfedError as exc:
-        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+    own = _ledger_site(config, ledger_dir, site)
     if not _print_verdict(verify(own.ledger_files(), own.name)):
         raise typer.Exit(1)
 
