@@ -26,7 +26,7 @@ from shared.tasks import get_task
 from simulations.loopback import BIN, Loopback, wait_history
 
 SITES = ["north", "south", "east", "west"]
-pytestmark = [pytest.mark.timeout(900), pytest.mark.xdist_group(name="loopback")]  # one federation, one test worker
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
