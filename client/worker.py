@@ -100,7 +100,7 @@ class InstalledApp:
 
     def __init__(self, site: str, app: ClientApp | None = None) -> None:
         if app is None:
-            from client.app import app  # noqa: PLC0415 - the installed ClientApp, never the bundle's
+            from client.app import app  # the installed ClientApp, never the bundle's
         self.site, self.app = site, app
         self.version = importlib.metadata.version("medfed")
         self.installed = installed_code()
