@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from flwr.app import Message
+from flwr.app import Error, Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
 POLL_S = 0.005  # Flower's send_and_receive sleeps 0.1 s (simulation) or 3 s (deployment) between pulls
@@ -14,14 +15,24 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
     """Push messages and pull their replies until all arrive or `timeout` seconds pass."""
     if not messages:
         return []
-    pending = set(grid.push_messages(messages))
+    sent = dict(zip(grid.push_messages(messages), messages, strict=True))
+    pending = set(sent)
     replies: list[Message] = []
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
-        got = list(grid.pull_messages(pending))
-        for msg in got:
+        for msg in grid.pull_messages(pending):
             pending.discard(msg.metadata.reply_to_message_id)
-        replies.extend(got)
+            replies.append(_attributed(msg, sent))
         if pending:
             time.sleep(POLL_S)
     return replies
+
+
+def _attributed(reply: Message, sent: dict[str, Message]) -> Message:
+    """A reply the SuperLink wrote for a site (its node went offline, its reply expired) as that site's error, so it
+    is counted and named as that site's, not as a reply from the SuperLink's own node."""
+    original = sent.get(reply.metadata.reply_to_message_id)
+    if reply.metadata.src_node_id != SUPERLINK_NODE_ID or not reply.has_error() or original is None:
+        return reply
+    error = Error(reply.error.code, f"the SuperLink answered for the site: {reply.error.reason}")
+    return Message(error, reply_to=original)

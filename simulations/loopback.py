@@ -20,6 +20,7 @@ from shared.config import StudyConfig
 from shared.tasks import get_task
 
 BIN = Path(sys.executable).parent
+RECONNECTED = "Connection successful after"  # what a SuperNode logs once it reaches a restarted SuperLink
 
 
 def free_port() -> int:
@@ -53,6 +54,24 @@ class Loopback:
         )
         self.wait_log("server", "SuperLink running at", 90)
         return proc
+
+    def restart_server(self, timeout: float = 120) -> None:
+        """SIGKILL the server and start it again; returns once every running agent's SuperNode has reconnected
+        (each retries with a backoff of up to 20 s, so without this wait a study's first round could time out)."""
+        sites = [name for name, proc in self.processes.items() if name != "server" and proc.poll() is None]
+        before = {name: self.log(name).count(RECONNECTED) for name in sites}
+        self.kill("server")
+        self.start_server()
+        deadline = time.monotonic() + timeout
+        while waiting := [name for name in sites if self.log(name).count(RECONNECTED) <= before[name]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"site(s) {', '.join(waiting)} did not reconnect within {timeout} s")
+            time.sleep(0.3)
+
+    def log(self, name: str) -> str:
+        """A process's log so far."""
+        path = self.root / f"{name}.log"
+        return path.read_text(errors="replace") if path.is_file() else ""
 
     def site_config(self, name: str, data: Path, policy: str = "", kit: Path | None = None) -> Path:
         """Fill the site's kit template: its data, a free agent port, and an optional [policy] body."""
@@ -104,14 +123,13 @@ class Loopback:
     def wait_log(self, name: str, text: str, timeout: float) -> None:
         """Wait until a process's log shows `text`."""
         deadline = time.monotonic() + timeout
-        log = self.root / f"{name}.log"
         while time.monotonic() < deadline:
-            if log.is_file() and text in log.read_text(errors="replace"):
+            if text in self.log(name):
                 return
             if self.processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited {self.processes[name].returncode}:\n{log.read_text()[-3000:]}")
+                raise RuntimeError(f"{name} exited {self.processes[name].returncode}:\n{self.log(name)[-3000:]}")
             time.sleep(0.3)
-        raise TimeoutError(f"'{text}' not in {name}'s log within {timeout} s:\n{log.read_text()[-3000:]}")
+        raise TimeoutError(f"'{text}' not in {name}'s log within {timeout} s:\n{self.log(name)[-3000:]}")
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill one process's whole group (the agent's SuperNode and its ClientApps, or the server's)."""

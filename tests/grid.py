@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from flwr.app import Message
+from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
 Site = Callable[[Message], Message | None]  # None: the site does not answer
@@ -42,7 +43,8 @@ class LocalGrid(Grid):
             msg.metadata.__dict__["_message_id"] = f"m{self.pushed}"
             reply = self.sites[msg.metadata.dst_node_id](msg)
             if reply is not None:
-                reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
+                if reply.metadata.src_node_id != SUPERLINK_NODE_ID:  # else the SuperLink answered for the site
+                    reply.metadata.__dict__["_src_node_id"] = msg.metadata.dst_node_id
                 self.pending[msg.metadata.message_id] = reply
             ids.append(msg.metadata.message_id)
         return ids

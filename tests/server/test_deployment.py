@@ -12,7 +12,6 @@ import itertools
 import json
 import re
 import shutil
-import signal
 import subprocess
 import time
 
@@ -69,14 +68,14 @@ def test_two_round_study_over_tls_with_authentication_and_a_policy_refusal(loopb
     refusals = [e for e in history["events"] if e["site"] == "west"]
     assert refusals and all("above this site's cap of 2.0" in e["reason"] for e in refusals)
     assert any("(secure aggregation, setup)" in e["reason"] for e in refusals)  # before it joined the key exchange
-    assert "asks for ε = 3.0, above this site's cap" in (loopback.root / "west.log").read_text()  # its own log
+    assert "asks for ε = 3.0, above this site's cap" in loopback.log("west")  # its own log
 
 
 def test_unregistered_site_key_is_refused(loopback):
     kit = add_site(loopback.fed.root, "intruder")  # provisioned, but its key was never registered
     proc = loopback.start_site("intruder", loopback.site_config("intruder", loopback.data[0], kit=kit))
     assert proc.wait(timeout=120) != 0
-    assert "SuperNode ID" not in (loopback.root / "intruder.log").read_text()
+    assert "SuperNode ID" not in loopback.log("intruder")
 
 
 def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
@@ -84,8 +83,7 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
     config = loopback.site_config("stranger", loopback.data[0], kit=other.site("stranger"))
     loopback.start_site("stranger", config)
     time.sleep(20)
-    log = (loopback.root / "stranger.log").read_text()
-    assert "SuperNode ID" not in log
+    assert "SuperNode ID" not in loopback.log("stranger")
     home = flower_home(loopback.fed, f"127.0.0.1:{loopback.port}")
     assert len(json.loads(flwr(home, "supernode", "ls", CONNECTION, "--format", "json").stdout)["nodes"]) == 4
     loopback.kill("stranger")
@@ -110,8 +108,7 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=25)  # west accepts this one: four sites
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
-    loopback.kill("server", signal.SIGKILL)
-    loopback.start_server()  # the agents reconnect by themselves
+    loopback.restart_server()  # SIGKILL; the agents reconnect by themselves
     run_id = submit_run(loopback, s)
     # A hospital goes away mid-round: once it has the resumed run's third SecAgg+ message of round 2 (the one that
     # trains), after the key exchange, so the others' vectors hold masks that only its key shares can remove.
@@ -144,10 +141,7 @@ def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp
     assert set(refusals) == set(running) and len(running) >= 3
     assert all("runs only its own installed medfed" in reason for reason in refusals.values())
     for name in running:
-        assert (
-            "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py"
-            in (loopback.root / f"{name}.log").read_text()
-        )
+        assert "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py" in loopback.log(name)
 
 
 def runs(loopback: Loopback) -> list[dict]:
@@ -174,7 +168,7 @@ def submit_run(loopback: Loopback, s) -> str:
 
 def train_messages(loopback: Loopback, site: str, run_id: str, rnd: int) -> int:
     """How many train messages of this run's round the site's SuperNode has received (SecAgg+ sends four)."""
-    lines = (loopback.root / f"{site}.log").read_text(errors="replace").splitlines()
+    lines = loopback.log(site).splitlines()
     header = f"[RUN {run_id}, ROUND {rnd}]"
     return sum(header in a and "Receiving: train message" in b for a, b in itertools.pairwise(lines))
 
