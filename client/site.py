@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, Context, Message
 
+from client.datacache import DataCache
 from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
@@ -116,22 +117,22 @@ def data_fingerprint(path: Path) -> str:
 
 
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
-    """The site's data for this study, read and validated once per process while its fingerprint is unchanged."""
+    """The site's data for this study, read and validated once per process while its fingerprint is unchanged (and
+    it fits simulation.site-cache-mib with the other sites this process serves)."""
+    from shared.tasks import get_task
+
     offer(site.models)  # a pretrained model resolves through the site's own [models], never a path from the study
-    return _cached(study.task, site.data_path, data_fingerprint(site.data_path), site.name, study.to_json())
+    key = (study.task, site.data_path, data_fingerprint(site.data_path), site.name, study.to_json())
+    load = functools.partial(get_task(study.task).load_site, site.data_path, site.name, study)
+    return _LOADED.get(key, load, study.simulation.site_cache_mib * 2**20)
 
 
 def release_site_data() -> None:
     """Forget every cached data set (the site worker does so when a new study starts)."""
-    _cached.cache_clear()
+    _LOADED.clear()
 
 
-@functools.lru_cache(maxsize=8)
-def _cached(task: str, path: Path, fingerprint: str, site: str, study_json: str) -> SiteData:
-    from shared.tasks import get_task
-
-    study = StudyConfig.from_json(study_json)
-    return get_task(task).load_site(path, site, study)
+_LOADED = DataCache()  # per process: a simulation actor serves many sites, a site's worker one
 
 
 def site_from_context(context: Context) -> SiteConfig:

@@ -14,6 +14,7 @@ from flwr.serverapp import Grid
 
 from server import robust, wire
 from server.history import History
+from server.memory import MemoryWatch, machine_gib
 from server.outputs import OutputError, StudyOutputs
 from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
@@ -44,6 +45,8 @@ class RoundReport:
     wall_s: float
     problems: list[dict[str, str]] = field(default_factory=list)
     epsilon: dict[str, float] = field(default_factory=dict)
+    sites: list[str] = field(default_factory=list)  # the sites whose updates this round received
+    memory_gib: float = 0.0  # peak resident memory of the server's process tree during the round
 
 
 def run_study(
@@ -54,6 +57,18 @@ def run_study(
     deployed: bool = False,
 ) -> tuple[ArrayRecord, History]:
     """Run every round of the study; outputs are written after each, and a stop is recorded, not raised."""
+    with MemoryWatch() as memory:
+        return _run_study(grid, study, outputs, progress, deployed, memory)
+
+
+def _run_study(
+    grid: Grid,
+    study: StudyConfig,
+    outputs: StudyOutputs,
+    progress: Callable[[RoundReport], None] | None,
+    deployed: bool,
+    memory: MemoryWatch,
+) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     task.check_study(study)
     secure = study.secure_aggregation(deployed)
@@ -96,6 +111,7 @@ def run_study(
                 problems = result.problems + unanswered(messages, replies, names, no_reply)
                 problems += robust.bound_replies(result.accepted, arrays, fed, names)
             wall = time.perf_counter() - started
+            peaks = memory.take()
             history.add_events(rnd, problems)
             evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
             train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
@@ -109,6 +125,7 @@ def run_study(
                     "sampled": len(messages),
                     "accepted": result.contributors,
                     **{f"{stage}-s": seconds for stage, seconds in result.stage_s.items()},
+                    **peaks,
                 }
             )
             enough = result.contributors >= fed.min_sites
@@ -132,8 +149,12 @@ def run_study(
                     wall,
                     problems,
                     spent,
+                    sorted(result.site_metrics),
+                    peaks["peak-total-gib"],
                 )
             )
+            if not deployed:
+                _check_memory(rnd, peaks["peak-total-gib"], len(messages), study.simulation.memory_limit_gib)
             if not enough:
                 raise StudyStopped(
                     f"round {rnd}: only {result.contributors} usable update(s), federation.min-sites is {fed.min_sites}"
@@ -176,6 +197,17 @@ def _record_failure(outputs: StudyOutputs, history: History, study: StudyConfig,
         outputs.write_history(history)
     except OutputError as again:
         log.error("study '%s': its status could not be recorded in history.json either: %s", study.name, again)
+
+
+def _check_memory(rnd: int, peak_gib: float, sites: int, limit_gib: float) -> None:
+    """Stop a simulation cleanly, with its measured cost, once a round's peak memory passes the limit."""
+    limit = limit_gib or 0.9 * machine_gib()
+    if peak_gib > limit:
+        raise StudyStopped(
+            f"round {rnd} peaked at {peak_gib:.1f} GiB of memory, above the limit of {limit:.1f} GiB "
+            f"(simulation.memory-limit-gib; {1024 * peak_gib / max(1, sites):.0f} MiB per simulated site); "
+            "lower simulation.workers or simulation.site-cache-mib, or simulate fewer sites"
+        )
 
 
 def _reject_round(rnd: int, reason: str, history: History, allowed: int) -> None:

@@ -203,6 +203,23 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class SimulationConfig:
+    """How `medfed-sim` runs the virtual sites: a pool of Ray actors sized to the machine, or an existing cluster.
+
+    Ignored by a real federation, where every site runs its own agent."""
+
+    workers: int = 0  # Ray actors sharing the virtual sites; 0: one per core, never more than there are sites
+    ray_address: str = ""  # an existing Ray cluster ("auto", "HOST:PORT"); empty: a local Ray started for the run
+    memory_limit_gib: float = 0.0  # stop cleanly after a round whose peak passes this; 0: 90 % of the machine's memory
+    site_cache_mib: int = 1024  # each actor keeps sites' loaded data up to this size, least recently used dropped
+
+    def __post_init__(self) -> None:
+        _check(self.workers >= 0, "simulation.workers", "must be >= 0 (0: one per core)")
+        _check(self.memory_limit_gib >= 0, "simulation.memory-limit-gib", "must be >= 0 (0: 90 % of the machine)")
+        _check(self.site_cache_mib >= 0, "simulation.site-cache-mib", "must be >= 0 (0: no cache)")
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study; `model` and `data` are the task's own options, which the task validates."""
 
@@ -213,6 +230,7 @@ class StudyConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 

@@ -54,6 +54,9 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds")] = None,
     strategy: Annotated[str | None, typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
     min_sites: Annotated[int | None, typer.Option(help="Override federation.min-sites")] = None,
+    fraction: Annotated[
+        float | None, typer.Option(help="Override federation.fraction: share of sites per round")
+    ] = None,
     secure_aggregation: Annotated[
         str | None, typer.Option(help="Override federation.secure-aggregation: on | off (SecAgg+; 3+ sites)")
     ] = None,
@@ -63,8 +66,16 @@ def run(
     epsilon: Annotated[float | None, typer.Option(help="Override privacy.epsilon (whole study)")] = None,
     site_max_epsilon: Annotated[float, typer.Option(help="Each simulated site's own ε cap")] = math.inf,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Override simulation.workers: Ray actors sharing the sites (0: one per core)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Override simulation.ray-address: run on this Ray cluster (e.g. HOST:6379)")
+    ] = None,
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
-    verbose: Annotated[bool, typer.Option(help="Show Flower's and Ray's logs")] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="Show Flower's and Ray's logs (else they go to simulation.log in the output folder)")
+    ] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
     lesions)."""
@@ -75,10 +86,13 @@ def run(
                 ("federation", "rounds"): rounds,
                 ("federation", "strategy"): strategy,
                 ("federation", "min-sites"): min_sites,
+                ("federation", "fraction"): fraction,
                 ("federation", "secure-aggregation"): secure_aggregation,
                 ("train", "local-epochs"): local_epochs,
                 ("privacy", "mode"): dp,
                 ("privacy", "epsilon"): epsilon,
+                ("simulation", "workers"): workers,
+                ("simulation", "ray-address"): ray_address,
             },
             seed,
         )

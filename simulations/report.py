@@ -10,6 +10,8 @@ from rich.table import Table
 from server.history import WEIGHTED, weighted_mean
 from server.loop import RoundReport
 
+LISTED_SITES = 6  # past this many sites, round lines and the closing table summarise instead of listing
+TABLE_SITES = 20  # past this many sites the closing table shows the means only
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 
 
@@ -48,6 +50,9 @@ def print_comparison(
     for key in extra:
         table.add_column(PRIVACY_COLUMNS[key], justify="right")
     sites = sorted({s for m in summary.values() for s in m["per_site"]})
+    if len(sites) > TABLE_SITES:
+        table.caption = f"{len(sites)} sites: each site's row is in summary.json"
+        sites = []
     for site in sites:
         table.add_row(
             site,
@@ -73,7 +78,8 @@ def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def round_printer(console: Console, shown: tuple[str, str]) -> Any:
-    """A progress callback printing one line per round with the task's two headline metrics."""
+    """A progress callback printing one line per round with the task's two headline metrics; with many sites, the
+    line summarises which took part and their ε instead of listing each."""
 
     def show(r: RoundReport) -> None:
         ev = r.evaluation
@@ -81,13 +87,23 @@ def round_printer(console: Console, shown: tuple[str, str]) -> Any:
             f"round {r.round:>3}/{r.rounds}  sites {r.accepted}/{r.sampled}  "
             f"train-loss {r.train.get('train-loss', float('nan')):.4f}  "
             f"| round-{r.evaluated_round} model: {shown[0]} {ev.get(shown[0], float('nan')):.3f} "
-            f"{shown[1]} {ev.get(shown[1], float('nan')):.3f}  [{r.wall_s:.2f} s]"
+            f"{shown[1]} {ev.get(shown[1], float('nan')):.3f}  [{r.wall_s:.2f} s, {r.memory_gib:.1f} GiB]"
         )
         if r.epsilon:
-            line += f"  ε {' '.join(f'{site}={eps:.2f}' for site, eps in sorted(r.epsilon.items()))}"
+            eps = sorted(r.epsilon.items())
+            if len(eps) <= LISTED_SITES:
+                line += f"  ε {' '.join(f'{site}={value:.2f}' for site, value in eps)}"
+            else:
+                values = sorted(value for _, value in eps)
+                line += f"  ε median {values[len(values) // 2]:.2f} max {values[-1]:.2f}"
         console.print(line, highlight=False)
-        for p in r.problems:
+        if len(r.sites) > LISTED_SITES:
+            more = len(r.sites) - LISTED_SITES
+            console.print(f"  took part: {', '.join(r.sites[:LISTED_SITES])} and {more} more", highlight=False)
+        for p in r.problems[:LISTED_SITES]:
             console.print(f"  [yellow]{p['event']}[/]: {p['site']}: {p['reason']}", highlight=False)
+        if len(r.problems) > LISTED_SITES:
+            console.print(f"  ... and {len(r.problems) - LISTED_SITES} more events (history.json)", highlight=False)
 
     return show
 

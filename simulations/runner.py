@@ -1,13 +1,16 @@
-"""Run a study on Flower's Simulation Engine, one virtual SuperNode per site."""
+"""Run a study on Flower's Simulation Engine: one virtual SuperNode per site, on a pool of Ray actors sized to the
+machine (or an existing Ray cluster), with Flower's and Ray's own logs kept in a file."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from flwr.clientapp.typing import Mod
+from flwr.common.logger import update_console_handler
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
@@ -15,8 +18,11 @@ from client.app import build_client_app
 from client.site import SiteConfig
 from server.app import build_server_app
 from server.loop import RoundReport
-from shared.config import StudyConfig
+from shared.config import SimulationConfig, StudyConfig
 from shared.models import offer
+
+LOG_FILE = "simulation.log"  # in the study's output folder: Flower's and Ray's messages, unless --verbose
+INTERNAL_LOGGERS = ("flwr", "ray")
 
 
 def simulate(
@@ -27,29 +33,69 @@ def simulate(
     verbose: bool = False,
 ) -> None:
     """Run every round in-process; outputs land in `folder` as they would on a real server."""
-    simulate_app(build_server_app(study, folder, progress), sites, verbose)
+    server_app = build_server_app(study, folder, progress)
+    simulate_app(server_app, sites, verbose, settings=study.simulation, log_file=folder / LOG_FILE)
 
 
 def simulate_app(
-    server_app: ServerApp, sites: list[SiteConfig], verbose: bool = False, mods: Sequence[Mod] = ()
+    server_app: ServerApp,
+    sites: list[SiteConfig],
+    verbose: bool = False,
+    mods: Sequence[Mod] = (),
+    settings: SimulationConfig | None = None,
+    log_file: Path | None = None,
 ) -> None:
     """Run a ServerApp against medfed's ClientApp, one virtual SuperNode per site; `mods` wrap every site's
-    handlers."""
-    # One torch thread per virtual site: on few cores, thread oversubscription costs more than it gives.
+    handlers (benchmarks and tests inject faulty sites this way)."""
+    # One torch thread per actor: on few cores, thread oversubscription costs more than it gives.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # Sites ask Ray for no GPU; without this Ray would also hide the GPU from them, and they could not use CUDA.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    logging.getLogger("flwr").setLevel(logging.INFO if verbose else logging.ERROR)
     offer({name: model for site in sites for name, model in site.models.items()})  # for the server's own model
     by_partition = dict(enumerate(sites))
     client_app = build_client_app(lambda context: by_partition[int(context.node_config["partition-id"])], mods)
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=len(sites),
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            # Every site gets an actor of its own (Ray counts these CPUs, it does not pin them).
-            "init_args": {"num_cpus": len(sites), "logging_level": "ERROR", "log_to_driver": verbose},
-        },
-    )
+    with _internal_logs(log_file, verbose):
+        run_simulation(
+            server_app=server_app,
+            client_app=client_app,
+            num_supernodes=len(sites),
+            backend_config=backend_config(settings or SimulationConfig(), len(sites), verbose),
+        )
+
+
+def pool_size(settings: SimulationConfig, sites: int) -> int:
+    """How many Ray actors share the virtual sites on this machine: `workers`, else one per usable core, never
+    more than there are sites."""
+    return settings.workers or max(1, min(sites, len(os.sched_getaffinity(0))))
+
+
+def backend_config(settings: SimulationConfig, sites: int, verbose: bool) -> dict:
+    """Flower's Ray backend settings: each actor takes one CPU, so the CPUs Ray is given size the pool; on an existing
+    cluster (`ray-address`), the cluster's CPUs do."""
+    init: dict = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
+    if settings.ray_address:
+        init["address"] = settings.ray_address
+    else:  # "local": a Ray of its own, even where another Ray runs on the machine (Ray would otherwise join that)
+        init |= {"address": "local", "num_cpus": pool_size(settings, sites)}
+    return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init}
+
+
+@contextlib.contextmanager
+def _internal_logs(log_file: Path | None, verbose: bool) -> Iterator[None]:
+    """Flower's and Ray's log records go to `log_file`; the terminal gets only their errors unless `verbose`."""
+    handler = None
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        for name in INTERNAL_LOGGERS:
+            logging.getLogger(name).addHandler(handler)
+    update_console_handler(level=logging.INFO if verbose else logging.ERROR)
+    try:
+        yield
+    finally:
+        update_console_handler(level=logging.INFO)
+        if handler is not None:
+            for name in INTERNAL_LOGGERS:
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()

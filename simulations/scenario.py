@@ -44,6 +44,17 @@ def split_table(
     return sites
 
 
+def network_table(sites: int, rows: int, seed: int = 0) -> pd.DataFrame:
+    """A synthetic national network: `sites` hospitals (column `hospital`) with `rows` patients each, 10 numeric
+    features and a yes/no `outcome` that depends on two of them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(sites * rows, 10))
+    table = pd.DataFrame(x, columns=[f"f{i}" for i in range(10)])
+    table["outcome"] = np.where(x[:, 0] + x[:, 1] + rng.normal(scale=0.5, size=len(x)) > 0, "yes", "no")
+    table.insert(0, "hospital", np.repeat([f"h{i:03d}" for i in range(sites)], rows))
+    return table
+
+
 def table_study_data(
     path: Path, label: str, site_column: str | None, categorical: list[str] | None, given: dict
 ) -> tuple[pd.DataFrame, dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -21,6 +22,11 @@ class SiteData:
     train: Dataset
     test: Dataset
     report: dict[str, Any] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        """Memory held by the tensors and arrays of both splits (what a cache of loaded sites has to budget)."""
+        held = [v for split in (self.train, self.test) for v in (getattr(split, "tensors", ()) or vars(split).values())]
+        return sum(v.nbytes for v in held if isinstance(v, torch.Tensor | np.ndarray))
 
 
 class Task(ABC):

@@ -121,7 +121,6 @@ def slow_steps(monkeypatch, seconds: float) -> list[float]:
 def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(study, demo_sites, monkeypatch):
     study = with_federation(study, round_timeout=2.0)  # 2 epochs of 6 batches at >= 0.2 s each need >= 2.4 s
     steps = slow_steps(monkeypatch, 0.2)
-    started = time.perf_counter()
     reply = handle(server_message(study), demo_sites[0], train=True)
     assert reply.has_error() and reply.error.code == SITE_REFUSED
     assert re.fullmatch(
@@ -132,8 +131,8 @@ def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(stud
     ), reply.error.reason
     estimate = int(re.search(r"about (\d+) s", reply.error.reason).group(1))
     assert estimate >= 2
-    assert len(steps) == 1 + 3 + 1  # the evaluation's forward pass, then a warm-up batch and three timed ones
-    assert time.perf_counter() - started < 2.0  # said early, not after the timeout
+    # Said early, not after the timeout: the evaluation's forward pass, then a warm-up batch and three timed ones.
+    assert len(steps) == 1 + 3 + 1
 
 
 def test_a_round_that_fits_trains_as_usual(study, demo_sites, monkeypatch):

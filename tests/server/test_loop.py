@@ -3,6 +3,9 @@ evaluation failed everywhere completed."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageTy
 from server.loop import run_study
 from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
+from shared.config import SimulationConfig
 from shared.tasks import build_model
 from tests.conftest import with_federation
 from tests.grid import LocalGrid
@@ -69,3 +73,24 @@ def test_a_final_evaluation_failed_at_every_site_is_not_completed(study, tmp_pat
     assert refused == list(failing)
     expected = "failed: final evaluation failed at every site" if len(failing) == 3 else "completed"
     assert history.status == expected
+
+
+def test_a_simulation_past_its_memory_limit_stops_after_the_round_with_its_measured_cost(study, tmp_path):
+    study = dataclasses.replace(with_federation(study, rounds=3), simulation=SimulationConfig(memory_limit_gib=0.01))
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c")})
+    _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    assert re.fullmatch(
+        r"stopped: round 1 peaked at \d+\.\d GiB of memory, above the limit of 0\.0 GiB "
+        r"\(simulation\.memory-limit-gib; \d+ MiB per simulated site\); lower simulation\.workers .*",
+        history.status,
+    )
+    assert len(history.timings) == 1 and history.timings[0]["peak-total-gib"] > 0.01
+    assert (tmp_path / "run" / "model.safetensors").is_file()  # what the study had is kept
+
+
+def test_a_federation_server_records_its_memory_but_is_not_stopped_by_the_simulation_limit(study, tmp_path):
+    study = with_federation(study, rounds=1, secure_aggregation="off")
+    study = dataclasses.replace(study, simulation=SimulationConfig(memory_limit_gib=0.01))
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c")})
+    _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"), deployed=True)
+    assert history.status == "completed" and history.timings[0]["processes"] >= 1

@@ -1,0 +1,88 @@
+"""Virtual sites share a pool of Ray actors sized to the machine; many sites still give short round lines, quiet
+output, and each round's peak memory in the history."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from shared.config import SimulationConfig
+from simulations.loopback import free_port
+from simulations.runner import LOG_FILE, backend_config, pool_size, simulate
+from simulations.scenario import network_table
+
+BIN = Path(sys.executable).parent
+CORES = len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    ("workers", "sites", "expected"),
+    [(0, 3, min(3, CORES)), (0, 100, CORES), (0, 1, 1), (5, 100, 5), (5, 2, 5)],
+)
+def test_the_pool_is_sized_by_the_cores_not_the_sites(workers, sites, expected):
+    settings = SimulationConfig(workers=workers)
+    assert pool_size(settings, sites) == expected
+    init = backend_config(settings, sites, verbose=False)["init_args"]
+    assert init["num_cpus"] == expected and init["address"] == "local"  # never joins another Ray on the machine
+
+
+def test_on_a_ray_cluster_its_cpus_size_the_pool():
+    init = backend_config(SimulationConfig(ray_address="10.0.0.5:6379"), 100, verbose=False)["init_args"]
+    assert init["address"] == "10.0.0.5:6379" and "num_cpus" not in init  # Ray refuses num_cpus when joining
+
+
+def test_sixty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_path):
+    path = tmp_path / "national.csv"
+    network_table(sites=60, rows=40).to_csv(path, index=False)
+    out = tmp_path / "run"
+    command = [str(BIN / "medfed-sim"), "--data", str(path), "--label", "outcome", "--site-column", "hospital"]
+    command += ["--rounds", "2", "--no-baselines", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    history = json.loads((out / "history.json").read_text())
+    assert history["status"] == "completed"
+    assert [t["accepted"] for t in history["timings"]] == [60, 60]
+    # Flower's own record of the pool it built, now in the run's log file rather than on the terminal.
+    pools = re.findall(r"Constructed ActorPool with: (\d+) actors", (out / LOG_FILE).read_text())
+    assert pools == [str(min(60, CORES))]
+    assert all(
+        0.1 < t["peak-total-gib"] < 16 and t["peak-process-gib"] <= t["peak-total-gib"] for t in history["timings"]
+    )
+    rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 and all(len(line) < 160 for line in rounds)
+    assert "took part: h" in result.stdout and "and 54 more" in result.stdout
+    assert "each site's row is in summary.json" in result.stdout
+    output = result.stdout + result.stderr
+    assert not re.search(r"\(raylet\)|worker processes have been started|WARNING.*ray|ray.*WARNING", output)
+
+
+def test_a_study_runs_on_an_existing_ray_cluster(study, demo_sites, tmp_path):
+    port, temp = free_port(), tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are limited
+    command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}"]
+    head = subprocess.Popen(
+        [*command, "--disable-usage-stats"],  # its address file goes in `temp`, not where every Ray would find it
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # the head's GCS, raylet and workers: one group, killed at the end, nothing else
+    )
+    try:
+        on_cluster = dataclasses.replace(study, simulation=SimulationConfig(ray_address=f"127.0.0.1:{port}"))
+        simulate(on_cluster, demo_sites, tmp_path / "run")
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=30)
+        shutil.rmtree(temp, ignore_errors=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed", history["events"]
+    log = (tmp_path / "run" / LOG_FILE).read_text()
+    assert f"'address': '127.0.0.1:{port}'" in log and "Constructed ActorPool with: 2 actors" in log
