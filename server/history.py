@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from shared.config import FederationConfig
 WEIGHTED = "weighted"
 
 
-def weighted_mean(site_metrics: dict[str, dict[str, float]], weights: dict[str, float]) -> dict[str, float]:
+def weighted_mean(site_metrics: dict[str, dict[str, float]], weights: Mapping[str, float]) -> dict[str, float]:
     """Mean of each metric (num-examples aside) over the sites that report it, undefined values skipped, site s
     weighing `weights[s]`."""
     totals: dict[str, float] = {}
