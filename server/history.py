@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from server.weights import weigh
+from shared.config import FederationConfig
+
 WEIGHTED = "weighted"
 
 
-def weighted_mean(site_metrics: dict[str, dict[str, float]], weight_key: str = "num-examples") -> dict[str, float]:
-    """Example-weighted mean of each metric over the sites that report it (undefined ones are skipped)."""
+def weighted_mean(site_metrics: dict[str, dict[str, float]], weights: Mapping[str, float]) -> dict[str, float]:
+    """Mean of each metric (num-examples aside) over the sites that report it, undefined values skipped, site s
+    weighing `weights[s]`."""
     totals: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    for metrics in site_metrics.values():
-        w = metrics.get(weight_key, 0.0)
+    sums: dict[str, float] = {}
+    for site, metrics in site_metrics.items():
         for key, value in metrics.items():
-            if key == weight_key or not math.isfinite(value):
+            if key == "num-examples" or not math.isfinite(value):
                 continue
-            totals[key] = totals.get(key, 0.0) + w * value
-            weights[key] = weights.get(key, 0.0) + w
-    out = {k: totals[k] / weights[k] for k in totals if weights[k] > 0}
-    out[weight_key] = sum(m.get(weight_key, 0.0) for m in site_metrics.values())
-    return out
+            totals[key] = totals.get(key, 0.0) + weights[site] * value
+            sums[key] = sums.get(key, 0.0) + weights[site]
+    return {k: totals[k] / sums[k] for k in totals if sums[k] > 0}
 
 
 @dataclass
@@ -36,13 +38,25 @@ class History:
     timings: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
 
-    def add_metrics(self, rnd: int, kind: str, site_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-        """Record each site's metrics and their weighted mean; return the mean."""
-        for site, metrics in sorted(site_metrics.items()):
-            self.rows.append({"round": rnd, "site": site, "kind": kind, **metrics})
-        mean = weighted_mean(site_metrics) if site_metrics else {}
-        if mean.get("num-examples", 0) > 0:
-            self.rows.append({"round": rnd, "site": WEIGHTED, "kind": kind, **mean})
+    def add_metrics(
+        self,
+        rnd: int,
+        kind: str,
+        site_metrics: dict[str, dict[str, float]],
+        federation: FederationConfig,
+        secure: bool = False,
+    ) -> dict[str, float]:
+        """Record each site's metrics and their mean, each site weighing what aggregation weighs it (its example claim
+        capped, or equal); return the mean, with num-examples the examples counted."""
+        sites = sorted(site_metrics)
+        for site in sites:
+            self.rows.append({"round": rnd, "site": site, "kind": kind, **site_metrics[site]})
+        weighing = weigh([site_metrics[s].get("num-examples", 0.0) for s in sites], federation, secure)
+        if sum(weighing.counted) == 0:
+            return {}
+        mean = weighted_mean(site_metrics, dict(zip(sites, weighing.weights, strict=True)))
+        mean["num-examples"] = sum(weighing.counted)
+        self.rows.append({"round": rnd, "site": WEIGHTED, "kind": kind, **mean})
         return mean
 
     def add_events(self, rnd: int, events: list[dict[str, str]]) -> None:

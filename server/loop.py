@@ -113,8 +113,10 @@ def _run_study(
             wall = time.perf_counter() - started
             peaks = memory.take()
             history.add_events(rnd, problems)
-            evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"))
-            train = history.add_metrics(rnd, "train", {s: _train_only(m) for s, m in result.site_metrics.items()})
+            # Weighted as aggregation weighs the sites: a site's claimed counts cannot dominate the metrics either.
+            evaluation = history.add_metrics(rnd - 1, "eval", _strip(result.site_metrics, "eval-"), fed, secure)
+            trained = {s: _train_only(m) for s, m in result.site_metrics.items()}
+            train = history.add_metrics(rnd, "train", trained, fed, secure)
             compute = max((m.get("compute-s", 0.0) for m in result.site_metrics.values()), default=0.0)
             history.timings.append(
                 {
@@ -136,6 +138,7 @@ def _run_study(
                     rnd,
                     "privacy",
                     {"central": {"epsilon": spent["central"], "noise-multiplier": plan.noise_multiplier}},
+                    fed,
                 )
             progress(
                 RoundReport(
@@ -169,7 +172,7 @@ def _run_study(
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
             outputs.save_state(rnd, arrays, strategy_state(strategy), history)
-        evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names)
+        evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:
         history.status = f"stopped: {stop}"
@@ -220,7 +223,7 @@ def _reject_round(rnd: int, reason: str, history: History, allowed: int) -> None
         raise StudyStopped(f"{failed} rounds' aggregates rejected, federation.max-failed-rounds is {allowed}")
 
 
-def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> int:
+def _final_evaluation(grid, strategy, arrays, config, study, history, names, secure) -> int:
     fed = study.federation
     _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
     messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
@@ -228,7 +231,7 @@ def _final_evaluation(grid, strategy, arrays, config, study, history, names) -> 
     result = screen(replies, None, names)
     no_reply = f"no reply within {fed.round_timeout:.0f} s"
     history.add_events(fed.rounds, result.problems + unanswered(messages, replies, names, no_reply))
-    history.add_metrics(fed.rounds, "eval", result.site_metrics)
+    history.add_metrics(fed.rounds, "eval", result.site_metrics, fed, secure)
     return len(result.site_metrics)
 
 

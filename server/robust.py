@@ -9,6 +9,7 @@ from flwr.serverapp.strategy import Strategy
 from server.history import History
 from server.screening import SiteNames
 from server.strategies import restore_strategy_state, strategy_state
+from server.weights import weigh
 from shared.arrays import non_finite, scale_update, update_norm
 from shared.config import FederationConfig
 
@@ -25,22 +26,15 @@ def bound_replies(
 def bound_claims(accepted: list[Message], federation: FederationConfig, names: SiteNames) -> list[dict[str, str]]:
     """Weigh each reply by its example claim capped (absolutely and by the round's median claim), or equally."""
     claims = [int(msg.content["metrics"]["num-examples"]) for msg in accepted]
-    cap, why = float(federation.max_examples), f"federation.max-examples = {federation.max_examples}"
-    if federation.max_examples_median and claims:
-        median = float(np.median([float(c) for c in claims]))
-        if federation.max_examples_median * median < cap:
-            cap = federation.max_examples_median * median
-            why = f"{federation.max_examples_median:g} x the round's median claim {median:g}"
-    cap = max(1, int(cap))
+    weighing = weigh(claims, federation)
     events = []
-    for msg, claim in zip(accepted, claims, strict=True):
-        weight = 1 if federation.weighting == "equal" else min(claim, cap)
-        if federation.weighting == "examples" and claim > cap:
+    for msg, claim, weight in zip(accepted, claims, weighing.weights, strict=True):
+        if federation.weighting == "examples" and claim > weighing.cap:
             events.append(
                 {
                     "site": names.node(msg.metadata.src_node_id),
                     "event": "examples-capped",
-                    "reason": f"claims {claim} training examples; counted as {cap} ({why})",
+                    "reason": f"claims {claim} training examples; counted as {weighing.cap} ({weighing.why})",
                 }
             )
         msg.content["metrics"] = MetricRecord({"num-examples": weight})

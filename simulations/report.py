@@ -33,7 +33,9 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
             k: sum(m[k] for m in per_site.values() if k in m) / max(1, sum(k in m for m in per_site.values()))
             for k in {k for m in per_site.values() for k in m} - {"num-examples"}
         }
-        out[method] = {"per_site": per_site, "mean": mean, "weighted": weighted_mean(per_site)}
+        examples = {site: m.get("num-examples", 0.0) for site, m in per_site.items()}
+        weighted = {**weighted_mean(per_site, examples), "num-examples": sum(examples.values())}
+        out[method] = {"per_site": per_site, "mean": mean, "weighted": weighted}
     return out
 
 

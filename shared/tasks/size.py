@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from shared.errors import DataError
@@ -10,19 +12,51 @@ MIN_ROWS = 20  # below this a site's split and its metrics are noise
 MIN_PER_CLASS = 2  # training rows each of at least two classes needs
 
 
+@dataclass(frozen=True)
+class SiteSize:
+    """`data.min-rows` and `data.min-per-class`, part of every task's `[data]`."""
+
+    min_rows: int = MIN_ROWS
+    min_per_class: int = MIN_PER_CLASS
+
+    def size_problems(self) -> list[tuple[bool, str, str]]:
+        """The two settings' checks, as (bad, field, problem) for `raise_first`."""
+        return [
+            (self.min_rows < 1, "data.min-rows", "must be at least 1"),
+            (self.min_per_class < 1, "data.min-per-class", "must be at least 1"),
+        ]
+
+
+def class_counts(train_targets: np.ndarray, n_classes: int) -> np.ndarray:
+    """Training rows per class for labels (N,); for masks (N, H, W), the training images each class appears in."""
+    if train_targets.ndim == 1:
+        return np.bincount(train_targets, minlength=n_classes)
+    flat = train_targets.reshape(len(train_targets), -1)
+    return np.array([(flat == c).any(axis=1).sum() for c in range(n_classes)])
+
+
 def check_site_size(
-    site: str, file: str, rows: int, train_labels: np.ndarray, class_names: list[str], min_rows: int, min_per_class: int
+    site: str,
+    file: str,
+    rows: int,
+    train_targets: np.ndarray,
+    class_names: list[str],
+    size: SiteSize,
+    unit: str = "rows",
 ) -> None:
-    """Refuse, before any training, a site with fewer than `min_rows` usable rows, or with fewer than two classes
-    holding `min_per_class` training rows each. No count is given: a small count can point at a patient."""
-    if rows < min_rows:
-        raise DataError(site, f"fewer usable rows than data.min-rows = {min_rows}; too few to train on", file=file)
-    counts = np.bincount(train_labels, minlength=len(class_names))
-    if (counts >= min_per_class).sum() < 2:
-        short = [name for name, n in zip(class_names, counts, strict=True) if n < min_per_class]
+    """Refuse, before any training, a site with fewer than `min-rows` usable rows (images, notes), or with fewer
+    than two classes holding `min-per-class` training rows each (for masks: appearing in that many training images).
+    No count is given: the refusal is sent to the server, and a small count can point at a patient."""
+    if rows < size.min_rows:
+        problem = f"fewer usable {unit} than data.min-rows = {size.min_rows}; too few to train on"
+        raise DataError(site, problem, file=file)
+    counts = class_counts(train_targets, len(class_names))
+    if (counts >= size.min_per_class).sum() < 2:
+        short = [name for name, n in zip(class_names, counts, strict=True) if n < size.min_per_class]
+        held = f"appear in fewer training {unit}" if train_targets.ndim > 1 else f"have fewer training {unit}"
         raise DataError(
             site,
-            f"class(es) {short} have fewer training rows than data.min-per-class = {min_per_class}; a site needs "
-            "two classes that reach it",
+            f"class(es) {short} {held} than data.min-per-class = {size.min_per_class}; a site needs two classes that "
+            "reach it",
             file=file,
         )

@@ -88,7 +88,7 @@ def test_check_skips_or_refuses_a_decompression_bomb_by_name(tmp_path, on_corrup
     folder = imaging.image_folder(tmp_path, extra_rows=["bomb.png,1"])
     imaging.bomb_png(folder / "bomb.png", 20_000, 20_000)
     study = StudyConfig.from_dict(
-        {"task": "imaging", "data": {"classes": [0, 1], "image-size": 16, "on-corrupt": on_corrupt}}
+        {"task": "imaging", "data": {"classes": [0, 1], "image-size": 16, "on-corrupt": on_corrupt, "min-rows": 10}}
     )
     args = ["check", "--data", str(folder), "--study", str(write_study(tmp_path, study)), "--site", "hospital-4"]
     result = CliRunner().invoke(cli, args)

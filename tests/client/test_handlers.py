@@ -7,6 +7,7 @@ import re
 import time
 
 import numpy as np
+import pytest
 from flwr.app import Array, ArrayRecord
 
 from client.admission import SITE_REFUSED
@@ -98,10 +99,10 @@ def test_a_repeated_round_resends_the_released_update_without_spending_again(stu
     assert fresh.content.metric_records["metrics"]["dp-epsilon"] > first.content.metric_records["metrics"]["dp-epsilon"]
 
 
-def slow_steps(monkeypatch, seconds: float) -> list[float]:
-    """Every training step of the tabular task takes `seconds` longer; returns the steps' start times."""
+def slow_steps(monkeypatch, seconds: float, task_name: str = "tabular") -> list[float]:
+    """Every training step of the task takes `seconds` longer; returns the steps' start times."""
     steps = []
-    task = get_task("tabular")
+    task = get_task(task_name)
     loss = task.loss
 
     def slow_loss():
@@ -118,10 +119,16 @@ def slow_steps(monkeypatch, seconds: float) -> list[float]:
     return steps
 
 
-def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(study, demo_sites, monkeypatch):
-    study = with_federation(study, round_timeout=2.0)  # 2 epochs of 6 batches at >= 0.2 s each need >= 2.4 s
-    steps = slow_steps(monkeypatch, 0.2)
-    reply = handle(server_message(study), demo_sites[0], train=True)
+@pytest.mark.parametrize("task_name", ["tabular", "imaging"])  # segmentation trains through the same loop
+def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(task_name, tmp_path, monkeypatch):
+    task = get_task(task_name)
+    demo = task.demo_study()
+    # 2 epochs of batches of 8: at least 12 batches (tabular) of >= 0.2 s each need >= 2.4 s
+    study = dataclasses.replace(demo, train=dataclasses.replace(demo.train, batch_size=8, local_epochs=2))
+    study = with_federation(study, round_timeout=2.0)
+    site = SiteConfig("hospital-1", task.write_demo_sites(tmp_path / "sites", 3)[0])
+    steps = slow_steps(monkeypatch, 0.2, task_name)
+    reply = handle(server_message(study), site, train=True)
     assert reply.has_error() and reply.error.code == SITE_REFUSED
     assert re.fullmatch(
         r"site 'hospital-1': this round would take about \d+ s \(2 local epoch\(s\), \d+ batches, timed over the "
@@ -131,7 +138,7 @@ def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(stud
     ), reply.error.reason
     estimate = int(re.search(r"about (\d+) s", reply.error.reason).group(1))
     assert estimate >= 2
-    # Said early, not after the timeout: the evaluation's forward pass, then a warm-up batch and three timed ones.
+    # Said early: the evaluation's forward pass, then a warm-up batch and three timed ones, of 12 batches or more.
     assert len(steps) == 1 + 3 + 1
 
 

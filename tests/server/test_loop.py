@@ -20,18 +20,19 @@ from tests.conftest import with_federation
 from tests.grid import LocalGrid
 
 
-def site(name: str, factor: float = 1.0, evaluates: bool = True):
-    """A site that returns the global model nudged (times `factor`), and scores it unless `evaluates` is False."""
+def site(name: str, factor: float = 1.0, evaluates: bool = True, examples: int = 10, accuracy: float = 0.9):
+    """A site that returns the global model nudged (times `factor`), and scores it unless `evaluates` is False; it
+    claims `examples` training and test examples, and `accuracy` for training and evaluation."""
 
     def answer(msg: Message) -> Message:
         if msg.metadata.message_type == MessageType.EVALUATE and not evaluates:
             return Message(Error(code=4001, reason=f"site '{name}': evaluation failed"), reply_to=msg)
-        metrics = {"num-examples": 10, "accuracy": 0.9}
+        metrics = {"num-examples": examples, "accuracy": accuracy}
         content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"name": name})})
         if msg.metadata.message_type == MessageType.TRAIN:
             received = msg.content["arrays"]
             content["arrays"] = ArrayRecord({k: Array(a.numpy() * factor + 0.001) for k, a in received.items()})
-            content["metrics"] = MetricRecord({**metrics, "eval-num-examples": 10, "eval-accuracy": 0.9})
+            content["metrics"] = MetricRecord({**metrics, "eval-num-examples": examples, "eval-accuracy": accuracy})
         return Message(content, reply_to=msg)
 
     return answer
@@ -94,3 +95,17 @@ def test_a_federation_server_records_its_memory_but_is_not_stopped_by_the_simula
     grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c")})
     _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"), deployed=True)
     assert history.status == "completed" and history.timings[0]["processes"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "weight"), [({"max_examples_median": 3.0}, 30), ({"weighting": "equal"}, 1)], ids=["median", "equal"]
+)
+def test_a_site_claiming_1e9_examples_cannot_dominate_the_weighted_metrics(study, tmp_path, settings, weight):
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=1, **settings)
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c", examples=10**9, accuracy=0.1)})
+    _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    honest = 1 if weight == 1 else 10  # each honest site's weight, as aggregation counts it
+    expected = (2 * honest * 0.9 + weight * 0.1) / (2 * honest + weight)
+    weighted = {(r["kind"], r["round"]): r["accuracy"] for r in history.rows if r["site"] == "weighted"}
+    # round 1's training, the initial model's evaluation in it (round 0), and the final evaluation (round 1)
+    assert weighted == {key: pytest.approx(expected) for key in [("eval", 0), ("train", 1), ("eval", 1)]}

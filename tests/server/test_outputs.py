@@ -22,7 +22,7 @@ def test_state_round_trips_model_strategy_moments_and_history(tmp_path, study):
     strategy = build_strategy(FederationConfig(strategy="fedadam"))
     strategy.m_t, strategy.v_t = {"w": np.full((2, 3), 0.5)}, {"w": np.full((2, 3), 0.25)}
     history = History()
-    history.add_metrics(1, "train", {"a": {"num-examples": 3, "train-loss": 0.7}})
+    history.add_metrics(1, "train", {"a": {"num-examples": 3, "train-loss": 0.7}}, FederationConfig())
     outputs.save_state(1, arrays, strategy_state(strategy), history)
     outputs.save_state(2, arrays, strategy_state(strategy), history)
     saved = outputs.load_state(study)

@@ -24,6 +24,7 @@ from shared.tasks.imaging.files import (
 )
 from shared.tasks.imaging.spec import ImagingSpec
 from shared.tasks.labels import label_indices
+from shared.tasks.size import check_site_size
 
 MAX_ROTATION_DEG = 10.0
 TARGETS = {"label": "labels.csv", "mask": "masks.csv"}  # what each image comes with -> the folder's index file
@@ -71,10 +72,9 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
     else:
         index = TARGETS[target]
         raise DataError(site, f"is neither a .npz file nor a folder holding {index}", file=str(path))
+    check_site_size(site, str(path), len(train_y) + len(test_y), train_y, spec.class_names, spec, unit="images")
     everything = np.concatenate([train_y, test_y])
     if target == "label":
-        if len(np.unique(train_y)) < 2:
-            raise DataError(site, "the training images hold a single class; a site needs at least two", file=str(path))
         report["class-counts"] = {c: int((everything == i).sum()) for i, c in enumerate(spec.class_names)}
     else:
         report["pixel-share"] = {c: round(float((everything == i).mean()), 4) for i, c in enumerate(spec.class_names)}

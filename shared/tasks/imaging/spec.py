@@ -7,17 +7,19 @@ from typing import Any
 
 from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
+from shared.tasks.size import SiteSize
 
 ON_CORRUPT = ("skip", "fail")
 
 
 @dataclass(frozen=True)
-class ImagingSpec:
+class ImagingSpec(SiteSize):
     """`[data]` of an imaging study. A site's data is a MedMNIST-style .npz or a folder with an index CSV.
 
     `classes` are the image labels (classification) or the mask values' names, background first (segmentation).
     `dicom-window` = [centre, width] in the modality's units (e.g. [-600, 1500] for a CT lung window); empty means
-    each DICOM file's own window, or its full range when it has none.
+    each DICOM file's own window, or its full range when it has none. `min-rows` counts usable images;
+    `min-per-class` counts a label's training images, or for a mask class the training images it appears in.
     """
 
     classes: list[Any] = field(default_factory=list)
@@ -41,6 +43,7 @@ class ImagingSpec:
                 "data.dicom-window",
                 "must be [centre, width] with width > 0, or empty",
             ),
+            *self.size_problems(),
         ]
         raise_first(problems)
 

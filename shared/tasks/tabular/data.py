@@ -60,7 +60,7 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
     if len(np.unique(y)) < 2:
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
-    check_site_size(site, str(path), len(y), y[train_idx], spec.class_names, spec.min_rows, spec.min_per_class)
+    check_site_size(site, str(path), len(y), y[train_idx], spec.class_names, spec)
     x_train, x_test = _encode(table.iloc[train_idx], table.iloc[test_idx], spec)
     report["class-counts"] = {name: int((y == i).sum()) for i, name in enumerate(spec.class_names)}
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)

@@ -9,7 +9,7 @@ import pandas as pd
 
 from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
-from shared.tasks.size import MIN_PER_CLASS, MIN_ROWS
+from shared.tasks.size import SiteSize
 
 MISSING_POLICIES = ("drop", "impute")
 LABEL_TYPES = ("binary", "categorical")
@@ -17,7 +17,7 @@ MODELS = ("logreg", "mlp")
 
 
 @dataclass(frozen=True)
-class TabularSpec:
+class TabularSpec(SiteSize):
     """`[data]` of a tabular study. Classes and categories are strings, so 1, 1.0 and "1" agree."""
 
     label: str = ""
@@ -29,8 +29,6 @@ class TabularSpec:
     na_values: list[str] = field(default_factory=lambda: ["?"])
     test_fraction: float = 0.2
     split_seed: int = -1
-    min_rows: int = MIN_ROWS
-    min_per_class: int = MIN_PER_CLASS
     drop_first: bool = False
     standardize: bool = True
 
@@ -53,8 +51,7 @@ class TabularSpec:
             (self.label in self.features, "data.features", f"must not include the label column '{self.label}'"),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
-            (self.min_rows < 1, "data.min-rows", "must be at least 1"),
-            (self.min_per_class < 1, "data.min-per-class", "must be at least 1"),
+            *self.size_problems(),
         ]
         raise_first(problems)
         for column, values in self.categorical.items():

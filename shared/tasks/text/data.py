@@ -40,9 +40,7 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
     labels = label_indices(table[spec.label_column].to_numpy()[keep], spec.class_names, site, str(path))
     ids, lengths = ids[keep], lengths[keep]
     train_idx, test_idx = split_indices(labels, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
-    check_site_size(
-        site, str(path), len(labels), labels[train_idx], spec.class_names, spec.min_rows, spec.min_per_class
-    )
+    check_site_size(site, str(path), len(labels), labels[train_idx], spec.class_names, spec)
     report = {
         "file": str(path),
         "notes": int(keep.sum()),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.config import StudyConfig, parse_section, raise_first
-from shared.tasks.size import MIN_PER_CLASS, MIN_ROWS
+from shared.tasks.size import SiteSize
 
 TOKENIZERS = ("hashing", "bytes")
 ON_EMPTY = ("drop", "fail")
@@ -16,7 +16,7 @@ MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
-class TextSpec:
+class TextSpec(SiteSize):
     """`[data]` of a text study. A site's notes are a CSV or JSONL file with a text and a label column.
 
     The tokenizer is fixed before training and never learnt from site text: "hashing" (lower-cased words hashed
@@ -33,8 +33,6 @@ class TextSpec:
     on_empty: str = "drop"
     test_fraction: float = 0.2
     split_seed: int = -1
-    min_rows: int = MIN_ROWS
-    min_per_class: int = MIN_PER_CLASS
 
     def __post_init__(self) -> None:
         problems = [
@@ -44,8 +42,7 @@ class TextSpec:
             (self.vocab_size < 256, "data.vocab-size", "must be at least 256"),
             (self.on_empty not in ON_EMPTY, "data.on-empty", f"must be one of {', '.join(ON_EMPTY)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
-            (self.min_rows < 1, "data.min-rows", "must be at least 1"),
-            (self.min_per_class < 1, "data.min-per-class", "must be at least 1"),
+            *self.size_problems(),
         ]
         raise_first(problems)
 

@@ -15,7 +15,7 @@ from shared.errors import DataError
 from shared.tasks.imaging.data import load_imaging_site
 from shared.tasks.imaging.spec import ImagingSpec
 
-SPEC = ImagingSpec(classes=[0, 1], image_size=16, channels=1, augment=False)
+SPEC = ImagingSpec(classes=[0, 1], image_size=16, channels=1, augment=False, min_rows=4)  # the folders are small
 
 
 def medmnist(tmp_path, n=40):
@@ -124,7 +124,7 @@ def mask_folder(tmp_path, n=10, mask_size=(32, 24), mask_value=255):
     return folder
 
 
-SEG = ImagingSpec(classes=["background", "lesion"], image_size=16, channels=1, augment=False)
+SEG = ImagingSpec(classes=["background", "lesion"], image_size=16, channels=1, augment=False, min_rows=4)
 
 
 def test_folder_with_masks_resizes_masks_to_class_indices(tmp_path):
@@ -231,6 +231,46 @@ def test_corrupt_dicom_is_named(tmp_path):
     assert data.report["skipped-files"] == ["scan3.dcm"]
     message = expect(folder, "unreadable DICOM", dataclasses.replace(SPEC, on_corrupt="fail"))
     assert "scan3.dcm" in message
+
+
+def blank_npz(tmp_path, n: int, marked: int, target: str):
+    """A .npz of `n` blank images, the first `marked` of them labelled 1 or holding a lesion in their mask."""
+    path = tmp_path / f"{target}s.npz"
+    marks = np.arange(n) < marked
+    targets = np.zeros((n, 16, 16), np.uint8) if target == "mask" else marks.astype(np.uint8)
+    if target == "mask":
+        targets[marks, 2:6, 2:6] = 1
+    np.savez(path, train_images=np.zeros((n, 16, 16), np.uint8), **{f"train_{target}s": targets})
+    return path
+
+
+SHORT = "class(es) ['{name}'] {held} fewer training images than data.min-per-class = {n}; a site needs two classes "
+
+
+@pytest.mark.parametrize(("target", "spec"), [("label", SPEC), ("mask", SEG)], ids=["imaging", "segmentation"])
+@pytest.mark.parametrize(
+    ("n", "marked", "options", "problem"),
+    [
+        (19, 10, {}, "fewer usable images than data.min-rows = 20; too few to train on"),
+        (30, 15, {"min_rows": 31}, "fewer usable images than data.min-rows = 31; too few to train on"),
+        (40, 1, {}, SHORT + "that reach it"),
+        (40, 0, {"min_per_class": 1}, SHORT + "that reach it"),
+        (20, 10, {}, None),
+    ],
+    ids=["below-min-rows", "below-a-raised-min-rows", "a-class-below-min-per-class", "a-single-class", "at-minimum"],
+)
+def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path, target, spec, n, marked, options, problem):
+    path = blank_npz(tmp_path, n, marked, target)
+    spec = dataclasses.replace(spec, **{"min_rows": 20, **options})
+    if problem is None:
+        data = load_imaging_site(path, "hospital-3", spec, seed=0, target=target)
+        assert len(data.train) + len(data.test) == n
+        return
+    with pytest.raises(DataError) as err:
+        load_imaging_site(path, "hospital-3", spec, seed=0, target=target)
+    held = "appear in" if target == "mask" else "have"
+    problem = problem.format(name=spec.class_names[1], held=held, n=spec.min_per_class)
+    assert str(err.value) == f"site 'hospital-3', file '{path}': {problem}"
 
 
 def bomb_png(path, width: int, height: int):
