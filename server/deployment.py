@@ -94,7 +94,7 @@ def submit(
     """Start the study as a Flower run of `app` (this medfed); the whole study travels as one run-config value."""
     config = home / f"study-{study.name}.toml"
     config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
-    args = ["run", str(app), CONNECTION, "--run-config", str(config)]
+    args = ["run", str(app.resolve()), CONNECTION, "--run-config", str(config.resolve())]
     if stream:
         return subprocess.Popen([tool("flwr"), *args, "--stream"], env=flower_env(FLWR_HOME=str(home)))
     result = flwr(home, *args)

@@ -35,9 +35,13 @@ AGENT_PORT = 9094  # the first kit's local agent port; Flower's SuperNode defaul
 
 @dataclass(frozen=True)
 class Federation:
-    """Paths of a provisioned federation folder."""
+    """Paths of a provisioned federation folder, always absolute: they are handed to Flower's processes, which
+    run in other folders and refuse relative certificate paths."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
 
     @property
     def ca_key(self) -> Path:
