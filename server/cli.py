@@ -16,6 +16,8 @@ from server.deployment import (
     address_of,
     flower_home,
     flwr,
+    list_nodes,
+    list_runs,
     register_sites,
     superlink_command,
     wait_for_port,
@@ -24,6 +26,7 @@ from server.deployment import submit as submit_study
 from server.provision import DEFAULT_PORT, Federation, add_site
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
+from server.status import format_status, site_states, study_runs
 from shared.config import load_study
 from shared.errors import MedfedError
 from shared.flower import flower_env
@@ -138,11 +141,12 @@ def status(
     federation: Annotated[Path, typer.Option(help="The federation folder")],
     insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
 ) -> None:
-    """List the federation's studies (runs) and connected sites."""
+    """The provisioned sites (online or offline, last contact) and each study's status, as plain text."""
     fed = Federation(federation)
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
-    for args in (("ls", CONNECTION), ("supernode", "ls", CONNECTION)):
-        console.print(flwr(home, *args).stdout)
+    sites = site_states(fed, _run(lambda: list_nodes(home)))
+    runs = study_runs(fed, _run(lambda: list_runs(home)))
+    print(format_status(sites, runs))  # plain: the same in a terminal and a pipe
 
 
 @cli.command()

@@ -19,6 +19,7 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError, MedfedError
 
 STATE = "state.json"
+RUNS = "runs.json"  # the Flower runs that worked on this folder, oldest first: `medfed-server status` reads it
 
 
 class OutputError(MedfedError):
@@ -60,6 +61,12 @@ class StudyOutputs:
         frame = history.to_frame()
         if not frame.empty:
             self._atomic("history.csv", lambda p: frame.to_csv(p, index=False))
+
+    def record_run(self, run_id: int) -> None:
+        """Add a Flower run to the runs that worked on this study (a resumed study has several)."""
+        path = self.folder / RUNS
+        runs = json.loads(path.read_text()) if path.is_file() else []
+        self.write_json(RUNS, [*runs, str(run_id)])
 
     def checkpoint(self, rnd: int, arrays: ArrayRecord) -> Path:
         """The global model after round `rnd`."""
