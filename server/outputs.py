@@ -108,12 +108,18 @@ class StudyOutputs:
             group, name = key.split("/", 1)
             groups.setdefault(group, {})[name] = value
         model = groups.pop("model")
-        return SavedState(
-            state["round"],
-            ArrayRecord({k: Array(v) for k, v in model.items()}),
-            groups,
-            History.from_dict(state["history"]),
-        )
+        history = History.from_dict(state["history"])
+        history.events = self._recorded_events(history.events)
+        return SavedState(state["round"], ArrayRecord({k: Array(v) for k, v in model.items()}), groups, history)
+
+    def _recorded_events(self, saved: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events of history.json when they extend the saved state's: what happened after the last completed
+        round (the stop, the dropouts of the round that failed) is kept across a resume."""
+        try:
+            recorded = json.loads((self.folder / "history.json").read_text())["events"]
+        except (OSError, ValueError, KeyError):
+            return saved
+        return recorded if recorded[: len(saved)] == saved else saved
 
     def save_model(self, name: str, arrays: ArrayRecord, metadata: dict[str, str] | None = None) -> Path:
         """Model arrays as safetensors."""

@@ -69,3 +69,26 @@ def test_a_final_evaluation_failed_at_every_site_is_not_completed(study, tmp_pat
     assert refused == list(failing)
     expected = "failed: final evaluation failed at every site" if len(failing) == 3 else "completed"
     assert history.status == expected
+
+
+def test_a_resumed_study_keeps_every_event_of_the_run_that_stopped(study, tmp_path):
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=3)
+    trained = []
+
+    def flaky(msg: Message) -> Message:
+        trained.append(msg.metadata.message_type)
+        if trained.count(MessageType.TRAIN) == 2:  # site c refuses the first run's round 2, and only that
+            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
+        return site("c")(msg)
+
+    grid = LocalGrid({11: site("a"), 12: site("b"), 13: flaky})
+    _, first = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    assert first.status.startswith("stopped: round 2")
+    _, resumed = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    assert resumed.status == "completed"
+    assert resumed.events[: len(first.events)] == first.events  # the refusal and the stop, as recorded then
+    assert [(e["round"], e["event"]) for e in resumed.events if e["site"] in ("c", "-")] == [
+        (2, "refused"),
+        (2, "stopped"),
+        (1, "resumed"),
+    ]
