@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Callable
@@ -27,8 +28,9 @@ from server.provision import DEFAULT_PORT, Federation, add_site
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
+from server.template import template_toml
 from shared.config import load_study
-from shared.errors import MedfedError
+from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
 from shared.models import MODELS_ENV
 from shared.tasks import get_task
@@ -52,6 +54,28 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
         f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
         f"{config.federation.rounds} rounds, secure aggregation {'on' if secure else 'off'} in a federation"
     )
+
+
+@cli.command("study-template")
+def study_template(
+    schemas: Annotated[list[Path], typer.Argument(help="Sites' schema files (medfed-site check --schema-out)")],
+    out: Annotated[Path | None, typer.Option(help="Write the study TOML here (default: print it)")] = None,
+    name: Annotated[str, typer.Option(help="The study's name")] = "study",
+) -> None:
+    """Write a study's [data] (label, classes, features, categories) from sites' schemas, after checking they agree."""
+    text = _run(lambda: template_toml(name, {str(p): _read_schema(p) for p in schemas}))
+    if out is None:
+        print(text, end="")
+        return
+    out.write_text(text)
+    console.print(f"study template written to {out}: review it, then `medfed-server validate {out}`", highlight=False)
+
+
+def _read_schema(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("schema", f"cannot be read as JSON ({exc})", source=f"schema file {path}") from exc
 
 
 @cli.command()
