@@ -24,7 +24,7 @@ from server.deployment import (
     wait_for_port,
 )
 from server.deployment import submit as submit_study
-from server.provision import DEFAULT_PORT, Federation, add_site
+from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
@@ -87,6 +87,13 @@ def provision(
 ) -> None:
     """Create the federation CA, the SuperLink certificate and key, and one startup kit per hospital."""
     fed = _run(lambda: provision_federation(out, host, site, port))
+    repository = inside_git_work_tree(fed.root)
+    if repository is not None:
+        console.print(
+            f"[bold yellow]warning:[/] {fed.root} is inside the git work tree {repository}: its private keys must "
+            "never be committed. The federation's .gitignore leaves them out; better, move the folder out.",
+            highlight=False,
+        )
     console.print(f"federation provisioned in {fed.root}: server kit {fed.server}, sites {', '.join(fed.site_names())}")
     console.print("hand each hospital its folder under sites/; keep ca/ (the CA key) offline")
 

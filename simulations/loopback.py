@@ -77,9 +77,7 @@ class Loopback:
         """Fill the site's kit template: its data, a free agent port, and an optional [policy] body."""
         kit = kit or self.fed.site(name)
         text = (kit / "site.toml").read_text().replace("/path/to/your/data.csv", str(data))
-        text = text.replace(
-            'task = "tabular"                 # the task', 'label = "diagnosis"\ntask = "tabular"  # the'
-        )
+        text = re.sub(r'(?m)^label = "outcome"', 'label = "diagnosis"', text)
         text = re.sub(r"(?m)^agent-port = \d+", f"agent-port = {free_port()}", text)
         if policy:
             text = text.split("\n[policy]\n")[0] + "\n[policy]\n" + policy
