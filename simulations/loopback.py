@@ -41,16 +41,19 @@ class Loopback:
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(root / "flwr-home")}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        """Start a process in its own group, logging to root/<name>.log."""
+        """Start a process in its own group in the root folder, logging to root/<name>.log."""
         log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root
+        )
         self.processes[name] = proc
         return proc
 
     def start_server(self) -> subprocess.Popen:
-        """`medfed-server start` on loopback; returns once every site key is registered."""
+        """`medfed-server start` on loopback, as the README writes it (a relative path); returns once every site key
+        is registered."""
         proc = self.spawn(
-            "server", str(BIN / "medfed-server"), "start", "--federation", str(self.fed.root), "--listen", "127.0.0.1"
+            "server", str(BIN / "medfed-server"), "start", "--federation", "federation", "--listen", "127.0.0.1"
         )
         self.wait_log("server", "SuperLink running at", 90)
         return proc
@@ -88,8 +91,8 @@ class Loopback:
         return path
 
     def start_site(self, name: str, config: Path) -> subprocess.Popen:
-        """`medfed-site start --config site.toml`."""
-        return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", str(config))
+        """`medfed-site start --config site.toml`, the path relative to the root folder."""
+        return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", os.path.relpath(config, self.root))
 
     def submit(self, study: StudyConfig, folder: Path) -> None:
         """Submit the study as the operator does."""
