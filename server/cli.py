@@ -67,8 +67,15 @@ def study_template(
     if out is None:
         print(text, end="")
         return
-    out.write_text(text)
+    _run(lambda: _write_text(out, text))
     console.print(f"study template written to {out}: review it, then `medfed-server validate {out}`", highlight=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigError("out", f"cannot write {path} ({exc.strerror})", source="study-template") from exc
 
 
 def _read_schema(path: Path) -> dict:

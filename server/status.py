@@ -70,7 +70,7 @@ def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
     out = []
     for run in runs:
         run_id, flower = str(run["run-id"]), run["status"]
-        details = f" ({run['status-details']})" if run.get("status-details") else ""
+        details = f" ({run['status-details']})" if run.get("status-details") not in (None, "", "N/A") else ""
         if run_id not in folders:
             out.append(StudyRun(run_id, "?", f"{flower}{details} (no study folder in the server kit)"))
             continue

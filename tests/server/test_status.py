@@ -67,7 +67,7 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
         run("102", "finished:completed"),
         run("103", "finished:completed"),
         run("104", "running"),
-        run("105", "finished:stopped"),
+        run("105", "finished:stopped", "N/A"),  # what Flower lists for a run stopped with `flwr stop`
         run("106", "finished:failed", "ServerApp exception"),
     ]
     runs = {r.run_id: r for r in study_runs(fed, listing)}
