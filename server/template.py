@@ -24,6 +24,6 @@ def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
     for column, holders in rare_left_out(schemas).items():
         header += (
             f"# '{column}': site(s) {', '.join(holders)} left out labels seen fewer than their min-cell times; "
-            "a row with one is refused unless the list below names it\n"
+            "their data fits only if the list below names those labels too\n"
         )
     return header + tomli_w.dumps(study)
