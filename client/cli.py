@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ from client.sitefile import load_site_file
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Verdict, recover, verify
+from shared.tasks import get_task
+from shared.tasks.tabular.schema import MIN_CELL
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -29,17 +32,26 @@ def check(
     data: Annotated[Path | None, typer.Option(help="Without --config: the site's data file")] = None,
     study: Annotated[Path | None, typer.Option(help="A study TOML to check the data against")] = None,
     site: Annotated[str, typer.Option(help="Without --config: this site's name")] = "site",
+    schema_out: Annotated[
+        Path | None, typer.Option(help="With --config: write the table's shareable schema here (see README)")
+    ] = None,
+    min_cell: Annotated[int, typer.Option(help="A category seen fewer times is left out of the schema")] = MIN_CELL,
 ) -> None:
     """Pre-flight check: describe the site's data (or check it against a study) and print the report here.
 
-    Nothing is sent anywhere.
+    Nothing is sent anywhere. With --schema-out, the columns, their types and the category labels seen at least
+    --min-cell times are written to a file the site may share with the study's coordinator.
     """
     try:
         report, name = _preflight(config, data, study, site)
+        if schema_out is not None:
+            _write_schema(config, schema_out, min_cell)
     except MedfedError as exc:
         console.print(f"[red]not ready:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     _print_report(report, name)
+    if schema_out is not None:
+        console.print(f"schema written to {schema_out}: column names, types and category labels, no counts")
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
 
 
@@ -51,6 +63,17 @@ def _preflight(config: Path | None, data: Path | None, study: Path | None, site:
     if data is None or study_config is None:
         raise ConfigError("config", "give --config site.toml, or both --data and --study", source="medfed-site check")
     return load_site_data(SiteConfig(site, data), study_config).report, site
+
+
+def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:
+    if config is None:
+        raise ConfigError("schema-out", "needs --config site.toml (the site's name and label column)")
+    site_file = load_site_file(config)
+    schema = get_task(site_file.task).schema(site_file.data_path, site_file.name, site_file.data_hints, min_cell)
+    try:
+        out.write_text(json.dumps(schema, indent=2) + "\n")
+    except OSError as exc:
+        raise ConfigError("schema-out", f"cannot write {out} ({exc.strerror})") from exc
 
 
 def _print_report(report: dict, site: str) -> None:

@@ -13,7 +13,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.loop import RoundReport, run_study
-from server.outputs import StudyOutputs
+from server.outputs import OutputError, StudyOutputs
 from shared.config import StudyConfig
 from shared.models import MODELS_ENV, offer_file
 
@@ -43,6 +43,11 @@ def build_server_app(
         # Submitted by `medfed-server submit` to a federation: resumes after a crash, secure aggregation by default.
         submitted = bool(context.run_config.get("study-json"))
         outputs = StudyOutputs(folder or study_folder(chosen, resumable=submitted))
+        if submitted:
+            try:
+                outputs.record_run(context.run_id)
+            except OutputError as exc:  # the study records its own failure to write, in its status
+                logging.getLogger("medfed.server").warning("%s", exc)
         run_study(grid, chosen, outputs, progress, deployed=submitted)
 
     return app

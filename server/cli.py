@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 from collections.abc import Callable
@@ -16,16 +17,20 @@ from server.deployment import (
     address_of,
     flower_home,
     flwr,
+    list_nodes,
+    list_runs,
     register_sites,
     superlink_command,
     wait_for_port,
 )
 from server.deployment import submit as submit_study
-from server.provision import DEFAULT_PORT, Federation, add_site
+from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
+from server.status import format_status, site_states, study_runs
+from server.template import template_toml
 from shared.config import load_study
-from shared.errors import MedfedError
+from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
 from shared.models import MODELS_ENV
 from shared.tasks import get_task
@@ -51,6 +56,35 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     )
 
 
+@cli.command("study-template")
+def study_template(
+    schemas: Annotated[list[Path], typer.Argument(help="Sites' schema files (medfed-site check --schema-out)")],
+    out: Annotated[Path | None, typer.Option(help="Write the study TOML here (default: print it)")] = None,
+    name: Annotated[str, typer.Option(help="The study's name")] = "study",
+) -> None:
+    """Write a study's [data] (label, classes, features, categories) from sites' schemas, after checking they agree."""
+    text = _run(lambda: template_toml(name, {str(p): _read_schema(p) for p in schemas}))
+    if out is None:
+        print(text, end="")
+        return
+    _run(lambda: _write_text(out, text))
+    console.print(f"study template written to {out}: review it, then `medfed-server validate {out}`", highlight=False)
+
+
+def _write_text(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise ConfigError("out", f"cannot write {path} ({exc.strerror})", source="study-template") from exc
+
+
+def _read_schema(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("schema", f"cannot be read as JSON ({exc})", source=f"schema file {path}") from exc
+
+
 @cli.command()
 def provision(
     out: Annotated[Path, typer.Option(help="New federation folder (CA, server kit, site kits)")],
@@ -60,6 +94,13 @@ def provision(
 ) -> None:
     """Create the federation CA, the SuperLink certificate and key, and one startup kit per hospital."""
     fed = _run(lambda: provision_federation(out, host, site, port))
+    repository = inside_git_work_tree(fed.root)
+    if repository is not None:
+        console.print(
+            f"[bold yellow]warning:[/] {fed.root} is inside the git work tree {repository}: its private keys must "
+            "never be committed. The federation's .gitignore leaves them out; better, move the folder out.",
+            highlight=False,
+        )
     console.print(f"federation provisioned in {fed.root}: server kit {fed.server}, sites {', '.join(fed.site_names())}")
     console.print("hand each hospital its folder under sites/; keep ca/ (the CA key) offline")
 
@@ -138,11 +179,12 @@ def status(
     federation: Annotated[Path, typer.Option(help="The federation folder")],
     insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
 ) -> None:
-    """List the federation's studies (runs) and connected sites."""
+    """The provisioned sites (online or offline, last contact) and each study's status, as plain text."""
     fed = Federation(federation)
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
-    for args in (("ls", CONNECTION), ("supernode", "ls", CONNECTION)):
-        console.print(flwr(home, *args).stdout)
+    sites = site_states(fed, _run(lambda: list_nodes(home)))
+    runs = study_runs(fed, _run(lambda: list_runs(home)))
+    print(format_status(sites, runs))  # plain: the same in a terminal and a pipe
 
 
 @cli.command()

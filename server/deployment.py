@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from server.provision import Federation
 from shared.config import StudyConfig
@@ -94,7 +98,7 @@ def submit(
     """Start the study as a Flower run of `app` (this medfed); the whole study travels as one run-config value."""
     config = home / f"study-{study.name}.toml"
     config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
-    args = ["run", str(app), CONNECTION, "--run-config", str(config)]
+    args = ["run", str(app.resolve()), CONNECTION, "--run-config", str(config.resolve())]
     if stream:
         return subprocess.Popen([tool("flwr"), *args, "--stream"], env=flower_env(FLWR_HOME=str(home)))
     result = flwr(home, *args)
@@ -109,3 +113,47 @@ def address_of(fed: Federation) -> str:
     if not path.is_file():
         raise ConfigError("federation", f"'{fed.root}' is not provisioned (no server/address.txt)")
     return path.read_text().strip()
+
+
+def list_runs(home: Path) -> list[dict[str, Any]]:
+    """The SuperLink's runs as `flwr ls --format json` gives them (run-id, status, status-details, times)."""
+    result = flwr(home, "ls", CONNECTION, "--format", "json")
+    try:
+        return list(json.loads(result.stdout)["runs"])
+    except (ValueError, KeyError) as exc:
+        said = (result.stdout + result.stderr).strip()[-300:]
+        raise MedfedError(f"the SuperLink did not list its runs: {said}") from exc
+
+
+def list_nodes(home: Path) -> list[dict[str, Any]]:
+    """The SuperLink's SuperNodes with their public keys (PEM), which `flwr supernode ls` does not print."""
+    from flwr.cli.flower_config import read_superlink_connection  # Flower's CLI client: only this command needs it
+    from flwr.cli.utils import init_http_client_from_connection
+    from flwr.proto.control_pb2 import ListNodesRequest
+
+    previous = os.environ.get("FLWR_HOME")
+    os.environ["FLWR_HOME"] = str(home)
+    client = None
+    try:  # Flower's client prints which connection it uses; that line is not ours to show
+        with contextlib.redirect_stdout(io.StringIO()):
+            client = init_http_client_from_connection(read_superlink_connection(CONNECTION))
+            nodes = client.ListNodes(ListNodesRequest()).nodes_info
+    except Exception as exc:  # any failure of Flower's client (unreachable, TLS, refused) reads the same here
+        raise MedfedError(f"the SuperLink did not list its sites: {exc}") from exc
+    finally:
+        if client is not None:
+            client.close()
+        if previous is None:
+            os.environ.pop("FLWR_HOME", None)
+        else:
+            os.environ["FLWR_HOME"] = previous
+    return [
+        {
+            "node-id": str(n.node_id),
+            "status": n.status,
+            "public-key": n.public_key.decode(),
+            "online-at": n.last_activated_at or None,
+            "offline-at": n.last_deactivated_at or None,
+        }
+        for n in nodes
+    ]

@@ -75,3 +75,23 @@ class History:
     def to_frame(self) -> pd.DataFrame:
         """Wide table: one row per (round, site, kind), one column per metric."""
         return pd.DataFrame(self.rows)
+
+
+def final_site_metrics(rows: list[dict[str, Any]], weighted: bool = False) -> dict[str, dict[str, float]]:
+    """Each site's evaluation of the final global model, from a history's metric rows; with `weighted`, also the
+    weighted row, as aggregation weighed the sites."""
+    last = max((r["round"] for r in rows if r["kind"] == "eval"), default=None)
+    return {
+        r["site"]: {k: v for k, v in r.items() if k not in ("round", "site", "kind") and v == v}
+        for r in rows
+        if r["kind"] == "eval" and r["round"] == last and (weighted or r["site"] != WEIGHTED)
+    }
+
+
+def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each site's cumulative local-DP ε after its last trained round."""
+    spent: dict[str, float] = {}
+    for r in rows:
+        if r["kind"] == "train" and r["site"] != WEIGHTED and "dp-epsilon" in r:
+            spent[r["site"]] = r["dp-epsilon"]
+    return spent

@@ -19,6 +19,7 @@ from server.outputs import OutputError, StudyOutputs
 from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
+from server.summary import summary_lines
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.privacy.central import central_plan
@@ -56,12 +57,16 @@ def run_study(
     progress: Callable[[RoundReport], None] | None = None,
     deployed: bool = False,
 ) -> tuple[ArrayRecord, History]:
-    """Run every round of the study; outputs are written after each, and a stop is recorded, not raised."""
+    """Run every round of the study; outputs are written after each, and a stop is recorded, not raised. The
+    closing summary (status, final metrics, ε, each site's events) is logged: it ends the operator's stream."""
     with MemoryWatch() as memory:
-        return _run_study(grid, study, outputs, progress, deployed, memory)
+        arrays, history = _run_rounds(grid, study, outputs, progress, deployed, memory)
+    for line in summary_lines(study.name, history, outputs.folder.resolve(), get_task(study.task).headline):
+        log.info(line)
+    return arrays, history
 
 
-def _run_study(
+def _run_rounds(
     grid: Grid,
     study: StudyConfig,
     outputs: StudyOutputs,
@@ -267,3 +272,5 @@ def _log_report(report: RoundReport, metric: str) -> None:
         report.evaluation.get(metric, float("nan")),
         report.wall_s,
     )
+    for problem in report.problems:  # refusals and dropouts, each as the server received it
+        log.warning("  %s: %s: %s", problem["event"], problem["site"], problem["reason"])

@@ -19,6 +19,7 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError, MedfedError
 
 STATE = "state.json"
+RUNS = "runs.json"  # the Flower runs that worked on this folder, oldest first: `medfed-server status` reads it
 
 
 class OutputError(MedfedError):
@@ -61,6 +62,12 @@ class StudyOutputs:
         if not frame.empty:
             self._atomic("history.csv", lambda p: frame.to_csv(p, index=False))
 
+    def record_run(self, run_id: int) -> None:
+        """Add a Flower run to the runs that worked on this study (a resumed study has several)."""
+        path = self.folder / RUNS
+        runs = json.loads(path.read_text()) if path.is_file() else []
+        self.write_json(RUNS, [*runs, str(run_id)])
+
     def checkpoint(self, rnd: int, arrays: ArrayRecord) -> Path:
         """The global model after round `rnd`."""
         return self.save_model(f"checkpoints/round-{rnd:03d}.safetensors", arrays, {"round": str(rnd)})
@@ -101,12 +108,18 @@ class StudyOutputs:
             group, name = key.split("/", 1)
             groups.setdefault(group, {})[name] = value
         model = groups.pop("model")
-        return SavedState(
-            state["round"],
-            ArrayRecord({k: Array(v) for k, v in model.items()}),
-            groups,
-            History.from_dict(state["history"]),
-        )
+        history = History.from_dict(state["history"])
+        history.events = self._recorded_events(history.events)
+        return SavedState(state["round"], ArrayRecord({k: Array(v) for k, v in model.items()}), groups, history)
+
+    def _recorded_events(self, saved: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events of history.json when they extend the saved state's: what happened after the last completed
+        round (the stop, the dropouts of the round that failed) is kept across a resume."""
+        try:
+            recorded = json.loads((self.folder / "history.json").read_text())["events"]
+        except (OSError, ValueError, KeyError):
+            return saved
+        return recorded if recorded[: len(saved)] == saved else saved
 
     def save_model(self, name: str, arrays: ArrayRecord, metadata: dict[str, str] | None = None) -> Path:
         """Model arrays as safetensors."""

@@ -5,8 +5,11 @@ Layout under the federation folder (the operator keeps `ca/` offline; each kit i
     ca/ca.key, ca/ca.crt                        the federation's certificate authority
     server/ca.crt, server.pem, server.key       the SuperLink's TLS identity (SANs: the given hosts and IPs)
     server/site-keys/<site>.pub                 each hospital's public authentication key, to register
+    server/medfed-server.service                a systemd unit running the server, restarted on failure
     sites/<site>/ca.crt, <site>.key, <site>.pub the hospital's kit: trust anchor and its own key pair
     sites/<site>/site.toml, START.txt           a site config template and the exact start command
+    sites/<site>/medfed-site.service            a systemd unit running the site's agent, restarted on failure
+    .gitignore                                  ignores the private keys and the server's state
 
 Private keys are written 0600 and exist in exactly one kit; the CA key never leaves `ca/`.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +39,13 @@ AGENT_PORT = 9094  # the first kit's local agent port; Flower's SuperNode defaul
 
 @dataclass(frozen=True)
 class Federation:
-    """Paths of a provisioned federation folder."""
+    """Paths of a provisioned federation folder, always absolute: they are handed to Flower's processes, which
+    run in other folders and refuse relative certificate paths."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
 
     @property
     def ca_key(self) -> Path:
@@ -85,6 +93,8 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
     _write(fed.server / "server.pem", server_cert.public_bytes(serialization.Encoding.PEM))
     _write(fed.server / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM))
     _write(fed.server / "address.txt", f"{hosts[0]}:{port}\n".encode())
+    _write(fed.server / "medfed-server.service", server_unit(fed).encode())
+    _write(fed.root / ".gitignore", GITIGNORE.encode())
     for name in sites:
         add_site(root, name)
     return fed
@@ -115,7 +125,68 @@ def add_site(root: Path, name: str) -> Path:
     agent_port = AGENT_PORT + len(fed.site_names()) - 1
     _write(kit / "site.toml", site_template(name, address, agent_port).encode())
     _write(kit / "START.txt", start_text(name).encode())
+    _write(kit / "medfed-site.service", site_unit(name).encode())
     return kit
+
+
+def inside_git_work_tree(folder: Path) -> Path | None:
+    """The git work tree holding `folder` (or the nearest existing folder above it), or None."""
+    for parent in [folder.resolve(), *folder.resolve().parents]:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+GITIGNORE = """# Written by medfed-server provision: private keys and the server's state never belong in a repository.
+*.key
+ca/
+server/state.db*
+server/flwr-home/
+server/outputs/
+sites/*/ledgers*/
+sites/*/.*.secret
+"""
+
+
+def server_unit(fed: Federation) -> str:
+    """A systemd unit for the server: `medfed-server start`, restarted on failure, logging to the journal."""
+    return _unit(
+        "medfed federation server (Flower SuperLink)",
+        fed.server,
+        f"{Path(sys.executable).with_name('medfed-server')} start --federation {fed.root} --listen 0.0.0.0",
+    )
+
+
+def site_unit(name: str) -> str:
+    """A systemd unit for a site's agent; the paths are where the hospital installs medfed and puts this kit."""
+    kit = f"/opt/medfed/{name}"
+    return f"# Edit the two paths: this kit's folder ({kit}) and medfed's installed command.\n" + _unit(
+        f"medfed site agent '{name}'", Path(kit), f"/opt/medfed/venv/bin/medfed-site start --config {kit}/site.toml"
+    )
+
+
+def _unit(description: str, folder: Path, command: str) -> str:
+    # SIGTERM stops the agent's SuperNode and worker, or the SuperLink, cleanly; the exit codes then count as success.
+    return f"""[Unit]
+Description={description}
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=medfed
+WorkingDirectory={folder}
+ExecStart={command}
+Restart=on-failure
+RestartSec=10
+KillSignal=SIGTERM
+TimeoutStopSec=30
+SuccessExitStatus=143 SIGTERM
+Environment=PYTHONUNBUFFERED=1
+
+[Install]
+WantedBy=multi-user.target
+"""
 
 
 def site_template(name: str, address: str, agent_port: int = AGENT_PORT) -> str:
@@ -135,6 +206,7 @@ app-code = "installed"           # run only this site's installed medfed; "serve
 [data]
 path = "/path/to/your/data.csv"  # a table, an image folder or .npz, a notes CSV/JSONL
 task = "tabular"                 # the task this data is for: tabular | imaging | segmentation | text
+label = "outcome"                # hints describing the data (tabular: the label column)
 
 [policy]
 tasks = ["tabular"]              # tasks this site accepts
@@ -159,6 +231,10 @@ def start_text(name: str) -> str:
        medfed-site check --config site.toml
 3. Start the agent (it runs the same check first, then joins the federation over TLS):
        medfed-site start --config site.toml
+   Ctrl-C or SIGTERM stops it cleanly. To run it as a service that restarts on failure and at boot, edit the
+   paths in medfed-site.service, then:
+       sudo cp medfed-site.service /etc/systemd/system/ && sudo systemctl enable --now medfed-site
+   Its log: journalctl -u medfed-site
 
 {name}.key is this site's private key: it stays here, readable by the agent's user only (mode 0600).
 Only outbound HTTPS to the server address in site.toml is needed; no inbound port is opened.

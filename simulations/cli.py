@@ -15,6 +15,7 @@ from rich.console import Console
 from client.audit import audit_site
 from client.site import SiteConfig
 from server.app import study_folder
+from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
 from shared.errors import MedfedError
@@ -22,7 +23,7 @@ from shared.partition import SCHEMES
 from shared.tasks import get_task
 from shared.tasks.text.data import read_notes
 from simulations.baselines import local_baseline, pooled_baseline
-from simulations.report import comparison, final_site_metrics, print_comparison, round_printer, site_epsilons
+from simulations.report import comparison, print_comparison, round_printer
 from simulations.runner import simulate
 from simulations.scenario import (
     IMAGE_TARGETS,

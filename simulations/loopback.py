@@ -41,16 +41,19 @@ class Loopback:
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(root / "flwr-home")}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        """Start a process in its own group, logging to root/<name>.log."""
+        """Start a process in its own group in the root folder, logging to root/<name>.log."""
         log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root
+        )
         self.processes[name] = proc
         return proc
 
     def start_server(self) -> subprocess.Popen:
-        """`medfed-server start` on loopback; returns once every site key is registered."""
+        """`medfed-server start` on loopback, as the README writes it (a relative path); returns once every site key
+        is registered."""
         proc = self.spawn(
-            "server", str(BIN / "medfed-server"), "start", "--federation", str(self.fed.root), "--listen", "127.0.0.1"
+            "server", str(BIN / "medfed-server"), "start", "--federation", "federation", "--listen", "127.0.0.1"
         )
         self.wait_log("server", "SuperLink running at", 90)
         return proc
@@ -77,9 +80,7 @@ class Loopback:
         """Fill the site's kit template: its data, a free agent port, and an optional [policy] body."""
         kit = kit or self.fed.site(name)
         text = (kit / "site.toml").read_text().replace("/path/to/your/data.csv", str(data))
-        text = text.replace(
-            'task = "tabular"                 # the task', 'label = "diagnosis"\ntask = "tabular"  # the'
-        )
+        text = re.sub(r'(?m)^label = "outcome"', 'label = "diagnosis"', text)
         text = re.sub(r"(?m)^agent-port = \d+", f"agent-port = {free_port()}", text)
         if policy:
             text = text.split("\n[policy]\n")[0] + "\n[policy]\n" + policy
@@ -90,8 +91,8 @@ class Loopback:
         return path
 
     def start_site(self, name: str, config: Path) -> subprocess.Popen:
-        """`medfed-site start --config site.toml`."""
-        return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", str(config))
+        """`medfed-site start --config site.toml`, the path relative to the root folder."""
+        return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", os.path.relpath(config, self.root))
 
     def submit(self, study: StudyConfig, folder: Path) -> None:
         """Submit the study as the operator does."""

@@ -7,22 +7,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from server.history import WEIGHTED, weighted_mean
+from server.history import weighted_mean
 from server.loop import RoundReport
 
 LISTED_SITES = 6  # past this many sites, round lines and the closing table summarise instead of listing
 TABLE_SITES = 20  # past this many sites the closing table shows the means only
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
-
-
-def final_site_metrics(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Each site's evaluation of the final global model, from a history's metric rows."""
-    last = max((r["round"] for r in rows if r["kind"] == "eval"), default=None)
-    return {
-        r["site"]: {k: v for k, v in r.items() if k not in ("round", "site", "kind") and v == v}
-        for r in rows
-        if r["kind"] == "eval" and r["round"] == last and r["site"] != WEIGHTED
-    }
 
 
 def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -68,15 +58,6 @@ def print_comparison(
         style="bold",
     )
     console.print(table)
-
-
-def site_epsilons(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Each site's cumulative local-DP ε after its last trained round."""
-    spent: dict[str, float] = {}
-    for r in rows:
-        if r["kind"] == "train" and r["site"] != WEIGHTED and "dp-epsilon" in r:
-            spent[r["site"]] = r["dp-epsilon"]
-    return spent
 
 
 def round_printer(console: Console, shown: tuple[str, str]) -> Any:

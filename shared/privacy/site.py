@@ -20,6 +20,11 @@ from shared.privacy.budget import history, lifetime_delta, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import Journal, LedgerFiles
 
+# Opacus warns at every PrivacyEngine that its "secure RNG" (torchcsprng) is off. medfed draws each round's noise and
+# sampling from a generator seeded with OS entropy instead (make_private; README, "Randomness"), so in medfed's
+# processes that one warning is silenced, and nothing else.
+warnings.filterwarnings("ignore", message=r"Secure RNG turned off", category=UserWarning, module=r"opacus\.")
+
 # Layers ExpandedWeights computes per-sample gradients for (torch.nn.utils._expanded_weights).
 EW_LAYERS = (
     nn.Linear,

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from shared.config import StudyConfig
+from shared.errors import ConfigError
 
 
 @dataclass
@@ -45,6 +46,10 @@ class Task(ABC):
 
         Used where no study exists yet: a site's pre-flight check, a simulation on the data scientist's own file.
         """
+
+    def schema(self, path: Path, site: str, hints: dict[str, Any], min_cell: int) -> dict[str, Any]:
+        """The site's shareable schema (columns, types, category labels seen at least `min_cell` times)."""
+        raise ConfigError("data.task", f"a schema describes a table; task '{self.name}' has none to share")
 
     @abstractmethod
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:

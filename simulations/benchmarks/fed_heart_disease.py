@@ -21,10 +21,10 @@ from rich.table import Table
 
 from client.audit import audit_site
 from client.site import SiteConfig
+from server.history import final_site_metrics, site_epsilons
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import DataError
 from simulations.baselines import local_baseline, pooled_baseline
-from simulations.report import final_site_metrics, site_epsilons
 from simulations.runner import simulate
 
 # FLamby's center ids, in order.

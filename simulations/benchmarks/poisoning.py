@@ -21,12 +21,12 @@ from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 from rich.table import Table
 
+from server.history import final_site_metrics
 from server.loop import run_study
 from server.outputs import StudyOutputs
 from shared.config import StudyConfig
 from simulations.attacks import ATTACKS, attack_mod, flip_labels
 from simulations.benchmarks.fed_heart_disease import HOSPITALS, heart_study, write_sites
-from simulations.report import final_site_metrics
 from simulations.runner import simulate_app
 
 CLEAN = "clean"

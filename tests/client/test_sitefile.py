@@ -105,3 +105,15 @@ def test_privacy_caps_and_ledger_paths_come_from_the_site_file_and_node_config(t
     assert node.privacy_caps() == PrivacyCaps(max_epsilon=2.0, max_delta=1e-6)
     with pytest.raises(ConfigError, match="policy.max-delta"):
         load_site_file(write(tmp_path, SITE.format(data="x.csv").replace("min-sites", "max-delta = 2.0\nmin-sites")))
+
+
+def test_a_relative_config_path_gives_the_agent_absolute_paths(tmp_path, monkeypatch):
+    write(tmp_path, SITE.format(data="data.csv"))
+    monkeypatch.chdir(tmp_path)
+    site = load_site_file(Path("kit/site.toml"))
+    command = supernode_command(site, secret=Path(".secret").resolve())
+    paths = [site.path, site.data_path, site.ledger_dir, site.private_key, site.ca_certificate]
+    assert all(p.is_absolute() for p in paths)
+    assert f'site-config="{tmp_path / "kit" / "site.toml"}"' in command
+    for option in ("--root-certificates", "--auth-supernode-private-key", "--superexec-auth-secret-file"):
+        assert Path(command[command.index(option) + 1]).is_absolute(), option

@@ -58,9 +58,16 @@ def rounds_trained(history: dict) -> list[int]:
 
 def test_two_round_study_over_tls_with_authentication_and_a_policy_refusal(loopback):
     s = study("tls-study", rounds=2, epsilon=3.0)
-    loopback.submit(s, loopback.root)
-    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 600)
+    (loopback.root / "tls-study.json").write_text(s.to_json())
+    streamed = medfed_server(loopback, "submit", "--study", "tls-study.json", timeout=600)  # streams to its end
+    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 60)
     assert history["status"] == "completed", history["events"]
+    assert streamed.returncode == 0, streamed.stdout[-3000:]
+    summary = streamed.stdout[streamed.stdout.index("study 'tls-study' completed") :]
+    assert f"outputs: {loopback.history(s).parent}" in summary
+    assert re.search(r"(?m)site\s+accuracy\s+roc-auc\s+num-examples\s+ε spent$", summary), summary
+    assert all(re.search(rf"(?m){name}\s+[01]\.\d{{3}}\s", summary) for name in ("north", "south", "east", "weighted"))
+    assert re.search(r"(?m)^.*west refused \(rounds? [\d, ]+\): .*above this site's cap of 2\.0", summary), summary
     assert rounds_trained(history) == [1, 2]
     assert [t["accepted"] for t in history["timings"]] == [3, 3]  # each round's model is the unmasked sum of 3
     trained = {r["site"] for r in history["metrics"] if r["kind"] == "train" and r["site"] != "weighted"}
@@ -92,16 +99,30 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
 def test_status_shows_a_running_study_and_stop_ends_it(loopback):
     run_id = submit_run(loopback, study("stopped-study", rounds=20, epsilon=3.0))
     status = medfed_server(loopback, "status")
-    assert status.returncode == 0 and run_id in status.stdout and "running" in status.stdout
-    assert status.stdout.count("online") == 4  # the four hospitals' agents
+    assert status.returncode == 0 and f"run {run_id}  stopped-study: running" in status.stdout, status.stdout
+    assert status.stdout.count("online") == 4  # the four hospitals' agents, by their provisioned names
+    assert all(re.search(rf"(?m)^  {name}\s+online, since ", status.stdout) for name in SITES), status.stdout
+    assert re.search(r"(?m)^  intruder\s+not registered", status.stdout), status.stdout  # provisioned, never registered
+    assert all(len(line) <= 80 for line in status.stdout.splitlines())
     stopped = medfed_server(loopback, "stop", run_id)
     assert stopped.returncode == 0, stopped.stdout
     wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs(loopback)), 60)
+    after = medfed_server(loopback, "status").stdout
+    assert re.search(rf"run {run_id}  stopped-study: stopped by the operator after round \d+", after), after
 
 
-def medfed_server(loopback: Loopback, *args: str) -> subprocess.CompletedProcess:
-    command = [str(BIN / "medfed-server"), args[0], "--federation", str(loopback.fed.root), *args[1:]]
-    return subprocess.run(command, capture_output=True, text=True, env=loopback.env, timeout=120)
+def medfed_server(loopback: Loopback, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A `medfed-server` command as the README writes it: from the folder holding `federation`, a relative path."""
+    command = [str(BIN / "medfed-server"), args[0], "--federation", "federation", *args[1:]]
+    return subprocess.run(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=loopback.env,
+        timeout=timeout,
+        cwd=loopback.root,
+    )
 
 
 def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a_site_dying_mid_round(loopback):

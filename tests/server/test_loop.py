@@ -109,3 +109,26 @@ def test_a_site_claiming_1e9_examples_cannot_dominate_the_weighted_metrics(study
     weighted = {(r["kind"], r["round"]): r["accuracy"] for r in history.rows if r["site"] == "weighted"}
     # round 1's training, the initial model's evaluation in it (round 0), and the final evaluation (round 1)
     assert weighted == {key: pytest.approx(expected) for key in [("eval", 0), ("train", 1), ("eval", 1)]}
+
+
+def test_a_resumed_study_keeps_every_event_of_the_run_that_stopped(study, tmp_path):
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=3)
+    trained = []
+
+    def flaky(msg: Message) -> Message:
+        trained.append(msg.metadata.message_type)
+        if trained.count(MessageType.TRAIN) == 2:  # site c refuses the first run's round 2, and only that
+            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
+        return site("c")(msg)
+
+    grid = LocalGrid({11: site("a"), 12: site("b"), 13: flaky})
+    _, first = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    assert first.status.startswith("stopped: round 2")
+    _, resumed = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    assert resumed.status == "completed"
+    assert resumed.events[: len(first.events)] == first.events  # the refusal and the stop, as recorded then
+    assert [(e["round"], e["event"]) for e in resumed.events if e["site"] in ("c", "-")] == [
+        (2, "refused"),
+        (2, "stopped"),
+        (1, "resumed"),
+    ]

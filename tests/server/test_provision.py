@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import ipaddress
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
+from typer.testing import CliRunner
 
 from client.sitefile import load_site_file
-from server.provision import add_site, provision
+from server.cli import cli
+from server.provision import add_site, inside_git_work_tree, provision
 from shared.errors import ConfigError
 
 
@@ -65,3 +69,27 @@ def test_each_kit_has_its_own_agent_port_so_sites_run_side_by_side(tmp_path):
     add_site(fed.root, "east")
     ports = [load_site_file(fed.site(name) / "site.toml").agent_port for name in ("north", "south", "east")]
     assert ports == [9094, 9095, 9096]
+
+
+def test_kits_hold_systemd_units_that_restart_on_failure_and_a_label_hint(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"])
+    server = (fed.server / "medfed-server.service").read_text()
+    assert "Restart=on-failure" in server and f"start --federation {fed.root} --listen 0.0.0.0" in server
+    site = (fed.site("north") / "medfed-site.service").read_text()
+    assert "Restart=on-failure" in site and "medfed-site start --config /opt/medfed/north/site.toml" in site
+    assert load_site_file(fed.site("north") / "site.toml").data_hints == {"label": "outcome"}
+
+
+def test_a_federation_in_a_git_work_tree_is_warned_about_and_its_keys_ignored(tmp_path):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    result = CliRunner().invoke(
+        cli, ["provision", "--out", str(tmp_path / "fed"), "--host", "127.0.0.1", "--site", "north"]
+    )
+    assert result.exit_code == 0 and "inside the git work tree" in " ".join(result.output.split())
+    listed = subprocess.run(
+        ["git", "-C", str(tmp_path), "ls-files", "--others", "--exclude-standard"], capture_output=True, text=True
+    ).stdout.split()
+    assert "fed/sites/north/site.toml" in listed and "fed/server/server.pem" in listed  # shareable files stay visible
+    assert not [p for p in listed if p.endswith(".key") or p.startswith("fed/ca/")]
+    assert inside_git_work_tree(tmp_path / "fed") == tmp_path.resolve()
+    assert inside_git_work_tree(Path("/")) is None

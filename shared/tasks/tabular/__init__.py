@@ -15,6 +15,7 @@ from shared.tasks.base import SiteData, Task
 from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import load_tabular_site, read_table
 from shared.tasks.tabular.model import build_tabular_model
+from shared.tasks.tabular.schema import table_schema
 from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec
 
 
@@ -36,6 +37,14 @@ class TabularTask(Task):
         categorical = hints.get("categorical")  # a list of column names here; the section holds their categories
         inferred = infer_data_options(table, hints["label"], list(categorical) if categorical is not None else None)
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
+
+    def schema(self, path: Path, site: str, hints: dict[str, Any], min_cell: int) -> dict[str, Any]:
+        """The table's columns and types, and the label's and categorical columns' labels seen often enough."""
+        if "label" not in hints:
+            raise ConfigError("data.label", "must name the label column of a table")
+        table = read_table(path, site, hints.get("na-values", ["?"]))
+        categorical = hints.get("categorical")
+        return table_schema(table, site, hints["label"], list(categorical or []), min_cell)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's table."""

@@ -1,0 +1,129 @@
+"""`medfed-server status`: the provisioned sites bound to the SuperLink's nodes by key, and each study's true status.
+
+Plain lines, wrapped at 80 columns, so that the report reads the same in a terminal, a pipe or a log.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from server.outputs import RUNS
+from server.provision import Federation
+
+WIDTH = 80
+NEVER = {"registered": "registered, never connected", "unregistered": "unregistered (its key was removed)"}
+ENDED = {"finished:stopped": "stopped by the operator", "finished:failed": "the ServerApp failed"}
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """One provisioned site as the SuperLink sees it."""
+
+    name: str
+    state: str  # online | offline | registered, never connected | not registered
+    since: str = ""  # online: since when; offline: last contact
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One Flower run of a study and the study's own account of how it stands."""
+
+    run_id: str
+    study: str
+    status: str
+
+
+def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
+    """Bind each provisioned site to the node registered with its public key (nodes as `list_nodes` gives them)."""
+    by_key = {_key(node["public-key"]): node for node in nodes if node.get("public-key")}
+    states = []
+    for name in fed.site_names():
+        node = by_key.get(_key((fed.server / "site-keys" / f"{name}.pub").read_text()))
+        if node is None:
+            states.append(SiteState(name, "not registered (medfed-server register)"))
+        elif node["status"] == "online":
+            states.append(SiteState(name, "online", f"since {_time(node['online-at'])}", node["node-id"]))
+        elif node["status"] == "offline":
+            states.append(SiteState(name, "offline", f"last contact {_time(node['offline-at'])}", node["node-id"]))
+        else:
+            states.append(SiteState(name, NEVER.get(node["status"], node["status"]), node_id=node["node-id"]))
+    return states
+
+
+def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
+    """Each run (as `flwr ls --format json` lists it) with its study's status from the study's history.json.
+
+    A run whose ServerApp was stopped or killed never wrote its end, so Flower's word and the last saved round
+    complete it; a run a later run resumed says so. A study writing outside the server kit is shown as Flower sees it.
+    """
+    folders = {}  # run id -> (study folder, the last run that worked on it)
+    for path in fed.server.glob(f"*/*/{RUNS}"):
+        ids = json.loads(path.read_text())
+        folders.update({run_id: (path.parent, ids[-1]) for run_id in ids})
+    out = []
+    for run in runs:
+        run_id, flower = str(run["run-id"]), run["status"]
+        details = f" ({run['status-details']})" if run.get("status-details") not in (None, "", "N/A") else ""
+        if run_id not in folders:
+            out.append(StudyRun(run_id, "?", f"{flower}{details} (no study folder in the server kit)"))
+            continue
+        folder, last = folders[run_id]
+        history = _history(folder)
+        study = folder.name.rsplit("-", 1)[0]
+        if last != run_id:
+            status = f"{_ended(flower)}; resumed by run {last}"
+        elif history.get("status", "running") != "running" or flower in ("running", "starting", "pending"):
+            status = history.get("status", flower)
+        else:
+            status = f"{_ended(flower)}{details} after round {_rounds(history)}; resubmit the study to resume"
+        out.append(StudyRun(run_id, study, status))
+    return out
+
+
+def format_status(sites: list[SiteState], runs: list[StudyRun]) -> str:
+    """The report: one block per site, one per run, long statuses wrapped under their run."""
+    width = max((len(s.name) for s in sites), default=4)
+    lines = [f"sites ({len(sites)} provisioned):"]
+    lines += [f"  {s.name:<{width}}  {s.state}" + (f", {s.since}" if s.since else "") for s in sites]
+    lines.append(f"studies ({len(runs)} runs):" if runs else "studies: none submitted")
+    for run in runs:
+        head = f"  run {run.run_id}  {run.study}: "
+        lines += textwrap.wrap(head + run.status, WIDTH, subsequent_indent=" " * 6, break_on_hyphens=False)
+    return "\n".join(lines)
+
+
+def _key(text: str) -> bytes:
+    """A public key in one form: PEM SubjectPublicKeyInfo, from either the kit's OpenSSH line or Flower's PEM."""
+    data = text.strip().encode()
+    pem = data.startswith(b"-----")
+    key = serialization.load_pem_public_key(data) if pem else serialization.load_ssh_public_key(data)
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _time(stamp: str | None) -> str:
+    """An ISO time to the second, in UTC as Flower records it."""
+    return (stamp or "?").replace("T", " ")[:19] + (" UTC" if stamp else "")
+
+
+def _history(folder: Path) -> dict[str, Any]:
+    path = folder / "history.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        return {}
+
+
+def _rounds(history: dict[str, Any]) -> int:
+    return max((t["round"] for t in history.get("timings", [])), default=0)
+
+
+def _ended(flower: str) -> str:
+    """Flower's `finished:stopped` as words."""
+    return ENDED.get(flower, flower)

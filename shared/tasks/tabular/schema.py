@@ -1,0 +1,97 @@
+"""A site's shareable table schema (columns, types, category labels) and the study `[data]` that sites agree on.
+
+A schema holds no count and no value beyond category labels, and a label seen fewer than `min-cell` times at the
+site is left out, so that a rare category (a rare diagnosis, a small hospital's code) cannot single out patients;
+the schema says only whether a column had such labels, so that the study's authors know its list is incomplete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from shared.errors import ConfigError
+from shared.tasks.tabular.spec import canonical
+
+FORMAT = "medfed-schema"
+VERSION = 1
+MIN_CELL = 5  # the usual small-cell suppression threshold of health statistics
+
+
+def table_schema(
+    table: pd.DataFrame, site: str, label: str, categorical: list[str] | None = None, min_cell: int = MIN_CELL
+) -> dict[str, Any]:
+    """The site's columns with their types; for the label and each categorical column, the labels seen at least
+    `min_cell` times. Non-numeric columns are categorical, as are the numeric ones named in `categorical`."""
+    if label not in table.columns:
+        raise ConfigError("data.label", f"column '{label}' is not in the table")
+    if min_cell < 1:
+        raise ConfigError("min-cell", "must be at least 1")
+    columns: dict[str, dict[str, Any]] = {}
+    for name in map(str, table.columns):
+        values = table[name]
+        if name != label and name not in (categorical or []) and pd.api.types.is_numeric_dtype(values):
+            columns[name] = {"type": "numeric"}
+            continue
+        seen = values.dropna().map(canonical).value_counts()
+        columns[name] = {
+            "type": "categorical",
+            "categories": sorted(str(v) for v, n in seen.items() if n >= min_cell),
+            "rare-left-out": bool((seen < min_cell).any()),  # whether, never which or how many
+        }
+    return {FORMAT: VERSION, "task": "tabular", "site": site, "label": label, "min-cell": min_cell, "columns": columns}
+
+
+def rare_left_out(schemas: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Per column, the sites whose schema left rare labels out: their rows with those labels do not fit the study."""
+    out: dict[str, list[str]] = {}
+    for schema in schemas.values():
+        for column, spec in schema["columns"].items():
+            if spec.get("rare-left-out"):
+                out.setdefault(column, []).append(schema["site"])
+    return {column: sorted(sites) for column, sites in sorted(out.items())}
+
+
+def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `[data]` of a study over these sites (schemas by source file): the label, its classes, the features and
+    each categorical column's categories (the union over sites). Sites that disagree on the label, a column's
+    presence or its type are refused, naming the site, the file and the column."""
+    if not schemas:
+        raise ConfigError("schema", "give at least one site's schema file")
+    for source, schema in schemas.items():
+        if schema.get(FORMAT) != VERSION or schema.get("task") != "tabular" or "columns" not in schema:
+            raise ConfigError("schema", "is not a tabular schema from `medfed-site check --schema-out`", source)
+    (first_source, first), *others = schemas.items()
+    for source, schema in others:
+        where = f"site '{schema['site']}' ({source}) and site '{first['site']}' ({first_source})"
+        if schema["label"] != first["label"]:
+            raise ConfigError("label", f"differs: {where} name '{schema['label']}' and '{first['label']}'", source)
+        for column in sorted(set(first["columns"]) ^ set(schema["columns"])):
+            has, lacks = (first, schema) if column in first["columns"] else (schema, first)
+            problem = f"is at site '{has['site']}' but not at site '{lacks['site']}' ({where})"
+            raise ConfigError(f"columns.{column}", problem, source)
+        for column, spec in schema["columns"].items():
+            if spec["type"] != first["columns"][column]["type"]:
+                problem = (
+                    f"is {spec['type']} at site '{schema['site']}' but {first['columns'][column]['type']} at site "
+                    f"'{first['site']}' ({where})"
+                )
+                raise ConfigError(f"columns.{column}", problem, source)
+    label = first["label"]
+
+    def union(column: str) -> list[str]:
+        return sorted({c for s in schemas.values() for c in s["columns"][column]["categories"]})
+
+    classes = union(label)
+    if len(classes) < 2:
+        raise ConfigError(f"columns.{label}", "lists fewer than two label values seen often enough at any site")
+    features = [c for c in first["columns"] if c != label]
+    categorical = {c: union(c) for c in features if first["columns"][c]["type"] == "categorical"}
+    return {
+        "label": label,
+        "label-type": "binary" if len(classes) == 2 else "categorical",
+        "classes": classes,
+        "features": [c for c in features if c not in categorical or categorical[c]],
+        "categorical": {c: cats for c, cats in categorical.items() if cats},
+    }

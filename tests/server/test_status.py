@@ -1,0 +1,84 @@
+"""`medfed-server status` from canned SuperLink listings: site names bound by key, true study statuses, 80 columns."""
+
+from __future__ import annotations
+
+import json
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+from flwr.supercore.primitives.asymmetric import public_key_to_bytes
+
+from server.provision import provision
+from server.status import format_status, site_states, study_runs
+
+STOPPED = "stopped: round 1: only 0 usable update(s), federation.min-sites is 3"
+
+
+def node(fed, site: str | None, node_id: str, status: str, **times: str) -> dict:
+    """A node as `list_nodes` returns it: the public key in Flower's PEM form."""
+    if site is None:
+        key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    else:
+        key = load_ssh_public_key((fed.server / "site-keys" / f"{site}.pub").read_bytes())
+    return {"node-id": node_id, "status": status, "public-key": public_key_to_bytes(key).decode(), **times}
+
+
+def study_folder(fed, name: str, runs: list[str], status: str, rounds: int) -> None:
+    folder = fed.server / "outputs" / f"{name}-0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / "runs.json").write_text(json.dumps(runs))
+    timings = [{"round": r} for r in range(1, rounds + 1)]
+    history = {"status": status, "metrics": [], "events": [], "timings": timings}
+    (folder / "history.json").write_text(json.dumps(history))
+
+
+def run(run_id: str, status: str, details: str = "") -> dict:
+    return {"run-id": run_id, "status": status, "status-details": details}
+
+
+def test_sites_are_named_by_their_keys_with_state_and_last_contact(tmp_path):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north", "south", "east", "west"])
+    nodes = [
+        node(fed, "north", "11", "online", **{"online-at": "2026-01-05T10:00:03.123+00:00"}),
+        node(fed, "south", "12", "offline", **{"offline-at": "2026-01-05T09:58:00"}),
+        node(fed, "east", "13", "registered"),
+        node(fed, None, "14", "online", **{"online-at": "2026-01-05T10:00:00"}),  # a key no site was provisioned with
+    ]
+    states = {s.name: s for s in site_states(fed, nodes)}
+    assert list(states) == ["east", "north", "south", "west"]
+    assert (states["north"].state, states["north"].since, states["north"].node_id) == (
+        "online",
+        "since 2026-01-05 10:00:03 UTC",
+        "11",
+    )
+    assert (states["south"].state, states["south"].since) == ("offline", "last contact 2026-01-05 09:58:00 UTC")
+    assert states["east"].state == "registered, never connected"
+    assert states["west"].state.startswith("not registered")
+
+
+def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"])
+    study_folder(fed, "resumed", ["101", "102"], "completed", 20)
+    study_folder(fed, "too-few", ["103"], STOPPED, 1)
+    study_folder(fed, "ongoing", ["104"], "running", 2)
+    study_folder(fed, "halted", ["105"], "running", 3)
+    listing = [
+        run("101", "finished:stopped"),
+        run("102", "finished:completed"),
+        run("103", "finished:completed"),
+        run("104", "running"),
+        run("105", "finished:stopped", "N/A"),  # what Flower lists for a run stopped with `flwr stop`
+        run("106", "finished:failed", "ServerApp exception"),
+    ]
+    runs = {r.run_id: r for r in study_runs(fed, listing)}
+    assert (runs["101"].study, runs["101"].status) == ("resumed", "stopped by the operator; resumed by run 102")
+    assert runs["102"].status == "completed"
+    assert runs["103"].status == STOPPED  # Flower says finished:completed; the study stopped below min-sites
+    assert runs["104"].status == "running"
+    assert runs["105"].status == "stopped by the operator after round 3; resubmit the study to resume"
+    assert runs["106"].status.startswith("finished:failed (ServerApp exception)")
+    text = format_status(site_states(fed, []), list(runs.values()))
+    assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
+    assert "run 103  too-few: stopped: round 1: only 0 usable update(s)," in text
+    assert "federation.min-sites is 3" in text  # wrapped, not cut
+    assert text.splitlines()[1].split() == ["north", "not", "registered", "(medfed-server", "register)"]

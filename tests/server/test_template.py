@@ -1,0 +1,58 @@
+"""Schemas from the sites' pre-flight check become a study the sites' data fits; a disagreeing site is named."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from client.agent import preflight
+from client.cli import cli as site_cli
+from client.sitefile import load_site_file
+from server.cli import cli as server_cli
+from shared.config import load_study
+from tests.shared.tasks.tabular.test_schema import table
+
+SITE = 'name = "{name}"\nserver = "fl.example.org:9092"\nprivate-key = "k.key"\n[data]\npath = "{data}"\n'
+SITE += 'task = "tabular"\nlabel = "outcome"\n'
+
+
+def site_schema(tmp_path, name: str, frame) -> str:
+    """Write the site's table and site.toml, and run `medfed-site check --schema-out`; the schema's path."""
+    kit = tmp_path / name
+    kit.mkdir()
+    frame.to_csv(kit / "data.csv", index=False)
+    (kit / "site.toml").write_text(SITE.format(name=name, data=kit / "data.csv"))
+    out = kit / "schema.json"
+    result = CliRunner().invoke(site_cli, ["check", "--config", str(kit / "site.toml"), "--schema-out", str(out)])
+    assert result.exit_code == 0, result.output
+    return str(out)
+
+
+def test_sites_schemas_round_trip_into_a_study_their_data_fits(tmp_path):
+    schemas = [site_schema(tmp_path, "north", table(rare="F")), site_schema(tmp_path, "south", table(rare="M"))]
+    assert "age" in json.loads(open(schemas[0]).read())["columns"]
+    out = tmp_path / "study.toml"
+    result = CliRunner().invoke(server_cli, ["study-template", *schemas, "--out", str(out), "--name", "trial"])
+    assert result.exit_code == 0, result.output
+    study = load_study(out)
+    assert study.data["features"] == ["age", "sex", "stage"] and study.data["categorical"] == {"sex": ["F", "M"]}
+    for name in ("north", "south"):
+        report = preflight(load_site_file(tmp_path / name / "site.toml"), study)
+        assert report["rows-used"] > 0
+
+
+def test_the_template_says_which_sites_left_rare_labels_out(tmp_path):
+    schemas = [site_schema(tmp_path, "north", table(rare="X")), site_schema(tmp_path, "south", table(rare="M"))]
+    result = CliRunner().invoke(server_cli, ["study-template", *schemas])
+    assert result.exit_code == 0, result.output
+    assert "# 'sex': site(s) north left out labels seen fewer than their min-cell times" in result.output
+    assert "X" not in result.output.split("[data]")[1]
+
+
+def test_a_site_without_a_column_is_named(tmp_path):
+    north = site_schema(tmp_path, "north", table())
+    east = site_schema(tmp_path, "east", table().drop(columns="stage"))
+    result = CliRunner().invoke(server_cli, ["study-template", north, east])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "'columns.stage' is at site 'north' but not at site 'east'" in " ".join(result.output.split())
