@@ -9,6 +9,7 @@ from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import Grid
 
 POLL_S = 0.005  # Flower's send_and_receive sleeps 0.1 s (simulation) or 3 s (deployment) between pulls
+POLL_MAX_S = 0.1  # the longest pause once no reply has come for a while
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
@@ -18,13 +19,17 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
     sent = dict(zip(grid.push_messages(messages), messages, strict=True))
     pending = set(sent)
     replies: list[Message] = []
-    deadline = time.monotonic() + timeout
+    deadline, pause = time.monotonic() + timeout, POLL_S
     while pending and time.monotonic() < deadline:
-        for msg in grid.pull_messages(pending):
+        got = list(grid.pull_messages(pending))
+        for msg in got:
             pending.discard(msg.metadata.reply_to_message_id)
             replies.append(_attributed(msg, sent))
+        # Back off while nothing arrives: in simulation this loop shares the GIL and the link state with the engine
+        # serving the sites, and a tight loop over hundreds of pending replies slows the very replies it waits for.
+        pause = POLL_S if got else min(2 * pause, POLL_MAX_S)
         if pending:
-            time.sleep(POLL_S)
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
     return replies
 
 
