@@ -126,7 +126,7 @@ def medfed_server(loopback: Loopback, *args: str, timeout: float = 120) -> subpr
 
 
 def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a_site_dying_mid_round(loopback):
-    s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=25)  # west accepts this one: four sites
+    s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=40)  # west accepts this one: four sites
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.restart_server()  # SIGKILL; the agents reconnect by themselves
@@ -141,8 +141,9 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     assert history["timings"][-1]["accepted"] == 3  # round 2 is the unmasked sum of the three that stayed
     resumed = [e for e in history["events"] if e["event"] == "resumed"]
     assert len(resumed) == 1 and resumed[0]["round"] >= 1
-    gone = [e for e in history["events"] if e["site"] == "east" and e["round"] == 2 and e["event"] == "no-reply"]
-    assert gone and re.search(r"\((collect-masked-vectors|unmask) stage\)", gone[0]["reason"]), gone
+    # Its reply is missing, or the SuperLink answered for it once its heartbeat ran out: either way, named as east.
+    gone = [e for e in history["events"] if e["site"] == "east" and e["round"] == 2]
+    assert any(re.search(r"(collect-masked-vectors|unmask)", e["reason"]) for e in gone), gone
 
 
 def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp_path):
