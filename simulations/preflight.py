@@ -40,7 +40,7 @@ class Plan:
 
 def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorical: list[str] | None) -> Plan:
     """Check the study's data source (`simulation.data`, or the built-in data) and plan its sites; `hints` are the
-    command line's `[data]` options, which win over the study file's."""
+    command line's table options (label, delimiter, decimal, na-values), which win over the study file's."""
     source = study.simulation
     if not source.data:
         task = get_task(study.task)
@@ -48,7 +48,7 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
     path = Path(source.data)
     if not path.exists():
         raise DataError(None, "not found", file=str(path))
-    given = {**(study.data if from_file else {}), **hints}  # without a study file, describe the user's data
+    given = study.data if from_file else {}  # without a study file, describe the user's data, not the demo's
     name = study.name if from_file else path.stem
     if study.task in IMAGE_TARGETS:
         options = get_task(study.task).infer_data(path, "simulation", given)
@@ -63,12 +63,12 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
             ),
         )
     if study.task == "text":
-        given = {"label-column": given.pop("label"), **given} if "label" in given else given
-        options = get_task("text").infer_data(path, "simulation", given)
+        label = {"label-column": hints["label"]} if "label" in hints else {}
+        options = get_task("text").infer_data(path, "simulation", {**given, **label})
         study = dataclasses.replace(study, data=options, name=name)
         groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
         return Plan(study, len(groups), lambda folder: write_sites(groups, folder / "sites"))
-    return _table_plan(study, path, given, categorical, name)
+    return _table_plan(study, path, {**given, **hints}, categorical, name)
 
 
 def _table_plan(
