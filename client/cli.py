@@ -10,10 +10,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from client.agent import connection_failure, preflight, run_agent
 from client.audit import audit_site
+from client.describe import describe_data
 from client.site import SiteConfig, load_site_data
 from client.sitefile import load_site_file
 from shared.config import load_study
@@ -50,6 +52,8 @@ def check(
         console.print(f"[red]not ready:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     _print_report(report, name)
+    for note in report.get("notes", []):
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     if schema_out is not None:
         console.print(f"schema written to {schema_out}: column names, types and category labels, no counts")
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
@@ -60,8 +64,14 @@ def _preflight(config: Path | None, data: Path | None, study: Path | None, site:
     if config is not None:
         site_file = load_site_file(config)
         return preflight(site_file, study_config), site_file.name
-    if data is None or study_config is None:
-        raise ConfigError("config", "give --config site.toml, or both --data and --study", source="medfed-site check")
+    if data is None:
+        raise ConfigError(
+            "config",
+            "give --config site.toml, or --data (and --study to check it against one)",
+            source="medfed-site check",
+        )
+    if study_config is None:
+        return describe_data(data, site), site
     return load_site_data(SiteConfig(site, data), study_config).report, site
 
 
@@ -79,7 +89,9 @@ def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:
 def _print_report(report: dict, site: str) -> None:
     table = Table(title=f"pre-flight report for site '{site}' (kept on this machine)", show_header=False)
     for key, value in report.items():
-        table.add_row(key, str(value))
+        if key != "notes":  # printed after the table, one line each
+            shown = "\n".join(f"{k}: {v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
+            table.add_row(key, shown)
     console.print(table)
 
 

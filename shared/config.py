@@ -212,9 +212,17 @@ class SimulationConfig:
     ray_address: str = ""  # an existing Ray cluster ("auto", "HOST:PORT"); empty: a local Ray started for the run
     memory_limit_gib: float = 0.0  # stop cleanly after a round whose peak passes this; 0: 90 % of the machine's memory
     site_cache_mib: int = 1024  # each actor keeps sites' loaded data up to this size, least recently used dropped
+    # The data source a data run records, so that `medfed-sim --study study.json` reruns the same study.
+    data: str = ""  # the data scientist's table, notes or image set; empty: the task's built-in data
+    site_column: str = ""  # the column naming each row's hospital; empty: split by `partition`
+    partition: str = "dirichlet"  # iid | dirichlet (label skew, `alpha`) | quantity (size skew, `alpha`)
+    alpha: float = 1.0
+    sites: int = 3  # hospitals a partition (or the built-in data) is split into
 
     def __post_init__(self) -> None:
         _check(self.workers >= 0, "simulation.workers", "must be >= 0 (0: one per core)")
+        _check(self.sites >= 1, "simulation.sites", "must be at least 1")
+        _check(self.alpha > 0, "simulation.alpha", "must be > 0")
         _check(self.memory_limit_gib >= 0, "simulation.memory-limit-gib", "must be >= 0 (0: 90 % of the machine)")
         _check(self.site_cache_mib >= 0, "simulation.site-cache-mib", "must be >= 0 (0: no cache)")
 

@@ -16,16 +16,14 @@ class ConfigError(MedfedError):
 
 
 class DataError(MedfedError):
-    """A site's data cannot be used as configured."""
+    """A site's data (or, with no site, the data scientist's own file) cannot be used as configured."""
 
-    def __init__(self, site: str, problem: str, file: str | None = None, column: str | None = None) -> None:
+    def __init__(self, site: str | None, problem: str, file: str | None = None, column: str | None = None) -> None:
         self.site, self.file, self.column = site, file, column
-        where = f"site '{site}'"
-        if file:
-            where += f", file '{file}'"
-        if column:
-            where += f", column '{column}'"
-        super().__init__(f"{where}: {problem}")
+        where = [f"site '{site}'"] if site is not None else []
+        where += [f"file '{file}'"] if file else []
+        where += [f"column '{column}'"] if column else []
+        super().__init__(f"{', '.join(where)}: {problem}")
 
 
 class UpdateRejected(MedfedError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Annotated
@@ -17,20 +18,14 @@ from client.site import SiteConfig
 from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
-from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, StudyConfig, load_study
+from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
 from shared.tasks import get_task
-from shared.tasks.text.data import read_notes
 from simulations.baselines import local_baseline, pooled_baseline
+from simulations.preflight import Plan, check_site_count, plan_study
 from simulations.report import comparison, print_comparison, round_printer
 from simulations.runner import simulate
-from simulations.scenario import (
-    IMAGE_TARGETS,
-    split_image_set,
-    split_table,
-    table_study_data,
-)
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__)
@@ -43,15 +38,29 @@ def run(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Your table, notes (CSV/JSONL) or MedMNIST-style .npz, split into sites; or a folder of sites"
+            help="Your table, notes (CSV/JSONL) or MedMNIST-style .npz, split into sites; or a folder of sites "
+            "(override simulation.data)"
         ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
-    site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
+    site_column: Annotated[
+        str | None, typer.Option(help="Column naming each row's hospital (override simulation.site-column)")
+    ] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
-    partition: Annotated[str, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)}")] = "dirichlet",
-    alpha: Annotated[float, typer.Option(help="Dirichlet concentration: lower is more skewed")] = 1.0,
-    sites: Annotated[int, typer.Option(help="Number of simulated hospitals")] = 3,
+    delimiter: Annotated[
+        str | None, typer.Option(help="The table's delimiter: , ; | or tab (default: sniffed from the file)")
+    ] = None,
+    decimal: Annotated[
+        str | None, typer.Option(help="The table's decimal separator: . or , (default: sniffed)")
+    ] = None,
+    na_values: Annotated[str | None, typer.Option(help="Comma-separated values that mean missing (default: ?)")] = None,
+    partition: Annotated[
+        str | None, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)} (default: dirichlet)")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Dirichlet concentration: lower is more skewed (default 1)")
+    ] = None,
+    sites: Annotated[int | None, typer.Option(help="Number of simulated hospitals (default 3)")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds")] = None,
     strategy: Annotated[str | None, typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
     min_sites: Annotated[int | None, typer.Option(help="Override federation.min-sites")] = None,
@@ -79,7 +88,15 @@ def run(
     ] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
-    lesions)."""
+    lesions). Everything about the data is checked before anything starts."""
+    if min_sites is None and data is not None and study_file is None:
+        min_sites = FederationConfig.min_sites  # a data run is a study of its own: the defaults a study file gets
+    hints = {
+        "label": label,
+        "delimiter": "\t" if delimiter == "tab" else delimiter,
+        "decimal": decimal,
+        "na-values": [v.strip() for v in na_values.split(",")] if na_values is not None else None,
+    }
     try:
         study = _study(
             study_file or task,
@@ -94,46 +111,44 @@ def run(
                 ("privacy", "epsilon"): epsilon,
                 ("simulation", "workers"): workers,
                 ("simulation", "ray-address"): ray_address,
+                ("simulation", "data"): str(data.absolute()) if data is not None else None,
+                ("simulation", "site-column"): site_column,
+                ("simulation", "partition"): partition,
+                ("simulation", "alpha"): alpha,
+                ("simulation", "sites"): sites,
             },
             seed,
         )
-        if data is None:
-            folder = out or study_folder(study)
-            site_list = [SiteConfig(p.stem, p) for p in get_task(study.task).write_demo_sites(folder / "sites", sites)]
-        elif study.task in IMAGE_TARGETS:
-            target = IMAGE_TARGETS[study.task]
-            options = get_task(study.task).infer_data(data, "simulation", study.data if study_file else {})
-            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
-            folder = out or study_folder(study)
-            site_list = split_image_set(data, folder / "sites", target, partition, sites, alpha, study.seed)
-        elif study.task == "text":
-            hints = study.data if study_file else ({"label-column": label} if label else {})
-            options = get_task("text").infer_data(data, "simulation", hints)
-            table = read_notes(data, "simulation")
-            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
-            folder = out or study_folder(study)
-            site_list = split_table(
-                table, folder / "sites", options["label-column"], site_column, partition, sites, alpha, study.seed
-            )
-        else:
-            if not label and not study.data.get("label"):
-                raise typer.BadParameter("--data needs --label (or data.label in the study file)")
-            cats = [c.strip() for c in categorical.split(",")] if categorical else None
-            given = study.data if study_file else {}  # without --study, describe the user's table, not the demo's
-            table, options = table_study_data(data, label or study.data["label"], site_column, cats, given)
-            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
-            folder = out or study_folder(study)
-            site_list = split_table(
-                table, folder / "sites", options["label"], site_column, partition, sites, alpha, study.seed
-            )
-        # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
-        site_list = [
-            dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon) for s in site_list
-        ]
-        _run(study, site_list, folder, baselines, verbose)
+        cats = [c.strip() for c in categorical.split(",")] if categorical else None
+        plan = plan_study(study, study_file is not None, {k: v for k, v in hints.items() if v is not None}, cats)
+        check_site_count(plan.study, plan.n_sites)
     except MedfedError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    for line in plan.lines:
+        console.print(line, highlight=False)
+    folder = out or study_folder(plan.study)
+    fresh = not folder.exists()
+    try:
+        # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
+        site_list = [
+            dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
+            for s in plan.write(folder)
+        ]
+        _run(plan, site_list, folder, baselines, verbose)
+    except MedfedError as exc:
+        _discard_unsaved(folder, fresh)
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except BaseException:
+        _discard_unsaved(folder, fresh)
+        raise
+
+
+def _discard_unsaved(folder: Path, fresh: bool) -> None:
+    """Remove the folder a run created when it failed before saving any round; a run that saved one keeps it."""
+    if fresh and folder.is_dir() and not (folder / "history.json").exists():
+        shutil.rmtree(folder)
 
 
 def _study(source: Path | str, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
@@ -147,7 +162,8 @@ def _study(source: Path | str, overrides: dict[tuple[str, str], object], seed: i
     return StudyConfig.from_dict(raw)
 
 
-def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool) -> None:
+def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool) -> None:
+    study = plan.study
     dp = "" if study.privacy.mode == "off" else f", {study.privacy.mode} DP ε={study.privacy.epsilon}"
     console.print(
         f"[bold]{study.name}[/]: {len(sites)} sites, {study.federation.strategy}, "
@@ -175,8 +191,9 @@ def _run(study: StudyConfig, sites: list[SiteConfig], folder: Path, baselines: b
         for s in sites
     }
     summary = comparison(methods)
-    StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing})
-    print_comparison(console, summary, privacy, get_task(study.task).headline)
+    extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
+    StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
+    print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from server.loop import RoundReport
 
 LISTED_SITES = 6  # past this many sites, round lines and the closing table summarise instead of listing
 TABLE_SITES = 20  # past this many sites the closing table shows the means only
+UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 
 
@@ -30,9 +31,15 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
 
 
 def print_comparison(
-    console: Console, summary: dict[str, Any], privacy: dict[str, dict[str, float]], shown: tuple[str, ...]
+    console: Console,
+    summary: dict[str, Any],
+    privacy: dict[str, dict[str, float]],
+    shown: tuple[str, ...],
+    caveats: dict[str, str] | None = None,
 ) -> None:
-    """One row per site: the task's headline metrics per method, then the site's ε spent and attack AUC."""
+    """One row per site: the task's headline metrics per method, then the site's ε spent and attack AUC; a site
+    whose held-out split is too small to score (`caveats`) shows "unreliable" instead of its figures."""
+    caveats = caveats or {}
     table = Table(title="Held-out test split at each site")
     table.add_column("site", no_wrap=True)
     for method in summary:
@@ -48,7 +55,11 @@ def print_comparison(
     for site in sites:
         table.add_row(
             site,
-            *[_fmt(m["per_site"].get(site, {}).get(k)) for m in summary.values() for k in shown],
+            *[
+                UNRELIABLE if site in caveats else _fmt(m["per_site"].get(site, {}).get(k))
+                for m in summary.values()
+                for k in shown
+            ],
             *[_fmt(privacy.get(site, {}).get(k)) for k in extra],
         )
     table.add_row(
@@ -58,6 +69,12 @@ def print_comparison(
         style="bold",
     )
     console.print(table)
+    for site, why in sorted(caveats.items())[:LISTED_SITES]:
+        console.print(
+            f"[yellow]{UNRELIABLE}[/]: site '{site}': {why}; its figures (summary.json) mean little", highlight=False
+        )
+    if len(caveats) > LISTED_SITES:
+        console.print(f"... and {len(caveats) - LISTED_SITES} more sites (summary.json: unreliable)", highlight=False)
 
 
 def round_printer(console: Console, shown: tuple[str, str]) -> Any:

@@ -8,38 +8,54 @@ import numpy as np
 import pandas as pd
 
 from client.site import SiteConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, DataError
 from shared.partition import partition
 from shared.tasks.size import MIN_ROWS
-from shared.tasks.tabular.data import read_table
-from shared.tasks.tabular.spec import canonical, infer_data_options
+from shared.tasks.tabular.spec import canonical
+from shared.tasks.tabular.table import column_hint, row_list
 
 
-def split_table(
+def site_groups(
     table: pd.DataFrame,
-    folder: Path,
+    source: str,
     label: str,
-    site_column: str | None,
+    site_column: str,
     scheme: str,
     n_sites: int,
     alpha: float,
     seed: int,
-) -> list[SiteConfig]:
-    """Write one CSV per site under `folder` (what each hospital would hold) and return the sites."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if site_column:
-        if site_column not in table.columns:
-            raise ConfigError("site-column", f"'{site_column}' is not a column of the table", source="simulation")
-        groups = [(canonical(name), rows) for name, rows in table.groupby(site_column, sort=True)]
-        groups = [(name, rows.drop(columns=[site_column])) for name, rows in groups]
-    else:
+) -> list[tuple[str, pd.DataFrame]]:
+    """Each site's name and rows (keeping their index: 1 + index is the row's number in `source`), by the site
+    column or, without one, by `scheme`."""
+    if not site_column:
         labels = table[label].map(lambda v: canonical(v) if pd.notna(v) else "").to_numpy()
         parts = partition(labels, n_sites, scheme, seed=seed, alpha=alpha, min_rows=MIN_ROWS)
-        groups = [(f"hospital-{i}", table.iloc[rows]) for i, rows in enumerate(parts, start=1)]
+        return [(f"hospital-{i}", table.iloc[rows]) for i, rows in enumerate(parts, start=1)]
+    if site_column not in table.columns:
+        raise DataError(
+            None, f"column not found (--site-column; {column_hint(table)})", file=source, column=site_column
+        )
+    unnamed = table[site_column].isna().to_numpy()
+    if unnamed.any():
+        rows = [int(i) + 1 for i in table.index[unnamed]]
+        raise DataError(
+            None,
+            f"{len(rows)} row(s) name no site: data row(s) {row_list(rows)}; fill in their site, or remove them",
+            file=source,
+            column=site_column,
+        )
+    return [(canonical(name), rows.drop(columns=[site_column])) for name, rows in table.groupby(site_column, sort=True)]
+
+
+def write_sites(
+    groups: list[tuple[str, pd.DataFrame]], folder: Path, delimiter: str = ",", decimal: str = "."
+) -> list[SiteConfig]:
+    """Write one CSV per site under `folder` (what each hospital would hold, in the source's own format)."""
+    folder.mkdir(parents=True, exist_ok=True)
     sites = []
     for name, rows in groups:
         path = folder / f"{name}.csv"
-        rows.to_csv(path, index=False)
+        rows.to_csv(path, index=False, sep=delimiter, decimal=decimal)
         sites.append(SiteConfig(name, path))
     return sites
 
@@ -55,17 +71,12 @@ def network_table(sites: int, rows: int, seed: int = 0) -> pd.DataFrame:
     return table
 
 
-def table_study_data(
-    path: Path, label: str, site_column: str | None, categorical: list[str] | None, given: dict
-) -> tuple[pd.DataFrame, dict]:
-    """Read the user's table and complete `[data]` from it; options the study file sets win."""
-    na_values = given.get("na-values", ["?"])
-    table = read_table(path, "simulation", na_values)
-    inferred = infer_data_options(table, label, categorical, exclude=[site_column] if site_column else None)
-    return table, {**inferred, **given}
-
-
 IMAGE_TARGETS = {"imaging": "label", "segmentation": "mask"}  # what each image of the task comes with
+
+
+def image_site_entries(folder: Path) -> list[Path]:
+    """The sites of an image set already split: each `*.npz` in the folder, or each sub-folder."""
+    return sorted(p for p in folder.iterdir() if p.suffix == ".npz" or p.is_dir())
 
 
 def split_image_set(
@@ -76,7 +87,7 @@ def split_image_set(
     A folder instead is taken as already split: each `*.npz` in it, or each sub-folder, is one hospital.
     """
     if path.is_dir():
-        entries = sorted(p for p in path.iterdir() if p.suffix == ".npz" or p.is_dir())
+        entries = image_site_entries(path)
         if not entries:
             raise ConfigError("data", f"'{path}' holds no .npz file and no sub-folder (one per site)", "simulation")
         return [SiteConfig(p.stem, p) for p in entries]

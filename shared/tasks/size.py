@@ -10,6 +10,7 @@ from shared.errors import DataError
 
 MIN_ROWS = 20  # below this a site's split and its metrics are noise
 MIN_PER_CLASS = 2  # training rows each of at least two classes needs
+MIN_HELD_OUT = 10  # a held-out split of fewer rows scores a metric in steps of 0.1 or coarser: unreliable
 
 
 @dataclass(frozen=True)
@@ -60,3 +61,12 @@ def check_site_size(
             "reach it",
             file=file,
         )
+
+
+def held_out_caveat(test_targets: np.ndarray) -> str | None:
+    """Why a held-out split of class labels is too small to score a metric meaningfully, or None when it is not."""
+    if len(test_targets) < MIN_HELD_OUT:
+        return f"held-out split of {len(test_targets)} rows (under {MIN_HELD_OUT})"
+    if len(np.unique(test_targets)) < 2:
+        return "held-out split of a single class"
+    return None

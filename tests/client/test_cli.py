@@ -94,3 +94,36 @@ def test_check_skips_or_refuses_a_decompression_bomb_by_name(tmp_path, on_corrup
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == exit_code, result.output
     assert says in result.output and ("not ready" in result.output) == (on_corrupt == "fail")
+
+
+def test_check_without_a_study_describes_the_data(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("age;sex;outcome;\n61,5;F;yes;\n47;M;no;\n;F;no;\n")
+    result = CliRunner().invoke(cli, ["check", "--data", str(path), "--site", "north"])
+    assert result.exit_code == 0, result.output
+    report = [line.strip("│ ") for line in result.output.splitlines() if line.startswith("│")]
+    assert report[1:] == [
+        "format  │ semicolon-separated, decimal ','",
+        "rows    │ 3",
+        "columns │ age: numeric, 2 distinct, 1 missing",
+        "sex: text, 2 distinct",
+        "outcome: text, 2 distinct",
+    ]
+    assert result.output.splitlines()[-4:] == [
+        "note: read as semicolon-separated, decimal separator ','",
+        "note: dropped 1 empty column(s) with no header name (a trailing delimiter on every line?)",
+        "note: give --study STUDY to check the data against a study",
+        "ready: the data is readable",
+    ]
+
+
+def test_check_refuses_a_shifted_row_by_number(tmp_path, study):
+    path = tmp_path / "export.csv"
+    path.write_text("age,outcome\n61,yes\n47,no,\n")
+    args = ["check", "--data", str(path), "--study", str(write_study(tmp_path, study)), "--site", "north"]
+    result = CliRunner().invoke(cli, args)
+    assert (result.exit_code, result.output) == (
+        2,
+        f"not ready: site 'north', file '{path}': 1 data row(s) have more fields than the header's 2, so their values "
+        "would shift columns: data row(s) 2; remove the trailing comma at the end of those rows\n",
+    )

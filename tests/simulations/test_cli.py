@@ -6,15 +6,22 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
+import ray
 from typer.testing import CliRunner
 
+import simulations.cli
+from server.cli import cli as server_cli
+from shared.errors import DataError
 from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
 from shared.tasks.text.demo import CLASSES, synthetic_notes
 from simulations.cli import cli
 
+MEASURED = ("compute-s", "peak-rss-mb")  # what a rerun measures anew; every other figure is the same
 
-def test_user_csv_with_site_column(tmp_path):
+
+def test_a_data_run_writes_a_study_that_validates_and_reruns_the_same_study(tmp_path):
     table = breast_cancer_table().iloc[:, [0, 1, 2, 3, -1]]
     table.insert(0, "hospital", ["north", "south", "east"] * (len(table) // 3) + ["north"] * (len(table) % 3))
     table.insert(1, "ward", ["A", "B"] * (len(table) // 2) + ["A"] * (len(table) % 2))
@@ -23,25 +30,139 @@ def test_user_csv_with_site_column(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(
         cli,
-        ["--data", str(path), "--label", "diagnosis", "--site-column", "hospital", "--rounds", "2", "--out", str(out)],
+        ["--data", str(path), "--label", "diagnosis", "--site-column", "hospital", "--rounds", "1", "--out", str(out)],
     )
     assert result.exit_code == 0, result.output
-    assert "round   2/2" in result.output and "mean over sites" in result.output
+    assert "label 'diagnosis': 2 classes: benign (357 rows), malignant (212 rows); positive class: malignant" in (
+        result.output
+    )
+    assert "round   1/1" in result.output and "mean over sites" in result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"federated", "pooled", "local", "privacy", "timing"}
+    assert set(summary) == {"federated", "pooled", "local", "privacy", "timing", "unreliable", "preflight"}
     assert all(0 <= summary["privacy"][site]["mia-auc"] <= 1 for site in ("east", "north", "south"))
-    assert set(summary["federated"]["per_site"]) == {"east", "north", "south"}
+    assert set(summary["federated"]["per_site"]) == {"east", "north", "south"} and summary["unreliable"] == {}
+    assert summary["preflight"]["north"]["rows-read"] == 191
     study = json.loads((out / "study.json").read_text())
     assert study["data"]["categorical"] == {"ward": ["A", "B"]}
     assert "hospital" not in study["data"]["features"]
+    assert study["simulation"] | {"data": str(path), "site-column": "hospital", "sites": 3} == study["simulation"]
     assert sorted(p.name for p in (out / "sites").iterdir()) == ["east.csv", "north.csv", "south.csv"]
     assert all("hospital" not in pd.read_csv(p).columns for p in (out / "sites").iterdir())
+    valid = CliRunner().invoke(server_cli, ["validate", str(out / "study.json")])
+    assert valid.exit_code == 0 and "secure aggregation on in a federation" in valid.output, valid.output
+    again = tmp_path / "again"
+    rerun = CliRunner().invoke(cli, ["--study", str(out / "study.json"), "--no-baselines", "--out", str(again)])
+    assert rerun.exit_code == 0, rerun.output
+    assert json.loads((again / "study.json").read_text()) == study
+    figures = [
+        {site: {k: v for k, v in m.items() if k not in MEASURED} for site, m in s["federated"]["per_site"].items()}
+        for s in (summary, json.loads((again / "summary.json").read_text()))
+    ]
+    assert figures[0] == figures[1] and figures[0]["north"]["accuracy"] > 0.5
 
 
-def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
-    result = CliRunner().invoke(cli, ["--data", str(tmp_path / "none.csv"), "--label", "y"])
-    assert result.exit_code == 2
-    assert "error:" in result.output and "none.csv" in result.output and "Traceback" not in result.output
+def csv_text(frame: pd.DataFrame, **options) -> str:
+    return frame.to_csv(index=False, **options)
+
+
+def hospitals(n: int = 60) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame(
+        {
+            "hospital": np.resize(["north", "south", "east"], n),
+            "age": rng.normal(60, 10, n).round(1),
+            "outcome": np.resize(["no", "yes"], n),
+        }
+    )
+
+
+def with_unknown(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[7, "outcome"] = "unknown"
+    return frame
+
+
+def without_site(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[[4, 9], "hospital"] = None
+    return frame
+
+
+def trailing_comma_on_data_rows(text: str) -> str:
+    header, *rows = text.splitlines()
+    return "".join([f"{header}\n", *(f"{row},\n" for row in rows)])
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "problem"),
+    [
+        (
+            trailing_comma_on_data_rows(csv_text(hospitals())),
+            [],
+            "file '{path}': 60 data row(s) have more fields than the header's 3, so their values would shift columns: "
+            "data row(s) 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 and 50 more; remove the trailing comma at the end of those rows",
+        ),
+        (
+            csv_text(without_site(hospitals())),
+            [],
+            "file '{path}', column 'hospital': 2 row(s) name no site: data row(s) 5, 10; fill in their site, or "
+            "remove them",
+        ),
+        (
+            csv_text(hospitals()),
+            ["--site-column", "site"],
+            "file '{path}', column 'site': column not found (--site-column; the file's columns: hospital, age, "
+            "outcome)",
+        ),
+        (
+            csv_text(hospitals(), sep=";"),
+            ["--delimiter", ","],
+            "file '{path}', column 'outcome': column not found (--label; the file's columns: hospital;age;outcome; "
+            "the header reads as one column: is the file semicolon-separated? (--delimiter))",
+        ),
+        (
+            csv_text(with_unknown(hospitals())),
+            [],
+            "file '{path}', column 'outcome': 'unknown' (1 rows) is far rarer than the other values (no (30), yes "
+            "(29)): more likely a code than a class. Map those rows to a class or remove them, or make the value "
+            "mean missing with --na-values '?,unknown' (those rows are then dropped and counted); to keep it as a "
+            "class, list data.classes in a study file",
+        ),
+        (
+            csv_text(hospitals().query("hospital != 'east'")),
+            [],
+            "medfed-sim: 'federation.min-sites' is 3, more than the 2 site(s) of this simulation; pass --min-sites 2",
+        ),
+        (None, [], "file '{path}': not found"),
+    ],
+    ids=[
+        "shifted-rows",
+        "empty-site",
+        "wrong-site-column",
+        "wrong-delimiter",
+        "rare-label",
+        "too-few-sites",
+        "no-file",
+    ],
+)
+def test_bad_data_is_refused_by_the_users_file_and_row_before_anything_starts(tmp_path, text, args, problem):
+    path = tmp_path / "patients.csv"
+    if text is not None:
+        path.write_text(text)
+    out = tmp_path / "run"
+    base = ["--data", str(path), "--label", "outcome", "--site-column", "hospital", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*base, *args])
+    assert (result.exit_code, result.output) == (2, f"error: {problem.format(path=path)}\n")
+    assert not out.exists() and not ray.is_initialized()
+
+
+def test_a_run_that_fails_before_saving_a_round_leaves_no_folder(tmp_path, monkeypatch):
+    def fails(study, sites, folder, **_):
+        raise DataError(sites[0].name, "cannot be read as a table (ParserError)", file=str(sites[0].data_path))
+
+    monkeypatch.setattr(simulations.cli, "simulate", fails)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["--out", str(out)])
+    assert result.exit_code == 2 and "error: site 'hospital-1', file" in result.output
+    assert not out.exists()
 
 
 def test_medmnist_style_npz_is_split_into_sites(tmp_path):

@@ -13,10 +13,11 @@ from shared.errors import ConfigError
 from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.tabular import demo
-from shared.tasks.tabular.data import load_tabular_site, read_table
+from shared.tasks.tabular.data import load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
 from shared.tasks.tabular.schema import table_schema
 from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec
+from shared.tasks.tabular.table import read_with_options
 
 
 class TabularTask(Task):
@@ -33,7 +34,7 @@ class TabularTask(Task):
         """Features, classes and category lists of a table; `hints` must name the `label` column."""
         if "label" not in hints:
             raise ConfigError("data.label", "must name the label column of a table")
-        table = read_table(path, site, hints.get("na-values", ["?"]))
+        table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")  # a list of column names here; the section holds their categories
         inferred = infer_data_options(table, hints["label"], list(categorical) if categorical is not None else None)
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
@@ -42,7 +43,7 @@ class TabularTask(Task):
         """The table's columns and types, and the label's and categorical columns' labels seen often enough."""
         if "label" not in hints:
             raise ConfigError("data.label", "must name the label column of a table")
-        table = read_table(path, site, hints.get("na-values", ["?"]))
+        table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")
         return table_schema(table, site, hints["label"], list(categorical or []), min_cell)
 

@@ -12,34 +12,29 @@ from torch.utils.data import TensorDataset
 from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
-from shared.tasks.size import check_site_size
+from shared.tasks.size import check_site_size, held_out_caveat
 from shared.tasks.tabular.spec import TabularSpec, canonical
+from shared.tasks.tabular.table import column_hint, read_table
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def read_table(path: Path, site: str, na_values: list[str]) -> pd.DataFrame:
-    """Load a CSV/TSV or Parquet file; unreadable input becomes a DataError naming the file."""
-    if not path.is_file():
-        raise DataError(site, "file not found", file=str(path))
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            table = pd.read_parquet(path)
-            return table.replace({v: np.nan for v in na_values})
-        sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, na_values=na_values, keep_default_na=True, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DataError(site, f"cannot be read as a table ({type(exc).__name__})", file=str(path)) from exc
-
-
 def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
     """The site's train/test tensors plus a local report; every problem names site, file and column."""
-    table = read_table(path, site, spec.na_values)
-    fail = _failer(site, str(path))
+    table = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
+    data = tabular_site_data(table.frame, site, str(path), spec, seed)
+    data.report["notes"] = table.notes + data.report["notes"]
+    return data
+
+
+def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSpec, seed: int) -> SiteData:
+    """Validate, clean, split and encode one site's rows. Row numbers in messages are 1 + the frame's index, so a
+    site's rows cut from a larger file (a simulation's) are named by their row in that file."""
+    fail = _failer(site, file)
     for column in [spec.label, *spec.features]:
         if column not in table.columns:
-            fail(f"column not found (the file has: {', '.join(map(str, table.columns))})", column)
-    report: dict = {"file": str(path), "rows-read": len(table)}
+            fail(f"column not found ({column_hint(table)})", column)
+    report: dict = {"file": file, "rows-read": len(table)}
     table = table[[spec.label, *spec.features]].copy()
     for column in spec.features:
         if table[column].isna().all():
@@ -49,26 +44,53 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
     for column in spec.categorical:
         table[column] = _categories(table[column], spec.category_names(column), fail, column)
     report["missing-per-column"] = {c: int(n) for c, n in table.isna().sum().items() if n}
+    dropped = {"no label": int(table[spec.label].isna().sum())}
     table = table[table[spec.label].notna()]
     y = _labels(table[spec.label], spec, fail)
     if spec.missing == "drop":
         keep = table[spec.features].notna().all(axis=1).to_numpy()
+        dropped['a missing feature value (data.missing = "drop")'] = int((~keep).sum())
         table, y = table[keep], y[keep]
     report["rows-used"] = len(table)
+    report["rows-dropped"] = {why: n for why, n in dropped.items() if n}
+    report["notes"] = _dropped_notes(report, spec.label)
     if len(table) == 0:
         fail("no rows left after dropping rows with missing values")
     if len(np.unique(y)) < 2:
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
-    check_site_size(site, str(path), len(y), y[train_idx], spec.class_names, spec)
+    check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
     x_train, x_test = _encode(table.iloc[train_idx], table.iloc[test_idx], spec)
-    report["class-counts"] = {name: int((y == i).sum()) for i, name in enumerate(spec.class_names)}
+    report["class-counts"] = _counts(y, spec.class_names)
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
+    report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
+    caveat = held_out_caveat(y[test_idx])
+    if caveat:
+        report["held-out-caveat"] = caveat
+        report["notes"].append(f"{caveat}: its metrics are unreliable")
     return SiteData(
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
         report=report,
     )
+
+
+def _counts(y: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    return {name: int((y == i).sum()) for i, name in enumerate(class_names)}
+
+
+def _dropped_notes(report: dict, label: str) -> list[str]:
+    """What was dropped and why, with `data.missing = "impute"` suggested where it would keep rows."""
+    notes = []
+    for why, n in report["rows-dropped"].items():
+        share = n / max(1, report["rows-read"])
+        note = f"{n} of {report['rows-read']} rows ({share:.0%}) dropped: {why}"
+        if why.startswith("a missing feature"):
+            missing = {c: k for c, k in report["missing-per-column"].items() if c != label}
+            worst = sorted(missing.items(), key=lambda kv: -kv[1])[:3]
+            note += f', most in {", ".join(f"{c} ({k})" for c, k in worst)}; data.missing = "impute" keeps them'
+        notes.append(note)
+    return notes
 
 
 def _failer(site: str, file: str):

@@ -10,10 +10,12 @@ import pandas as pd
 from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 from shared.tasks.size import SiteSize
+from shared.tasks.tabular.table import DECIMALS, DELIMITERS
 
 MISSING_POLICIES = ("drop", "impute")
 LABEL_TYPES = ("binary", "categorical")
 MODELS = ("logreg", "mlp")
+RARE_LABEL = 20  # a label value this many times rarer than the median value is more likely a code than a class
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class TabularSpec(SiteSize):
     categorical: dict[str, list[Any]] = field(default_factory=dict)
     missing: str = "drop"
     na_values: list[str] = field(default_factory=lambda: ["?"])
+    delimiter: str = ""  # empty: sniffed from each site's file
+    decimal: str = ""  # empty: sniffed ("," only in a file not separated by commas)
     test_fraction: float = 0.2
     split_seed: int = -1
     drop_first: bool = False
@@ -51,6 +55,13 @@ class TabularSpec(SiteSize):
             (self.label in self.features, "data.features", f"must not include the label column '{self.label}'"),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
+            (
+                self.delimiter not in ("", *DELIMITERS),
+                "data.delimiter",
+                f"must be one of {', '.join(map(repr, DELIMITERS))}, or empty to sniff it from the file",
+            ),
+            (self.decimal not in ("", *DECIMALS), "data.decimal", "must be '.' or ',', or empty to sniff it"),
+            (self.decimal and self.decimal == self.delimiter, "data.decimal", "must differ from data.delimiter"),
             *self.size_problems(),
         ]
         raise_first(problems)
@@ -141,7 +152,7 @@ def infer_data_options(
                 "feature with an explicit category list, or leave it out",
             )
         categories[column] = values
-    classes = sorted({canonical(v) for v in table[label].dropna()})
+    classes = list(label_counts(table[label]))
     return {
         "label": label,
         "label-type": "binary" if len(classes) == 2 else "categorical",
@@ -149,3 +160,18 @@ def infer_data_options(
         "features": features,
         "categorical": categories,
     }
+
+
+def label_counts(values: pd.Series) -> dict[str, int]:
+    """Rows per label value (canonical strings, sorted: the inferred class order), missing labels left out."""
+    counts = values.dropna().map(canonical).value_counts()
+    return {name: int(counts[name]) for name in sorted(counts.index)}
+
+
+def rare_label_values(counts: dict[str, int]) -> list[str]:
+    """Values of a label with three or more values that are far rarer than the others (`unknown` beside yes/no):
+    more likely a code for missing than a class of its own."""
+    if len(counts) < 3:
+        return []
+    median = sorted(counts.values())[len(counts) // 2]
+    return [name for name, n in counts.items() if n * RARE_LABEL <= median]

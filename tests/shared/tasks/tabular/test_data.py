@@ -201,3 +201,35 @@ def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path, rows, labels
 def test_a_site_at_the_minimum_size_trains(tmp_path):
     data = load_tabular_site(write(tmp_path, table(20)), "hospital-3", SPEC, seed=0)
     assert len(data.train) + len(data.test) == 20
+
+
+def test_dropped_rows_are_counted_and_said_with_the_remedy(tmp_path):
+    frame = table(50).astype({"disease": object})
+    frame.loc[[0, 1, 2], "chol"] = np.nan
+    frame.loc[3, "age"] = np.nan
+    frame.loc[4, "disease"] = np.nan
+    report = load_tabular_site(write(tmp_path, frame), "s", SPEC, seed=0).report
+    assert report["rows-dropped"] == {"no label": 1, 'a missing feature value (data.missing = "drop")': 4}
+    assert report["notes"] == [
+        "1 of 50 rows (2%) dropped: no label",
+        '4 of 50 rows (8%) dropped: a missing feature value (data.missing = "drop"), most in chol (3), age (1); '
+        'data.missing = "impute" keeps them',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "labels", "caveat"),
+    [
+        (20, None, "held-out split of 5 rows (under 10)"),
+        (60, [1, 1] + [0] * 58, "held-out split of a single class"),  # 2 of class 1: not stratified, both train
+        (60, None, None),
+    ],
+)
+def test_a_held_out_split_too_small_to_score_is_flagged(tmp_path, rows, labels, caveat):
+    frame = table(rows)
+    if labels is not None:
+        frame["disease"] = labels
+    spec = dataclasses.replace(SPEC, test_fraction=0.25, min_per_class=1)
+    report = load_tabular_site(write(tmp_path, frame), "s", spec, seed=0).report
+    assert report.get("held-out-caveat") == caveat
+    assert (f"{caveat}: its metrics are unreliable" in report["notes"]) == (caveat is not None)

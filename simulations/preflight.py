@@ -1,0 +1,139 @@
+"""What `medfed-sim` checks and says before anything starts: the data read as its author meant, its label's
+classes, and each site's rows validated as that site will validate them, with errors naming the user's file and
+row."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from client.site import SiteConfig
+from shared.config import StudyConfig
+from shared.errors import ConfigError, DataError
+from shared.tasks import Task, get_task
+from shared.tasks.tabular.data import tabular_site_data
+from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
+from shared.tasks.tabular.table import column_hint, read_with_options
+from shared.tasks.text.data import read_notes
+from simulations.report import LISTED_SITES
+from simulations.scenario import IMAGE_TARGETS, image_site_entries, site_groups, split_image_set, write_sites
+
+REPORTED = ("rows-read", "rows-used", "rows-dropped", "train-rows", "test-rows")  # per site, into summary.json
+
+
+@dataclass
+class Plan:
+    """A checked study, ready to run: its sites' files are written by `write` into the run's folder."""
+
+    study: StudyConfig
+    n_sites: int
+    write: Callable[[Path], list[SiteConfig]]
+    lines: list[str] = field(default_factory=list)  # said before the run starts
+    caveats: dict[str, str] = field(default_factory=dict)  # site -> why its held-out figures are unreliable
+    sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> rows read, used, dropped, split
+
+
+def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorical: list[str] | None) -> Plan:
+    """Check the study's data source (`simulation.data`, or the built-in data) and plan its sites; `hints` are the
+    command line's table options (label, delimiter, decimal, na-values), which win over the study file's."""
+    source = study.simulation
+    if not source.data:
+        task = get_task(study.task)
+        return Plan(study, source.sites, lambda folder: _demo_sites(task, folder, source.sites))
+    path = Path(source.data)
+    if not path.exists():
+        raise DataError(None, "not found", file=str(path))
+    given = study.data if from_file else {}  # without a study file, describe the user's data, not the demo's
+    name = study.name if from_file else path.stem
+    if study.task in IMAGE_TARGETS:
+        options = get_task(study.task).infer_data(path, "simulation", given)
+        study = dataclasses.replace(study, data=options, name=name)
+        n_sites = len(image_site_entries(path)) if path.is_dir() else source.sites
+        target = IMAGE_TARGETS[study.task]
+        return Plan(
+            study,
+            n_sites,
+            lambda folder: split_image_set(
+                path, folder / "sites", target, source.partition, source.sites, source.alpha, study.seed
+            ),
+        )
+    if study.task == "text":
+        label = {"label-column": hints["label"]} if "label" in hints else {}
+        options = get_task("text").infer_data(path, "simulation", {**given, **label})
+        study = dataclasses.replace(study, data=options, name=name)
+        groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
+        return Plan(study, len(groups), lambda folder: write_sites(groups, folder / "sites"))
+    return _table_plan(study, path, {**given, **hints}, categorical, name)
+
+
+def _table_plan(
+    study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
+) -> Plan:
+    label = given.get("label")
+    if not label:
+        raise ConfigError("data.label", "is not set: --data needs --label COLUMN (or data.label in the study file)")
+    table = read_with_options(path, None, given)
+    frame, site_column = table.frame, study.simulation.site_column
+    if label not in frame.columns:
+        raise DataError(None, f"column not found (--label; {column_hint(frame)})", file=str(path), column=label)
+    counts = label_counts(frame[label])
+    rare = rare_label_values(counts) if "classes" not in given else []
+    if rare:
+        raise DataError(None, _rare_problem(rare, counts), file=str(path), column=label)
+    inferred = infer_data_options(frame, label, categorical, exclude=[site_column] if site_column else None)
+    study = dataclasses.replace(study, data={**inferred, **given}, name=name)
+    spec = data_spec(study)
+    groups = _groups(frame, str(path), label, study)
+    reports = {site: tabular_site_data(rows, site, str(path), spec, study.seed).report for site, rows in groups}
+    lines = [f"{path.name}: {note}" for note in table.notes]
+    shown = ", ".join(f"{c} ({counts.get(c, 0)} rows)" for c in spec.class_names)
+    positive = f"; positive class: {spec.class_names[1]}" if len(spec.class_names) == 2 else ""
+    lines.append(f"label '{label}': {len(spec.class_names)} classes: {shown}{positive}")
+    noted = [(site, note) for site, report in reports.items() for note in report["notes"]]
+    lines += [f"site '{site}': {note}" for site, note in noted[:LISTED_SITES]]
+    if len(noted) > LISTED_SITES:
+        lines.append(f"... and {len(noted) - LISTED_SITES} more notes on the sites' rows (summary.json: preflight)")
+    return Plan(
+        study,
+        len(groups),
+        lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal),
+        lines,
+        {site: r["held-out-caveat"] for site, r in reports.items() if "held-out-caveat" in r},
+        {site: {k: r[k] for k in REPORTED} for site, r in reports.items()},
+    )
+
+
+def _groups(frame: pd.DataFrame, source: str, label: str, study: StudyConfig) -> list[tuple[str, pd.DataFrame]]:
+    sim = study.simulation
+    return site_groups(frame, source, label, sim.site_column, sim.partition, sim.sites, sim.alpha, study.seed)
+
+
+def _rare_problem(rare: list[str], counts: dict[str, int]) -> str:
+    values = " and ".join(f"'{v}' ({counts[v]} rows)" for v in rare)
+    others = ", ".join(f"{v} ({n})" for v, n in counts.items() if v not in rare)
+    return (
+        f"{values} {'is' if len(rare) == 1 else 'are'} far rarer than the other values ({others}): more likely a "
+        "code than a class. Map those rows to a class or remove them, or make the value mean missing with "
+        f"--na-values '?,{rare[0]}' (those rows are then dropped and counted); to keep it as a class, list "
+        "data.classes in a study file"
+    )
+
+
+def _demo_sites(task: Task, folder: Path, n_sites: int) -> list[SiteConfig]:
+    return [SiteConfig(p.stem, p) for p in task.write_demo_sites(folder / "sites", n_sites)]
+
+
+def check_site_count(study: StudyConfig, n_sites: int) -> None:
+    """A study needing more sites per round than the simulation has would wait out its connect timeout: refuse it."""
+    needed = study.federation.min_sites
+    if n_sites < needed:
+        raise ConfigError(
+            "federation.min-sites",
+            f"is {needed}, more than the {n_sites} site(s) of this simulation; pass --min-sites {max(1, n_sites)}",
+            source="medfed-sim",
+        )

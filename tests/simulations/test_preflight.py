@@ -1,0 +1,56 @@
+"""medfed-sim's pre-flight: the user's table read as meant, described, and each site's rows checked as the site will."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from shared.config import SimulationConfig
+from shared.tasks.tabular.demo import demo_study
+from simulations.preflight import plan_study
+
+
+def hospital_table(sizes: dict[str, int]) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = sum(sizes.values())
+    return pd.DataFrame(
+        {
+            "hospital": np.repeat(list(sizes), list(sizes.values())),
+            "age": rng.normal(60, 10, n).round(1),
+            "smoker": rng.choice(["no", "yes"], n),
+            "outcome": np.resize(["no", "yes"], n),
+        }
+    )
+
+
+def test_a_semicolon_export_is_read_described_and_checked_per_site(tmp_path):
+    frame = hospital_table({"north": 60, "south": 50, "east": 30})
+    frame.loc[[0, 1, 2], "age"] = np.nan  # three of north's rows
+    path = tmp_path / "export.csv"
+    text = frame.to_csv(index=False, sep=";", decimal=",")
+    path.write_text("".join(f"{line};\n" for line in text.splitlines()))  # a trailing ';' on every line
+    source = SimulationConfig(data=str(path), site_column="hospital")
+    plan = plan_study(dataclasses.replace(demo_study(), simulation=source), False, {"label": "outcome"}, None)
+    assert plan.lines == [
+        "export.csv: read as semicolon-separated, decimal separator ','",
+        "export.csv: dropped 1 empty column(s) with no header name (a trailing delimiter on every line?)",
+        "label 'outcome': 2 classes: no (70 rows), yes (70 rows); positive class: yes",
+        "site 'east': held-out split of 6 rows (under 10): its metrics are unreliable",
+        "site 'north': 3 of 60 rows (5%) dropped: a missing feature value (data.missing = \"drop\"), most in age (3); "
+        'data.missing = "impute" keeps them',
+    ]
+    assert plan.caveats == {"east": "held-out split of 6 rows (under 10)"}
+    assert plan.sites["north"] == {
+        "rows-read": 60,
+        "rows-used": 57,
+        "rows-dropped": {'a missing feature value (data.missing = "drop")': 3},
+        "train-rows": 45,
+        "test-rows": 12,
+    }
+    assert plan.study.name == "export" and plan.study.data["features"] == ["age", "smoker"]
+    assert plan.n_sites == 3 and not (tmp_path / "run").exists()
+    written = plan.write(tmp_path / "run")
+    assert [s.name for s in written] == ["east", "north", "south"]
+    assert (tmp_path / "run" / "sites" / "east.csv").read_text().startswith("age;smoker;outcome\n")
