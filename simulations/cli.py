@@ -28,6 +28,7 @@ from simulations.scenario import (
     IMAGE_TARGETS,
     split_image_set,
     split_table,
+    survival_study_data,
     table_study_data,
 )
 
@@ -46,6 +47,13 @@ def run(
         ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
+    time_column: Annotated[
+        str | None,
+        typer.Option("--time", help="Survival: the follow-up time column of --data (implies --task survival)"),
+    ] = None,
+    event_column: Annotated[
+        str | None, typer.Option("--event", help="Survival: the event column of --data, 1 = observed, 0 = censored")
+    ] = None,
     site_column: Annotated[str | None, typer.Option(help="Column naming each row's hospital")] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
     partition: Annotated[str, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)}")] = "dirichlet",
@@ -78,8 +86,10 @@ def run(
     ] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
-    lesions)."""
+    lesions; --task survival: the GBSG2 breast-cancer trial)."""
     try:
+        if (time_column or event_column) and not study_file:
+            task = "survival"
         study = _study(
             study_file or task,
             {
@@ -113,6 +123,18 @@ def run(
             folder = out or study_folder(study)
             site_list = split_table(
                 table, folder / "sites", options["label-column"], site_column, partition, sites, alpha, study.seed
+            )
+        elif study.task == "survival":
+            given = study.data if study_file else {}
+            time_column, event_column = time_column or given.get("time"), event_column or given.get("event")
+            if not time_column or not event_column:
+                raise typer.BadParameter("--data needs --time and --event (or data.time and data.event in the study)")
+            cats = [c.strip() for c in categorical.split(",")] if categorical else None
+            table, options = survival_study_data(data, time_column, event_column, site_column, cats, given)
+            study = dataclasses.replace(study, data=options, name=study.name if study_file else data.stem)
+            folder = out or study_folder(study)
+            site_list = split_table(
+                table, folder / "sites", event_column, site_column, partition, sites, alpha, study.seed
             )
         else:
             if not label and not study.data.get("label"):

@@ -11,6 +11,7 @@ from client.site import SiteConfig
 from shared.errors import ConfigError
 from shared.partition import partition
 from shared.tasks.size import MIN_ROWS
+from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import read_table
 from shared.tasks.tabular.spec import canonical, infer_data_options
 
@@ -63,6 +64,16 @@ def table_study_data(
     table = read_table(path, "simulation", na_values)
     inferred = infer_data_options(table, label, categorical, exclude=[site_column] if site_column else None)
     return table, {**inferred, **given}
+
+
+def survival_study_data(
+    path: Path, time: str, event: str, site_column: str | None, categorical: list[str] | None, given: dict
+) -> tuple[pd.DataFrame, dict]:
+    """Read the user's survival table and complete `[data]` from it (cut points and horizons from its follow-up);
+    options the study file sets win."""
+    table = read_table(path, "simulation", given.get("na-values", ["?"]))
+    exclude = [site_column] if site_column else None
+    return table, {**infer_survival_options(table, time, event, categorical, exclude), **given}
 
 
 IMAGE_TARGETS = {"imaging": "label", "segmentation": "mask"}  # what each image of the task comes with

@@ -47,7 +47,7 @@ def demo_study() -> StudyConfig:
             "task": "survival",
             "seed": 2,
             "federation": {"strategy": "fedavg", "rounds": 10, "min-sites": 2},
-            "train": {"local-epochs": 2, "lr": 0.01, "batch-size": 64},
+            "train": {"local-epochs": 2, "lr": 0.05, "batch-size": 64},
             "model": {"name": "cox"},
             "data": data,
         }
