@@ -13,9 +13,10 @@ from simulations.cli import cli
 
 pytest.importorskip("sksurv")
 
-# Final round-3 model, example-weighted C-index over the 3 sites' held-out splits, seeds 1-5 (measured): 0.xx-0.xx;
-# the untrained model's: 0.xx-0.xx. The bound sits between the two, clear of both spreads.
-C_INDEX_BOUND = 0.6
+# Measured on this split, seeds 1-5: the round-3 model's example-weighted C-index over the 3 sites' held-out splits
+# 0.682-0.716 (mean 0.696, sd 0.013); the untrained model's 0.36-0.62 (mean 0.50, sd 0.11). The bound is the trained
+# mean minus 4 sd, above every untrained run.
+C_INDEX_BOUND = 0.64
 
 
 def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
