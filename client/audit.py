@@ -17,4 +17,4 @@ def audit_site(study: StudyConfig, site: SiteConfig, model_file: Path) -> float:
     model = build_model(study)
     load_model_file(model, model_file)
     data = load_site_data(site, study)
-    return membership_auc(model, data.train, data.test, get_task(study.task).loss(), resolve_device(site.device))
+    return membership_auc(model, data.train, data.test, get_task(study.task).loss(study), resolve_device(site.device))

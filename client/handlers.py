@@ -17,7 +17,7 @@ from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
 from shared.tasks import SiteData, Task, build_model, get_task
-from shared.training import WouldOverrun, make_loader, make_optimizer, predict, train_epochs
+from shared.training import WouldOverrun, make_loader, make_optimizer, train_epochs
 
 log = logging.getLogger("medfed.site")
 
@@ -89,7 +89,7 @@ def _train(
 ) -> dict[str, float]:
     round_seed = study.seed * 100_003 + rnd
     loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
-    optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(), None
+    optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(study), None
     privacy = None
     torch.manual_seed(round_seed)  # reproducible dropout without DP; SitePrivacy re-seeds from OS entropy
     if study.privacy.mode == "local":
@@ -127,6 +127,5 @@ def _train(
 
 
 def _evaluate(task: Task, study: StudyConfig, model, data: SiteData, device, prefix: str) -> dict[str, float]:
-    loss, y_true, probs = predict(model, data.test, task.loss(), device)
-    scores = {"num-examples": len(data.test), "loss": loss, **task.metrics(study, y_true, probs)}
+    scores = {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
     return {prefix + k: float(v) if k != "num-examples" else int(v) for k, v in scores.items()}

@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import ConcatDataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from client.site import SiteConfig, load_site_data
 from shared.config import StudyConfig
 from shared.device import resolve_device
-from shared.tasks import build_model, get_task
-from shared.training import make_loader, make_optimizer, predict, train_epochs
+from shared.tasks import SiteData, build_model, get_task
+from shared.training import make_loader, make_optimizer, train_epochs
 
 
-def fit_and_score(study: StudyConfig, train_set, test_sets: dict) -> dict[str, dict[str, float]]:
-    """Train the study's model centrally for rounds x local epochs; score it on each named test set."""
+def fit_and_score(study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData]) -> dict[str, dict[str, float]]:
+    """Train the study's model centrally for rounds x local epochs; score it on each named site's test split."""
     task = get_task(study.task)
     torch.manual_seed(study.seed)
     model = build_model(study)
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    train_epochs(model, loader, task.loss(), make_optimizer(model, study.train), epochs, device)
-    scores = {}
-    for site, test in test_sets.items():
-        _, y_true, probs = predict(model, test, task.loss(), device)
-        scores[site] = {"num-examples": len(test), **task.metrics(study, y_true, probs)}
-    return scores
+    train_epochs(model, loader, task.loss(study), make_optimizer(model, study.train), epochs, device)
+    return {
+        site: {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
+        for site, data in sites.items()
+    }
 
 
 def pooled_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
     """One model on the union of the sites' train splits, scored on each site's test split."""
     data = {s.name: load_site_data(s, study) for s in sites}
     pooled = ConcatDataset([d.train for d in data.values()])
-    return fit_and_score(study, pooled, {name: d.test for name, d in data.items()})
+    return fit_and_score(study, pooled, data)
 
 
 def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
@@ -40,5 +39,5 @@ def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dic
     scores = {}
     for site in sites:
         data = load_site_data(site, study)
-        scores.update(fit_and_score(study, data.train, {site.name: data.test}))
+        scores.update(fit_and_score(study, data.train, {site.name: data}))
     return scores

@@ -43,6 +43,13 @@ def run(
         ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,
+    time_column: Annotated[
+        str | None,
+        typer.Option("--time", help="Survival: the follow-up time column of --data (implies --task survival)"),
+    ] = None,
+    event_column: Annotated[
+        str | None, typer.Option("--event", help="Survival: the event column of --data, 1 = observed, 0 = censored")
+    ] = None,
     site_column: Annotated[
         str | None, typer.Option(help="Column naming each row's hospital (override simulation.site-column)")
     ] = None,
@@ -88,16 +95,21 @@ def run(
     ] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
-    lesions). Everything about the data is checked before anything starts."""
+    lesions; --task survival: the GBSG2 breast-cancer trial). Everything about the data is checked before anything
+    starts."""
     if min_sites is None and data is not None and study_file is None:
         min_sites = FederationConfig.min_sites  # a data run is a study of its own: the defaults a study file gets
     hints = {
         "label": label,
+        "time": time_column,
+        "event": event_column,
         "delimiter": "\t" if delimiter == "tab" else delimiter,
         "decimal": decimal,
         "na-values": [v.strip() for v in na_values.split(",")] if na_values is not None else None,
     }
     try:
+        if (time_column or event_column) and not study_file:
+            task = "survival"
         study = _study(
             study_file or task,
             {

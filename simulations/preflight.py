@@ -16,6 +16,7 @@ from client.site import SiteConfig
 from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError
 from shared.tasks import Task, get_task
+from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
 from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
 from shared.tasks.tabular.table import column_hint, read_with_options
@@ -68,7 +69,25 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
         study = dataclasses.replace(study, data=options, name=name)
         groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
         return Plan(study, len(groups), lambda folder: write_sites(groups, folder / "sites"))
+    if study.task == "survival":
+        return _survival_plan(study, path, {**given, **hints}, categorical, name)
     return _table_plan(study, path, {**given, **hints}, categorical, name)
+
+
+def _survival_plan(
+    study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
+) -> Plan:
+    if not given.get("time") or not given.get("event"):
+        raise ConfigError("data.time", "is not set: --data needs --time and --event (or data.time and data.event)")
+    table = read_with_options(path, None, given)
+    exclude = [study.simulation.site_column] if study.simulation.site_column else None
+    inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, exclude)
+    study = dataclasses.replace(study, data={**inferred, **given}, name=name)
+    groups = _groups(table.frame, str(path), given["event"], study)  # a partition is stratified on the event
+    lines = [f"{path.name}: {note}" for note in table.notes]
+    return Plan(
+        study, len(groups), lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal), lines
+    )
 
 
 def _table_plan(

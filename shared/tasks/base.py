@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
+from shared.training import predict
 
 
 @dataclass
@@ -59,9 +60,15 @@ class Task(ABC):
     def build_model(self, study: StudyConfig) -> nn.Module:
         """A freshly initialised model, identical in shape at every site and at the server."""
 
-    def loss(self) -> nn.Module:
-        """Training loss; classification tasks use cross-entropy on logits."""
+    def loss(self, study: StudyConfig | None = None) -> nn.Module:
+        """Training loss; classification tasks use cross-entropy on logits (survival's depends on the study)."""
         return nn.CrossEntropyLoss()
+
+    def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
+        """Mean loss and metrics of the model on the site's held-out split (the train split stays available to tasks
+        whose metrics need it, such as survival's baseline hazard and censoring distribution)."""
+        loss, y_true, scores = predict(model, data.test, self.loss(study), device)
+        return {"loss": loss, **self.metrics(study, y_true, scores)}
 
     @abstractmethod
     def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:

@@ -32,7 +32,7 @@ from shared.config import PrivacyConfig, StudyConfig
 from shared.device import resolve_device
 from shared.models import OfferedModel, offer
 from shared.partition import partition, split_indices
-from shared.tasks import build_model, get_task
+from shared.tasks import SiteData, build_model, get_task
 from shared.tasks.text import study_tokenizer
 from shared.tasks.text.data import load_text_site
 from shared.tasks.text.spec import data_spec
@@ -140,8 +140,8 @@ def run(
             save(out)
         site_data = [get_task("text").load_site(s.data_path, s.name, base) for s in sites]
         pooled = torch.utils.data.ConcatDataset([d.train for d in site_data])
-        out[f"{label} pooled"] = fit_and_score(base, pooled, {"test": test})["test"]
-        local = [fit_and_score(base, d.train, {"test": test})["test"] for d in site_data]
+        out[f"{label} pooled"] = fit_and_score(base, pooled, {"test": SiteData(pooled, test)})["test"]
+        local = [fit_and_score(base, d.train, {"test": SiteData(d.train, test)})["test"] for d in site_data]
         out[f"{label} local-only (mean over sites)"] = {k: float(np.mean([m[k] for m in local])) for k in SHOWN}
         save(out)
     if pretrained is not None:

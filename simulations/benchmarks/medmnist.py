@@ -25,7 +25,7 @@ from shared.arrays import load_model_file
 from shared.config import PrivacyConfig, StudyConfig
 from shared.device import resolve_device
 from shared.partition import partition
-from shared.tasks import build_model, get_task
+from shared.tasks import SiteData, build_model, get_task
 from shared.tasks.imaging.data import ImageDataset, to_image_tensor
 from shared.tasks.imaging.spec import data_spec
 from shared.training import predict
@@ -110,13 +110,15 @@ def run_dataset(path: Path, work: Path, n_sites: int, epsilons: list[float]) -> 
                 "status": history["status"],
             }
         data = [get_task("imaging").load_site(s.data_path, s.name, base) for s in sites]
-        local = [fit_and_score(base, d.train, {"test": test})["test"] for d in data]
+        local = [fit_and_score(base, d.train, {"test": SiteData(d.train, test)})["test"] for d in data]
         out[f"{scheme} local-only (mean over sites)"] = {
             k: float(np.mean([m[k] for m in local])) for k in ("accuracy", "roc-auc")
         }
     pooled = torch.utils.data.ConcatDataset([d.train for d in data])
     out["pooled"] = {
-        k: v for k, v in fit_and_score(base, pooled, {"test": test})["test"].items() if k in ("accuracy", "roc-auc")
+        k: v
+        for k, v in fit_and_score(base, pooled, {"test": SiteData(pooled, test)})["test"].items()
+        if k in ("accuracy", "roc-auc")
     }
     return out
 

@@ -105,8 +105,8 @@ def slow_steps(monkeypatch, seconds: float, task_name: str = "tabular") -> list[
     task = get_task(task_name)
     loss = task.loss
 
-    def slow_loss():
-        inner = loss()
+    def slow_loss(study):
+        inner = loss(study)
 
         def timed(logits, y):
             steps.append(time.perf_counter())
@@ -115,7 +115,7 @@ def slow_steps(monkeypatch, seconds: float, task_name: str = "tabular") -> list[
 
         return timed
 
-    monkeypatch.setattr(type(task), "loss", lambda self: slow_loss())
+    monkeypatch.setattr(type(task), "loss", lambda self, study=None: slow_loss(study))
     return steps
 
 

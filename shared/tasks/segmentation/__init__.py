@@ -42,7 +42,7 @@ class SegmentationTask(Task):
         spec, model = data_spec(study), model_spec(study, tuple(SEGMENTERS), "unet")
         return SEGMENTERS[model.name](spec.channels, len(spec.classes), model)
 
-    def loss(self) -> nn.Module:
+    def loss(self, study: StudyConfig | None = None) -> nn.Module:
         """Cross-entropy plus soft Dice, per image."""
         return DiceCrossEntropyLoss()
 

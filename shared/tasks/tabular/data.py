@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.size import check_site_size, held_out_caveat
-from shared.tasks.tabular.spec import TabularSpec, canonical
+from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -30,20 +32,8 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
 def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSpec, seed: int) -> SiteData:
     """Validate, clean, split and encode one site's rows. Row numbers in messages are 1 + the frame's index, so a
     site's rows cut from a larger file (a simulation's) are named by their row in that file."""
-    fail = _failer(site, file)
-    for column in [spec.label, *spec.features]:
-        if column not in table.columns:
-            fail(f"column not found ({column_hint(table)})", column)
-    report: dict = {"file": file, "rows-read": len(table)}
-    table = table[[spec.label, *spec.features]].copy()
-    for column in spec.features:
-        if table[column].isna().all():
-            fail("column holds no values (all missing)", column)
-    for column in spec.numeric:
-        table[column] = _numeric(table[column], fail, column)
-    for column in spec.categorical:
-        table[column] = _categories(table[column], spec.category_names(column), fail, column)
-    report["missing-per-column"] = {c: int(n) for c, n in table.isna().sum().items() if n}
+    fail = failer(site, file)
+    table, report = select_features(table, file, spec, [spec.label], fail)
     dropped = {"no label": int(table[spec.label].isna().sum())}
     table = table[table[spec.label].notna()]
     y = _labels(table[spec.label], spec, fail)
@@ -60,7 +50,7 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
-    x_train, x_test = _encode(table.iloc[train_idx], table.iloc[test_idx], spec)
+    x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     report["class-counts"] = _counts(y, spec.class_names)
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
     report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
@@ -93,43 +83,67 @@ def _dropped_notes(report: dict, label: str) -> list[str]:
     return notes
 
 
-def _failer(site: str, file: str):
-    def fail(problem: str, column: str | None = None) -> None:
+def select_features(
+    table: pd.DataFrame, file: str, spec: FeatureSpec, outcomes: list[str], fail: Callable[..., NoReturn]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The site's outcome and feature columns, features checked and typed (numbers, agreed categories), rows in file
+    order with their original index (for row numbers in messages), and the start of the local report."""
+    for column in [*outcomes, *spec.features]:
+        if column not in table.columns:
+            fail(f"column not found ({column_hint(table)})", column)
+    report: dict[str, Any] = {"file": file, "rows-read": len(table)}
+    table = table[[*outcomes, *spec.features]].copy()
+    for column in spec.features:
+        if table[column].isna().all():
+            fail("column holds no values (all missing)", column)
+    for column in spec.numeric:
+        table[column] = numeric_column(table[column], fail, column)
+    for column in spec.categorical:
+        table[column] = _categories(table[column], spec.category_names(column), fail, column)
+    report["missing-per-column"] = {c: int(n) for c, n in table.isna().sum().items() if n}
+    return table, report
+
+
+def failer(site: str, file: str) -> Callable[..., NoReturn]:
+    """A function raising DataError for this site and file, naming the column when given."""
+
+    def fail(problem: str, column: str | None = None) -> NoReturn:
         raise DataError(site, problem, file=file, column=column)
 
     return fail
 
 
-def _numeric(values: pd.Series, fail, column: str) -> pd.Series:
+def numeric_column(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> pd.Series:
+    """A column as floats; non-numeric or beyond-float32 values are refused with the first row."""
     converted = pd.to_numeric(values, errors="coerce")
     bad = converted.isna() & values.notna()
     if bad.any():
         # Row numbers, never the values themselves: the message may leave the site.
-        fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {_row(bad)}", column)
+        fail(f"{int(bad.sum())} non-numeric value(s) in a numeric column, first at data row {first_row(bad)}", column)
     # The model trains in float32: anything beyond its range is infinite there, and so is every loss after it.
     huge = converted.abs() > FLOAT32_MAX
     if huge.any():
         fail(
             f"{int(huge.sum())} infinite or out-of-range value(s) (beyond ±{FLOAT32_MAX:.1e}, float32's range) in a "
-            f"numeric column, first at data row {_row(huge)}",
+            f"numeric column, first at data row {first_row(huge)}",
             column,
         )
     return converted.astype(float)
 
 
-def _categories(values: pd.Series, agreed: list[str], fail, column: str) -> pd.Series:
+def _categories(values: pd.Series, agreed: list[str], fail: Callable[..., NoReturn], column: str) -> pd.Series:
     as_text = values.map(lambda v: canonical(v) if pd.notna(v) else np.nan)
     unknown = as_text.notna() & ~as_text.isin(agreed)
     if unknown.any():
         fail(
             f"{int(unknown.sum())} value(s) outside the study's agreed categories {agreed}, first at data row "
-            f"{_row(unknown)}",
+            f"{first_row(unknown)}",
             column,
         )
     return as_text
 
 
-def _labels(values: pd.Series, spec: TabularSpec, fail) -> np.ndarray:
+def _labels(values: pd.Series, spec: TabularSpec, fail: Callable[..., NoReturn]) -> np.ndarray:
     as_text = values.map(canonical)
     index = {name: i for i, name in enumerate(spec.class_names)}
     unknown = ~as_text.isin(index)
@@ -137,13 +151,14 @@ def _labels(values: pd.Series, spec: TabularSpec, fail) -> np.ndarray:
         kind = "binary" if spec.label_type == "binary" else "categorical"
         fail(
             f"{int(unknown.sum())} row(s) have a label outside the study's {kind} classes {spec.class_names}, "
-            f"first at data row {_row(unknown)}",
+            f"first at data row {first_row(unknown)}",
             spec.label,
         )
     return as_text.map(index).to_numpy(dtype=np.int64)
 
 
-def _encode(train: pd.DataFrame, test: pd.DataFrame, spec: TabularSpec) -> tuple[np.ndarray, np.ndarray]:
+def encode_features(train: pd.DataFrame, test: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Impute (policy `impute`), standardise and one-hot encode both splits with the train split's statistics."""
     # Imputation and scaling statistics come from the site's own train split only.
     blocks_train, blocks_test = [], []
     if spec.numeric:
@@ -171,6 +186,6 @@ def _encode(train: pd.DataFrame, test: pd.DataFrame, spec: TabularSpec) -> tuple
     )
 
 
-def _row(mask: pd.Series) -> int:
+def first_row(mask: pd.Series) -> int:
     """1-based data row (header excluded) of the first True in a mask over the file's rows."""
     return int(mask.index[mask.to_numpy()][0]) + 1

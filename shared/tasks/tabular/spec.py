@@ -19,12 +19,10 @@ RARE_LABEL = 20  # a label value this many times rarer than the median value is 
 
 
 @dataclass(frozen=True)
-class TabularSpec(SiteSize):
-    """`[data]` of a tabular study. Classes and categories are strings, so 1, 1.0 and "1" agree."""
+class FeatureSpec(SiteSize):
+    """The feature part of a table's `[data]`, shared by every task that reads a table: feature columns, agreed
+    category lists, missing values, the held-out split and scaling. Categories are strings, so 1, 1.0 and "1" agree."""
 
-    label: str = ""
-    label_type: str = "binary"
-    classes: list[Any] = field(default_factory=list)
     features: list[str] = field(default_factory=list)
     categorical: dict[str, list[Any]] = field(default_factory=dict)
     missing: str = "drop"
@@ -36,23 +34,18 @@ class TabularSpec(SiteSize):
     drop_first: bool = False
     standardize: bool = True
 
-    def __post_init__(self) -> None:
-        problems = [
-            (not self.label, "data.label", "must name the label column"),
-            (self.label_type not in LABEL_TYPES, "data.label-type", f"must be one of {', '.join(LABEL_TYPES)}"),
-            (len(self.classes) < 2, "data.classes", "must list at least two label values agreed for the study"),
-            (
-                self.label_type == "binary" and len(self.classes) != 2,
-                "data.classes",
-                f"must list exactly two values for a binary label, got {len(self.classes)}",
-            ),
+    def feature_problems(self, targets: list[str]) -> list[tuple[bool, str, str]]:
+        """The feature settings' checks, as (bad, field, problem) for `raise_first`; `targets` are the outcome
+        columns, which must not be features."""
+        clash = [t for t in targets if t in self.features]
+        return [
             (
                 not self.features,
                 "data.features",
                 "must list the feature columns (medfed-sim fills it from your "
                 "table; a federation's study config states it)",
             ),
-            (self.label in self.features, "data.features", f"must not include the label column '{self.label}'"),
+            (bool(clash), "data.features", f"must not include the outcome column '{clash[0] if clash else ''}'"),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
             (
@@ -64,17 +57,14 @@ class TabularSpec(SiteSize):
             (self.decimal and self.decimal == self.delimiter, "data.decimal", "must differ from data.delimiter"),
             *self.size_problems(),
         ]
-        raise_first(problems)
+
+    def check_categories(self) -> None:
+        """Every categorical column is a feature with a non-empty agreed category list."""
         for column, values in self.categorical.items():
             if column not in self.features:
                 raise ConfigError(f"data.categorical.{column}", "is not among data.features")
             if not isinstance(values, list) or len(values) < 1:
                 raise ConfigError(f"data.categorical.{column}", "must list the column's agreed categories")
-
-    @property
-    def class_names(self) -> list[str]:
-        """Label values as canonical strings; index i is class i (index 1 is positive when binary)."""
-        return [canonical(v) for v in self.classes]
 
     def category_names(self, column: str) -> list[str]:
         """Agreed categories of a column as canonical strings."""
@@ -90,6 +80,35 @@ class TabularSpec(SiteSize):
         """Width of the encoded feature vector, the same at every site."""
         dropped = 1 if self.drop_first else 0
         return len(self.numeric) + sum(len(v) - dropped for v in self.categorical.values())
+
+
+@dataclass(frozen=True)
+class TabularSpec(FeatureSpec):
+    """`[data]` of a tabular study: the features, plus the label and its classes."""
+
+    label: str = ""
+    label_type: str = "binary"
+    classes: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        problems = [
+            (not self.label, "data.label", "must name the label column"),
+            (self.label_type not in LABEL_TYPES, "data.label-type", f"must be one of {', '.join(LABEL_TYPES)}"),
+            (len(self.classes) < 2, "data.classes", "must list at least two label values agreed for the study"),
+            (
+                self.label_type == "binary" and len(self.classes) != 2,
+                "data.classes",
+                f"must list exactly two values for a binary label, got {len(self.classes)}",
+            ),
+            *self.feature_problems([self.label]),
+        ]
+        raise_first(problems)
+        self.check_categories()
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label values as canonical strings; index i is class i (index 1 is positive when binary)."""
+        return [canonical(v) for v in self.classes]
 
 
 @dataclass(frozen=True)
@@ -134,12 +153,21 @@ def infer_data_options(
     max_categories: int = 20,
 ) -> dict[str, Any]:
     """Fill features, classes and category lists from a table the data scientist holds (simulation only)."""
-    if label not in table.columns:
-        raise ConfigError(
-            "data.label", f"column '{label}' is not in the table (columns: {', '.join(map(str, table.columns))})"
-        )
-    skip = {label, *(exclude or [])}
-    features = [str(c) for c in table.columns if c not in skip]
+    require_column(table, label, "data.label")
+    classes = list(label_counts(table[label]))
+    return {
+        "label": label,
+        "label-type": "binary" if len(classes) == 2 else "categorical",
+        "classes": classes,
+        **infer_feature_options(table, [label, *(exclude or [])], categorical, max_categories),
+    }
+
+
+def infer_feature_options(
+    table: pd.DataFrame, exclude: list[str], categorical: list[str] | None = None, max_categories: int = 20
+) -> dict[str, Any]:
+    """Features (every column not excluded) and the categorical ones' category lists, from a table (simulation only)."""
+    features = [str(c) for c in table.columns if c not in set(exclude)]
     if categorical is None:
         categorical = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
     categories = {}
@@ -152,14 +180,15 @@ def infer_data_options(
                 "feature with an explicit category list, or leave it out",
             )
         categories[column] = values
-    classes = list(label_counts(table[label]))
-    return {
-        "label": label,
-        "label-type": "binary" if len(classes) == 2 else "categorical",
-        "classes": classes,
-        "features": features,
-        "categorical": categories,
-    }
+    return {"features": features, "categorical": categories}
+
+
+def require_column(table: pd.DataFrame, column: str, name: str) -> None:
+    """Raise ConfigError naming the study field when the table the data scientist holds lacks a column."""
+    if column not in table.columns:
+        raise ConfigError(
+            name, f"column '{column}' is not in the table (columns: {', '.join(map(str, table.columns))})"
+        )
 
 
 def label_counts(values: pd.Series) -> dict[str, int]:

@@ -18,7 +18,7 @@ def train_private(study, data, ledgers, batch_size: int = 16) -> tuple[torch.nn.
     site = SitePrivacy(study, "h1", LedgerFiles.at(ledgers, "h1"), PrivacyCaps(), len(data.train))
     site.check_round()
     private, optimizer, loader, loss = site.make_private(
-        model, make_optimizer(model, study.train), make_loader(data.train, batch_size, 0), task.loss()
+        model, make_optimizer(model, study.train), make_loader(data.train, batch_size, 0), task.loss(study)
     )
     mean_loss = train_epochs(private, loader, loss, optimizer, 1, torch.device("cpu"), 0.0, site.empty_batch_step())
     return private, mean_loss, site.commit(1)

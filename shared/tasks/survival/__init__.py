@@ -1,0 +1,109 @@
+"""Survival task: time-to-event tables (a time and a censoring indicator), Cox or discrete-time hazard models, and
+concordance, Brier and time-dependent AUC metrics (scikit-survival, the optional `survival` extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from shared.config import StudyConfig
+from shared.errors import ConfigError
+from shared.tasks.base import SiteData, Task
+from shared.tasks.survival import demo
+from shared.tasks.survival.curves import Predictions, cox_predictions, discrete_predictions
+from shared.tasks.survival.data import load_survival_site
+from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
+from shared.tasks.survival.metrics import evaluation_times, survival_metrics
+from shared.tasks.survival.model import build_survival_model
+from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
+from shared.tasks.tabular.table import read_with_options
+
+
+class SurvivalTask(Task):
+    """Patients followed until an event or censoring, one row each."""
+
+    name = "survival"
+    headline = ("c-index", "integrated-brier")
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`, and refuse the Cox model under local DP."""
+        check_survival_study(study)
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """Features, category lists, cut points and horizons of a table; `hints` must name `time` and `event`."""
+        for key in ("time", "event"):
+            if key not in hints:
+                raise ConfigError(f"data.{key}", "must name the column of a survival table")
+        table = read_with_options(path, site, hints).frame
+        categorical = hints.get("categorical")
+        inferred = infer_survival_options(
+            table, hints["time"], hints["event"], list(categorical) if categorical is not None else None
+        )
+        return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read, validate and split the site's table, stratified on the event."""
+        return load_survival_site(path, site, data_spec(study), study.seed)
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """The Cox risk or the discrete-time hazard model, sized from the agreed schema and cut points."""
+        spec = data_spec(study)
+        return build_survival_model(spec.n_inputs, len(spec.cut_points), model_spec(study))
+
+    def loss(self, study: StudyConfig | None = None) -> nn.Module:
+        """Cox's negative partial log-likelihood, or the logistic hazard's negative log-likelihood."""
+        if study is None:
+            raise TypeError("the survival loss depends on the study's model and cut points: pass the study")
+        model = model_spec(study)
+        if model.name == "cox":
+            return CoxPartialLikelihood(model.ties)
+        return LogisticHazardLikelihood(data_spec(study).cut_points)
+
+    def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
+        """Loss and survival metrics on the held-out split; the train split gives the Cox baseline and the
+        censoring distribution."""
+        outputs_train, outcome_train = _outputs(model, data.train, device)
+        outputs_test, outcome_test = _outputs(model, data.test, device)
+        loss = float(self.loss(study)(torch.from_numpy(outputs_test), torch.from_numpy(outcome_test)))
+        spec = data_spec(study)
+        predicted = self.predictions(study, outputs_train, outcome_train, outputs_test)
+        return {"loss": loss, **survival_metrics(spec, outcome_train, outcome_test, predicted)}
+
+    def predictions(
+        self, study: StudyConfig, outputs_train: np.ndarray, outcome_train: np.ndarray, outputs: np.ndarray
+    ) -> Predictions:
+        """Risk scores and survival at the study's evaluation times, from the model's raw outputs."""
+        spec, times = data_spec(study), evaluation_times(data_spec(study))
+        if model_spec(study).name == "cox":
+            return cox_predictions(outputs_train[:, 0], outcome_train, outputs[:, 0], times)
+        return discrete_predictions(outputs, spec.cut_points, times)
+
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Not used: survival metrics need the train split too, so `evaluate` computes them."""
+        raise NotImplementedError("survival metrics come from SurvivalTask.evaluate")
+
+    def demo_study(self) -> StudyConfig:
+        """GBSG2 breast cancer study."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """GBSG2 patients split over hospitals, one CSV each."""
+        return demo.write_demo_sites(folder, n_sites)
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, dataset: Dataset, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    model.to(device).eval()
+    outputs, outcomes = [], []
+    for x, y in DataLoader(dataset, batch_size=1024):
+        outputs.append(model(x.to(device)).double().cpu().numpy())
+        outcomes.append(y.double().numpy())
+    return np.concatenate(outputs), np.concatenate(outcomes)
+
+
+TASK = SurvivalTask()

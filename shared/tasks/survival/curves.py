@@ -1,0 +1,60 @@
+"""From a survival model's outputs to each patient's risk score and survival probabilities at given times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.tasks.survival.extra import sksurv
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Held-out patients' risk scores (higher: earlier event) and survival probabilities at `times`."""
+
+    risk: np.ndarray  # (N,)
+    survival: np.ndarray  # (N, len(times))
+    times: np.ndarray
+
+
+def cox_predictions(
+    eta_train: np.ndarray, outcome_train: np.ndarray, eta_test: np.ndarray, times: np.ndarray
+) -> Predictions:
+    """Cox: the linear predictor is the risk; survival is S0(t)^exp(eta), with the site's own baseline S0 from its
+    train split (Breslow's estimator), as a Cox model stratified by site has."""
+    breslow = sksurv("linear_model.coxph").BreslowEstimator()
+    breslow.fit(eta_train, outcome_train[:, 1] > 0.5, outcome_train[:, 0])
+    functions = breslow.get_survival_function(eta_test)
+    # Beyond the site's last training time the baseline is unknown; it is held at its last value.
+    clipped = np.clip(times, 0.0, functions[0].domain[1]) if len(functions) else times
+    survival = np.array([[f(t) for t in clipped] for f in functions]).reshape(len(eta_test), len(times))
+    return Predictions(eta_test, survival, times)
+
+
+def discrete_predictions(hazard_logits: np.ndarray, cut_points: list[float], times: np.ndarray) -> Predictions:
+    """Discrete-time: S at each cut point is the product of (1 - hazard) over the intervals up to it, with a
+    constant hazard within an interval between cut points; the risk is minus the restricted mean survival time up to
+    the last cut point."""
+    cuts = np.asarray(cut_points, float)
+    return Predictions(
+        -restricted_mean(hazard_logits, cuts), discrete_survival(hazard_logits, cuts, times), np.asarray(times)
+    )
+
+
+def discrete_survival(hazard_logits: np.ndarray, cuts: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Survival probabilities (N, len(times)) of the logistic-hazard model; flat past the last cut point."""
+    log_keep = -np.logaddexp(0.0, hazard_logits)  # log(1 - sigmoid(logit)), stable
+    edges = np.concatenate([[0.0], cuts])
+    at_edges = np.concatenate([np.zeros((len(log_keep), 1)), np.cumsum(log_keep, axis=1)], axis=1)
+    t = np.clip(np.asarray(times, float), 0.0, cuts[-1])
+    k = np.clip(np.searchsorted(cuts, t), 0, len(cuts) - 1)  # the interval holding t
+    share = (t - edges[k]) / (edges[k + 1] - edges[k])
+    return np.exp(at_edges[:, k] + share * log_keep[:, k])
+
+
+def restricted_mean(hazard_logits: np.ndarray, cuts: np.ndarray) -> np.ndarray:
+    """Expected survival time up to the last cut point, by the trapezoid rule over the cut points."""
+    edges = np.concatenate([[0.0], cuts])
+    s = discrete_survival(hazard_logits, cuts, edges)
+    return ((s[:, 1:] + s[:, :-1]) / 2 * np.diff(edges)).sum(axis=1)

@@ -1,0 +1,80 @@
+"""Read, validate, split and encode one site's survival table: the tabular features plus a time and an event."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import TensorDataset
+
+from shared.partition import split_indices
+from shared.tasks.base import SiteData
+from shared.tasks.survival.spec import SurvivalSpec
+from shared.tasks.tabular.data import encode_features, failer, first_row, numeric_column, select_features
+from shared.tasks.tabular.spec import canonical
+from shared.tasks.tabular.table import read_table
+
+EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}
+
+
+def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> SiteData:
+    """Train/test tensors (features; outcome rows of [time, event]) split stratified on the event, plus a local
+    report; every problem names site, file, column and the first row at fault."""
+    fail = failer(site, str(path))
+    read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
+    table, report = select_features(read.frame, str(path), spec, [spec.time, spec.event], fail)
+    report["notes"] = read.notes
+    time = _times(table[spec.time], fail, spec.time)
+    event = _events(table[spec.event], fail, spec.event)
+    if spec.missing == "drop":
+        keep = table[spec.features].notna().all(axis=1).to_numpy()
+        table, time, event = table[keep], time[keep], event[keep]
+    report["rows-used"] = len(table)
+    if len(table) < spec.min_rows:
+        fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on")
+    train_idx, test_idx = split_indices(event, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    if event[train_idx].sum() < spec.min_per_class:
+        # No count: the refusal is sent to the server, and a count of one or two events can point at a patient.
+        fail(
+            f"fewer events in its train split than data.min-per-class = {spec.min_per_class}; a site without events "
+            "has an empty partial likelihood and nothing to learn from",
+            spec.event,
+        )
+    x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    outcome = np.stack([time, event.astype(float)], axis=1).astype(np.float32)
+    report.update(
+        {
+            "events": int(event.sum()),
+            "censored": int(len(event) - event.sum()),
+            "train-rows": len(train_idx),
+            "test-rows": len(test_idx),
+        }
+    )
+    return SiteData(
+        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(outcome[train_idx])),
+        test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(outcome[test_idx])),
+        report=report,
+    )
+
+
+def _times(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> np.ndarray:
+    times = numeric_column(values, fail, column)
+    for bad, what in ((times.isna(), "missing"), (times < 0, "negative")):
+        if bad.any():
+            fail(f"{int(bad.sum())} {what} time(s), first at data row {first_row(bad)}", column)
+    return times.to_numpy(float)
+
+
+def _events(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> np.ndarray:
+    codes = values.map(lambda v: EVENT_CODES.get(canonical(v)) if pd.notna(v) else None)
+    bad = codes.isna()
+    if bad.any():
+        fail(
+            f"{int(bad.sum())} value(s) are not 0 (censored) or 1 (event observed), first at data row {first_row(bad)}",
+            column,
+        )
+    return codes.to_numpy(dtype=np.int64)

@@ -1,0 +1,75 @@
+"""A site's survival metrics on its held-out split, from scikit-survival: Harrell's and Uno's C, the integrated Brier
+score and time-dependent AUC at the study's horizons, and its Kaplan–Meier curve next to the model's mean prediction.
+
+Only aggregates come out. A split with too few events is flagged (`c-index-unreliable` = 1) and its ranking metrics
+left out, never reported as 0 or 1; a Kaplan–Meier value where few patients remain at risk is suppressed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from shared.tasks.survival.curves import Predictions
+from shared.tasks.survival.extra import sksurv
+from shared.tasks.survival.spec import SurvivalSpec
+
+IBS_POINTS = 20  # the integrated Brier score integrates over this many times spanning the study's horizons
+
+
+def survival_metrics(
+    spec: SurvivalSpec, outcome_train: np.ndarray, outcome_test: np.ndarray, predicted: Predictions
+) -> dict[str, float]:
+    """Metrics of one site's predictions; the train split's outcomes give the censoring distribution (IPCW)."""
+    metrics = sksurv("metrics")
+    time, event = outcome_test[:, 0], outcome_test[:, 1] > 0.5
+    out = {**_kaplan_meier(spec, time, event, predicted)}
+    if event.sum() < spec.min_test_events:
+        return {**out, "c-index-unreliable": 1.0}
+    out["c-index"] = float(metrics.concordance_index_censored(event, time, predicted.risk)[0])
+    # IPCW estimates the censoring distribution from the train split, and it is zero past that split's last time:
+    # the metrics use horizons inside both splits' follow-up, and held-out follow-up is cut (administratively
+    # censored) between the last horizon and the train split's last time, which no metric up to that horizon sees.
+    end = outcome_train[:, 0].max()
+    usable = [h for h in spec.horizons if time.min() <= h < min(time.max(), end)]
+    if not usable:
+        return out
+    cut = (usable[-1] + end) / 2
+    train, test = _surv(outcome_train), _surv(np.stack([np.minimum(time, cut), event & (time <= cut)], axis=1))
+    out["uno-c-index"] = float(metrics.concordance_index_ipcw(train, test, predicted.risk, tau=usable[-1])[0])
+    at = {h: i for i, h in enumerate(predicted.times)}
+    columns = [at[h] for h in usable]
+    auc, _ = metrics.cumulative_dynamic_auc(train, test, 1 - predicted.survival[:, columns], usable)
+    out.update({f"auc@{h:g}": float(a) for h, a in zip(usable, auc, strict=True)})
+    if len(usable) > 1:
+        grid = np.linspace(usable[0], usable[-1], IBS_POINTS)
+        estimate = _interpolate(predicted, grid)
+        out["integrated-brier"] = float(metrics.integrated_brier_score(train, test, estimate, grid))
+    return out
+
+
+def evaluation_times(spec: SurvivalSpec) -> np.ndarray:
+    """The times a site predicts survival at: the horizons and the integrated Brier score's grid."""
+    if len(spec.horizons) < 2:
+        return np.asarray(spec.horizons, float)
+    return np.union1d(spec.horizons, np.linspace(spec.horizons[0], spec.horizons[-1], IBS_POINTS))
+
+
+def _interpolate(predicted: Predictions, grid: np.ndarray) -> np.ndarray:
+    return np.stack([np.interp(grid, predicted.times, row) for row in predicted.survival])
+
+
+def _kaplan_meier(spec: SurvivalSpec, time: np.ndarray, event: np.ndarray, predicted: Predictions) -> dict[str, float]:
+    """The held-out split's Kaplan–Meier survival and the model's mean predicted survival at each horizon with at
+    least `km-min-at-risk` patients still at risk."""
+    km_times, km_survival = sksurv("nonparametric").kaplan_meier_estimator(event, time)
+    out = {}
+    for h in spec.horizons:
+        if (time >= h).sum() < spec.km_min_at_risk:
+            continue
+        passed = np.searchsorted(km_times, h, side="right")
+        out[f"km@{h:g}"] = float(km_survival[passed - 1]) if passed else 1.0
+        out[f"predicted@{h:g}"] = float(predicted.survival[:, list(predicted.times).index(h)].mean())
+    return out
+
+
+def _surv(outcome: np.ndarray) -> np.ndarray:
+    return sksurv("util").Surv.from_arrays(outcome[:, 1] > 0.5, outcome[:, 0])

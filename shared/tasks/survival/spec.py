@@ -1,0 +1,142 @@
+"""The survival study schema every site shares: time and event columns, features, the time grid, the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shared.config import StudyConfig, parse_section, raise_first
+from shared.errors import ConfigError
+from shared.tasks.tabular.spec import FeatureSpec, infer_feature_options, require_column
+
+MODELS = ("cox", "discrete")
+TIES = ("efron", "breslow")
+MIN_TEST_EVENTS = 5  # below this a held-out split's concordance is noise: flagged unreliable, not reported
+KM_MIN_AT_RISK = 10  # a site's Kaplan–Meier value at a time with fewer patients at risk is suppressed
+CUTS = 10  # intervals of the discrete-time model inferred from a table's event-time quantiles
+HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
+
+
+@dataclass(frozen=True)
+class SurvivalSpec(FeatureSpec):
+    """`[data]` of a survival study: the features as for a table, the time and event (1 = observed, 0 = censored)
+    columns, the discrete-time model's cut points and the horizons metrics are read at. For survival,
+    `min-per-class` is the fewest training events a site needs (censored rows may be absent)."""
+
+    time: str = ""
+    event: str = ""
+    cut_points: list[float] = field(default_factory=list)
+    horizons: list[float] = field(default_factory=list)
+    min_test_events: int = MIN_TEST_EVENTS
+    km_min_at_risk: int = KM_MIN_AT_RISK
+
+    def __post_init__(self) -> None:
+        raise_first(
+            [
+                (not self.time, "data.time", "must name the follow-up time column"),
+                (not self.event, "data.event", "must name the event column (1 = event observed, 0 = censored)"),
+                (self.time == self.event, "data.event", "must be another column than data.time"),
+                *self.feature_problems([self.time, self.event]),
+                (not _increasing(self.cut_points), "data.cut-points", "must be positive and strictly increasing"),
+                (not _increasing(self.horizons), "data.horizons", "must be positive and strictly increasing"),
+                (self.min_test_events < 1, "data.min-test-events", "must be at least 1"),
+                (self.km_min_at_risk < 1, "data.km-min-at-risk", "must be at least 1"),
+            ]
+        )
+        self.check_categories()
+
+
+@dataclass(frozen=True)
+class SurvivalModelSpec:
+    """`[model]` of a survival study: a Cox risk or a discrete-time logistic hazard, linear or an MLP."""
+
+    name: str = "cox"
+    hidden: list[int] = field(default_factory=list)  # empty: linear; widths: an MLP (DeepSurv for Cox)
+    dropout: float = 0.1
+    ties: str = "efron"  # Cox only
+
+    def __post_init__(self) -> None:
+        raise_first(
+            [
+                (self.name not in MODELS, "model.name", f"must be one of {', '.join(MODELS)}"),
+                (
+                    any(not isinstance(h, int) or h < 1 for h in self.hidden),
+                    "model.hidden",
+                    "must list positive widths",
+                ),
+                (not 0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)"),
+                (self.ties not in TIES, "model.ties", f"must be one of {', '.join(TIES)}"),
+            ]
+        )
+
+
+def data_spec(study: StudyConfig) -> SurvivalSpec:
+    """Parse and validate the study's `[data]` section."""
+    return parse_section(SurvivalSpec, study.data, "data.")
+
+
+def model_spec(study: StudyConfig) -> SurvivalModelSpec:
+    """Parse and validate the study's `[model]` section."""
+    return parse_section(SurvivalModelSpec, study.model, "model.")
+
+
+def check_survival_study(study: StudyConfig) -> None:
+    """Validate `[data]` and `[model]` together: the discrete model needs cut points, and Cox cannot take local DP."""
+    data, model = data_spec(study), model_spec(study)
+    if model.name == "discrete" and not data.cut_points:
+        raise ConfigError(
+            "data.cut-points",
+            "must list the discrete-time model's interval ends, agreed for the whole study (medfed-sim fills them from "
+            "your table's event-time quantiles)",
+        )
+    if model.name == "cox" and study.privacy.mode == "local":
+        raise ConfigError(
+            "privacy.mode",
+            "'local' cannot train model.name = 'cox': its partial likelihood couples the patients of a batch (each "
+            "event's term divides by a sum over everyone still at risk), so one patient's record changes the other "
+            "patients' terms and clipping each patient's gradient does not bound what that patient contributes; use "
+            "model.name = 'discrete' (a logistic hazard over data.cut-points, whose loss is a sum over patients) for "
+            "local DP",
+        )
+
+
+def infer_survival_options(
+    table: pd.DataFrame,
+    time: str,
+    event: str,
+    categorical: list[str] | None = None,
+    exclude: list[str] | None = None,
+) -> dict[str, Any]:
+    """Fill features, category lists, cut points and horizons from a table the data scientist holds (simulation)."""
+    require_column(table, time, "data.time")
+    require_column(table, event, "data.event")
+    times = pd.to_numeric(table[time], errors="coerce")
+    observed = times[pd.to_numeric(table[event], errors="coerce") == 1].dropna()
+    if observed.empty:
+        raise ConfigError("data.event", f"column '{event}' marks no event (1) with a time: nothing to model")
+    return {
+        "time": time,
+        "event": event,
+        **infer_feature_options(table, [time, event, *(exclude or [])], categorical),
+        "cut-points": event_time_cuts(observed.to_numpy(float)),
+        "horizons": _rounded(np.quantile(times.dropna(), HORIZON_QUANTILES)),
+    }
+
+
+def event_time_cuts(event_times: np.ndarray, intervals: int = CUTS) -> list[float]:
+    """Interval ends at event-time quantiles (each interval holds about as many events), the last at the latest."""
+    return _rounded(np.quantile(event_times, np.linspace(0, 1, intervals + 1)[1:]))
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    """Three significant digits, positive and without repeats, so a study file reads well."""
+    return sorted({float(f"{v:.3g}") for v in values if v > 0})
+
+
+def _increasing(values: list[float]) -> bool:
+    return all(isinstance(v, int | float) and v > 0 for v in values) and all(
+        a < b for a, b in zip(values, values[1:], strict=False)
+    )

@@ -1,0 +1,84 @@
+"""A site's survival table: the tabular feature handling, the stratified split, and every bad time or event."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.errors import ConfigError, DataError
+from shared.tasks import get_task
+from tests.shared.tasks.survival.tables import survival_study, survival_table, write
+
+TASK = get_task("survival")
+
+
+def test_a_site_table_is_encoded_like_a_tabular_one_and_split_on_the_event(tmp_path):
+    table = survival_table(200)
+    table.loc[5, "age"] = np.nan  # dropped under the default missing policy
+    data = TASK.load_site(write(table, tmp_path), "h1", survival_study())
+    x, outcome = data.train.tensors
+    assert x.shape[1] == 4  # age, and stage one-hot over the agreed I, II, III
+    assert len(data.train) + len(data.test) == 199 == data.report["rows-used"]
+    rate = table["died"].mean()
+    for split in (data.train, data.test):
+        assert split.tensors[1][:, 1].float().mean().item() == pytest.approx(rate, abs=0.02)
+    assert (outcome[:, 0] >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "problem"),
+    [
+        ("days", -3, "1 negative time(s), first at data row 8"),
+        ("days", None, "1 missing time(s), first at data row 8"),
+        ("days", "soon", "1 non-numeric value(s) in a numeric column, first at data row 8"),
+        ("died", 2, "1 value(s) are not 0 (censored) or 1 (event observed), first at data row 8"),
+        ("died", "yes", "1 value(s) are not 0 (censored) or 1 (event observed), first at data row 8"),
+        ("died", None, "1 value(s) are not 0 (censored) or 1 (event observed), first at data row 8"),
+    ],
+)
+def test_bad_times_and_events_name_site_file_column_and_first_row(tmp_path, column, value, problem):
+    table = survival_table(60).astype({column: object})
+    table.loc[7, column] = value
+    path = write(table, tmp_path)
+    with pytest.raises(DataError) as err:
+        TASK.load_site(path, "hospital-2", survival_study())
+    assert str(err.value) == f"site 'hospital-2', file '{path}', column '{column}': {problem}"
+
+
+def test_a_site_without_training_events_is_refused_by_name(tmp_path):
+    table = survival_table(60)
+    table["died"] = 0
+    path = write(table, tmp_path)
+    with pytest.raises(DataError, match=r"site 'h1', file .*, column 'died': fewer events in its train split"):
+        TASK.load_site(path, "h1", survival_study())
+
+
+def test_missing_time_column_is_named(tmp_path):
+    path = write(survival_table(60).drop(columns=["days"]), tmp_path)
+    with pytest.raises(DataError, match="column 'days': column not found"):
+        TASK.load_site(path, "h1", survival_study())
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"time": ""}, "data.time"),
+        ({"event": "days"}, "data.event"),
+        ({"features": ["age", "days"]}, "data.features"),
+        ({"cut-points": [5.0, 2.0]}, "data.cut-points"),
+        ({"horizons": [-1.0]}, "data.horizons"),
+        ({"cut-points": []}, "data.cut-points"),  # the discrete model needs them
+    ],
+)
+def test_bad_data_options_name_the_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        TASK.check_study(survival_study("discrete", **data))
+    assert err.value.field == field
+
+
+def test_inferred_options_describe_the_table(tmp_path):
+    table = survival_table(300)
+    options = TASK.infer_data(write(table, tmp_path), "sim", {"time": "days", "event": "died"})
+    assert options["features"] == ["age", "stage"] and options["categorical"] == {"stage": ["I", "II", "III"]}
+    assert options["cut-points"] == sorted(options["cut-points"]) and len(options["cut-points"]) == 10
+    assert len(options["horizons"]) == 3 and options["horizons"][-1] < table["days"].max()

@@ -1,0 +1,95 @@
+"""The survival task: its models and DP rules, its metrics (unreliable splits flagged), and the built-in demo."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from shared.config import PrivacyConfig
+from shared.errors import ConfigError
+from shared.privacy.journal import Journal, LedgerFiles
+from shared.tasks import build_model, get_task
+from shared.tasks.survival.demo import gbsg2_table, write_demo_sites
+from shared.training import make_loader, make_optimizer, train_epochs
+from tests.shared.tasks.private import train_private
+from tests.shared.tasks.survival.tables import survival_study, survival_table, write
+
+TASK = get_task("survival")
+pytest.importorskip("sksurv")
+
+
+def test_models_have_the_agreed_output_layer():
+    for name, hidden, width in (("cox", [], 1), ("cox", [8], 1), ("discrete", [], 6), ("discrete", [8], 6)):
+        study = survival_study(name)
+        study = dataclasses.replace(study, model={"name": name, "hidden": hidden})
+        assert build_model(study)(torch.zeros(5, 4)).shape == (5, width)
+
+
+def test_local_dp_refuses_cox_and_says_why_and_what_to_use():
+    study = dataclasses.replace(survival_study("cox"), privacy=PrivacyConfig(mode="local"))
+    with pytest.raises(ConfigError) as err:
+        TASK.check_study(study)
+    assert err.value.field == "privacy.mode"
+    assert "couples the patients of a batch" in err.value.problem and "model.name = 'discrete'" in err.value.problem
+
+
+def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_it(tmp_path):
+    study = dataclasses.replace(survival_study("discrete"), privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    TASK.check_study(study)
+    data = TASK.load_site(write(survival_table(200), tmp_path), "h1", study)
+    _, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
+    assert np.isfinite(loss) and 0 < epsilon < 3.0
+    rounds = Journal.open(LedgerFiles.at(tmp_path / "ledgers", "h1"), "h1").rounds()
+    assert [(r["study"], r["round"], r["epsilon"]) for r in rounds] == [(study.name, 1, epsilon)]
+
+
+@pytest.mark.parametrize("model", ["cox", "discrete"])
+def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model, one_torch_thread):
+    study = survival_study(model)
+    data = TASK.load_site(write(survival_table(400, effect=1.5), tmp_path), "h1", study)
+    torch.manual_seed(0)
+    net = build_model(study)
+    loader = make_loader(data.train, 32, 0)
+    train_epochs(net, loader, TASK.loss(study), make_optimizer(net, study.train), 10, torch.device("cpu"))
+    metrics = TASK.evaluate(study, net, data, torch.device("cpu"))
+    assert metrics["c-index"] > 0.7 and metrics["uno-c-index"] > 0.65
+    assert 0 < metrics["integrated-brier"] < 0.25
+    assert {"auc@250", "km@250", "predicted@250"} <= set(metrics)
+    assert abs(metrics["km@500"] - metrics["predicted@500"]) < 0.1  # calibrated next to the site's Kaplan–Meier
+    assert all(np.isfinite(v) for v in metrics.values())
+
+
+def test_a_held_out_split_with_too_few_events_is_flagged_not_scored(tmp_path):
+    table = survival_table(100)
+    study = survival_study("cox", **{"min-test-events": 100})
+    data = TASK.load_site(write(table, tmp_path), "h1", study)
+    metrics = TASK.evaluate(study, build_model(study), data, torch.device("cpu"))
+    assert metrics["c-index-unreliable"] == 1.0
+    assert not {"c-index", "uno-c-index", "integrated-brier"} & set(metrics)
+
+
+def test_kaplan_meier_values_with_few_patients_at_risk_are_suppressed(tmp_path):
+    study = survival_study("cox", **{"km-min-at-risk": 15})
+    data = TASK.load_site(write(survival_table(200), tmp_path), "h1", study)
+    metrics = TASK.evaluate(study, build_model(study), data, torch.device("cpu"))
+    at_risk = {h: int((data.test.tensors[1][:, 0] >= h).sum()) for h in (250, 500, 1000)}
+    for h, n in at_risk.items():
+        assert (f"km@{h}" in metrics) == (n >= 15)
+    assert min(at_risk.values()) < 15 <= max(at_risk.values())
+
+
+def test_the_survival_loss_needs_the_study():
+    with pytest.raises(TypeError, match="pass the study"):
+        TASK.loss()
+
+
+def test_demo_sites_hold_every_gbsg2_patient_with_skewed_event_rates(tmp_path):
+    frames = [pd.read_csv(p) for p in write_demo_sites(tmp_path, 3)]
+    assert sum(len(f) for f in frames) == len(gbsg2_table()) == 686
+    rates = [f["event"].mean() for f in frames]
+    assert max(rates) - min(rates) > 0.1
+    TASK.check_study(TASK.demo_study())

@@ -1,0 +1,40 @@
+"""`medfed-sim --data x.csv --time T --event E --site-column C`: a federated Cox study over 3 hospitals of real
+patients (GBSG2) that learns to rank them."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from simulations.cli import cli
+
+pytest.importorskip("sksurv")
+
+# Measured on this split, seeds 1-5: the round-3 model's example-weighted C-index over the 3 sites' held-out splits
+# 0.682-0.716 (mean 0.696, sd 0.013); the untrained model's 0.36-0.62 (mean 0.50, sd 0.11). The bound is the trained
+# mean minus 4 sd, above every untrained run.
+C_INDEX_BOUND = 0.64
+
+
+def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
+    from shared.tasks.survival.demo import write_demo_sites
+
+    frames = [pd.read_csv(p).assign(hospital=p.stem) for p in write_demo_sites(tmp_path / "demo", 3)]
+    path = tmp_path / "gbsg2.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    out = tmp_path / "run"
+    args = ["--data", str(path), "--time", "time", "--event", "event", "--site-column", "hospital", "--rounds", "3"]
+    result = CliRunner().invoke(cli, [*args, "--seed", "1", "--no-baselines", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    study = json.loads((out / "study.json").read_text())
+    assert study["task"] == "survival" and "hospital" not in study["data"]["features"]
+    assert len(study["data"]["cut-points"]) == 10 and len(study["data"]["horizons"]) == 3
+    history = json.loads((out / "history.json").read_text())
+    final = [r for r in history["metrics"] if r["kind"] == "eval" and r["site"] == "weighted"][-1]
+    assert final["round"] == 3 and final["c-index"] > C_INDEX_BOUND
+    assert 0 < final["integrated-brier"] < 0.25 and final["uno-c-index"] > 0.5
+    for row in history["metrics"]:
+        assert row.get("c-index", 0.5) not in (0.0, 1.0)
