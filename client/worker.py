@@ -104,14 +104,15 @@ class InstalledApp:
         self.site, self.app = site, app
         self.version = importlib.metadata.version("medfed")
         self.installed = installed_code()
-        self.checked: dict[str, str | None] = {}  # bundle hash -> why it is refused (None: it is this medfed)
+        self.checked: dict[str, str | None] = {}  # bundle's SHA-256 -> why it is refused (None: it is this medfed)
         self.run_id = -1
 
     def __call__(self, message: Message, context: Context, fab: Fab) -> Message:
         """The installed app's reply, or a refusal naming the site when the bundle is not its medfed."""
-        if fab.hash_str not in self.checked:
-            self.checked[fab.hash_str] = foreign_code(fab, self.installed, self.version)
-        problem = self.checked[fab.hash_str]
+        digest = hashlib.sha256(fab.content).hexdigest()  # ours, not the hash the server names: 0.5 ms for 500 kB
+        if digest not in self.checked:
+            self.checked[digest] = foreign_code(fab, self.installed, self.version)
+        problem = self.checked[digest]
         if problem is not None:
             log.error("site '%s' refuses to run the server's app: %s", self.site, problem)
             reason = f"site '{self.site}' runs only its own installed medfed {self.version}; the app sent differs"

@@ -66,13 +66,25 @@ def test_a_modified_or_other_version_app_is_refused(edit, why, caplog):
     assert why in foreign_code(fab, installed_code(), VERSION)
     ran = []
     app = InstalledApp("north", lambda message, context: ran.append(message))
-    ask = Message(RecordDict(), dst_node_id=1, message_type="train")
-    ask.metadata.__dict__["_message_id"] = "m1"
     with caplog.at_level(logging.ERROR, logger="medfed.site"):
-        reply = app(ask, None, fab)
+        reply = app(train_message(), None, fab)
     assert not ran and reply.has_error()
     assert reply.error.reason == "site 'north' runs only its own installed medfed 0.1.0; the app sent differs"
     assert why in caplog.text  # the detail stays in the site's log
+
+
+def test_a_bundle_is_checked_by_its_content_not_by_the_hash_the_server_names():
+    ran = []
+    app = InstalledApp("north", lambda message, context: ran.append(message) or message)
+    app(train_message(), None, Fab("h", bundle().content, {}))
+    reply = app(train_message(), None, Fab("h", bundle(skip_the_cap).content, {}))
+    assert len(ran) == 1 and reply.has_error()
+
+
+def train_message() -> Message:
+    ask = Message(RecordDict(), dst_node_id=1, message_type="train")
+    ask.metadata.__dict__["_message_id"] = "m1"
+    return ask
 
 
 def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_path):
