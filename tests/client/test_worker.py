@@ -1,21 +1,26 @@
 """The site worker runs only this site's installed medfed: a bundle of another version or with changed code is
-refused by name, in the site's log and to the server, and its code is never run."""
+refused by name, in the site's log and to the server, and its code is never run. It waits for a message's content
+without Flower's 1 s backoff."""
 
 from __future__ import annotations
 
 import functools
 import io
 import logging
+import time
 import zipfile
 
 import pytest
 from flwr.app import Message, RecordDict
 from flwr.cli.build import build_fab_from_disk
+from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
 from flwr.supercore.fab import Fab
+from flwr.supercore.runtime import RuntimeHttpClient
 
+from client import worker as client_worker
 from client.agent import supernode_command, worker_command
 from client.sitefile import load_site_file
-from client.worker import InstalledApp, foreign_code, installed_code
+from client.worker import InstalledApp, RuntimeClient, foreign_code, installed_code
 from server.deployment import PROJECT_ROOT
 from server.provision import provision
 
@@ -96,3 +101,24 @@ def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_
     assert command[command.index("--superexec-auth-secret-file") + 1] == str(secret)
     assert worker_command(site, secret)[1:] == ["worker", "--config", str(site.path), "--secret-file", str(secret)]
     assert "--isolation" not in supernode_command(site)  # app-code = "server": Flower runs the server's bundle
+
+
+def test_an_object_the_supernode_is_still_receiving_is_asked_for_again_within_50_ms(monkeypatch):
+    """Flower's own pull would back off 1 s; the worker asks again until OBJECT_WAIT_S, then Flower's backoff rules."""
+    answers = iter([answer(True, False), answer(True, False), answer(True, True)])
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: next(answers))
+    client = RuntimeClient.from_server_address("127.0.0.1:1", True, None, [])
+    started = time.monotonic()
+    assert client.PullObject(PullObjectRequest()).object_available
+    assert time.monotonic() - started < 0.5
+    monkeypatch.setattr(client_worker, "OBJECT_WAIT_S", 0.2)
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: answer(True, False))
+    assert not client.PullObject(PullObjectRequest()).object_available  # Flower's backoff and limits take over
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: answer(False, False))
+    started = time.monotonic()
+    assert not client.PullObject(PullObjectRequest()).object_found  # unknown to the SuperNode: no waiting
+    assert time.monotonic() - started < 0.1
+
+
+def answer(found: bool, available: bool) -> PullObjectResponse:
+    return PullObjectResponse(object_found=found, object_available=available, object_content=b"x" if available else b"")
