@@ -86,6 +86,14 @@ def test_a_bundle_is_checked_by_its_content_not_by_the_hash_the_server_names():
     assert len(ran) == 1 and reply.has_error()
 
 
+def test_an_app_that_raises_still_replies_naming_the_site():
+    def broken(message, context):
+        raise KeyError("config")
+
+    reply = InstalledApp("north", broken)(train_message(), None, bundle())
+    assert reply.error.reason == "site 'north': internal error in its worker (KeyError)"
+
+
 def train_message() -> Message:
     ask = Message(RecordDict(), dst_node_id=1, message_type="train")
     ask.metadata.__dict__["_message_id"] = "m1"
