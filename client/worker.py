@@ -21,7 +21,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from flwr.app import Context, Error, Message
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
@@ -39,6 +39,7 @@ from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
 
 from client.admission import SITE_REFUSED
+from client.inflight import Inflight
 from client.site import release_site_data
 
 log = logging.getLogger("medfed.site")
@@ -159,8 +160,8 @@ class SiteWorker:
     the next one, as it would in Flower's own one-process-per-message executor.
     """
 
-    def __init__(self, runtime_address: str, secret: bytes, app: InstalledApp) -> None:
-        self.address, self.app, self.running = runtime_address, app, threading.Lock()
+    def __init__(self, runtime_address: str, secret: bytes, app: InstalledApp, inflight: Inflight) -> None:
+        self.address, self.app, self.inflight, self.running = runtime_address, app, inflight, threading.Lock()
         self.client = _runtime_client(
             runtime_address,
             [
@@ -177,6 +178,25 @@ class SiteWorker:
             if not self.run_next():
                 time.sleep(poll_s)
 
+    def answer_interrupted(self) -> None:
+        """Reply to each message a worker that died was handling, saying so, so that its SuperNode moves on."""
+        for path, token, reply in self.inflight.left():
+            task = self._task_client(token)
+            try:
+                context = Context(reply.metadata.run_id, reply.metadata.src_node_id, {}, RecordDict(), {})
+                push_message(task, reply, context)
+                push_task_output(client=task, context=None, sub_status=SubStatus.FAILED, details=reply.error.reason)
+                log.warning(
+                    "site '%s': answered the %s message the previous worker stopped on: no update was sent",
+                    self.app.site,
+                    reply.metadata.message_type,
+                )
+            except Exception as exc:  # its task already ended: Flower answered it once the worker's heartbeat stopped
+                log.warning("site '%s': a message the previous worker stopped on is closed (%s)", self.app.site, exc)
+            finally:
+                task.close()
+                path.unlink(missing_ok=True)
+
     def run_next(self) -> bool:
         """Acquire and run one task; False when none was waiting."""
         res = self.client.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
@@ -185,21 +205,26 @@ class SiteWorker:
         threading.Thread(target=self._run, args=(res.token,), daemon=True).start()
         return True
 
-    def _run(self, token: str) -> None:
-        task = _runtime_client(
+    def _task_client(self, token: str) -> RuntimeClient:
+        return _runtime_client(
             self.address,
             [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"), RuntimeTokenHttpInterceptor(token)],
         )
+
+    def _run(self, token: str) -> None:
+        task = self._task_client(token)
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(task))
         heartbeat.start()
         context: Context | None = None
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
+            kept = self.inflight.keep(token, message, self.app.site)
             with self.running:
                 reply = self.app(message, context, fab)
-            status, details = SubStatus.COMPLETED, ""
             push_message(task, reply, context)
+            kept.unlink()
+            status, details = SubStatus.COMPLETED, ""
         except Exception:  # a task's failure must not end the worker: the next message is served as usual
             log.exception("site '%s': a task failed in the worker", self.app.site)
         finally:

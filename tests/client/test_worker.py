@@ -107,7 +107,16 @@ def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_
     command = supernode_command(site, secret=secret)
     assert command[command.index("--isolation") + 1] == "process"
     assert command[command.index("--superexec-auth-secret-file") + 1] == str(secret)
-    assert worker_command(site, secret)[1:] == ["worker", "--config", str(site.path), "--secret-file", str(secret)]
+    tasks = tmp_path / "tasks"
+    assert worker_command(site, secret, tasks)[1:] == [
+        "worker",
+        "--config",
+        str(site.path),
+        "--secret-file",
+        str(secret),
+        "--tasks-dir",
+        str(tasks),
+    ]
     assert "--isolation" not in supernode_command(site)  # app-code = "server": Flower runs the server's bundle
 
 
