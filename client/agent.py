@@ -180,6 +180,7 @@ def _die_with_parent() -> None:
 def _echo(stream: IO[str], tail: collections.deque[str]) -> None:
     for line in stream:
         sys.stdout.write(line)
+        sys.stdout.flush()  # a site's log is often a pipe or a file (systemd, nohup): show each line when it comes
         tail.append(line)
 
 
