@@ -12,6 +12,7 @@ import collections
 import ctypes
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,14 @@ def worker_secret(site: SiteFile) -> Path:
     return path
 
 
+def worker_tasks(site: SiteFile) -> Path:
+    """A fresh folder, the agent's user's only, for the messages the site worker is handling (client.inflight)."""
+    path = site.path.with_name(f".{site.name}-worker.tasks")
+    shutil.rmtree(path, ignore_errors=True)  # a previous agent's tasks died with its SuperNode
+    path.mkdir(mode=0o700)
+    return path
+
+
 def supernode_command(site: SiteFile, insecure: bool = False, secret: Path | None = None) -> list[str]:
     """The `flower-supernode` command line: TLS against the kit's CA and the site's authentication key; with
     `secret`, in process isolation, so that only the site worker holding that secret runs its tasks."""
@@ -88,7 +97,7 @@ def supernode_command(site: SiteFile, insecure: bool = False, secret: Path | Non
     return command
 
 
-def worker_command(site: SiteFile, secret: Path) -> list[str]:
+def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
     """The site worker's command line (`medfed-site worker`), from this same installed medfed."""
     return [
         str(Path(sys.executable).with_name("medfed-site")),
@@ -97,6 +106,8 @@ def worker_command(site: SiteFile, secret: Path) -> list[str]:
         str(site.path),
         "--secret-file",
         str(secret),
+        "--tasks-dir",
+        str(tasks),
     ]
 
 
@@ -105,6 +116,7 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     whenever it dies; return the SuperNode's exit code and its log's last lines once it ends."""
     env = flower_env()
     secret = None if site.app_code == "server" else worker_secret(site)
+    tasks = None if secret is None else worker_tasks(site)
     if secret is None:  # Flower's own executor starts one ClientApp process per message; a 0.1 s poll costs nothing
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
     tail: collections.deque[str] = collections.deque(maxlen=200)
@@ -127,8 +139,8 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
         echo = threading.Thread(target=_echo, args=(supernode.stdout, tail), daemon=True)
         echo.start()
         while supernode.poll() is None:
-            if secret is not None:
-                _keep_worker(site, secret, env, children)
+            if secret is not None and tasks is not None:
+                _keep_worker(site.name, worker_command(site, secret, tasks), env, children)
             time.sleep(0.2)
         echo.join(timeout=5)
         return supernode.returncode, "".join(tail)
@@ -144,16 +156,18 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
             signal.signal(sig, handler)
         if secret is not None:
             secret.unlink(missing_ok=True)
+        if tasks is not None:
+            shutil.rmtree(tasks, ignore_errors=True)
 
 
-def _keep_worker(site: SiteFile, secret: Path, env: dict[str, str], children: dict[str, subprocess.Popen]) -> None:
+def _keep_worker(site: str, command: list[str], env: dict[str, str], children: dict[str, subprocess.Popen]) -> None:
     worker = children.get("worker")
     if worker is not None and worker.poll() is None:
         return
     if worker is not None:
-        print(f"site '{site.name}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
+        print(f"site '{site}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
         time.sleep(WORKER_RESTART_PAUSE_S)
-    children["worker"] = subprocess.Popen(worker_command(site, secret), env=env, preexec_fn=_die_with_parent)
+    children["worker"] = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:
@@ -166,6 +180,7 @@ def _die_with_parent() -> None:
 def _echo(stream: IO[str], tail: collections.deque[str]) -> None:
     for line in stream:
         sys.stdout.write(line)
+        sys.stdout.flush()  # a site's log is often a pipe or a file (systemd, nohup): show each line when it comes
         tail.append(line)
 
 

@@ -153,16 +153,22 @@ def start(
 def worker(
     config: Annotated[Path, typer.Option(help="This site's site.toml")],
     secret_file: Annotated[Path, typer.Option(help="The secret the agent gave the SuperNode")],
+    tasks_dir: Annotated[Path, typer.Option(help="The agent's folder for the messages being handled")],
 ) -> None:
     """The site worker, started by `medfed-site start`: runs the SuperNode's tasks with this installed medfed."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
     site_file = load_site_file(config)
-    from client import handlers  # noqa: F401 - torch and the tasks load now, not in the first round
+    from client.inflight import Inflight
     from client.worker import InstalledApp, SiteWorker  # Flower's runtime client: only in the worker process
+
+    address, secret = f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes()
+    worker = SiteWorker(address, secret, InstalledApp(site_file.name), Inflight(tasks_dir))
+    worker.answer_interrupted()  # first: the SuperNode waits on these, not on torch
+    from client import handlers  # noqa: F401 - torch and the tasks load now, not in the first round
     from shared.privacy import site  # noqa: F401 - and Opacus
 
-    SiteWorker(f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes(), InstalledApp(site_file.name)).serve()
+    worker.serve()
 
 
 def main() -> None:

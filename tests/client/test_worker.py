@@ -1,21 +1,26 @@
 """The site worker runs only this site's installed medfed: a bundle of another version or with changed code is
-refused by name, in the site's log and to the server, and its code is never run."""
+refused by name, in the site's log and to the server, and its code is never run. It waits for a message's content
+without Flower's 1 s backoff."""
 
 from __future__ import annotations
 
 import functools
 import io
 import logging
+import time
 import zipfile
 
 import pytest
 from flwr.app import Message, RecordDict
 from flwr.cli.build import build_fab_from_disk
+from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
 from flwr.supercore.fab import Fab
+from flwr.supercore.runtime import RuntimeHttpClient
 
+from client import worker as client_worker
 from client.agent import supernode_command, worker_command
 from client.sitefile import load_site_file
-from client.worker import InstalledApp, foreign_code, installed_code
+from client.worker import InstalledApp, RuntimeClient, foreign_code, installed_code
 from server.deployment import PROJECT_ROOT
 from server.provision import provision
 
@@ -66,13 +71,33 @@ def test_a_modified_or_other_version_app_is_refused(edit, why, caplog):
     assert why in foreign_code(fab, installed_code(), VERSION)
     ran = []
     app = InstalledApp("north", lambda message, context: ran.append(message))
-    ask = Message(RecordDict(), dst_node_id=1, message_type="train")
-    ask.metadata.__dict__["_message_id"] = "m1"
     with caplog.at_level(logging.ERROR, logger="medfed.site"):
-        reply = app(ask, None, fab)
+        reply = app(train_message(), None, fab)
     assert not ran and reply.has_error()
     assert reply.error.reason == "site 'north' runs only its own installed medfed 0.1.0; the app sent differs"
     assert why in caplog.text  # the detail stays in the site's log
+
+
+def test_a_bundle_is_checked_by_its_content_not_by_the_hash_the_server_names():
+    ran = []
+    app = InstalledApp("north", lambda message, context: ran.append(message) or message)
+    app(train_message(), None, Fab("h", bundle().content, {}))
+    reply = app(train_message(), None, Fab("h", bundle(skip_the_cap).content, {}))
+    assert len(ran) == 1 and reply.has_error()
+
+
+def test_an_app_that_raises_still_replies_naming_the_site():
+    def broken(message, context):
+        raise KeyError("config")
+
+    reply = InstalledApp("north", broken)(train_message(), None, bundle())
+    assert reply.error.reason == "site 'north': internal error in its worker (KeyError)"
+
+
+def train_message() -> Message:
+    ask = Message(RecordDict(), dst_node_id=1, message_type="train")
+    ask.metadata.__dict__["_message_id"] = "m1"
+    return ask
 
 
 def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_path):
@@ -82,5 +107,35 @@ def test_agent_runs_the_supernode_in_process_isolation_with_a_worker_secret(tmp_
     command = supernode_command(site, secret=secret)
     assert command[command.index("--isolation") + 1] == "process"
     assert command[command.index("--superexec-auth-secret-file") + 1] == str(secret)
-    assert worker_command(site, secret)[1:] == ["worker", "--config", str(site.path), "--secret-file", str(secret)]
+    tasks = tmp_path / "tasks"
+    assert worker_command(site, secret, tasks)[1:] == [
+        "worker",
+        "--config",
+        str(site.path),
+        "--secret-file",
+        str(secret),
+        "--tasks-dir",
+        str(tasks),
+    ]
     assert "--isolation" not in supernode_command(site)  # app-code = "server": Flower runs the server's bundle
+
+
+def test_an_object_the_supernode_is_still_receiving_is_asked_for_again_within_50_ms(monkeypatch):
+    """Flower's own pull would back off 1 s; the worker asks again until OBJECT_WAIT_S, then Flower's backoff rules."""
+    answers = iter([answer(True, False), answer(True, False), answer(True, True)])
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: next(answers))
+    client = RuntimeClient.from_server_address("127.0.0.1:1", True, None, [])
+    started = time.monotonic()
+    assert client.PullObject(PullObjectRequest()).object_available
+    assert time.monotonic() - started < 0.5
+    monkeypatch.setattr(client_worker, "OBJECT_WAIT_S", 0.2)
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: answer(True, False))
+    assert not client.PullObject(PullObjectRequest()).object_available  # Flower's backoff and limits take over
+    monkeypatch.setattr(RuntimeHttpClient, "PullObject", lambda self, request: answer(False, False))
+    started = time.monotonic()
+    assert not client.PullObject(PullObjectRequest()).object_found  # unknown to the SuperNode: no waiting
+    assert time.monotonic() - started < 0.1
+
+
+def answer(found: bool, available: bool) -> PullObjectResponse:
+    return PullObjectResponse(object_found=found, object_available=available, object_content=b"x" if available else b"")

@@ -10,17 +10,23 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
+from client.site import SiteConfig
+from client.sitefile import load_site_file
 from client.worker import PACKAGES
 from server.deployment import CONNECTION, PROJECT_ROOT, flower_home, flwr, submit
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
+from shared.privacy.journal import verify
 from shared.tasks import get_task
 from simulations.loopback import BIN, Loopback, wait_history
 
@@ -76,6 +82,38 @@ def test_two_round_study_over_tls_with_authentication_and_a_policy_refusal(loopb
     assert refusals and all("above this site's cap of 2.0" in e["reason"] for e in refusals)
     assert any("(secure aggregation, setup)" in e["reason"] for e in refusals)  # before it joined the key exchange
     assert "asks for ε = 3.0, above this site's cap" in loopback.log("west")  # its own log
+
+
+def test_a_worker_killed_mid_round_is_restarted_and_its_message_answered_with_no_journal_entry_lost(loopback):
+    """kill -9 of north's site worker alone, while it holds round 1's message: the agent starts a new worker, which
+    answers that message saying what happened; the study goes on without waiting for Flower's heartbeat limit."""
+    # Second in this module, while all four sites run; ε 0.3 leaves west (lifetime ε 2) room for the resume test.
+    s = study("worker-killed", rounds=1, epsilon=0.3, round_timeout=60)
+    s = dataclasses.replace(s, federation=dataclasses.replace(s.federation, secure_aggregation="off", min_sites=2))
+    kit = loopback.fed.site("north")
+    loopback.submit(s, loopback.root)
+    wait_until(lambda: any((kit / ".north-worker.tasks").glob("*.json")), 120)  # the worker holds the message
+    os.kill(worker_pid(loopback, "north"), signal.SIGKILL)
+    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 120)
+    assert history["status"] == "completed", history["events"]
+    assert rounds_trained(history) == [1]
+    stopped = [e for e in history["events"] if e["site"] == "north" and e["round"] == 1]
+    assert stopped and "its worker stopped while handling this message" in stopped[0]["reason"], stopped
+    served = [(r["kind"], r["round"]) for r in history["metrics"] if r["site"] == "north"]
+    assert served == [("eval", 1)]  # the new worker served the next message, the final evaluation
+    log = loopback.log("north")
+    assert "the site worker exited with code -9; restarting it" in log
+    assert "answered the train message the previous worker stopped on" in log
+    site = SiteConfig.from_site_file(load_site_file(kit / "site.toml"))
+    verdict = verify(site.ledger_files(), "north")  # whether or not round 1's entry was written before the kill
+    assert verdict.problem == "", verdict.problem
+
+
+def worker_pid(loopback: Loopback, site: str) -> int:
+    """The PID of the site's worker: the agent's child running `medfed-site worker`."""
+    agent = loopback.processes[site].pid
+    children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
+    return next(int(p) for p in children if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes())
 
 
 def test_unregistered_site_key_is_refused(loopback):
