@@ -67,3 +67,12 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+SLOWEST_FIRST = ("tests/server/test_deployment.py",)  # one loopback federation, mostly waiting on Flower's polls
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The loopback deployment module first: pytest-xdist hands out whole files in collection order, and the longest
+    one started last would finish alone."""
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOWEST_FIRST))

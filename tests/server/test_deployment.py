@@ -127,7 +127,10 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
     other = provision(tmp_path / "other", ["127.0.0.1"], ["stranger"], loopback.port)
     config = loopback.site_config("stranger", loopback.data[0], kit=other.site("stranger"))
     loopback.start_site("stranger", config)
-    time.sleep(20)
+    deadline = time.monotonic() + 90
+    while "SSL/TLS handshake error" not in loopback.log("stranger"):  # Flower's words for the refused certificate
+        assert time.monotonic() < deadline, loopback.log("stranger")[-3000:]
+        time.sleep(0.3)
     assert "SuperNode ID" not in loopback.log("stranger")
     home = flower_home(loopback.fed, f"127.0.0.1:{loopback.port}")
     assert len(json.loads(flwr(home, "supernode", "ls", CONNECTION, "--format", "json").stdout)["nodes"]) == 4
