@@ -148,8 +148,8 @@ def test_status_shows_a_running_study_and_stop_ends_it(loopback):
     stopped = medfed_server(loopback, "stop", run_id)
     assert stopped.returncode == 0, stopped.stdout
     wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs(loopback)), 60)
-    after = medfed_server(loopback, "status").stdout
-    assert re.search(rf"run {run_id}  stopped-study: stopped by the operator after round \d+", after), after
+    after = " ".join(medfed_server(loopback, "status").stdout.split())  # a long line wraps at 80 columns
+    assert re.search(rf"run {run_id} stopped-study: stopped by the operator after round \d+", after), after
 
 
 def medfed_server(loopback: Loopback, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
