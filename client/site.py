@@ -43,6 +43,9 @@ class SiteConfig:
     models: dict[str, OfferedModel] = field(default_factory=dict)  # the pretrained folders it offers, by name
     ledger_key: Path | None = None  # None: beside the ledger folder (LedgerFiles.at)
     ledger_anchor: Path | None = None
+    # Loaded data this process keeps, over the sites it serves: the site's (or the simulation's) setting, never a
+    # study's, so a study cannot make a site re-read its data for every message or hold more than it chose.
+    data_cache_mib: int = 1024
 
     def privacy_caps(self) -> PrivacyCaps:
         """The site's privacy caps: per study and over all studies on its data."""
@@ -118,13 +121,13 @@ def data_fingerprint(path: Path) -> str:
 
 def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
     """The site's data for this study, read and validated once per process while its fingerprint is unchanged (and
-    it fits simulation.site-cache-mib with the other sites this process serves)."""
+    it fits the site's `data_cache_mib` with the other sites this process serves)."""
     from shared.tasks import get_task
 
     offer(site.models)  # a pretrained model resolves through the site's own [models], never a path from the study
     key = (study.task, site.data_path, data_fingerprint(site.data_path), site.name, study.to_json())
     load = functools.partial(get_task(study.task).load_site, site.data_path, site.name, study)
-    return _LOADED.get(key, load, study.simulation.site_cache_mib * 2**20)
+    return _LOADED.get(key, load, site.data_cache_mib * 2**20)
 
 
 def release_site_data() -> None:

@@ -4,6 +4,7 @@ machine (or an existing Ray cluster), with Flower's and Ray's own logs kept in a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +53,8 @@ def simulate_app(
     # Sites ask Ray for no GPU; without this Ray would also hide the GPU from them, and they could not use CUDA.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     offer({name: model for site in sites for name, model in site.models.items()})  # for the server's own model
+    settings = settings or SimulationConfig()
+    sites = [dataclasses.replace(site, data_cache_mib=settings.site_cache_mib) for site in sites]
     by_partition = dict(enumerate(sites))
     client_app = build_client_app(lambda context: by_partition[int(context.node_config["partition-id"])], mods)
     with _internal_logs(log_file, verbose):
@@ -59,7 +62,7 @@ def simulate_app(
             server_app=server_app,
             client_app=client_app,
             num_supernodes=len(sites),
-            backend_config=backend_config(settings or SimulationConfig(), len(sites), verbose),
+            backend_config=backend_config(settings, len(sites), verbose),
         )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch.utils.data import TensorDataset
 
 from client.datacache import DataCache
-from shared.tasks import SiteData
+from client.site import load_site_data, release_site_data
+from shared.config import SimulationConfig
+from shared.tasks import SiteData, get_task
 
 
 def site_data(rows: int) -> SiteData:
@@ -36,3 +40,16 @@ def test_a_site_larger_than_the_budget_is_served_but_not_kept():
     cache = DataCache()
     data = cache.get("big", lambda: site_data(1000), budget_bytes=1000)
     assert len(data.train) == 1000 and len(cache) == 0
+
+
+def test_a_study_cannot_turn_off_a_sites_cache(study, demo_sites, monkeypatch):
+    """simulation.site-cache-mib travels with a federation's study; the site keeps its own budget regardless."""
+    loads = []
+    task = get_task("tabular")
+    real = task.load_site
+    monkeypatch.setattr(type(task), "load_site", lambda self, *args: loads.append(args) or real(*args))
+    hostile = dataclasses.replace(study, simulation=SimulationConfig(site_cache_mib=0))
+    release_site_data()
+    first, again = load_site_data(demo_sites[0], hostile), load_site_data(demo_sites[0], hostile)
+    assert first is again and len(loads) == 1
+    release_site_data()
