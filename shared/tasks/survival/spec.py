@@ -17,6 +17,8 @@ TIES = ("efron", "breslow")
 MIN_TEST_EVENTS = 5  # below this a held-out split's concordance is noise: flagged unreliable, not reported
 KM_MIN_AT_RISK = 10  # a site's Kaplan–Meier value at a time with fewer patients at risk is suppressed
 CUTS = 10  # intervals of the discrete-time model inferred from a table's event-time quantiles
+MAX_CUT_POINTS = 200  # the discrete-time model's intervals
+MAX_HORIZONS = 50
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
 
 
@@ -42,6 +44,9 @@ class SurvivalSpec(FeatureSpec):
                 *self.feature_problems([self.time, self.event]),
                 (not _increasing(self.cut_points), "data.cut-points", "must be positive and strictly increasing"),
                 (not _increasing(self.horizons), "data.horizons", "must be positive and strictly increasing"),
+                # A study comes from the server: its lists size the model and the sites' metric work.
+                (len(self.cut_points) > MAX_CUT_POINTS, "data.cut-points", f"must be at most {MAX_CUT_POINTS}"),
+                (len(self.horizons) > MAX_HORIZONS, "data.horizons", f"must be at most {MAX_HORIZONS}"),
                 (self.min_test_events < 1, "data.min-test-events", "must be at least 1"),
                 (self.km_min_at_risk < 1, "data.km-min-at-risk", "must be at least 1"),
             ]

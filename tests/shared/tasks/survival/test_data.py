@@ -68,6 +68,8 @@ def test_missing_time_column_is_named(tmp_path):
         ({"cut-points": [5.0, 2.0]}, "data.cut-points"),
         ({"horizons": [-1.0]}, "data.horizons"),
         ({"cut-points": []}, "data.cut-points"),  # the discrete model needs them
+        ({"cut-points": [float(t) for t in range(1, 10**6)]}, "data.cut-points"),  # a hostile study's model size
+        ({"horizons": [float(t) for t in range(1, 1000)]}, "data.horizons"),
     ],
 )
 def test_bad_data_options_name_the_field(data, field):
