@@ -212,10 +212,18 @@ class SiteWorker:
         )
 
     def _run(self, token: str) -> None:
+        """Run one task; its message always gets a reply, the app's or an error, or else Flower's own.
+
+        Flower's SuperNode handles one message at a time and waits without limit for its reply. A task ended as
+        failed without a reply would leave that wait, and the site, stuck for good; a task left unfinished instead
+        (its heartbeat stopped) is answered by the SuperNode itself with Flower's "ClientApp crashed" error.
+        """
         task = self._task_client(token)
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(task))
         heartbeat.start()
+        message: Message | None = None
         context: Context | None = None
+        kept: Path | None = None
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
@@ -225,9 +233,34 @@ class SiteWorker:
             push_message(task, reply, context)
             kept.unlink()
             status, details = SubStatus.COMPLETED, ""
-        except Exception:  # a task's failure must not end the worker: the next message is served as usual
+        except Exception as exc:  # a task's failure must not end the worker: the next message is served as usual
             log.exception("site '%s': a task failed in the worker", self.app.site)
+            if message is not None and context is not None:
+                status = self._reply_error(task, message, context, exc)
+                if status is not None and kept is not None:
+                    kept.unlink()  # answered: a restarted worker has nothing to say for it
         finally:
-            push_task_output(client=task, context=context, sub_status=status, details=details)
             heartbeat.stop()
-            task.close()
+            try:
+                if status is not None:
+                    push_task_output(client=task, context=context, sub_status=status, details=details)
+            except Exception as exc:  # the task already ended (its SuperLink or run is gone): nothing to report to
+                log.warning("site '%s': could not close a task (%s)", self.app.site, exc)
+            finally:
+                task.close()
+
+    def _reply_error(self, task: RuntimeClient, message: Message, context: Context, exc: Exception) -> str | None:
+        """Push an error reply naming the site; the task's final status, or None to leave the task to expire."""
+        reason = f"site '{self.app.site}': its worker could not handle the message ({type(exc).__name__})"
+        try:
+            push_message(
+                task,
+                Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message),
+                context,
+            )
+        except Exception:
+            log.warning(
+                "site '%s': no reply could be pushed; the SuperNode answers once the task expires", self.app.site
+            )
+            return None
+        return SubStatus.FAILED

@@ -11,14 +11,16 @@ import time
 import zipfile
 
 import pytest
-from flwr.app import Message, RecordDict
+from flwr.app import Context, Message, RecordDict
 from flwr.cli.build import build_fab_from_disk
+from flwr.common.constant import SubStatus
 from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
 from flwr.supercore.fab import Fab
 from flwr.supercore.runtime import RuntimeHttpClient
 
 from client import worker as client_worker
 from client.agent import supernode_command, worker_command
+from client.inflight import Inflight
 from client.sitefile import load_site_file
 from client.worker import InstalledApp, RuntimeClient, foreign_code, installed_code
 from server.deployment import PROJECT_ROOT
@@ -139,3 +141,51 @@ def test_an_object_the_supernode_is_still_receiving_is_asked_for_again_within_50
 
 def answer(found: bool, available: bool) -> PullObjectResponse:
     return PullObjectResponse(object_found=found, object_available=available, object_content=b"x" if available else b"")
+
+
+class Task:
+    """One task through the worker, with Flower's Runtime API calls recorded and the first reply pushes failing."""
+
+    def __init__(self, monkeypatch, tmp_path, failing_pushes: int, pull=None) -> None:
+        self.pushed, self.outputs, self.failing = [], [], failing_pushes
+        quiet = type("Heartbeat", (), {"start": lambda self: None, "stop": lambda self: None})
+        monkeypatch.setattr(client_worker, "HeartbeatSender", lambda fn: quiet())
+        monkeypatch.setattr(
+            client_worker,
+            "pull_task_input",
+            pull or (lambda task: (train_message(), Context(0, 1, {}, RecordDict(), {}), None, bundle())),
+        )
+        monkeypatch.setattr(client_worker, "push_message", self.push)
+        monkeypatch.setattr(client_worker, "push_task_output", lambda **kw: self.outputs.append(kw["sub_status"]))
+        app = InstalledApp("north", lambda message, context: Message(RecordDict(), reply_to=message))
+        self.worker = client_worker.SiteWorker("127.0.0.1:1", b"secret", app, Inflight(tmp_path))
+
+    def push(self, task, reply: Message, context) -> None:
+        if self.failing:
+            self.failing -= 1
+            raise ConnectionError("runtime API")
+        self.pushed.append(reply)
+
+
+@pytest.mark.parametrize("failing", [0, 1, 2])
+def test_a_message_always_gets_a_reply_or_is_left_for_flower_to_answer(monkeypatch, tmp_path, failing):
+    """The SuperNode waits without limit for a message's reply: a task is never closed as failed without one."""
+    task = Task(monkeypatch, tmp_path, failing)
+    task.worker._run("token")
+    if failing == 0:
+        assert len(task.pushed) == 1 and not task.pushed[0].has_error() and task.outputs == [SubStatus.COMPLETED]
+    elif failing == 1:  # the app's reply could not be pushed: an error reply naming the site takes its place
+        assert task.pushed[0].error.reason == "site 'north': its worker could not handle the message (ConnectionError)"
+        assert task.outputs == [SubStatus.FAILED]
+    else:  # no reply at all: the task stays open, so that its heartbeat runs out and the SuperNode answers it
+        assert task.pushed == [] and task.outputs == []
+    assert len(list(tmp_path.glob("*.json"))) == (failing == 2)  # a message not answered stays on record
+
+
+def test_a_task_whose_message_never_arrived_is_closed_as_failed(monkeypatch, tmp_path):
+    def gone(task):
+        raise RuntimeError("No messages received from Runtime API")
+
+    task = Task(monkeypatch, tmp_path, 0, pull=gone)
+    task.worker._run("token")
+    assert task.pushed == [] and task.outputs == [SubStatus.FAILED]  # the SuperNode has already let the message go
