@@ -74,10 +74,10 @@ def pool_size(settings: SimulationConfig, sites: int) -> int:
 
 def backend_config(settings: SimulationConfig, sites: int, verbose: bool) -> dict:
     """Flower's Ray backend settings: each actor takes one CPU, so the CPUs Ray is given size the pool; on an existing
-    cluster (`ray-address`), the cluster's CPUs do."""
+    cluster (`ray-address`, else Ray's own `RAY_ADDRESS` variable), the cluster's CPUs do."""
     init: dict = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
-    if settings.ray_address:
-        init["address"] = settings.ray_address
+    if address := settings.ray_address or os.environ.get("RAY_ADDRESS", ""):
+        init["address"] = address
     else:  # "local": a Ray of its own, even where another Ray runs on the machine (Ray would otherwise join that)
         init |= {"address": "local", "num_cpus": pool_size(settings, sites)}
     return {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init}

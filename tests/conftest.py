@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import server.wire
 from client.site import SiteConfig
 from shared.config import FederationConfig, StudyConfig
 from shared.tasks.tabular.demo import demo_study, write_demo_sites
+from tests.raycluster import ray_head
 
 
 @pytest.fixture
@@ -67,6 +70,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_cluster() -> Iterator[str]:
+    """One Ray head per test process, which every simulation joins through Ray's own RAY_ADDRESS: starting and
+    stopping a Ray for each of the suite's simulations cost seconds each. Tests of the local Ray path unset it."""
+    with ray_head() as address:
+        os.environ["RAY_ADDRESS"] = address
+        yield address
+        os.environ.pop("RAY_ADDRESS", None)
 
 
 SLOWEST_FIRST = ("tests/server/test_deployment.py",)  # one loopback federation, mostly waiting on Flower's polls

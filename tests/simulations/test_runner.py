@@ -7,17 +7,13 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from shared.config import SimulationConfig
-from simulations.loopback import free_port
 from simulations.runner import LOG_FILE, backend_config, pool_size, simulate
 from simulations.scenario import network_table
 
@@ -29,7 +25,8 @@ CORES = len(os.sched_getaffinity(0))
     ("workers", "sites", "expected"),
     [(0, 3, min(3, CORES)), (0, 100, CORES), (0, 1, 1), (5, 100, 5), (5, 2, 5)],
 )
-def test_the_pool_is_sized_by_the_cores_not_the_sites(workers, sites, expected):
+def test_the_pool_is_sized_by_the_cores_not_the_sites(workers, sites, expected, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS")
     settings = SimulationConfig(workers=workers)
     assert pool_size(settings, sites) == expected
     init = backend_config(settings, sites, verbose=False)["init_args"]
@@ -41,13 +38,21 @@ def test_on_a_ray_cluster_its_cpus_size_the_pool():
     assert init["address"] == "10.0.0.5:6379" and "num_cpus" not in init  # Ray refuses num_cpus when joining
 
 
+def test_rays_own_address_variable_joins_its_cluster_unless_the_study_names_one(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.6:6379")
+    assert backend_config(SimulationConfig(), 3, verbose=False)["init_args"]["address"] == "10.0.0.6:6379"
+    named = SimulationConfig(ray_address="10.0.0.5:6379")
+    assert backend_config(named, 3, verbose=False)["init_args"]["address"] == "10.0.0.5:6379"
+
+
 def test_sixty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_path):
     path = tmp_path / "national.csv"
     network_table(sites=60, rows=40).to_csv(path, index=False)
     out = tmp_path / "run"
     command = [str(BIN / "medfed-sim"), "--data", str(path), "--label", "outcome", "--site-column", "hospital"]
     command += ["--rounds", "2", "--no-baselines", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    local = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}  # a Ray of its own
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=local)
     assert result.returncode == 0, result.stdout + result.stderr
     history = json.loads((out / "history.json").read_text())
     assert history["status"] == "completed"
@@ -66,23 +71,12 @@ def test_sixty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_pa
     assert not re.search(r"\(raylet\)|worker processes have been started|WARNING.*ray|ray.*WARNING", output)
 
 
-def test_a_study_runs_on_an_existing_ray_cluster(study, demo_sites, tmp_path):
-    port, temp = free_port(), tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are limited
-    command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={temp}"]
-    head = subprocess.Popen(
-        [*command, "--disable-usage-stats"],  # its address file goes in `temp`, not where every Ray would find it
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # the head's GCS, raylet and workers: one group, killed at the end, nothing else
+def test_a_study_runs_on_an_existing_ray_cluster(study, demo_sites, tmp_path, ray_cluster, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS")  # named by the study, not by the environment
+    simulate(
+        dataclasses.replace(study, simulation=SimulationConfig(ray_address=ray_cluster)), demo_sites, tmp_path / "run"
     )
-    try:
-        on_cluster = dataclasses.replace(study, simulation=SimulationConfig(ray_address=f"127.0.0.1:{port}"))
-        simulate(on_cluster, demo_sites, tmp_path / "run")
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)
-        head.wait(timeout=30)
-        shutil.rmtree(temp, ignore_errors=True)
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["status"] == "completed", history["events"]
     log = (tmp_path / "run" / LOG_FILE).read_text()
-    assert f"'address': '127.0.0.1:{port}'" in log and "Constructed ActorPool with: 2 actors" in log
+    assert f"'address': '{ray_cluster}'" in log and "Constructed ActorPool with: 2 actors" in log
