@@ -18,6 +18,7 @@ from client.site import SiteConfig
 from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
+from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
@@ -205,6 +206,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     summary = comparison(methods)
     extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
+    Tracker.open(study, folder, create=False).log_outputs(folder)  # the run the server logged, with the summary
     print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):
