@@ -14,6 +14,7 @@ from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.labels import label_indices
 from shared.tasks.size import check_site_size
+from shared.tasks.tabular.table import row_ids
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import Tokenizer, encode
 
@@ -57,6 +58,26 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
         test=TensorDataset(*(t[test_idx] for t in tensors)),
         report=report,
     )
+
+
+def new_notes(
+    path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, id_column: str | None
+) -> tuple[list[str], np.ndarray]:
+    """New notes for prediction, read and tokenized as training notes are (an empty one is refused by row, as it has
+    nothing to predict from); an id per note from `id_column`, else the data row number."""
+    table = read_notes(path, site)
+    if spec.text_column not in table.columns:
+        raise DataError(
+            site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), spec.text_column
+        )
+    ids = row_ids(table, id_column, site, str(path))
+    texts = table[spec.text_column].fillna("").astype(str).tolist()
+    empty = np.array([not t.strip() for t in texts], dtype=bool)
+    if empty.any():
+        raise DataError(
+            site, f"{int(empty.sum())} empty note(s), first at data row {int(np.argmax(empty)) + 1}", str(path)
+        )
+    return ids, encode(tokenizer, texts, spec.max_length)[0]
 
 
 def read_notes(path: Path, site: str) -> pd.DataFrame:
