@@ -86,6 +86,10 @@ class Task(ABC):
             "task", f"'{self.name}': medfed-site predict writes one row per patient, which this task does not predict"
         )
 
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """`n` random inputs of the shape and type the study's model takes (to trace it for export)."""
+        raise ConfigError("task", f"'{self.name}' has no example input")
+
     def class_names(self, study: StudyConfig) -> list[str]:
         """The study's classes as strings; index i is class i."""
         raise ConfigError("task", f"'{self.name}' has no classes")

@@ -16,7 +16,7 @@ from shared.tasks.base import SiteData, Task
 from shared.tasks.imaging import demo
 from shared.tasks.imaging.data import infer_image_options, load_imaging_site, new_images
 from shared.tasks.imaging.model import CLASSIFIERS
-from shared.tasks.imaging.spec import data_spec, model_spec
+from shared.tasks.imaging.spec import data_spec, image_batch, model_spec
 
 
 class ImagingTask(Task):
@@ -44,6 +44,10 @@ class ImagingTask(Task):
         if id_column is not None:
             raise ConfigError("id", "names a table's column; images are named by their file", source="predict")
         return new_images(path, site, data_spec(study))
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Images in [0, 1] of the study's size and channels."""
+        return image_batch(data_spec(study), n)
 
     def class_names(self, study: StudyConfig) -> list[str]:
         """The study's image labels."""

@@ -60,6 +60,10 @@ class SurvivalTask(Task):
         ids, x = encode_new_rows(path, site, data_spec(study), kept, id_column)
         return ids, torch.from_numpy(x)
 
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Standardised-looking encoded rows."""
+        return torch.randn(n, data_spec(study).n_inputs)
+
     def prediction_columns(self, study: StudyConfig, outputs: np.ndarray) -> dict[str, np.ndarray]:
         """The risk score (higher: earlier event); for the discrete-time model, survival at each horizon too. A Cox
         model's survival needs the site's baseline hazard from its training data, so it gives the risk only."""

@@ -60,6 +60,10 @@ class TabularTask(Task):
         ids, x = encode_new_rows(path, site, data_spec(study), kept, id_column)
         return ids, torch.from_numpy(x)
 
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Standardised-looking encoded rows."""
+        return torch.randn(n, data_spec(study).n_inputs)
+
     def class_names(self, study: StudyConfig) -> list[str]:
         """The label's agreed classes."""
         return data_spec(study).class_names

@@ -52,6 +52,13 @@ class TextTask(Task):
         ids, tokens = new_notes(path, site, data_spec(study), study_tokenizer(study), id_column)
         return ids, torch.from_numpy(tokens)
 
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Token ids of the study's tokenizer, the second half of each note padding."""
+        tokenizer, length = study_tokenizer(study), data_spec(study).max_length
+        ids = torch.randint(0, tokenizer.vocab_size, (n, length))
+        ids[:, length // 2 :] = tokenizer.pad_id
+        return ids
+
     def class_names(self, study: StudyConfig) -> list[str]:
         """The study's note classes."""
         return data_spec(study).class_names
