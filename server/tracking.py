@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,13 @@ class Tracker:
     def _open(self, study: StudyConfig, folder: Path, create: bool) -> None:
         for name, value in HTTP_LIMITS.items():
             os.environ.setdefault(name, value)
-        for noisy in ("mlflow", "alembic"):  # each logs its database migrations at INFO
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         try:
             from mlflow import MlflowClient
         except ImportError as exc:
             raise RuntimeError("MLflow is not installed: pip install -e '.[tracking]'") from exc
+        for noisy in ("mlflow", "alembic"):  # each logs its database migrations at INFO (MLflow sets it on import)
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mlflow\.")  # its SQLAlchemy use
         self.uri = tracking_uri(study, folder)
         saved = _read_state(folder)
         client = MlflowClient(tracking_uri=self.uri)

@@ -16,34 +16,27 @@ from client.cli import cli
 from client.kept import kept_path
 from client.predict import predict_file
 from client.site import SiteConfig
-from server.loop import run_study
-from server.outputs import StudyOutputs
 from shared.config import StudyConfig
 from shared.metrics import classification_metrics
 from shared.partition import split_indices
 from shared.tasks import get_task
-from shared.tasks.tabular.demo import CLASSES, LABEL, demo_study, write_demo_sites
+from shared.tasks.tabular.demo import CLASSES, LABEL, demo_study
 from shared.tasks.tabular.spec import data_spec
-from tests.conftest import set_task_identity, with_federation
-from tests.localgrid import LocalGrid
+from tests.conftest import with_federation
+from tests.localgrid import run_in_process
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The built-in study, one round over its 3 hospitals in process; each site keeps its state under ledgers/."""
-    set_task_identity()
     root = tmp_path_factory.mktemp("predict")
-    study = with_federation(demo_study(), rounds=1)
-    sites = [SiteConfig(p.stem, p, ledger_dir=root / "ledgers") for p in write_demo_sites(root / "sites", 3, seed=2)]
-    folder = root / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on CI's 2 shared cores more threads only contend
-    try:
-        _, history = run_study(LocalGrid(sites), study, StudyOutputs(folder))
-    finally:
-        torch.set_num_threads(threads)
+    history = run_in_process(with_federation(demo_study(), rounds=1), root / "run", root / "sites", root / "ledgers")
     assert history.status == "completed"
-    return root, folder, sites, history
+    sites = [
+        SiteConfig(f"hospital-{i}", root / "sites" / f"hospital-{i}.csv", ledger_dir=root / "ledgers")
+        for i in (1, 2, 3)
+    ]
+    return root, root / "run", sites, history
 
 
 def held_out_rows(study: StudyConfig, site: SiteConfig) -> pd.DataFrame:

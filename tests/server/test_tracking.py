@@ -7,40 +7,29 @@ import dataclasses
 import logging
 
 import pytest
-import torch
 
 from server.loop import run_study
 from server.outputs import StudyOutputs
 from server.tracking import STATE, Tracker, row_metrics, tracking_uri
 from shared.config import StudyConfig, TrackingConfig
 from shared.errors import ConfigError
-from tests.conftest import set_task_identity, with_federation
-from tests.localgrid import LocalGrid
+from shared.tasks.tabular.demo import demo_study
+from tests.conftest import with_federation
+from tests.localgrid import LocalGrid, run_in_process
 
 mlflow = pytest.importorskip("mlflow")
 
 
 @pytest.fixture(scope="module")
 def tracked(tmp_path_factory):
-    """The demo study, 2 rounds over 3 in-process sites, tracked in a local store in its output folder."""
-    from client.site import SiteConfig
-    from shared.tasks.tabular.demo import demo_study, write_demo_sites
-
-    set_task_identity()
+    """The demo study, one round over 3 in-process sites, tracked in a local store in its output folder."""
     root = tmp_path_factory.mktemp("tracked")
-    base = demo_study()
     study = dataclasses.replace(
-        with_federation(base, rounds=2, min_sites=3), tracking=TrackingConfig(mlflow="local", experiment="medfed-test")
+        with_federation(demo_study(), rounds=1, min_sites=3),
+        tracking=TrackingConfig(mlflow="local", experiment="medfed-test"),
     )
-    sites = [SiteConfig(p.stem, p) for p in write_demo_sites(root / "sites", 3, seed=2)]
-    folder = root / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on CI's 2 shared cores more threads only contend
-    try:
-        _, history = run_study(LocalGrid(sites), study, StudyOutputs(folder))
-    finally:
-        torch.set_num_threads(threads)
-    return study, folder, history
+    history = run_in_process(study, root / "run", root / "sites", root / "ledgers")
+    return study, root / "run", history
 
 
 def test_the_run_holds_params_metrics_per_site_and_weighted_and_the_outputs(tracked):
@@ -49,16 +38,16 @@ def test_the_run_holds_params_metrics_per_site_and_weighted_and_the_outputs(trac
     experiment = client.get_experiment_by_name("medfed-test")
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED" and run.data.tags["medfed.status"] == history.status == "completed"
-    assert run.data.params["federation.rounds"] == "2" and run.data.params["task"] == "tabular"
+    assert run.data.params["federation.rounds"] == "1" and run.data.params["task"] == "tabular"
     assert run.data.params["data.classes"] == '["benign", "malignant"]'
     site_accuracy = client.get_metric_history(run.info.run_id, "site/hospital-1/accuracy")
-    # Evaluations of the round-0 (initial), round-1 and final (round-2) models.
-    assert sorted(m.step for m in site_accuracy) == [0, 1, 2]
-    final = [r for r in history.rows if r["kind"] == "eval" and r["round"] == 2]
+    # Evaluations of the round-0 (initial) and final (round-1) models.
+    assert sorted(m.step for m in site_accuracy) == [0, 1]
+    final = [r for r in history.rows if r["kind"] == "eval" and r["round"] == 1]
     expected = {r["site"]: r["accuracy"] for r in final}
-    assert [m.value for m in site_accuracy if m.step == 2] == [pytest.approx(expected["hospital-1"])]
+    assert [m.value for m in site_accuracy if m.step == 1] == [pytest.approx(expected["hospital-1"])]
     assert run.data.metrics["accuracy"] == pytest.approx(expected["weighted"])
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "site/hospital-3/train-loss")) == [1, 2]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "site/hospital-3/train-loss")) == [1]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model.safetensors", "study.json", "history.json"} <= artifacts
     assert (folder / "mlflow-artifacts").is_dir()  # the local store keeps its artifacts in the output folder too
@@ -82,7 +71,7 @@ def test_a_resumed_study_logs_into_the_same_run_and_no_round_twice(tracked):
     assert again.client is not None and again.logged == len(history.rows)
     again.log_rows(history.rows)  # nothing new: nothing logged
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(study, folder))
-    assert len(client.get_metric_history(again.run_id, "site/hospital-1/accuracy")) == 3
+    assert len(client.get_metric_history(again.run_id, "site/hospital-1/accuracy")) == 2
     assert (folder / STATE).is_file()
 
 
