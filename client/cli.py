@@ -16,7 +16,7 @@ from rich.table import Table
 from client.agent import connection_failure, preflight, run_agent
 from client.audit import audit_site
 from client.describe import describe_data
-from client.site import SiteConfig, load_site_data
+from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data
 from client.sitefile import load_site_file
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
@@ -277,7 +277,7 @@ def predict(
     (agreed categories, this site's own standardisation statistics). Runs here and sends nothing."""
     from client.predict import predict_file, write_predictions  # torch and the tasks: only for this command
 
-    own = _ledger_site(config, ledger_dir, site)
+    own = _ledger_site(config, ledger_dir or DEFAULT_LEDGER_DIR, site)
     try:
         frame = predict_file(load_study(study), model, data, own, id_column)
         write_predictions(frame, out)

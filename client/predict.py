@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -14,6 +15,7 @@ from shared.arrays import load_model_file
 from shared.atomic import atomic_write
 from shared.config import StudyConfig
 from shared.device import resolve_device
+from shared.errors import DataError
 from shared.models import offer
 from shared.tasks import build_model, get_task
 
@@ -30,12 +32,17 @@ def predict_file(
     model = build_model(study)
     load_model_file(model, model_file)
     kept = load_kept(site, study) if task.keeps_statistics else {}
-    ids, inputs = task.new_inputs(data, site.name, study, kept, id_column)
+    new = task.new_inputs(data, site.name, study, kept, id_column)
+    if not new.usable.any():
+        raise DataError(site.name, "holds no row the model can score (each is one training would drop)", str(data))
     device = resolve_device(site.device)
     model.to(device).eval()
     with torch.no_grad():
-        outputs = torch.cat([model(inputs[i : i + BATCH].to(device)).cpu() for i in range(0, len(inputs), BATCH)])
-    return pd.DataFrame({id_column or "row": ids, **task.prediction_columns(study, outputs.double().numpy())})
+        batches = [model(new.inputs[i : i + BATCH].to(device)).cpu() for i in range(0, len(new.inputs), BATCH)]
+    columns = task.prediction_columns(study, torch.cat(batches).double().numpy())
+    predicted = pd.DataFrame(columns, index=np.flatnonzero(new.usable))
+    # A row training would have dropped keeps its place, with empty cells.
+    return pd.concat([pd.DataFrame({id_column or "row": new.ids}), predicted.reindex(range(len(new.ids)))], axis=1)
 
 
 def write_predictions(frame: pd.DataFrame, out: Path) -> Path:

@@ -33,6 +33,22 @@ class SiteData:
         return sum(v.nbytes for v in held if isinstance(v, torch.Tensor | np.ndarray))
 
 
+@dataclass
+class NewInputs:
+    """New patients for prediction: an id per input row, the model inputs of the rows training would have used, and
+    which rows those are (a row training drops, such as one with a missing feature under `missing = "drop"`, gets no
+    prediction but keeps its place)."""
+
+    ids: list[str]
+    inputs: torch.Tensor
+    usable: np.ndarray
+
+    @classmethod
+    def every(cls, ids: list[str], inputs: torch.Tensor) -> NewInputs:
+        """Inputs for every row."""
+        return cls(ids, inputs, np.ones(len(ids), dtype=bool))
+
+
 class Task(ABC):
     """A modality: its data loading and validation, model(s), loss and metrics."""
 
@@ -79,11 +95,13 @@ class Task(ABC):
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
-    ) -> tuple[list[str], torch.Tensor]:
+    ) -> NewInputs:
         """New patients' model inputs, prepared exactly as the site's training data was (`kept`: what the site kept
         from its train split), with an id each; bad input raises the errors training data gets."""
         raise ConfigError(
-            "task", f"'{self.name}': medfed-site predict writes one row per patient, which this task does not predict"
+            "task",
+            f"is '{self.name}', which medfed-site predict does not cover: it writes one row of predictions per patient",
+            source="predict",
         )
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:

@@ -110,3 +110,15 @@ def test_survival_predicts_a_risk_and_survival_at_each_horizon():
     assert list(columns) == ["risk", *[f"survival@{t:g}" for t in spec["horizons"]]]
     assert columns["risk"][1] > columns["risk"][0]
     assert all(np.all(np.diff([columns[k][i] for k in list(columns)[1:]]) <= 0) for i in range(3))
+
+
+def test_a_row_training_would_drop_keeps_its_place_without_a_prediction(trained):
+    root, folder, sites, _ = trained
+    study = StudyConfig.from_json((folder / "study.json").read_text())
+    rows = held_out_rows(study, sites[0]).head(4)
+    rows.iloc[1, rows.columns.get_loc("mean_texture")] = None  # data.missing = "drop": training drops this row
+    rows.to_csv(root / "gap.csv", index=False)
+    predicted = predict_file(study, folder / "model.safetensors", root / "gap.csv", sites[0], "patient")
+    assert predicted["patient"].tolist() == rows["patient"].tolist()
+    assert predicted["predicted"].isna().tolist() == [False, True, False, False]
+    assert predicted["probability-malignant"].isna().tolist() == [False, True, False, False]

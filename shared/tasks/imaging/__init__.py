@@ -12,7 +12,7 @@ from torch import nn
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.metrics import classification_metrics
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.imaging import demo
 from shared.tasks.imaging.data import infer_image_options, load_imaging_site, new_images
 from shared.tasks.imaging.model import CLASSIFIERS
@@ -39,11 +39,11 @@ class ImagingTask(Task):
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
-    ) -> tuple[list[str], torch.Tensor]:
+    ) -> NewInputs:
         """New images prepared as training images are, named by file (or by number in a .npz)."""
         if id_column is not None:
             raise ConfigError("id", "names a table's column; images are named by their file", source="predict")
-        return new_images(path, site, data_spec(study))
+        return NewInputs.every(*new_images(path, site, data_spec(study)))
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
         """Images in [0, 1] of the study's size and channels."""

@@ -87,20 +87,22 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
 
 
 def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], torch.Tensor]:
-    """New images for prediction, read, windowed (DICOM) and resized as training images are: a .npz's `images` (or
-    `test_images`), numbered from 1, or every file of a folder but its .csv index, by name."""
+    """New images for prediction, read, windowed (DICOM) and resized as training images are: a .npz's `images`
+    (numbered from 1) or, in a MedMNIST-style file, its train, val and test images (`test-1`, ...), or every file of a
+    folder but its .csv index, by name."""
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise DataError(site, "file not found", file=str(path))
         try:
             archive = np.load(path)
-            key = next((k for k in ("images", "test_images") if k in archive.files), None)
-            images = archive[key] if key else None
+            keys = ["images"] if "images" in archive.files else [f"{p}_images" for p in ("train", "val", "test")]
+            parts = {k.removesuffix("images").rstrip("_"): archive[k] for k in keys if k in archive.files}
         except (OSError, ValueError) as exc:
             raise DataError(site, f"cannot be read as .npz ({type(exc).__name__})", file=str(path)) from exc
-        if images is None or images.ndim not in (3, 4):
-            raise DataError(site, "holds no `images` (or `test_images`) array of (N, H, W[, C])", file=str(path))
-        return [str(i + 1) for i in range(len(images))], to_image_tensor(images, spec)
+        if not parts or any(images.ndim not in (3, 4) for images in parts.values()):
+            raise DataError(site, "holds no `images` (or `train_images`...) array of (N, H, W[, C])", file=str(path))
+        ids = [f"{name}-{i + 1}" if name else str(i + 1) for name, images in parts.items() for i in range(len(images))]
+        return ids, torch.cat([to_image_tensor(images, spec) for images in parts.values()])
     if not path.is_dir():
         raise DataError(site, "is neither a .npz file nor a folder of images", file=str(path))
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() != ".csv")

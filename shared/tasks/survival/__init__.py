@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.survival import demo
 from shared.tasks.survival.curves import Predictions, cox_predictions, discrete_predictions
 from shared.tasks.survival.data import load_survival_site
@@ -54,11 +54,10 @@ class SurvivalTask(Task):
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
-    ) -> tuple[list[str], torch.Tensor]:
+    ) -> NewInputs:
         """New patients' features encoded with the agreed categories and the site's own kept statistics (no time or
         event needed)."""
-        ids, x = encode_new_rows(path, site, data_spec(study), kept, id_column)
-        return ids, torch.from_numpy(x)
+        return encode_new_rows(path, site, data_spec(study), kept, id_column)
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
         """Standardised-looking encoded rows."""

@@ -12,7 +12,7 @@ from torch import nn
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.metrics import classification_metrics
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
@@ -55,10 +55,9 @@ class TabularTask(Task):
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
-    ) -> tuple[list[str], torch.Tensor]:
+    ) -> NewInputs:
         """New rows encoded with the agreed categories and the site's own kept statistics."""
-        ids, x = encode_new_rows(path, site, data_spec(study), kept, id_column)
-        return ids, torch.from_numpy(x)
+        return encode_new_rows(path, site, data_spec(study), kept, id_column)
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
         """Standardised-looking encoded rows."""

@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from shared.errors import DataError
 from shared.partition import split_indices
-from shared.tasks.base import SiteData
+from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.size import check_site_size, held_out_caveat
 from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table, row_ids
@@ -217,22 +217,17 @@ def apply_encoding(rows: pd.DataFrame, spec: FeatureSpec, encoding: FeatureEncod
     return np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def encode_new_rows(
-    path: Path, site: str, spec: FeatureSpec, kept: dict[str, Any], id_column: str | None
-) -> tuple[list[str], np.ndarray]:
+def encode_new_rows(path: Path, site: str, spec: FeatureSpec, kept: dict[str, Any], id_column: str | None) -> NewInputs:
     """New patients' rows for prediction: read and checked as training rows are (the same named errors), encoded with
-    the statistics the site kept from its train split; an id per row from `id_column`, else the data row number."""
+    the statistics the site kept from its train split; an id per row from `id_column`, else the data row number. A
+    row with a missing feature under `data.missing = "drop"` gets no input, as training dropped such rows."""
     fail = failer(site, str(path))
     frame = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal).frame
     ids = row_ids(frame, id_column, site, str(path))
     table, _ = select_features(frame, str(path), spec, [], fail)
-    missing = table[spec.features].isna().any(axis=1)
-    if spec.missing == "drop" and missing.any():
-        fail(
-            f"{int(missing.sum())} row(s) have a missing feature value, first at data row {first_row(missing)}; the "
-            'study drops such rows in training (data.missing = "drop"), so the model has no input for them'
-        )
-    return ids, apply_encoding(table, spec, FeatureEncoding.from_dict(kept))
+    usable = table[spec.features].notna().all(axis=1).to_numpy() | (spec.missing != "drop")
+    x = apply_encoding(table[usable], spec, FeatureEncoding.from_dict(kept))
+    return NewInputs(ids, torch.from_numpy(x), usable)
 
 
 def encode_features(

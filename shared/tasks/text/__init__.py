@@ -11,7 +11,7 @@ from torch import nn
 
 from shared.config import StudyConfig
 from shared.metrics import classification_metrics
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.text import demo
 from shared.tasks.text.data import infer_text_options, load_text_site, new_notes
 from shared.tasks.text.model import TextTransformer, load_pretrained, pretrained_folder
@@ -47,10 +47,9 @@ class TextTask(Task):
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
-    ) -> tuple[list[str], torch.Tensor]:
+    ) -> NewInputs:
         """New notes tokenized with the study's fixed tokenizer."""
-        ids, tokens = new_notes(path, site, data_spec(study), study_tokenizer(study), id_column)
-        return ids, torch.from_numpy(tokens)
+        return new_notes(path, site, data_spec(study), study_tokenizer(study), id_column)
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
         """Token ids of the study's tokenizer, the second half of each note padding."""
