@@ -16,7 +16,7 @@ from rich.table import Table
 from client.agent import connection_failure, preflight, run_agent
 from client.audit import audit_site
 from client.describe import describe_data
-from client.site import SiteConfig, load_site_data
+from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data
 from client.sitefile import load_site_file
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
@@ -260,3 +260,31 @@ def _print_verdict(verdict: Verdict) -> bool:
         notes.append("its anchor is one entry behind (an interrupted commit) and will be moved forward")
     console.print(f"[green]verifies[/]: {len(verdict.entries)} entries" + "".join(f"; {n}" for n in notes))
     return True
+
+
+@cli.command()
+def predict(
+    study: Annotated[Path, typer.Option(help="The study's study.json (or TOML) the model was trained in")],
+    model: Annotated[Path, typer.Option(help="The trained model (model.safetensors)")],
+    data: Annotated[Path, typer.Option(help="New patients: a table, notes (CSV/JSONL), or a folder or .npz of images")],
+    out: Annotated[Path, typer.Option(help="Write the predictions here (CSV)")],
+    id_column: Annotated[str | None, typer.Option("--id", help="A column of --data to name each row by")] = None,
+    config: ConfigOption = None,
+    ledger_dir: LedgerDirOption = None,
+    site: SiteOption = "site",
+) -> None:
+    """Apply a study's model to new patients at this site, their rows prepared exactly as its training rows were
+    (agreed categories, this site's own standardisation statistics). Runs here and sends nothing."""
+    from client.predict import predict_file, write_predictions  # torch and the tasks: only for this command
+
+    own = _ledger_site(config, ledger_dir or DEFAULT_LEDGER_DIR, site)
+    try:
+        frame = predict_file(load_study(study), model, data, own, id_column)
+        write_predictions(frame, out)
+    except MedfedError as exc:
+        console.print(f"[red]not predicted:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        console.print(f"[red]not predicted:[/] cannot write {out} ({exc.strerror})", highlight=False)
+        raise typer.Exit(2) from exc
+    console.print(f"{len(frame)} prediction(s) written to {out}", highlight=False)

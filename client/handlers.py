@@ -10,6 +10,7 @@ import torch
 from flwr.app import Message, MetricRecord, RecordDict
 
 from client.admission import admit, refusal
+from client.kept import keep
 from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data, site_record
 from shared.arrays import load_arrays, model_arrays
@@ -46,6 +47,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     task = get_task(study.task)
     task.check_study(study)
     data = load_site_data(site, study)
+    if train:
+        keep(site, study, data)  # the statistics its rows were encoded with, for the site's own predictions later
     device = resolve_device(site.device)
     model = build_model(study)
     try:

@@ -32,7 +32,7 @@ from server.template import template_toml
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
-from shared.models import MODELS_ENV
+from shared.models import MODELS_ENV, offer_file
 from shared.tasks import get_task
 
 console = Console(soft_wrap=True)
@@ -198,6 +198,29 @@ def stop(
     result = flwr(flower_home(fed, _run(lambda: address_of(fed)), insecure), "stop", run_id, CONNECTION)
     console.print((result.stdout + result.stderr).strip())
     raise typer.Exit(result.returncode)
+
+
+@cli.command()
+def export(
+    folder: Annotated[Path, typer.Argument(help="A study's output folder (study.json, model.safetensors)")],
+    format: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    out: Annotated[Path | None, typer.Option(help="Write the model here (default: model.onnx in the folder)")] = None,
+    models: Annotated[
+        Path | None, typer.Option(help="A pretrained encoder's study: the server kit's models.toml naming its folder")
+    ] = None,
+) -> None:
+    """Export the study's final model (ONNX: tabular, CNN, ResNet, U-Net, text Transformer or pretrained encoder,
+    survival), checked against torch with onnxruntime before it is kept."""
+    from server.export import export_model  # torch and the tasks: only for this command
+
+    if models is not None:
+        _run(lambda: offer_file(models))
+    exported = _run(lambda: export_model(folder, format, out))
+    console.print(
+        f"exported to {exported.path}: input 'input' (batch first), output 'output' (the model's raw outputs: "
+        f"logits); onnxruntime within {exported.max_difference:.1e} of torch",
+        highlight=False,
+    )
 
 
 def _run(action: Callable[[], T]) -> T:

@@ -20,6 +20,7 @@ from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
+from server.tracking import Tracker
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.privacy.central import central_plan
@@ -59,10 +60,13 @@ def run_study(
 ) -> tuple[ArrayRecord, History]:
     """Run every round of the study; outputs are written after each, and a stop is recorded, not raised. The
     closing summary (status, final metrics, ε, each site's events) is logged: it ends the operator's stream."""
+    tracker = Tracker.open(study, outputs.folder)
     with MemoryWatch() as memory:
-        arrays, history = _run_rounds(grid, study, outputs, progress, deployed, memory)
+        arrays, history = _run_rounds(grid, study, outputs, progress, deployed, memory, tracker)
     for line in summary_lines(study.name, history, outputs.folder.resolve(), get_task(study.task).headline):
         log.info(line)
+    tracker.log_rows(history.rows)
+    tracker.finish(history.status, outputs.folder)
     return arrays, history
 
 
@@ -73,6 +77,7 @@ def _run_rounds(
     progress: Callable[[RoundReport], None] | None,
     deployed: bool,
     memory: MemoryWatch,
+    tracker: Tracker,
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     task.check_study(study)
@@ -90,6 +95,7 @@ def _run_rounds(
     first = 1
     if saved is not None:
         arrays, history, first = saved.arrays, saved.history, saved.round + 1
+        tracker.skip_to(len(history.rows))
         history.status = "running"
         history.add_events(saved.round, [{"site": "-", "event": "resumed", "reason": f"after round {saved.round}"}])
         log.info("study '%s' resumes after round %d (from %s)", study.name, saved.round, outputs.folder)
@@ -177,6 +183,7 @@ def _run_rounds(
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
             outputs.save_state(rnd, arrays, strategy_state(strategy), history)
+            tracker.log_rows(history.rows)
         evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:

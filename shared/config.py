@@ -11,6 +11,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from flwr.common.config import unflatten_dict
 
@@ -27,6 +28,7 @@ SECURE_AGGREGATION = ("auto", "on", "off")
 KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text", "survival")
 GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,37 @@ class SimulationConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment tracking at the coordinator (MLflow, the optional `tracking` extra); sites never track anything."""
+
+    mlflow: str = ""  # empty: off; "local": a SQLite store in the study's output folder; else a tracking URI
+    experiment: str = ""  # the MLflow experiment; empty: the study's name
+
+    def __post_init__(self) -> None:
+        uri = urlsplit(self.mlflow)
+        _check(len(self.mlflow) <= 1024, "tracking.mlflow", "must be at most 1024 characters")
+        _check(
+            self.mlflow in ("", "local") or uri.scheme in TRACKING_SCHEMES,
+            "tracking.mlflow",
+            f'must be empty (off), "local" (a store in the study\'s output folder) or a tracking URI of scheme '
+            f"{', '.join(TRACKING_SCHEMES)}, got {self.mlflow[:80]!r}",
+        )
+        # The study travels to every site: a password in it would too. MLflow reads them from the environment.
+        _check(
+            "@" not in uri.netloc,
+            "tracking.mlflow",
+            "must not hold a user name or password (the study is sent to every site); on the coordinator, set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD for a tracking server, or use the database's "
+            "own credential file",
+        )
+        _check(
+            len(self.experiment) <= 256 and self.experiment.isprintable(),
+            "tracking.experiment",
+            "must be at most 256 printable characters",
+        )
+
+
+@dataclass(frozen=True)
 class StudyConfig:
     """A whole study; `model` and `data` are the task's own options, which the task validates."""
 
@@ -239,6 +272,7 @@ class StudyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 

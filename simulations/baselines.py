@@ -10,34 +10,42 @@ from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.tasks import SiteData, build_model, get_task
 from shared.training import make_loader, make_optimizer, train_epochs
+from simulations.progress import progress_bar
 
 
-def fit_and_score(study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData]) -> dict[str, dict[str, float]]:
-    """Train the study's model centrally for rounds x local epochs; score it on each named site's test split."""
+def fit_and_score(
+    study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData], label: str = "baseline", quiet: bool = False
+) -> dict[str, dict[str, float]]:
+    """Train the study's model centrally for rounds x local epochs; score it on each named site's test split. A
+    progress bar named `label` counts the epochs (in a terminal, unless quiet)."""
     task = get_task(study.task)
     torch.manual_seed(study.seed)
     model = build_model(study)
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    train_epochs(model, loader, task.loss(study), make_optimizer(model, study.train), epochs, device)
+    loss, optimizer = task.loss(study), make_optimizer(model, study.train)
+    with progress_bar(f"{label}: epoch", epochs, quiet) as step:
+        for _ in range(epochs):  # one epoch at a time: the loader's seeded order runs on as in one call
+            train_epochs(model, loader, loss, optimizer, 1, device)
+            step()
     return {
         site: {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
         for site, data in sites.items()
     }
 
 
-def pooled_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
+def pooled_baseline(study: StudyConfig, sites: list[SiteConfig], quiet: bool = False) -> dict[str, dict[str, float]]:
     """One model on the union of the sites' train splits, scored on each site's test split."""
     data = {s.name: load_site_data(s, study) for s in sites}
     pooled = ConcatDataset([d.train for d in data.values()])
-    return fit_and_score(study, pooled, data)
+    return fit_and_score(study, pooled, data, "pooled baseline", quiet)
 
 
-def local_baseline(study: StudyConfig, sites: list[SiteConfig]) -> dict[str, dict[str, float]]:
+def local_baseline(study: StudyConfig, sites: list[SiteConfig], quiet: bool = False) -> dict[str, dict[str, float]]:
     """Each site alone: trained on its train split, scored on its own test split."""
     scores = {}
-    for site in sites:
+    for i, site in enumerate(sites, start=1):
         data = load_site_data(site, study)
-        scores.update(fit_and_score(study, data.train, {site.name: data}))
+        scores.update(fit_and_score(study, data.train, {site.name: data}, f"local baseline {i}/{len(sites)}", quiet))
     return scores

@@ -18,6 +18,7 @@ from client.site import SiteConfig
 from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
+from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import MedfedError
 from shared.partition import SCHEMES
@@ -93,6 +94,7 @@ def run(
     verbose: Annotated[
         bool, typer.Option(help="Show Flower's and Ray's logs (else they go to simulation.log in the output folder)")
     ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (they show only in a terminal anyway)")] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
     lesions; --task survival: the GBSG2 breast-cancer trial). Everything about the data is checked before anything
@@ -147,7 +149,7 @@ def run(
             dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
             for s in plan.write(folder)
         ]
-        _run(plan, site_list, folder, baselines, verbose)
+        _run(plan, site_list, folder, baselines, verbose, quiet)
     except MedfedError as exc:
         _discard_unsaved(folder, fresh)
         console.print(f"[red]error:[/] {exc}", highlight=False)
@@ -174,7 +176,7 @@ def _study(source: Path | str, overrides: dict[tuple[str, str], object], seed: i
     return StudyConfig.from_dict(raw)
 
 
-def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool) -> None:
+def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool, quiet: bool) -> None:
     study = plan.study
     dp = "" if study.privacy.mode == "off" else f", {study.privacy.mode} DP ε={study.privacy.epsilon}"
     console.print(
@@ -191,8 +193,8 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     methods = {"federated": final_site_metrics(history["metrics"])}
     if baselines:
         started = time.perf_counter()
-        methods["pooled"] = pooled_baseline(study, sites)
-        methods["local"] = local_baseline(study, sites)
+        methods["pooled"] = pooled_baseline(study, sites, quiet)
+        methods["local"] = local_baseline(study, sites, quiet)
         timing["baselines-s"] = time.perf_counter() - started
     spent = site_epsilons(history["metrics"])
     privacy = {
@@ -205,6 +207,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     summary = comparison(methods)
     extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
+    Tracker.open(study, folder, create=False).log_outputs(folder)  # the run the server logged, with the summary
     print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
     console.print(f"outputs: {folder}")
     if not history["status"].startswith("completed"):

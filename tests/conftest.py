@@ -38,12 +38,17 @@ def with_federation(study: StudyConfig, **changes) -> StudyConfig:
     )
 
 
-@pytest.fixture(autouse=True)
-def flower_task_identity():
+def set_task_identity() -> None:
     """Messages built outside a Flower runtime need the identity Flower's runtimes set per process."""
     from flwr.supercore.task_identity import TaskIdentity
 
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+
+
+@pytest.fixture(autouse=True)
+def flower_task_identity():
+    """Each test's messages get the identity (module fixtures call `set_task_identity` themselves)."""
+    set_task_identity()
 
 
 @pytest.fixture

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from uuid import uuid4
 
+import torch
 from flwr.app import Message, MessageType
 
 from client.handlers import handle
 from client.site import SiteConfig
+from server.history import History
+from server.loop import run_study
+from server.outputs import StudyOutputs
+from shared.config import StudyConfig
+from shared.tasks.tabular.demo import write_demo_sites
+from tests.conftest import set_task_identity
 
 
 class LocalGrid:
@@ -36,3 +44,17 @@ class LocalGrid:
     def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
         """The replies to these message ids."""
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+
+def run_in_process(study: StudyConfig, folder: Path, sites_folder: Path, ledger_dir: Path) -> History:
+    """The study over the demo's 3 hospitals (files written to `sites_folder`), each answering in this process on one
+    torch thread (on CI's 2 shared cores more only contend); the sites keep their state in `ledger_dir`. For module
+    fixtures: it sets the Flower task identity itself."""
+    set_task_identity()
+    sites = [SiteConfig(p.stem, p, ledger_dir=ledger_dir) for p in write_demo_sites(sites_folder, 3, seed=2)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_study(LocalGrid(sites), study, StudyOutputs(folder))[1]
+    finally:
+        torch.set_num_threads(threads)

@@ -19,11 +19,13 @@ from shared.training import predict
 
 @dataclass
 class SiteData:
-    """A site's validated data, split at the site; `report` is the local pre-flight report, never sent."""
+    """A site's validated data, split at the site; `report` is the local pre-flight report and `kept` what the site
+    learned from its train split to encode rows (its standardisation statistics), both never sent."""
 
     train: Dataset
     test: Dataset
     report: dict[str, Any] = field(default_factory=dict)
+    kept: dict[str, Any] = field(default_factory=dict)
 
     def nbytes(self) -> int:
         """Memory held by the tensors and arrays of both splits (what a cache of loaded sites has to budget)."""
@@ -31,11 +33,28 @@ class SiteData:
         return sum(v.nbytes for v in held if isinstance(v, torch.Tensor | np.ndarray))
 
 
+@dataclass
+class NewInputs:
+    """New patients for prediction: an id per input row, the model inputs of the rows training would have used, and
+    which rows those are (a row training drops, such as one with a missing feature under `missing = "drop"`, gets no
+    prediction but keeps its place)."""
+
+    ids: list[str]
+    inputs: torch.Tensor
+    usable: np.ndarray
+
+    @classmethod
+    def every(cls, ids: list[str], inputs: torch.Tensor) -> NewInputs:
+        """Inputs for every row."""
+        return cls(ids, inputs, np.ones(len(ids), dtype=bool))
+
+
 class Task(ABC):
     """A modality: its data loading and validation, model(s), loss and metrics."""
 
     name: str
     headline: tuple[str, str] = ("accuracy", "roc-auc")  # the two metrics progress lines and summaries show
+    keeps_statistics = False  # whether a site encodes rows with statistics of its train split (SiteData.kept)
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:
@@ -73,6 +92,35 @@ class Task(ABC):
     @abstractmethod
     def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Aggregate metrics of one site's predictions; only defined values are returned."""
+
+    def new_inputs(
+        self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
+    ) -> NewInputs:
+        """New patients' model inputs, prepared exactly as the site's training data was (`kept`: what the site kept
+        from its train split), with an id each; bad input raises the errors training data gets."""
+        raise ConfigError(
+            "task",
+            f"is '{self.name}', which medfed-site predict does not cover: it writes one row of predictions per patient",
+            source="predict",
+        )
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """`n` random inputs of the shape and type the study's model takes (to trace it for export)."""
+        raise ConfigError("task", f"'{self.name}' has no example input")
+
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """The study's classes as strings; index i is class i."""
+        raise ConfigError("task", f"'{self.name}' has no classes")
+
+    def prediction_columns(self, study: StudyConfig, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs for new patients as a prediction file's columns: each class's probability and the
+        predicted class."""
+        names = self.class_names(study)
+        probs = torch.softmax(torch.from_numpy(outputs).double(), dim=1).numpy()
+        return {
+            **{f"probability-{n}": probs[:, i] for i, n in enumerate(names)},
+            "predicted": np.array(names)[probs.argmax(1)],
+        }
 
     @abstractmethod
     def demo_study(self) -> StudyConfig:

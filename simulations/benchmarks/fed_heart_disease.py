@@ -25,6 +25,7 @@ from server.history import final_site_metrics, site_epsilons
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import DataError
 from simulations.baselines import local_baseline, pooled_baseline
+from simulations.progress import with_progress
 from simulations.runner import simulate
 
 # FLamby's center ids, in order.
@@ -96,7 +97,7 @@ def run(sites: list[SiteConfig], work: Path, seed: int = 43) -> dict[str, dict]:
     """Every method's per-client test accuracy, in HOSPITALS order, with its mean, for one training seed."""
     base = heart_study(seed=seed)
     results = {"pooled": _summary(pooled_baseline(base, sites)), "local": _summary(local_baseline(base, sites))}
-    for strategy in STRATEGIES:
+    for strategy in with_progress(STRATEGIES, f"seed {seed}: strategies"):
         study = dataclasses.replace(heart_study(strategy, seed), output_dir=str(work))
         folder = work / f"{strategy}-{seed}"
         simulate(study, sites, folder)
@@ -108,7 +109,7 @@ def run(sites: list[SiteConfig], work: Path, seed: int = 43) -> dict[str, dict]:
 def run_privacy(sites: list[SiteConfig], work: Path, epsilons: list[float], seed: int = 43) -> dict[str, dict]:
     """Local DP (δ = 1e-5 per site) at each ε, and the non-private reference: accuracy, ε spent, attack AUC."""
     results = {}
-    for eps in [None, *epsilons]:
+    for eps in with_progress([None, *epsilons], f"seed {seed}: privacy settings"):
         study = heart_study(seed=seed)
         if eps is not None:
             study = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=eps, delta=1e-5))

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from simulations.progress import with_progress
 from simulations.scenario import network_table
 
 ROWS_PER_SITE = 120
@@ -64,7 +65,8 @@ def main(
     """Run every (sites, fraction) configuration once and report them side by side."""
     work = Path(tempfile.mkdtemp())
     try:
-        runs = [one_run(work, int(n), float(f), rounds) for n in sites.split(",") for f in fractions.split(",")]
+        configurations = [(int(n), float(f)) for n in sites.split(",") for f in fractions.split(",")]
+        runs = [one_run(work, n, f, rounds) for n, f in with_progress(configurations, "configurations")]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = Table(title=f"Simulated network, {ROWS_PER_SITE} patients per site, {rounds} rounds")

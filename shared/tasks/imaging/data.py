@@ -86,6 +86,37 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
     )
 
 
+def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], torch.Tensor]:
+    """New images for prediction, read, windowed (DICOM) and resized as training images are: a .npz's `images`
+    (numbered from 1) or, in a MedMNIST-style file, its train, val and test images (`test-1`, ...), or every file of a
+    folder but its .csv index, by name."""
+    if path.suffix.lower() == ".npz":
+        if not path.is_file():
+            raise DataError(site, "file not found", file=str(path))
+        try:
+            archive = np.load(path)
+            keys = ["images"] if "images" in archive.files else [f"{p}_images" for p in ("train", "val", "test")]
+            parts = {k.removesuffix("images").rstrip("_"): archive[k] for k in keys if k in archive.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(site, f"cannot be read as .npz ({type(exc).__name__})", file=str(path)) from exc
+        if not parts or any(images.ndim not in (3, 4) for images in parts.values()):
+            raise DataError(site, "holds no `images` (or `train_images`...) array of (N, H, W[, C])", file=str(path))
+        ids = [f"{name}-{i + 1}" if name else str(i + 1) for name, images in parts.items() for i in range(len(images))]
+        return ids, torch.cat([to_image_tensor(images, spec) for images in parts.values()])
+    if not path.is_dir():
+        raise DataError(site, "is neither a .npz file nor a folder of images", file=str(path))
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
+    if not files:
+        raise DataError(site, "folder holds no image file", file=str(path))
+    resized = []
+    for file in files:
+        try:
+            resized.append(resize(read_image(file, spec.window), spec.image_size, spec.channels))
+        except UnreadableImage as exc:
+            raise DataError(site, f"is not a readable image: {exc}", file=str(file)) from exc
+    return [f.name for f in files], torch.from_numpy(np.stack(resized))
+
+
 def _strata(targets: np.ndarray) -> np.ndarray:
     """Labels stratify the split as they are; masks by whether they hold any foreground."""
     return targets if targets.ndim == 1 else (targets.reshape(len(targets), -1).max(1) > 0).astype(np.int64)

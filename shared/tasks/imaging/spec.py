@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 from shared.tasks.size import SiteSize
@@ -68,6 +70,11 @@ class ImagingModelSpec:
     def __post_init__(self) -> None:
         if self.width < 4:
             raise ConfigError("model.width", "must be at least 4")
+
+
+def image_batch(spec: ImagingSpec, n: int) -> torch.Tensor:
+    """`n` random images in [0, 1] of the study's channels and size."""
+    return torch.rand(n, spec.channels, spec.image_size, spec.image_size)
 
 
 def data_spec(study: StudyConfig) -> ImagingSpec:

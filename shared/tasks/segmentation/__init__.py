@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from shared.config import StudyConfig
 from shared.metrics import segmentation_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.imaging.data import infer_image_options, load_imaging_site
-from shared.tasks.imaging.spec import data_spec, model_spec
+from shared.tasks.imaging.spec import data_spec, image_batch, model_spec
 from shared.tasks.segmentation import demo
 from shared.tasks.segmentation.loss import DiceCrossEntropyLoss
 from shared.tasks.segmentation.model import SEGMENTERS
@@ -41,6 +42,10 @@ class SegmentationTask(Task):
         """The U-Net sized from the agreed channels and mask classes."""
         spec, model = data_spec(study), model_spec(study, tuple(SEGMENTERS), "unet")
         return SEGMENTERS[model.name](spec.channels, len(spec.classes), model)
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Images in [0, 1] of the study's size and channels."""
+        return image_batch(data_spec(study), n)
 
     def loss(self, study: StudyConfig | None = None) -> nn.Module:
         """Cross-entropy plus soft Dice, per image."""

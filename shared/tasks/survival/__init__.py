@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.survival import demo
 from shared.tasks.survival.curves import Predictions, cox_predictions, discrete_predictions
 from shared.tasks.survival.data import load_survival_site
@@ -21,6 +21,7 @@ from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikel
 from shared.tasks.survival.metrics import evaluation_times, survival_metrics
 from shared.tasks.survival.model import build_survival_model
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
+from shared.tasks.tabular.data import encode_new_rows
 from shared.tasks.tabular.table import read_with_options
 
 
@@ -28,6 +29,7 @@ class SurvivalTask(Task):
     """Patients followed until an event or censoring, one row each."""
 
     name = "survival"
+    keeps_statistics = True
     headline = ("c-index", "integrated-brier")
 
     def check_study(self, study: StudyConfig) -> None:
@@ -49,6 +51,29 @@ class SurvivalTask(Task):
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split the site's table, stratified on the event."""
         return load_survival_site(path, site, data_spec(study), study.seed)
+
+    def new_inputs(
+        self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
+    ) -> NewInputs:
+        """New patients' features encoded with the agreed categories and the site's own kept statistics (no time or
+        event needed)."""
+        return encode_new_rows(path, site, data_spec(study), kept, id_column)
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Standardised-looking encoded rows."""
+        return torch.randn(n, data_spec(study).n_inputs)
+
+    def prediction_columns(self, study: StudyConfig, outputs: np.ndarray) -> dict[str, np.ndarray]:
+        """The risk score (higher: earlier event); for the discrete-time model, survival at each horizon too. A Cox
+        model's survival needs the site's baseline hazard from its training data, so it gives the risk only."""
+        if model_spec(study).name == "cox":
+            return {"risk": outputs[:, 0]}
+        spec = data_spec(study)
+        predicted = discrete_predictions(outputs, spec.cut_points, np.asarray(spec.horizons, float))
+        return {
+            "risk": predicted.risk,
+            **{f"survival@{t:g}": predicted.survival[:, i] for i, t in enumerate(spec.horizons)},
+        }
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """The Cox risk or the discrete-time hazard model, sized from the agreed schema and cut points."""

@@ -44,7 +44,7 @@ def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> 
             "has an empty partial likelihood and nothing to learn from",
             spec.event,
         )
-    x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     outcome = np.stack([time, event.astype(float)], axis=1).astype(np.float32)
     report.update(
         {
@@ -58,6 +58,7 @@ def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> 
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(outcome[train_idx])),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(outcome[test_idx])),
         report=report,
+        kept=encoding.to_dict(),
     )
 
 

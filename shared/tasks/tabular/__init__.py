@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.metrics import classification_metrics
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.tabular import demo
-from shared.tasks.tabular.data import load_tabular_site
+from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
 from shared.tasks.tabular.schema import table_schema
 from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec
@@ -24,6 +25,7 @@ class TabularTask(Task):
     """Patient records in a table, one row per patient."""
 
     name = "tabular"
+    keeps_statistics = True
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`."""
@@ -50,6 +52,20 @@ class TabularTask(Task):
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's table."""
         return load_tabular_site(path, site, data_spec(study), study.seed)
+
+    def new_inputs(
+        self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
+    ) -> NewInputs:
+        """New rows encoded with the agreed categories and the site's own kept statistics."""
+        return encode_new_rows(path, site, data_spec(study), kept, id_column)
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Standardised-looking encoded rows."""
+        return torch.randn(n, data_spec(study).n_inputs)
+
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """The label's agreed classes."""
+        return data_spec(study).class_names
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """Logistic regression or MLP sized from the agreed schema."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -13,10 +15,10 @@ from torch.utils.data import TensorDataset
 
 from shared.errors import DataError
 from shared.partition import split_indices
-from shared.tasks.base import SiteData
+from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.size import check_site_size, held_out_caveat
 from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
-from shared.tasks.tabular.table import column_hint, read_table
+from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -50,7 +52,7 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
-    x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     report["class-counts"] = _counts(y, spec.class_names)
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
     report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
@@ -62,6 +64,7 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
         report=report,
+        kept=encoding.to_dict(),
     )
 
 
@@ -157,33 +160,82 @@ def _labels(values: pd.Series, spec: TabularSpec, fail: Callable[..., NoReturn])
     return as_text.map(index).to_numpy(dtype=np.int64)
 
 
-def encode_features(train: pd.DataFrame, test: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Impute (policy `impute`), standardise and one-hot encode both splits with the train split's statistics."""
-    # Imputation and scaling statistics come from the site's own train split only.
-    blocks_train, blocks_test = [], []
+@dataclass(frozen=True)
+class FeatureEncoding:
+    """What a site learned from its own train split to encode rows: numeric columns' medians (imputation), means and
+    standard deviations (standardisation), categorical columns' most frequent values (imputation). Kept at the site,
+    so that prediction encodes new rows exactly as training did; never sent."""
+
+    medians: dict[str, float] = field(default_factory=dict)
+    means: dict[str, float] = field(default_factory=dict)
+    stds: dict[str, float] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """JSON-ready form (floats keep every bit through JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> FeatureEncoding:
+        """The inverse of `to_dict`."""
+        return cls(**{f.name: dict(saved.get(f.name, {})) for f in dataclasses.fields(cls)})
+
+
+def fit_encoding(train: pd.DataFrame, spec: FeatureSpec) -> FeatureEncoding:
+    """Imputation and scaling statistics from the site's own train split only."""
+    medians, means, stds, modes = {}, {}, {}, {}
     if spec.numeric:
-        num_train, num_test = train[spec.numeric], test[spec.numeric]
+        numbers = train[spec.numeric]
         if spec.missing == "impute":
-            medians = num_train.median().fillna(0.0)
-            num_train, num_test = num_train.fillna(medians), num_test.fillna(medians)
-        a, b = num_train.to_numpy(float), num_test.to_numpy(float)
+            medians = {c: float(v) for c, v in numbers.median().fillna(0.0).items()}
+            numbers = numbers.fillna(medians)
         if spec.standardize:
+            a = numbers.to_numpy(float)
             mean, std = a.mean(axis=0), a.std(axis=0)
             std[std == 0] = 1.0
-            a, b = (a - mean) / std, (b - mean) / std
-        blocks_train.append(a)
-        blocks_test.append(b)
+            means = dict(zip(spec.numeric, map(float, mean), strict=True))
+            stds = dict(zip(spec.numeric, map(float, std), strict=True))
+    if spec.missing == "impute":
+        modes = {c: str(train[c].mode().iloc[0]) for c in spec.categorical if train[c].notna().any()}
+    return FeatureEncoding(medians, means, stds, modes)
+
+
+def apply_encoding(rows: pd.DataFrame, spec: FeatureSpec, encoding: FeatureEncoding) -> np.ndarray:
+    """Impute, standardise and one-hot encode rows (agreed categories) with a site's fitted statistics."""
+    blocks = []
+    if spec.numeric:
+        numbers = rows[spec.numeric].fillna(encoding.medians) if encoding.medians else rows[spec.numeric]
+        a = numbers.to_numpy(float)
+        if encoding.means:
+            mean, std = (np.array([stat[c] for c in spec.numeric]) for stat in (encoding.means, encoding.stds))
+            a = (a - mean) / std
+        blocks.append(a)
     for column in spec.categorical:
-        agreed = spec.category_names(column)
-        fill = train[column].mode().iloc[0] if spec.missing == "impute" and train[column].notna().any() else None
-        for frame, blocks in ((train, blocks_train), (test, blocks_test)):
-            values = frame[column].fillna(fill) if fill is not None else frame[column]
-            onehot = np.stack([(values == c).to_numpy(float) for c in agreed], axis=1)
-            blocks.append(onehot[:, 1:] if spec.drop_first else onehot)
-    return (
-        np.concatenate(blocks_train, axis=1).astype(np.float32),
-        np.concatenate(blocks_test, axis=1).astype(np.float32),
-    )
+        values = rows[column].fillna(encoding.modes[column]) if column in encoding.modes else rows[column]
+        onehot = np.stack([(values == c).to_numpy(float) for c in spec.category_names(column)], axis=1)
+        blocks.append(onehot[:, 1:] if spec.drop_first else onehot)
+    return np.concatenate(blocks, axis=1).astype(np.float32)
+
+
+def encode_new_rows(path: Path, site: str, spec: FeatureSpec, kept: dict[str, Any], id_column: str | None) -> NewInputs:
+    """New patients' rows for prediction: read and checked as training rows are (the same named errors), encoded with
+    the statistics the site kept from its train split; an id per row from `id_column`, else the data row number. A
+    row with a missing feature under `data.missing = "drop"` gets no input, as training dropped such rows."""
+    fail = failer(site, str(path))
+    frame = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal).frame
+    ids = row_ids(frame, id_column, site, str(path))
+    table, _ = select_features(frame, str(path), spec, [], fail)
+    usable = table[spec.features].notna().all(axis=1).to_numpy() | (spec.missing != "drop")
+    x = apply_encoding(table[usable], spec, FeatureEncoding.from_dict(kept))
+    return NewInputs(ids, torch.from_numpy(x), usable)
+
+
+def encode_features(
+    train: pd.DataFrame, test: pd.DataFrame, spec: FeatureSpec
+) -> tuple[np.ndarray, np.ndarray, FeatureEncoding]:
+    """Both splits encoded with the train split's statistics, and those statistics (for the site to keep)."""
+    encoding = fit_encoding(train, spec)
+    return apply_encoding(train, spec, encoding), apply_encoding(test, spec, encoding), encoding
 
 
 def first_row(mask: pd.Series) -> int:

@@ -101,6 +101,15 @@ def column_hint(frame: pd.DataFrame) -> str:
     return f"the file's columns: {columns}{hint}"
 
 
+def row_ids(frame: pd.DataFrame, column: str | None, site: str | None, file: str) -> list[str]:
+    """An id per row for a prediction file: the `column`'s values, else the data row numbers (1 = under the header)."""
+    if column is None:
+        return [str(i + 1) for i in range(len(frame))]
+    if column not in frame.columns:
+        raise DataError(site, f"id column not found ({column_hint(frame)})", file=file, column=column)
+    return ["" if pd.isna(v) else str(v) for v in frame[column]]
+
+
 def row_list(rows: list[int]) -> str:
     """Data row numbers for a message: the first few, then how many more."""
     shown = ", ".join(map(str, rows[:SHOWN_ROWS]))

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from shared.config import StudyConfig
 from shared.metrics import classification_metrics
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.text import demo
-from shared.tasks.text.data import infer_text_options, load_text_site
+from shared.tasks.text.data import infer_text_options, load_text_site, new_notes
 from shared.tasks.text.model import TextTransformer, load_pretrained, pretrained_folder
 from shared.tasks.text.spec import data_spec, model_spec
 from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, PretrainedTokenizer, Tokenizer
@@ -43,6 +44,23 @@ class TextTask(Task):
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, tokenize and split the site's notes."""
         return load_text_site(path, site, data_spec(study), study_tokenizer(study), study.seed)
+
+    def new_inputs(
+        self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
+    ) -> NewInputs:
+        """New notes tokenized with the study's fixed tokenizer."""
+        return new_notes(path, site, data_spec(study), study_tokenizer(study), id_column)
+
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Token ids of the study's tokenizer, the second half of each note padding."""
+        tokenizer, length = study_tokenizer(study), data_spec(study).max_length
+        ids = torch.randint(0, tokenizer.vocab_size, (n, length))
+        ids[:, length // 2 :] = tokenizer.pad_id
+        return ids
+
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """The study's note classes."""
+        return data_spec(study).class_names
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """The compact Transformer, or the local pretrained encoder with a new head."""

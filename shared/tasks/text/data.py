@@ -11,9 +11,10 @@ from torch.utils.data import TensorDataset
 
 from shared.errors import DataError
 from shared.partition import split_indices
-from shared.tasks.base import SiteData
+from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.labels import label_indices
 from shared.tasks.size import check_site_size
+from shared.tasks.tabular.table import row_ids
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import Tokenizer, encode
 
@@ -57,6 +58,26 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
         test=TensorDataset(*(t[test_idx] for t in tensors)),
         report=report,
     )
+
+
+def new_notes(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, id_column: str | None) -> NewInputs:
+    """New notes for prediction, read and tokenized as training notes are; an empty note is refused by row with
+    `data.on-empty = "fail"`, else gets no prediction, as training drops it. An id per note from `id_column`, else
+    the data row number."""
+    table = read_notes(path, site)
+    if spec.text_column not in table.columns:
+        raise DataError(
+            site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), spec.text_column
+        )
+    ids = row_ids(table, id_column, site, str(path))
+    texts = table[spec.text_column].fillna("").astype(str).tolist()
+    empty = np.array([not t.strip() for t in texts], dtype=bool)
+    if empty.any() and spec.on_empty == "fail":
+        raise DataError(
+            site, f"{int(empty.sum())} empty note(s), first at data row {int(np.argmax(empty)) + 1}", str(path)
+        )
+    tokens = encode(tokenizer, [t for t, e in zip(texts, empty, strict=True) if not e], spec.max_length)[0]
+    return NewInputs(ids, torch.from_numpy(tokens), ~empty)
 
 
 def read_notes(path: Path, site: str) -> pd.DataFrame:

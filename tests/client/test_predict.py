@@ -1,0 +1,124 @@
+"""`medfed-site predict`: the built-in study's final model applied at a site to its held-out rows reproduces the
+metrics the site reported, with the site's own kept statistics; bad input gets the training data's named errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from client.cli import cli
+from client.kept import kept_path
+from client.predict import predict_file
+from client.site import SiteConfig
+from shared.config import StudyConfig
+from shared.metrics import classification_metrics
+from shared.partition import split_indices
+from shared.tasks import get_task
+from shared.tasks.tabular.demo import CLASSES, LABEL, demo_study
+from shared.tasks.tabular.spec import data_spec
+from tests.conftest import with_federation
+from tests.localgrid import run_in_process
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The built-in study, one round over its 3 hospitals in process; each site keeps its state under ledgers/."""
+    root = tmp_path_factory.mktemp("predict")
+    history = run_in_process(with_federation(demo_study(), rounds=1), root / "run", root / "sites", root / "ledgers")
+    assert history.status == "completed"
+    sites = [
+        SiteConfig(f"hospital-{i}", root / "sites" / f"hospital-{i}.csv", ledger_dir=root / "ledgers")
+        for i in (1, 2, 3)
+    ]
+    return root, root / "run", sites, history
+
+
+def held_out_rows(study: StudyConfig, site: SiteConfig) -> pd.DataFrame:
+    """The site's held-out split, as rows of its file (the demo drops no row), with an id column."""
+    table = pd.read_csv(site.data_path)
+    y = table[LABEL].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    _, test = split_indices(y, data_spec(study).test_fraction, study.seed)
+    return table.iloc[test].assign(patient=[f"p{i}" for i in test])
+
+
+def test_predict_on_the_held_out_rows_reproduces_the_metrics_the_site_reported(trained):
+    root, folder, sites, history = trained
+    study = StudyConfig.from_json(json.dumps(json.loads((folder / "study.json").read_text())))
+    site = sites[0]
+    rows = held_out_rows(study, site)
+    rows.to_csv(root / "new.csv", index=False)
+    out = root / "predictions.csv"
+    args = ["predict", "--study", str(folder / "study.json"), "--model", str(folder / "model.safetensors")]
+    args += ["--data", str(root / "new.csv"), "--out", str(out), "--id", "patient"]
+    result = CliRunner().invoke(cli, [*args, "--site", site.name, "--ledger-dir", str(root / "ledgers")])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(out)
+    assert predicted.columns.tolist() == ["patient", "probability-benign", "probability-malignant", "predicted"]
+    assert predicted["patient"].tolist() == rows["patient"].tolist()
+    probs = predicted[["probability-benign", "probability-malignant"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert (predicted["predicted"] == np.array(CLASSES)[probs.argmax(1)]).all()
+    y_true = rows[LABEL].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
+    ours = classification_metrics(y_true, probs, CLASSES)
+    (reported,) = [r for r in history.rows if r["kind"] == "eval" and r["round"] == 1 and r["site"] == site.name]
+    for metric in ("accuracy", "roc-auc", "balanced-accuracy", "f1"):
+        assert ours[metric] == pytest.approx(reported[metric], abs=1e-9), metric
+
+
+def test_another_site_uses_its_own_statistics(trained):
+    root, folder, sites, _ = trained
+    study = StudyConfig.from_json((folder / "study.json").read_text())
+    kept = [json.loads(kept_path(s, study).read_text()) for s in sites[:2]]
+    assert kept[0]["means"] != kept[1]["means"]  # each site standardised with its own train split
+    new = held_out_rows(study, sites[0]).head(5)
+    new.to_csv(root / "five.csv", index=False)
+    first, second = (predict_file(study, folder / "model.safetensors", root / "five.csv", s) for s in sites[:2])
+    assert first["row"].tolist() == ["1", "2", "3", "4", "5"]
+    assert not np.allclose(first["probability-malignant"], second["probability-malignant"])
+
+
+def test_bad_rows_get_the_training_errors_and_a_site_that_never_trained_is_told(trained):
+    root, folder, sites, _ = trained
+    study = StudyConfig.from_json((folder / "study.json").read_text())
+    bad = held_out_rows(study, sites[0]).head(4).astype({"mean_radius": object})
+    bad.iloc[2, bad.columns.get_loc("mean_radius")] = "abc"
+    bad.to_csv(root / "bad.csv", index=False)
+    args = ["predict", "--study", str(folder / "study.json"), "--model", str(folder / "model.safetensors")]
+    args += ["--out", str(root / "never.csv"), "--site", sites[0].name, "--ledger-dir", str(root / "ledgers")]
+    result = CliRunner().invoke(cli, [*args, "--data", str(root / "bad.csv")])
+    assert result.exit_code == 2
+    assert "column 'mean_radius': 1 non-numeric value(s) in a numeric column, first at data row 3" in result.output
+    elsewhere = CliRunner().invoke(cli, [*args, "--data", str(root / "new.csv"), "--site", "hospital-9"])
+    assert elsewhere.exit_code == 2 and "was never trained at site 'hospital-9'" in elsewhere.output
+    assert not (root / "never.csv").exists()
+
+
+def test_survival_predicts_a_risk_and_survival_at_each_horizon():
+    task = get_task("survival")
+    study = task.demo_study()
+    discrete = dataclasses.replace(study, model={**study.model, "name": "discrete"})
+    spec = discrete.data
+    logits = torch.zeros(3, len(spec["cut-points"])).numpy()
+    logits[1] += 2.0  # a higher hazard in every interval: an earlier event
+    columns = task.prediction_columns(discrete, logits.astype(float))
+    assert list(columns) == ["risk", *[f"survival@{t:g}" for t in spec["horizons"]]]
+    assert columns["risk"][1] > columns["risk"][0]
+    assert all(np.all(np.diff([columns[k][i] for k in list(columns)[1:]]) <= 0) for i in range(3))
+
+
+def test_a_row_training_would_drop_keeps_its_place_without_a_prediction(trained):
+    root, folder, sites, _ = trained
+    study = StudyConfig.from_json((folder / "study.json").read_text())
+    rows = held_out_rows(study, sites[0]).head(4)
+    rows.iloc[1, rows.columns.get_loc("mean_texture")] = None  # data.missing = "drop": training drops this row
+    rows.to_csv(root / "gap.csv", index=False)
+    predicted = predict_file(study, folder / "model.safetensors", root / "gap.csv", sites[0], "patient")
+    assert predicted["patient"].tolist() == rows["patient"].tolist()
+    assert predicted["predicted"].isna().tolist() == [False, True, False, False]
+    assert predicted["probability-malignant"].isna().tolist() == [False, True, False, False]
