@@ -66,15 +66,13 @@ def recorded(monkeypatch):
     return replies
 
 
-@pytest.fixture
-def one_torch_thread():
-    """In-process training on one torch thread: on the 2-core CI machine more threads only contend."""
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """In-process training on one torch thread per test process: two of them share CI's two cores, and more threads
+    only contend (a loaded machine made one DP test 10x slower)."""
     import torch
 
-    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,8 +22,6 @@ from server.outputs import StudyOutputs
 from tests.conftest import with_federation
 from tests.localgrid import LocalGrid
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 FAULTS = [
     (errno.ENOSPC, "No space left on device"),
     (errno.EROFS, "Read-only file system"),

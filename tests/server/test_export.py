@@ -43,7 +43,7 @@ def study_folder(tmp_path, task: str, model: dict, data: dict, privacy: str = "o
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
-def test_onnxruntime_matches_torch_within_tolerance(kind, tmp_path, one_torch_thread):
+def test_onnxruntime_matches_torch_within_tolerance(kind, tmp_path):
     task, model, data = MODELS[kind]
     study, folder = study_folder(tmp_path, task, model, data)
     exported = export_onnx(folder)
@@ -60,7 +60,7 @@ def test_onnxruntime_matches_torch_within_tolerance(kind, tmp_path, one_torch_th
     assert got.shape == expected.shape and np.max(np.abs(got - expected)) <= TOLERANCE
 
 
-def test_a_dp_compatible_model_exports_and_the_command_says_where(tmp_path, one_torch_thread):
+def test_a_dp_compatible_model_exports_and_the_command_says_where(tmp_path):
     _, folder = study_folder(tmp_path, "imaging", {"name": "cnn", "width": 4}, {"image-size": 16}, privacy="local")
     result = CliRunner().invoke(cli, ["export", str(folder), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output

@@ -75,7 +75,7 @@ def test_a_resumed_study_logs_into_the_same_run_and_no_round_twice(tracked):
     assert (folder / STATE).is_file()
 
 
-def test_a_failing_store_warns_and_the_study_completes(study, demo_sites, tmp_path, caplog, one_torch_thread):
+def test_a_failing_store_warns_and_the_study_completes(study, demo_sites, tmp_path, caplog):
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the store's folder should be")
     failing = dataclasses.replace(

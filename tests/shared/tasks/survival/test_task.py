@@ -48,7 +48,7 @@ def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_
 
 
 @pytest.mark.parametrize("model", ["cox", "discrete"])
-def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model, one_torch_thread):
+def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model):
     study = survival_study(model)
     data = TASK.load_site(write(survival_table(400, effect=1.5), tmp_path), "h1", study)
     torch.manual_seed(0)
