@@ -24,7 +24,7 @@ OPTIMIZERS = ("adam", "sgd")
 PRIVACY_MODES = ("off", "local", "central-server", "central-client")
 ACCOUNTANTS = ("prv", "rdp")
 SECURE_AGGREGATION = ("auto", "on", "off")
-KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text", "survival")
+KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text", "survival", "multimodal")
 GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
