@@ -53,7 +53,8 @@ def write_demo_sites(
     """One folder per hospital (Dirichlet label skew): `patients.csv`, its image column naming PNGs in `images/`."""
     table, images = synthetic_patients(n_patients, seed=seed, missing=missing)
     paths = []
-    for i, rows in enumerate(partition(table["outcome"].to_numpy(), n_sites, "dirichlet", seed=seed, min_rows=40)):
+    labels = table["outcome"].to_numpy()
+    for i, rows in enumerate(partition(labels, n_sites, "dirichlet", seed=seed, alpha=2.0, min_rows=40)):
         site = folder / f"hospital-{i + 1}"
         (site / "images").mkdir(parents=True, exist_ok=True)
         part = table.iloc[rows].copy()
@@ -89,8 +90,8 @@ def demo_study() -> StudyConfig:
             "name": "synthetic-multimodal-demo",
             "task": "multimodal",
             "seed": 2,
-            "federation": {"strategy": "fedavg", "rounds": 5, "min-sites": 2},
-            "train": {"local-epochs": 2, "batch-size": 32, "lr": 0.005},
+            "federation": {"strategy": "fedavg", "rounds": 8, "min-sites": 2},
+            "train": {"local-epochs": 2, "batch-size": 32, "lr": 0.01},
             "model": {"fusion": "concat", "embedding": 16, "text-dim": 16},
             "data": demo_data_options(),
         }
