@@ -53,6 +53,12 @@ def run(
     site_column: Annotated[
         str | None, typer.Option(help="Column naming each row's hospital (override simulation.site-column)")
     ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="Multimodal: the column of image paths, relative to --data's folder (implies that task)"),
+    ] = None,
+    note_column: Annotated[str | None, typer.Option(help="Multimodal: the column of clinical notes")] = None,
+    omics: Annotated[str | None, typer.Option(help="Multimodal: comma-separated omics columns")] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
     delimiter: Annotated[
         str | None, typer.Option(help="The table's delimiter: , ; | or tab (default: sniffed from the file)")
@@ -106,10 +112,15 @@ def run(
         "delimiter": "\t" if delimiter == "tab" else delimiter,
         "decimal": decimal,
         "na-values": [v.strip() for v in na_values.split(",")] if na_values is not None else None,
+        "image-column": image_column,
+        "note-column": note_column,
+        "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
     }
     try:
         if (time_column or event_column) and not study_file:
             task = "survival"
+        if (image_column or note_column or omics) and not study_file:
+            task = "multimodal"
         study = _study(
             study_file or task,
             {

@@ -22,8 +22,8 @@ from shared.tasks.multimodal import demo
 from shared.tasks.multimodal.data import load_multimodal_site
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import build_multimodal_model
-from shared.tasks.multimodal.spec import MODALITIES, data_spec, model_spec
-from shared.tasks.tabular import TASK as TABULAR
+from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
+from shared.tasks.tabular.table import read_with_options
 from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, Tokenizer
 from shared.training import predict
 
@@ -64,13 +64,11 @@ class MultimodalTask(Task):
             )
 
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
-        """Record features, classes and category lists of a table; the image, note and omics columns (from `hints`)
-        are not record features."""
-        roles = [hints.get("image-column", ""), hints.get("note-column", ""), *hints.get("omics", [])]
-        inferred = TABULAR.infer_data(path, site, {k: v for k, v in hints.items() if k in ("label", "categorical")})
-        inferred["features"] = [c for c in inferred["features"] if c not in roles]
-        inferred["categorical"] = {c: v for c, v in inferred["categorical"].items() if c not in roles}
-        return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
+        """Record features, classes and category lists of a table; `hints` name the label and the image, note and
+        omics columns."""
+        categorical = hints.get("categorical")
+        table = read_with_options(path, site, hints).frame
+        return infer_multimodal_options(table, hints, list(categorical) if categorical is not None else None)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate, split and pack the site's patients."""

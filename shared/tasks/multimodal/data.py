@@ -125,7 +125,7 @@ def _images(
     problems: dict[str, list[int]] = {}
     for i in np.flatnonzero(present):
         row, cell = int(cells.index[i]) + 1, cells[column].iloc[i]
-        where = _image_problem(cell, folder)
+        where = image_problem(cell, folder)
         if where is not None:
             problems.setdefault(where, []).append(row)
             continue
@@ -139,7 +139,7 @@ def _images(
     return out, present
 
 
-def _image_problem(cell: object, folder: Path) -> str | None:
+def image_problem(cell: object, folder: Path) -> str | None:
     """Why an image cell cannot be read inside the site's data folder, or None."""
     if not isinstance(cell, str):
         return "are not text"

@@ -8,10 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 from shared.tasks.imaging.spec import ImagingModelSpec, ImagingSpec
-from shared.tasks.tabular.spec import TabularModelSpec, TabularSpec
+from shared.tasks.tabular.spec import TabularModelSpec, TabularSpec, infer_data_options
 from shared.tasks.text.spec import TOKENIZERS, TextModelSpec
 
 MODALITIES = ("record", "image", "note", "omics")  # the order of the presence mask
@@ -159,6 +161,18 @@ def _renamed(build: Callable[[], Any], names: dict[str, str]) -> Any:
     except ConfigError as exc:
         name = exc.field.removeprefix("model.")
         raise ConfigError(f"model.{names.get(name, name)}", exc.problem) from exc
+
+
+def infer_multimodal_options(
+    table: pd.DataFrame, hints: dict[str, Any], categorical: list[str] | None, exclude: list[str] | None = None
+) -> dict[str, Any]:
+    """Record features, classes and category lists of a table the data scientist holds (simulation, a site's check);
+    the image, note and omics columns that `hints` name are not record features. `hints` win."""
+    if not hints.get("label"):
+        raise ConfigError("data.label", "must name the label column of a table")
+    roles = [hints.get("image-column", ""), hints.get("note-column", ""), *hints.get("omics", [])]
+    inferred = infer_data_options(table, hints["label"], categorical, exclude=[*roles, *(exclude or [])])
+    return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 
 
 def data_spec(study: StudyConfig) -> MultimodalSpec:
