@@ -105,7 +105,7 @@ def test_multimodal_study_across_sites_with_different_modalities_beats_each_moda
     task = get_task("multimodal")
     paths = write_multimodal_sites(tmp_path / "sites", 3, n_patients=300)
     pd.read_csv(paths[0]).drop(columns=["note"]).to_csv(paths[0], index=False)
-    sites = [SiteConfig(p.parent.name, p) for p in paths]
+    sites = [SiteConfig(p.stem, p) for p in paths]
     base = task.demo_study()
     study = dataclasses.replace(
         with_federation(base, rounds=5, min_sites=3), train=dataclasses.replace(base.train, local_epochs=3)

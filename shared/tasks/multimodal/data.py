@@ -35,9 +35,10 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
     rows = np.zeros((len(table), layout.width), dtype=np.float32)
     present = np.zeros((len(table), len(MODALITIES)), dtype=bool)
     parts = layout.parts
-    x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
-    rows[train_idx, parts["record"]], rows[test_idx, parts["record"]] = x_train, x_test
-    present[:, MODALITIES.index("record")] = True
+    if spec.features:
+        x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+        rows[train_idx, parts["record"]], rows[test_idx, parts["record"]] = x_train, x_test
+        present[:, MODALITIES.index("record")] = True
     cells = frame.loc[table.index]
     if "omics" in held:
         rows[:, parts["omics"]], present[:, MODALITIES.index("omics")] = _omics(cells, spec, train_idx, fail)
@@ -59,7 +60,7 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
 def site_modalities(frame: pd.DataFrame, spec: MultimodalSpec, fail: Callable[..., NoReturn]) -> list[str]:
     """The study's modalities this site's table holds columns for; a required one it lacks, or only part of the
     omics columns, is refused."""
-    held = ["record"]
+    held = ["record"] if spec.features else []
     for modality, column in (("image", spec.image_column), ("note", spec.note_column)):
         if column and column in frame.columns:
             held.append(modality)

@@ -50,7 +50,7 @@ def synthetic_patients(n: int, seed: int = 0, missing: float = 0.0) -> tuple[pd.
 def write_demo_sites(
     folder: Path, n_sites: int = 3, seed: int = 2, n_patients: int = 600, missing: float = 0.1
 ) -> list[Path]:
-    """One folder per hospital (Dirichlet label skew): `patients.csv`, its image column naming PNGs in `images/`."""
+    """One folder per hospital (Dirichlet label skew): `hospital-N.csv`, its image column naming PNGs in `images/`."""
     table, images = synthetic_patients(n_patients, seed=seed, missing=missing)
     paths = []
     labels = table["outcome"].to_numpy()
@@ -66,7 +66,8 @@ def write_demo_sites(
             atomic_write_bytes(site / name, buffer.getvalue())
             part.iloc[row, part.columns.get_loc("image")] = name
         part = part.drop(columns="has_image")
-        paths.append(atomic_write(site / "patients.csv", lambda tmp, part=part: part.to_csv(tmp, index=False)))
+        # Named after the hospital: a simulation names each site after its file.
+        paths.append(atomic_write(site / f"{site.name}.csv", lambda tmp, part=part: part.to_csv(tmp, index=False)))
     return paths
 
 

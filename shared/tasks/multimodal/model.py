@@ -97,7 +97,9 @@ def build_multimodal_model(
 ) -> MultimodalNet:
     """The fused model of a study: encoders for the study's modalities only, each ending in `embedding` values."""
     e, layout = model.embedding, Layout.of(spec)
-    encoders: dict[str, nn.Module] = {"record": build_tabular_model(spec.n_inputs, e, model.record())}
+    encoders: dict[str, nn.Module] = {}
+    if "record" in spec.modalities:
+        encoders["record"] = build_tabular_model(spec.n_inputs, e, model.record())
     if "image" in spec.modalities:
         encoders["image"] = CLASSIFIERS[model.image_network](spec.channels, e, model.image())
     if "note" in spec.modalities:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -30,7 +30,8 @@ MAX_EMBEDDING = 1024
 
 @dataclass(frozen=True)
 class MultimodalSpec(TabularSpec):
-    """`[data]` of a multimodal study: one row per patient; the record's `features` as in a tabular study, plus
+    """`[data]` of a multimodal study: one row per patient; the record's `features` as in a tabular study (may be
+    empty), plus
 
     - `image-column`: a PNG, JPEG or DICOM path relative to the table's folder (and inside it);
     - `note-column`: free text, tokenized by the fixed `tokenizer` into `max-length` tokens;
@@ -40,6 +41,8 @@ class MultimodalSpec(TabularSpec):
     is listed in `required`. A modality held by fewer than `min-patients` training patients at a site is refused
     there (`too-few = "refuse"`) or trains nothing there (`"sit-out"`).
     """
+
+    features_optional: ClassVar[bool] = True  # patients may have no record columns, when other modalities exist
 
     image_column: str = ""
     image_size: int = 28
@@ -62,6 +65,11 @@ class MultimodalSpec(TabularSpec):
         unknown = sorted(set(self.required) - set(self.modalities))
         raise_first(
             [
+                (
+                    not self.modalities,
+                    "data",
+                    "names no modality: list record features, an image-column, a note-column or omics",
+                ),
                 (not 8 <= self.image_size <= MAX_IMAGE_SIZE, "data.image-size", f"must be in 8..{MAX_IMAGE_SIZE}"),
                 (self.channels not in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
                 (not 8 <= self.max_length <= MAX_NOTE_TOKENS, "data.max-length", f"must be in 8..{MAX_NOTE_TOKENS}"),
@@ -78,9 +86,9 @@ class MultimodalSpec(TabularSpec):
 
     @property
     def modalities(self) -> list[str]:
-        """The study's modalities, in mask order: the record always, the others when their columns are named."""
-        named = {"record": True, "image": bool(self.image_column), "note": bool(self.note_column)}
-        return [m for m in MODALITIES if named.get(m, bool(self.omics))]
+        """The study's modalities, in mask order: those whose columns the study names."""
+        named = {"record": self.features, "image": self.image_column, "note": self.note_column, "omics": self.omics}
+        return [m for m in MODALITIES if named[m]]
 
     @property
     def window(self) -> tuple[float, float] | None:
