@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from client.site import SiteConfig, load_site_data
@@ -12,15 +13,22 @@ from shared.tasks import SiteData, build_model, get_task
 from shared.training import make_loader, make_optimizer, train_epochs
 
 
+def fit_central(study: StudyConfig, train_set: Dataset) -> nn.Module:
+    """The study's model trained centrally for rounds x local epochs (the federation's training budget)."""
+    torch.manual_seed(study.seed)
+    model = build_model(study)
+    epochs = study.federation.rounds * study.train.local_epochs
+    loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
+    loss = get_task(study.task).loss(study)
+    train_epochs(model, loader, loss, make_optimizer(model, study.train), epochs, resolve_device("auto"))
+    return model
+
+
 def fit_and_score(study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData]) -> dict[str, dict[str, float]]:
     """Train the study's model centrally for rounds x local epochs; score it on each named site's test split."""
     task = get_task(study.task)
-    torch.manual_seed(study.seed)
-    model = build_model(study)
+    model = fit_central(study, train_set)
     device = resolve_device("auto")
-    epochs = study.federation.rounds * study.train.local_epochs
-    loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    train_epochs(model, loader, task.loss(study), make_optimizer(model, study.train), epochs, device)
     return {
         site: {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
         for site, data in sites.items()
