@@ -21,7 +21,7 @@ from shared.tasks.multimodal.spec import infer_multimodal_options
 from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
 from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
-from shared.tasks.tabular.table import column_hint, read_with_options
+from shared.tasks.tabular.table import Table, column_hint, read_with_options
 from shared.tasks.text.data import read_notes
 from simulations.report import LISTED_SITES
 from simulations.scenario import (
@@ -106,10 +106,7 @@ def _multimodal_plan(
     study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
 ) -> Plan:
     """Each site's rows, and a copy of the images they name, under its own folder (what that hospital would hold)."""
-    label = given.get("label")
-    if not label:
-        raise ConfigError("data.label", "is not set: --data needs --label COLUMN (or data.label in the study file)")
-    table = read_with_options(path, None, given)
+    label, table = _labelled_table(path, given)
     site_column = study.simulation.site_column
     exclude = [site_column] if site_column else None
     study = dataclasses.replace(
@@ -125,16 +122,22 @@ def _multimodal_plan(
     )
 
 
-def _table_plan(
-    study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
-) -> Plan:
+def _labelled_table(path: Path, given: dict[str, Any]) -> tuple[str, Table]:
+    """The label column's name and the user's table, which must hold it."""
     label = given.get("label")
     if not label:
         raise ConfigError("data.label", "is not set: --data needs --label COLUMN (or data.label in the study file)")
     table = read_with_options(path, None, given)
+    if label not in table.frame.columns:
+        raise DataError(None, f"column not found (--label; {column_hint(table.frame)})", file=str(path), column=label)
+    return label, table
+
+
+def _table_plan(
+    study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
+) -> Plan:
+    label, table = _labelled_table(path, given)
     frame, site_column = table.frame, study.simulation.site_column
-    if label not in frame.columns:
-        raise DataError(None, f"column not found (--label; {column_hint(frame)})", file=str(path), column=label)
     counts = label_counts(frame[label])
     rare = rare_label_values(counts) if "classes" not in given else []
     if rare:
