@@ -23,9 +23,11 @@ IMAGE_NETWORKS = ("cnn", "resnet18")
 # A study comes from the server: its sizes bound every site's memory and compute.
 MAX_IMAGE_SIZE = 256
 MAX_NOTE_TOKENS = 1024
-MAX_VOCAB = 1 << 20
+MAX_VOCAB = 1 << 17
 MAX_OMICS = 50_000
-MAX_EMBEDDING = 1024
+MAX_EMBEDDING = 1024  # any layer's width
+MAX_TEXT_DIM = 512  # with MAX_VOCAB, a token table of at most 64 M values
+MAX_DEPTH = 8  # hidden layers of an MLP, Transformer layers
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,19 @@ class MultimodalModelSpec:
                     "model.image-network",
                     f"must be one of {', '.join(IMAGE_NETWORKS)}",
                 ),
-                (
-                    any(not isinstance(h, int) or not 1 <= h <= MAX_EMBEDDING for h in self.omics_hidden),
-                    "model.omics-hidden",
-                    f"must list widths in 1..{MAX_EMBEDDING}",
+                *(
+                    (
+                        len(widths) > MAX_DEPTH
+                        or any(not isinstance(h, int) or not 1 <= h <= MAX_EMBEDDING for h in widths),
+                        f"model.{name}",
+                        f"must list at most {MAX_DEPTH} widths in 1..{MAX_EMBEDDING}",
+                    )
+                    for name, widths in (("record-hidden", self.record_hidden), ("omics-hidden", self.omics_hidden))
                 ),
+                (not 4 <= self.image_width <= 128, "model.image-width", "must be in 4..128"),
+                (not 8 <= self.text_dim <= MAX_TEXT_DIM, "model.text-dim", f"must be in 8..{MAX_TEXT_DIM}"),
+                (not 1 <= self.text_layers <= MAX_DEPTH, "model.text-layers", f"must be in 1..{MAX_DEPTH}"),
+                (not 1 <= self.text_heads <= 16, "model.text-heads", "must be in 1..16"),
             ]
         )
         # The reused encoders' own checks, with this section's field names.

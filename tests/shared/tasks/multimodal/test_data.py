@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError
 from shared.tasks import get_task
 from shared.tasks.multimodal.layout import Layout
@@ -128,4 +129,22 @@ def test_too_few_patients_with_a_modality_refuse_or_sit_out_as_the_study_says(tm
 def test_study_values_are_bounded_and_named(data, field):
     with pytest.raises(ConfigError) as raised:
         TASK.check_study(tiny_study(**data))
+    assert raised.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("model", "field"),
+    [
+        ({"text-dim": 100_000}, "model.text-dim"),
+        ({"record-hidden": [10**7]}, "model.record-hidden"),
+        ({"omics-hidden": [4] * 50}, "model.omics-hidden"),
+        ({"image-width": 10**5}, "model.image-width"),
+        ({"fusion": "sum"}, "model.fusion"),
+    ],
+)
+def test_model_sizes_a_study_sets_at_the_sites_are_bounded(model, field):
+    raw = tiny_study().to_dict()
+    raw["model"].update(model)
+    with pytest.raises(ConfigError) as raised:
+        TASK.check_study(StudyConfig.from_dict(raw))
     assert raised.value.field == field
