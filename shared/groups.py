@@ -26,6 +26,16 @@ def groups(keys: list[str]) -> dict[str, list[str]]:
     return {p + COVERAGE: [k for k in keys if k.startswith(p) and k != p + COVERAGE] for p in prefixes}
 
 
+def coverage_problem(arrays: ArrayRecord) -> str | None:
+    """Why a reply's coverage values cannot be a share of patients (each must lie in [0, 1]), or None. A reply with
+    coverage outside it could shrink the divisor of an encoder's mean and blow its average up."""
+    for coverage in groups(list(arrays.keys())):
+        values = arrays[coverage].numpy()
+        if not ((values >= 0) & (values <= 1)).all():
+            return f"tensor '{coverage}' must hold a share of patients in [0, 1]"
+    return None
+
+
 def weigh_groups(trained: ArrayRecord, received: ArrayRecord, shares: Mapping[str, float]) -> ArrayRecord:
     """A site's reply: each group's update scaled by its share (`shares[coverage key]`, 0 when the site did not
     train it) and its coverage set to that share; arrays outside any group as trained."""

@@ -10,6 +10,7 @@ from flwr.common.secure_aggregation.ndarrays_arithmetic import factor_combine, f
 from flwr.common.secure_aggregation.quantization import dequantize, quantize
 
 from server.robust import aggregate
+from server.screening import SiteNames, screen
 from server.secure import MODULUS, quantization_range
 from server.strategies import build_strategy
 from shared.config import FederationConfig
@@ -121,3 +122,14 @@ class _NoGrid:
 
     def get_node_ids(self) -> list[int]:
         return [1, 2, 3]
+
+
+@pytest.mark.parametrize("share", [-0.5, 3.0])
+def test_a_reply_whose_coverage_is_not_a_share_is_rejected_naming_the_site(share):
+    replies = [message(arrays, n, node) for node, (n, arrays) in enumerate(site_replies(), start=1)]
+    forged = {k: v.numpy() for k, v in replies[1].content["arrays"].items()}
+    forged["encoders.image.coverage"] = np.array([share], np.float32)
+    replies[1] = message(ArrayRecord({k: Array(v) for k, v in forged.items()}), 200, 2)
+    result = screen(replies, record(GLOBAL), SiteNames())
+    assert [p["site"] for p in result.problems] == ["s2"] and len(result.accepted) == 2
+    assert "'encoders.image.coverage' must hold a share of patients in [0, 1]" in result.problems[0]["reason"]
