@@ -101,8 +101,8 @@ def run(
     ] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
-    lesions; --task survival: the GBSG2 breast-cancer trial; --task multimodal: synthetic patients). Everything about the data is checked before anything
-    starts."""
+    lesions; --task survival: the GBSG2 breast-cancer trial; --task multimodal: synthetic patients). Everything
+    about the data is checked before anything starts."""
     if min_sites is None and data is not None and study_file is None:
         min_sites = FederationConfig.min_sites  # a data run is a study of its own: the defaults a study file gets
     hints = {
