@@ -13,7 +13,7 @@ from client.admission import admit, refusal
 from client.kept import keep
 from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data, site_record
-from shared.arrays import load_arrays, model_arrays
+from shared.arrays import load_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
@@ -70,7 +70,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
             proximal_mu = float(config.get("proximal-mu", 0.0))
             time_left = study.federation.round_timeout - (time.perf_counter() - started)
             trained = _train(task, model, data, study, site, device, rnd, proximal_mu, time_left)
-            arrays = model_arrays(model)
+            arrays = task.reply_arrays(study, model, data, msg.content["arrays"])
             if released:
                 released.keep(rnd, start, trained, arrays)
         metrics.update(trained)

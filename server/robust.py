@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from server.history import History
 from server.screening import SiteNames
@@ -12,6 +15,7 @@ from server.strategies import restore_strategy_state, strategy_state
 from server.weights import weigh
 from shared.arrays import non_finite, scale_update, update_norm
 from shared.config import FederationConfig
+from shared.groups import divide_groups, groups
 
 REJECTED = "aggregate-rejected"
 
@@ -90,6 +94,8 @@ def aggregate(
 ) -> tuple[ArrayRecord | None, str | None]:
     """The strategy's aggregate and, if it is rejected, why; a rejected round leaves the strategy's state as it was."""
     before = strategy_state(strategy)
+    if accepted and groups(list(previous.keys())):
+        accepted = [group_mean(accepted, previous)]
     aggregated, _ = strategy.aggregate_train(rnd, accepted)
     if aggregated is None:
         return None, None
@@ -97,6 +103,20 @@ def aggregate(
     if problem:
         restore_strategy_state(strategy, before)
     return aggregated, problem
+
+
+def group_mean(accepted: list[Message], previous: ArrayRecord) -> Message:
+    """The replies' weighted mean (one reply already is, under SecAgg+) with each parameter group some sites did not
+    train averaged over those that did (shared.groups): one reply, which the strategy then takes as the round's mean
+    (FedAdam steps from it)."""
+    contents = [msg.content for msg in accepted]
+    mean = aggregate_arrayrecords(contents, "num-examples") if len(contents) > 1 else contents[0]["arrays"]
+    reply = copy.copy(accepted[0])
+    total = sum(int(c["metrics"]["num-examples"]) for c in contents)
+    reply.content = RecordDict(
+        {"arrays": divide_groups(mean, previous), "metrics": MetricRecord({"num-examples": total})}
+    )
+    return reply
 
 
 def failed_rounds(history: History) -> int:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from shared.arrays import mismatch, non_finite
+from shared.groups import coverage_problem
 from shared.identity import load_public_keys, verify
 
 SITE_KEYS_ENV = "MEDFED_SITE_KEYS"  # the server kit's folder of provisioned site keys, set by `medfed-server start`
@@ -129,7 +130,7 @@ def _problem(msg: Message, expected: ArrayRecord | None) -> str | None:
     arrays = content.array_records.get("arrays")
     if arrays is None:
         return "reply has no model arrays"
-    return mismatch(expected, arrays) or non_finite(arrays)
+    return mismatch(expected, arrays) or non_finite(arrays) or coverage_problem(arrays)
 
 
 def unanswered(messages: list[Message], replies: list[Message], names: SiteNames, reason: str) -> list[dict[str, str]]:

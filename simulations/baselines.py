@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from client.site import SiteConfig, load_site_data
@@ -13,22 +14,29 @@ from shared.training import make_loader, make_optimizer, train_epochs
 from simulations.progress import progress_bar
 
 
-def fit_and_score(
-    study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData], label: str = "baseline", quiet: bool = False
-) -> dict[str, dict[str, float]]:
-    """Train the study's model centrally for rounds x local epochs; score it on each named site's test split. A
-    progress bar named `label` counts the epochs (in a terminal, unless quiet)."""
-    task = get_task(study.task)
+def fit_central(study: StudyConfig, train_set: Dataset, label: str = "baseline", quiet: bool = False) -> nn.Module:
+    """The study's model trained centrally for rounds x local epochs (the federation's training budget); a progress
+    bar named `label` counts the epochs (in a terminal, unless quiet)."""
     torch.manual_seed(study.seed)
     model = build_model(study)
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    loss, optimizer = task.loss(study), make_optimizer(model, study.train)
+    loss, optimizer = get_task(study.task).loss(study), make_optimizer(model, study.train)
     with progress_bar(f"{label}: epoch", epochs, quiet) as step:
         for _ in range(epochs):  # one epoch at a time: the loader's seeded order runs on as in one call
             train_epochs(model, loader, loss, optimizer, 1, device)
             step()
+    return model
+
+
+def fit_and_score(
+    study: StudyConfig, train_set: Dataset, sites: dict[str, SiteData], label: str = "baseline", quiet: bool = False
+) -> dict[str, dict[str, float]]:
+    """Train the study's model centrally (`fit_central`); score it on each named site's test split."""
+    task = get_task(study.task)
+    model = fit_central(study, train_set, label, quiet)
+    device = resolve_device("auto")
     return {
         site: {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
         for site, data in sites.items()

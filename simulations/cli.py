@@ -54,6 +54,12 @@ def run(
     site_column: Annotated[
         str | None, typer.Option(help="Column naming each row's hospital (override simulation.site-column)")
     ] = None,
+    image_column: Annotated[
+        str | None,
+        typer.Option(help="Multimodal: the column of image paths, relative to --data's folder (implies that task)"),
+    ] = None,
+    note_column: Annotated[str | None, typer.Option(help="Multimodal: the column of clinical notes")] = None,
+    omics: Annotated[str | None, typer.Option(help="Multimodal: comma-separated omics columns")] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
     delimiter: Annotated[
         str | None, typer.Option(help="The table's delimiter: , ; | or tab (default: sniffed from the file)")
@@ -97,8 +103,8 @@ def run(
     quiet: Annotated[bool, typer.Option(help="No progress bars (they show only in a terminal anyway)")] = False,
 ) -> None:
     """Run a study: the built-in breast-cancer demo with no options (--task imaging / segmentation: synthetic
-    lesions; --task survival: the GBSG2 breast-cancer trial). Everything about the data is checked before anything
-    starts."""
+    lesions; --task survival: the GBSG2 breast-cancer trial; --task multimodal: synthetic patients). Everything
+    about the data is checked before anything starts."""
     if min_sites is None and data is not None and study_file is None:
         min_sites = FederationConfig.min_sites  # a data run is a study of its own: the defaults a study file gets
     hints = {
@@ -108,10 +114,15 @@ def run(
         "delimiter": "\t" if delimiter == "tab" else delimiter,
         "decimal": decimal,
         "na-values": [v.strip() for v in na_values.split(",")] if na_values is not None else None,
+        "image-column": image_column,
+        "note-column": note_column,
+        "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
     }
     try:
         if (time_column or event_column) and not study_file:
             task = "survival"
+        if (image_column or note_column or omics) and not study_file:
+            task = "multimodal"
         study = _study(
             study_file or task,
             {

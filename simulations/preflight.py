@@ -16,13 +16,23 @@ from client.site import SiteConfig
 from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError
 from shared.tasks import Task, get_task
+from shared.tasks.multimodal.spec import data_spec as multimodal_spec
+from shared.tasks.multimodal.spec import infer_multimodal_options
 from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
 from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
-from shared.tasks.tabular.table import column_hint, read_with_options
+from shared.tasks.tabular.table import Table, column_hint, read_with_options
 from shared.tasks.text.data import read_notes
 from simulations.report import LISTED_SITES
-from simulations.scenario import IMAGE_TARGETS, image_site_entries, site_groups, split_image_set, write_sites
+from simulations.scenario import (
+    IMAGE_TARGETS,
+    image_files,
+    image_site_entries,
+    site_groups,
+    split_image_set,
+    write_multimodal_sites,
+    write_sites,
+)
 
 REPORTED = ("rows-read", "rows-used", "rows-dropped", "train-rows", "test-rows")  # per site, into summary.json
 
@@ -71,6 +81,8 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
         return Plan(study, len(groups), lambda folder: write_sites(groups, folder / "sites"))
     if study.task == "survival":
         return _survival_plan(study, path, {**given, **hints}, categorical, name)
+    if study.task == "multimodal":
+        return _multimodal_plan(study, path, {**given, **hints}, categorical, name)
     return _table_plan(study, path, {**given, **hints}, categorical, name)
 
 
@@ -90,16 +102,42 @@ def _survival_plan(
     )
 
 
-def _table_plan(
+def _multimodal_plan(
     study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
 ) -> Plan:
+    """Each site's rows, and a copy of the images they name, under its own folder (what that hospital would hold)."""
+    label, table = _labelled_table(path, given)
+    site_column = study.simulation.site_column
+    exclude = [site_column] if site_column else None
+    study = dataclasses.replace(
+        study, data=infer_multimodal_options(table.frame, given, categorical, exclude), name=name
+    )
+    spec = multimodal_spec(study)
+    groups = _groups(table.frame, str(path), label, study)
+    images = {site: image_files(rows, spec.image_column, path) for site, rows in groups} if spec.image_column else {}
+    lines = [f"{path.name}: {note}" for note in table.notes]
+    lines.append(f"modalities: {', '.join(spec.modalities)}")
+    return Plan(
+        study, len(groups), lambda folder: write_multimodal_sites(groups, images, path.parent, folder / "sites"), lines
+    )
+
+
+def _labelled_table(path: Path, given: dict[str, Any]) -> tuple[str, Table]:
+    """The label column's name and the user's table, which must hold it."""
     label = given.get("label")
     if not label:
         raise ConfigError("data.label", "is not set: --data needs --label COLUMN (or data.label in the study file)")
     table = read_with_options(path, None, given)
+    if label not in table.frame.columns:
+        raise DataError(None, f"column not found (--label; {column_hint(table.frame)})", file=str(path), column=label)
+    return label, table
+
+
+def _table_plan(
+    study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
+) -> Plan:
+    label, table = _labelled_table(path, given)
     frame, site_column = table.frame, study.simulation.site_column
-    if label not in frame.columns:
-        raise DataError(None, f"column not found (--label; {column_hint(frame)})", file=str(path), column=label)
     counts = label_counts(frame[label])
     rare = rare_label_values(counts) if "classes" not in given else []
     if rare:

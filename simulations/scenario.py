@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from client.site import SiteConfig
+from shared.atomic import atomic_write
 from shared.errors import ConfigError, DataError
 from shared.partition import partition
+from shared.tasks.multimodal.data import image_problem
 from shared.tasks.size import MIN_ROWS
 from shared.tasks.tabular.spec import canonical
 from shared.tasks.tabular.table import column_hint, row_list
@@ -56,6 +59,41 @@ def write_sites(
     for name, rows in groups:
         path = folder / f"{name}.csv"
         rows.to_csv(path, index=False, sep=delimiter, decimal=decimal)
+        sites.append(SiteConfig(name, path))
+    return sites
+
+
+def image_files(rows: pd.DataFrame, column: str, table: Path) -> list[str]:
+    """The image paths a site's rows name (relative to the table's folder), each checked to exist inside that folder;
+    a bad one is refused with its rows before anything is written."""
+    if column not in rows.columns:
+        return []
+    folder = table.parent.resolve()
+    cells = rows[column][rows[column].notna() & (rows[column].astype(str).str.strip() != "")]
+    problems: dict[str, list[int]] = {}
+    for index, cell in cells.items():
+        problem = image_problem(cell, folder)
+        if problem:
+            problems.setdefault(problem, []).append(int(index) + 1)
+    for problem, numbers in problems.items():
+        problem = f"{len(numbers)} image path(s) {problem}: data row(s) {row_list(numbers)}"
+        raise DataError(None, problem, str(table), column)
+    return sorted({str(cell).strip() for cell in cells})
+
+
+def write_multimodal_sites(
+    groups: list[tuple[str, pd.DataFrame]], images: dict[str, list[str]], source: Path, folder: Path
+) -> list[SiteConfig]:
+    """Each site's `patients.csv` and a copy of its images (same relative paths) in a folder of its own."""
+    sites = []
+    for name, rows in groups:
+        site = folder / name
+        for relative in images.get(name, []):
+            target = site / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, lambda tmp, src=source / relative: shutil.copyfile(src, tmp))
+        site.mkdir(parents=True, exist_ok=True)
+        path = atomic_write(site / "patients.csv", lambda tmp, rows=rows: rows.to_csv(tmp, index=False))
         sites.append(SiteConfig(name, path))
     return sites
 

@@ -9,9 +9,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from flwr.app import ArrayRecord
 from torch import nn
 from torch.utils.data import Dataset
 
+from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.training import predict
@@ -82,6 +84,11 @@ class Task(ABC):
     def loss(self, study: StudyConfig | None = None) -> nn.Module:
         """Training loss; classification tasks use cross-entropy on logits (survival's depends on the study)."""
         return nn.CrossEntropyLoss()
+
+    def reply_arrays(self, study: StudyConfig, model: nn.Module, data: SiteData, received: ArrayRecord) -> ArrayRecord:
+        """What a site sends after training: the exchanged part of its model (multimodal weighs each encoder's update
+        by the share of patients who trained it)."""
+        return model_arrays(model)
 
     def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
         """Mean loss and metrics of the model on the site's held-out split (the train split stays available to tasks

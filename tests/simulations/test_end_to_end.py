@@ -9,6 +9,7 @@ import pandas as pd
 
 from client.site import SiteConfig
 from shared.tasks import get_task
+from shared.tasks.multimodal.demo import write_demo_sites as write_multimodal_sites
 from shared.tasks.text.demo import CLASSES
 from simulations.runner import simulate
 from tests.conftest import with_federation
@@ -97,3 +98,23 @@ def test_text_study_beats_the_majority_class(tmp_path):
     reports = [task.load_site(s.data_path, s.name, task.demo_study()).report for s in sites]
     majority = max(sum(r["class-counts"][c] for r in reports) for c in CLASSES) / sum(r["notes"] for r in reports)
     assert final["accuracy"] > majority + 0.1 and final["f1"] > 0.5
+
+
+def test_multimodal_study_across_sites_with_different_modalities_beats_each_modality_alone(tmp_path):
+    # Hospital 1 holds no notes: the note encoder is averaged over the other two, the rest over all three.
+    task = get_task("multimodal")
+    paths = write_multimodal_sites(tmp_path / "sites", 3, n_patients=300)
+    pd.read_csv(paths[0]).drop(columns=["note"]).to_csv(paths[0], index=False)
+    sites = [SiteConfig(p.stem, p) for p in paths]
+    base = task.demo_study()
+    study = dataclasses.replace(
+        with_federation(base, rounds=5, min_sites=3), train=dataclasses.replace(base.train, local_epochs=3)
+    )
+    simulate(study, sites, tmp_path / "run")
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed", history["events"]
+    final = weighted_eval(history)[5]
+    alone = {m: final[f"accuracy/only-{m}"] for m in ("record", "image", "note")}
+    assert final["accuracy"] > max(alone.values()) + 0.05, (final["accuracy"], alone)
+    west = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 5 and r["site"] == "hospital-1"]
+    assert west[0]["coverage/note"] == 0.0 and west[0]["coverage/image"] > 0.8

@@ -6,10 +6,14 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from shared.config import SimulationConfig
+from shared.errors import DataError
+from shared.tasks import get_task
 from shared.tasks.tabular.demo import demo_study
 from simulations.preflight import plan_study
+from tests.shared.tasks.multimodal.patients import write_site as write_patients
 
 
 def hospital_table(sizes: dict[str, int]) -> pd.DataFrame:
@@ -54,3 +58,26 @@ def test_a_semicolon_export_is_read_described_and_checked_per_site(tmp_path):
     written = plan.write(tmp_path / "run")
     assert [s.name for s in written] == ["east", "north", "south"]
     assert (tmp_path / "run" / "sites" / "east.csv").read_text().startswith("age;smoker;outcome\n")
+
+
+def test_a_multimodal_table_is_split_with_each_sites_images_and_a_path_out_of_its_folder_refused(tmp_path):
+    source = tmp_path / "data"
+    path, table = write_patients(source, n=60)
+    table["hospital"] = np.resize(["north", "north", "south", "south"], len(table))
+    table.to_csv(path, index=False)
+    source = SimulationConfig(data=str(path), site_column="hospital")
+    study = dataclasses.replace(get_task("multimodal").demo_study(), simulation=source)
+    hints = {"label": "y", "image-column": "image", "note-column": "note", "omics": ["g1", "g2", "g3"]}
+    plan = plan_study(study, False, hints, None)
+    assert plan.study.data["features"] == ["age", "crp"] and plan.lines[-1] == "modalities: record, image, note, omics"
+    sites = plan.write(tmp_path / "run")
+    for site in sites:  # each hospital holds its own rows and exactly the images they name
+        rows = pd.read_csv(site.data_path)
+        named = {str(c) for c in rows["image"].dropna()}
+        held = {str(p.relative_to(site.data_path.parent)) for p in site.data_path.parent.rglob("*.png")}
+        assert named == held and len(named) > 10
+        assert get_task("multimodal").load_site(site.data_path, site.name, plan.study).report["coverage"]["image"] > 0
+    table.loc[7, "image"] = "../../etc/passwd"
+    table.to_csv(path, index=False)
+    with pytest.raises(DataError, match=r"column 'image'.*outside the site's data folder.*data row\(s\) 8"):
+        plan_study(study, False, hints, None)

@@ -35,6 +35,22 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
     """Validate, clean, split and encode one site's rows. Row numbers in messages are 1 + the frame's index, so a
     site's rows cut from a larger file (a simulation's) are named by their row in that file."""
     fail = failer(site, file)
+    table, y, report = usable_rows(table, file, spec, fail)
+    train_idx, test_idx = split_rows(y, spec, seed, site, file, report)
+    x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    return SiteData(
+        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
+        test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
+        report=report,
+        kept=encoding.to_dict(),
+    )
+
+
+def usable_rows(
+    table: pd.DataFrame, file: str, spec: TabularSpec, fail: Callable[..., NoReturn]
+) -> tuple[pd.DataFrame, np.ndarray, dict[str, Any]]:
+    """The rows a site trains on (label and features checked; unlabelled rows, and under `data.missing = "drop"`
+    rows missing a feature, dropped), their class indices and the start of the local report."""
     table, report = select_features(table, file, spec, [spec.label], fail)
     dropped = {"no label": int(table[spec.label].isna().sum())}
     table = table[table[spec.label].notna()]
@@ -50,9 +66,15 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
         fail("no rows left after dropping rows with missing values")
     if len(np.unique(y)) < 2:
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
+    return table, y, report
+
+
+def split_rows(
+    y: np.ndarray, spec: TabularSpec, seed: int, site: str, file: str, report: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The site's train and held-out rows (stratified), the site's size checked and the split's counts reported."""
     train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
-    x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     report["class-counts"] = _counts(y, spec.class_names)
     report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
     report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
@@ -60,12 +82,7 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
     if caveat:
         report["held-out-caveat"] = caveat
         report["notes"].append(f"{caveat}: its metrics are unreliable")
-    return SiteData(
-        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
-        test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
-        report=report,
-        kept=encoding.to_dict(),
-    )
+    return train_idx, test_idx
 
 
 def _counts(y: np.ndarray, class_names: list[str]) -> dict[str, int]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -23,6 +23,7 @@ class FeatureSpec(SiteSize):
     """The feature part of a table's `[data]`, shared by every task that reads a table: feature columns, agreed
     category lists, missing values, the held-out split and scaling. Categories are strings, so 1, 1.0 and "1" agree."""
 
+    features_optional: ClassVar[bool] = False  # a multimodal study may have no record columns
     features: list[str] = field(default_factory=list)
     categorical: dict[str, list[Any]] = field(default_factory=dict)
     missing: str = "drop"
@@ -40,7 +41,7 @@ class FeatureSpec(SiteSize):
         clash = [t for t in targets if t in self.features]
         return [
             (
-                not self.features,
+                not self.features and not self.features_optional,
                 "data.features",
                 "must list the feature columns (medfed-sim fills it from your "
                 "table; a federation's study config states it)",

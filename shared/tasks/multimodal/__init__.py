@@ -1,0 +1,124 @@
+"""Multimodal task: one table row per patient with record columns and optional image, note and omics, one encoder
+per modality and a fusion head, trained across sites that hold different modalities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from shared.arrays import model_arrays
+from shared.config import StudyConfig
+from shared.errors import ConfigError
+from shared.groups import COVERAGE, weigh_groups
+from shared.metrics import classification_metrics
+from shared.tasks.base import SiteData, Task
+from shared.tasks.multimodal import demo
+from shared.tasks.multimodal.data import load_multimodal_site
+from shared.tasks.multimodal.layout import Layout
+from shared.tasks.multimodal.model import build_multimodal_model
+from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
+from shared.tasks.tabular.table import read_with_options
+from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, Tokenizer
+from shared.training import predict
+
+ABLATED = ("accuracy", "roc-auc")  # the metrics scored again with one modality only
+# Rules that compare single sites' updates value by value: a site without a modality would vote "no change" for its
+# encoder, so they cannot average an encoder over only the sites that trained it.
+PER_SITE_RULES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+
+
+def study_tokenizer(study: StudyConfig) -> Tokenizer:
+    """The study's fixed, data-independent note tokenizer."""
+    spec = data_spec(study)
+    return HashingTokenizer(spec.vocab_size) if spec.tokenizer == "hashing" else ByteTokenizer()
+
+
+class MultimodalTask(Task):
+    """Patients with a record and, where they have them, an image, a note and omics values."""
+
+    name = "multimodal"
+
+    def check_study(self, study: StudyConfig) -> None:
+        """Validate `[data]` and `[model]`, and refuse aggregation rules that cannot average per modality."""
+        data_spec(study)
+        model_spec(study)
+        if study.federation.strategy in PER_SITE_RULES:
+            raise ConfigError(
+                "federation.strategy",
+                f"'{study.federation.strategy}' compares sites' updates value by value, and a site without a "
+                "modality leaves that encoder unchanged: it would count as a vote for no change. Multimodal studies "
+                "average each encoder over the sites that trained it: use fedavg, fedprox or fedadam, bounded with "
+                "federation.update-norm-bound (or -median) and federation.max-examples",
+            )
+        if study.privacy.mode.startswith("central"):
+            raise ConfigError(
+                "privacy.mode",
+                f"'{study.privacy.mode}' calibrates its noise to every site contributing to every value; an encoder "
+                "averaged over only the sites holding its modality is not. Use privacy.mode = 'local'",
+            )
+
+    def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
+        """Record features, classes and category lists of a table; `hints` name the label and the image, note and
+        omics columns."""
+        categorical = hints.get("categorical")
+        table = read_with_options(path, site, hints).frame
+        return infer_multimodal_options(table, hints, list(categorical) if categorical is not None else None)
+
+    def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
+        """Read, validate, split and pack the site's patients."""
+        return load_multimodal_site(path, site, data_spec(study), study_tokenizer(study), study.seed)
+
+    def build_model(self, study: StudyConfig) -> nn.Module:
+        """Encoders for the study's modalities and the fusion head."""
+        spec = data_spec(study)
+        return build_multimodal_model(spec, model_spec(study), study_tokenizer(study), len(spec.classes))
+
+    def reply_arrays(self, study: StudyConfig, model: nn.Module, data: SiteData, received: ArrayRecord) -> ArrayRecord:
+        """Each encoder's update weighed by the share of training patients who had its modality (shared.groups)."""
+        mask = Layout.of(data_spec(study)).mask(data.train.tensors[0])
+        if study.federation.weighting == "equal":
+            shares = mask.any(dim=0).double()  # each site that trained an encoder counts once
+        else:
+            shares = mask.double().mean(dim=0)
+        by_key = {f"encoders.{m}.{COVERAGE}": float(shares[MODALITIES.index(m)]) for m in MODALITIES}
+        return weigh_groups(model_arrays(model), received, by_key)
+
+    def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
+        """Loss and metrics of the fused model; each modality's coverage (share of held-out patients who have it);
+        and the metrics with one modality only (`roc-auc/only-image`): what each modality carries by itself."""
+        out = super().evaluate(study, model, data, device)
+        spec = data_spec(study)
+        layout = Layout.of(spec)
+        rows, labels = data.test.tensors
+        mask = layout.mask(rows)
+        loss = self.loss(study)
+        for m in spec.modalities:
+            k = MODALITIES.index(m)
+            out[f"coverage/{m}"] = float(mask[:, k].float().mean())
+            only = torch.zeros_like(mask)
+            only[:, k] = mask[:, k]
+            _, y_true, scores = predict(model, TensorDataset(layout.with_mask(rows, only), labels), loss, device)
+            metrics = self.metrics(study, y_true, scores)
+            out.update({f"{name}/only-{m}": metrics[name] for name in ABLATED if name in metrics})
+        return out
+
+    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+        """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
+        return classification_metrics(y_true, scores, data_spec(study).class_names)
+
+    def demo_study(self) -> StudyConfig:
+        """Synthetic patients: a lesion image, a short note and lab values, the label needing two of them."""
+        return demo.demo_study()
+
+    def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
+        """Synthetic patients, one folder (table + images) per hospital."""
+        return demo.write_demo_sites(folder, n_sites)
+
+
+TASK = MultimodalTask()
