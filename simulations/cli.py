@@ -17,8 +17,8 @@ from client.audit import audit_site
 from client.site import SiteConfig
 from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
-from server.outputs import StudyOutputs
 from server.modelcard import CARD
+from server.outputs import StudyOutputs
 from server.report import REPORT, write_report
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import MedfedError
