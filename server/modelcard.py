@@ -124,7 +124,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Privacy",
         f"- Mode: {privacy['mode']}",
-        f"- Secure aggregation (SecAgg+): {privacy['secure-aggregation']}",
+        f"- Secure aggregation (SecAgg+): {'on' if privacy['secure-aggregation'] else 'off'}",
     ]
     if privacy["mode"] != "off":
         lines += [

@@ -67,10 +67,9 @@ def score_bins(scores: np.ndarray, positive: np.ndarray, min_cell: int) -> dict[
             pos_out.append(run_pos)
             neg_out.append(run_total - run_pos)
             run_pos = run_total = 0
-    if run_total:  # the top bins' short run joins the last released bin
-        edges[-1] = 1.0
-        pos_out[-1] += run_pos
-        neg_out[-1] += run_total - run_pos
+    edges[-1] = 1.0  # the top bins' short (or empty) run joins the last released bin
+    pos_out[-1] += run_pos
+    neg_out[-1] += run_total - run_pos
     return {"bins-edges": edges, "bins-positive": pos_out, "bins-negative": neg_out}
 
 

@@ -15,6 +15,7 @@ from torch.utils.data import Dataset
 from shared.assessment import classification_assessment
 from shared.config import StudyConfig
 from shared.errors import ConfigError
+from shared.metrics import headline_metrics
 from shared.training import predict
 
 
@@ -79,7 +80,7 @@ class Task(ABC):
             y_true,
             probs,
             dataset_targets(data.train),
-            lambda y, p: self.metrics(study, y, p),
+            headline_metrics,
             self.headline,
             study.report.min_cell,
             study.seed,
