@@ -30,7 +30,7 @@ IMAGE_CHECK = (
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}"
-    "td:first-child,th:first-child{text-align:left}img{max-width:100%}.note{color:#555}"
+    "td:first-child,th:first-child,.facts td{text-align:left}img{max-width:100%}.note{color:#555}"
 )
 
 
@@ -143,7 +143,7 @@ def _study_table(saved: SavedStudy) -> str:
         ("run as", "a federation" if saved.deployed else "a simulation"),
         ("sites (training examples)", ", ".join(f"{s} ({n})" for s, n in sorted(examples.items())) or "-"),
     ]
-    return _table(["", ""], rows)
+    return _table(["", ""], rows, css="facts")
 
 
 def _privacy_text(saved: SavedStudy) -> str:
@@ -211,10 +211,10 @@ def _section(anchor: str, title: str, content: str) -> str:
     return f"<section id='{anchor}'><h2>{_e(title)}</h2>\n{content}\n</section>"
 
 
-def _table(header: list[str], rows: list[tuple]) -> str:
+def _table(header: list[str], rows: list[tuple], css: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table class='{css}'><tr>{head}</tr>{body}</table>"
 
 
 def _num(value: float | None) -> str:
