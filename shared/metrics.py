@@ -58,11 +58,15 @@ def headline_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
 
 
 def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
-    """ROC AUC when every class is present: the Mann-Whitney statistic when binary, one-vs-rest otherwise."""
-    if probs.shape[1] > 2:
-        return float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=list(range(probs.shape[1]))))
-    positive = y_true == 1
-    ranks = rankdata(probs[:, 1])
+    """ROC AUC when every class is present: binary, class 1's; else the mean of each class's one-vs-rest AUC
+    (scikit-learn's `multi_class="ovr"`), each the Mann-Whitney statistic, which is scikit-learn's AUC with ties."""
+    if probs.shape[1] == 2:
+        return _binary_auc(y_true == 1, probs[:, 1])
+    return float(np.mean([_binary_auc(y_true == c, probs[:, c]) for c in range(probs.shape[1])]))
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    ranks = rankdata(scores)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

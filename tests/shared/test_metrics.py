@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from shared.metrics import classification_metrics, headline_metrics
 
@@ -45,4 +46,6 @@ def test_headline_metrics_are_classification_metrics_own(n_classes):
     probs /= probs.sum(1, keepdims=True)
     full, fast = classification_metrics(y, probs), headline_metrics(y, probs)
     assert fast == pytest.approx({k: full[k] for k in ("accuracy", "roc-auc")}, abs=1e-12)
+    sklearn_auc = roc_auc_score(y, probs[:, 1]) if n_classes == 2 else roc_auc_score(y, probs, multi_class="ovr")
+    assert full["roc-auc"] == pytest.approx(sklearn_auc, abs=1e-12)  # scikit-learn's own definition, ties and all
     assert "roc-auc" not in headline_metrics(np.zeros(5, dtype=int), probs[:5])  # one class: undefined, left out
