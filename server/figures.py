@@ -24,9 +24,9 @@ def png_bytes(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def data_uri(figure: Figure) -> str:
-    """The figure as an inline `data:` URI, for a self-contained page."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(figure)).decode("ascii")
+def data_uri(png: bytes) -> str:
+    """A PNG as an inline `data:` URI, for a self-contained page."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def learning_curves(rows: list[dict[str, Any]], shown: tuple[str, ...]) -> Figure | None:

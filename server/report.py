@@ -48,9 +48,9 @@ def report_figures(saved: SavedStudy) -> dict[str, Figure]:
     return {name: figure for name, figure in drawn.items() if figure is not None}
 
 
-def render_report(saved: SavedStudy) -> str:
-    """The whole page."""
-    drawn = {name: figures.data_uri(figure) for name, figure in report_figures(saved).items()}
+def render_report(saved: SavedStudy, pngs: dict[str, bytes]) -> str:
+    """The whole page, with the figures drawn as `pngs` (by name) inline."""
+    drawn = {name: figures.data_uri(png) for name, png in pngs.items()}
     study = saved.study
     parts = [
         f"<h1>Study '{_e(study.name)}'</h1>",
@@ -87,13 +87,17 @@ def render_report(saved: SavedStudy) -> str:
     )
 
 
-def write_report(folder: Path) -> Path:
+def write_report(folder: Path, figures_dir: Path | None = None) -> Path:
     """Write report.html, and the model card once the folder holds a model, atomically from the folder's saved
-    outputs; return the report's path."""
+    outputs (with `figures_dir`, each figure as a PNG there too); return the report's path."""
     saved = SavedStudy.read(folder)
     if (saved.folder / MODEL).is_file():
         write_model_card(saved)
-    return StudyOutputs(saved.folder).write_text(REPORT, render_report(saved))
+    pngs = {name: figures.png_bytes(figure) for name, figure in report_figures(saved).items()}
+    if figures_dir is not None:
+        for name, png in pngs.items():
+            StudyOutputs(figures_dir).write_bytes(f"{name}.png", png)
+    return StudyOutputs(saved.folder).write_text(REPORT, render_report(saved, pngs))
 
 
 class ReportRefresher:
@@ -119,14 +123,6 @@ class ReportRefresher:
         except Exception as exc:  # the study's own outputs are written already; the report is a view of them
             log.warning("report.html not refreshed: %s (%s)", exc, type(exc).__name__)
         self.due = time.monotonic() + REFRESH_SHARE * (time.monotonic() - started)
-
-
-def save_figures(folder: Path, out: Path) -> list[Path]:
-    """Each figure of the study's report as a PNG file under `out`."""
-    written = []
-    for name, figure in report_figures(SavedStudy.read(folder)).items():
-        written.append(StudyOutputs(out).write_bytes(f"{name}.png", figures.png_bytes(figure)))
-    return written
 
 
 def _study_table(saved: SavedStudy) -> str:
