@@ -197,7 +197,7 @@ def _run_rounds(
             outputs.save_state(fed.rounds, arrays, {}, history)
     except OutputError as exc:
         _record_failure(outputs, history, study, exc)
-    report.final()
+    report.draw()
     return arrays, history
 
 

@@ -111,9 +111,9 @@ class ReportRefresher:
     def after_round(self) -> None:
         """Redraw if it is due."""
         if time.monotonic() >= self.due:
-            self.final()
+            self.draw()
 
-    def final(self) -> None:
+    def draw(self) -> None:
         """Redraw now; a report that cannot be drawn is logged and never stops the study."""
         started = time.monotonic()
         if not (self.folder / "history.json").is_file():  # stopped before its first round: nothing to show

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from server import report as report_module
 from server.cli import cli
-from server.report import REPORT, write_report
+from server.report import REPORT, ReportRefresher, write_report
 from tests.server.studyfolder import EXPECTED_FIGURES, write_study_folder
 
 SECTIONS = ["study", "learning", "privacy", "final", "curves", "comparison", "events", "timing"]
@@ -96,3 +97,23 @@ def test_medfed_server_report_rewrites_the_page_and_saves_its_figures(report, tm
 def test_medfed_server_report_names_what_is_missing(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "study.json" in result.output
+
+
+def test_a_running_study_redraws_its_report_at_a_bounded_cost_and_never_fails_for_it(tmp_path, monkeypatch, caplog):
+    clock, drawn = [100.0], []
+
+    def draw(folder):
+        drawn.append(clock[0])
+        clock[0] += 2.0  # drawing takes 2 s
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(report_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(report_module, "write_report", draw)
+    (tmp_path / "history.json").write_text("{}")
+    refresher = ReportRefresher(tmp_path)
+    for step in (5.0, 16.0, 10.0, 10.0, 2.0):  # seconds between rounds
+        clock[0] += step
+        refresher.after_round()
+    assert drawn == [121.0, 143.0]  # first once the study has run 20 s, then 10 x the 2 s it took after the last
+    refresher.draw()  # the end of the study: always
+    assert len(drawn) == 3 and "not refreshed: no fonts" in caplog.text
