@@ -14,6 +14,7 @@ from client.kept import keep
 from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data, site_record
 from shared.arrays import load_arrays
+from shared.assessment import FINAL_FLAG, RECORD
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError
@@ -26,7 +27,7 @@ log = logging.getLogger("medfed.site")
 def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     """Run one train or evaluate message; any failure becomes an error reply naming the site."""
     try:
-        metrics, arrays = _run(msg, site, train)
+        metrics, arrays, assessment = _run(msg, site, train)
     except MedfedError as exc:
         log.error("%s", exc)
         return refusal(msg, site, str(exc))
@@ -36,6 +37,8 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site, msg)})
     if arrays is not None:
         content["arrays"] = arrays
+    if assessment:
+        content[RECORD] = MetricRecord(assessment)
     return Message(content, reply_to=msg)
 
 
@@ -57,7 +60,9 @@ def _run(msg: Message, site: SiteConfig, train: bool):
         raise MedfedError(str(exc)) from exc
     # The received global model is scored first, so a train reply also carries its evaluation.
     metrics = _evaluate(task, study, model, data, device, prefix="eval-" if train else "")
-    arrays = None
+    arrays, assessment = None, {}
+    if not train and _final(config, site):  # once per study: bounded work, aggregates only (shared.assessment)
+        assessment = task.assess(study, model, data, device)
     if train:
         rnd = int(config.get("server-round", 0))
         released = ReleasedUpdates(site.ledger_dir, site.name, study.name) if study.privacy.mode == "local" else None
@@ -76,7 +81,15 @@ def _run(msg: Message, site: SiteConfig, train: bool):
         metrics.update(trained)
     metrics["compute-s"] = time.perf_counter() - started
     metrics["peak-rss-mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-    return metrics, arrays
+    return metrics, arrays, assessment
+
+
+def _final(config, site: SiteConfig) -> bool:
+    """Whether the server asks for the final assessment; anything but a boolean is refused by name."""
+    final = config.get(FINAL_FLAG, False)
+    if not isinstance(final, bool):
+        raise MedfedError(f"site '{site.name}': the server's '{FINAL_FLAG}' must be true or false")
+    return final
 
 
 def _train(

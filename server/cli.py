@@ -26,6 +26,7 @@ from server.deployment import (
 from server.deployment import submit as submit_study
 from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
 from server.provision import provision as provision_federation
+from server.report import write_report
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
 from server.template import template_toml
@@ -221,6 +222,16 @@ def export(
         f"logits); onnxruntime within {exported.max_difference:.1e} of torch",
         highlight=False,
     )
+
+
+@cli.command()
+def report(
+    output_dir: Annotated[Path, typer.Argument(help="A study's output folder")],
+    figures: Annotated[Path | None, typer.Option(help="Also save each figure as a PNG in this folder")] = None,
+) -> None:
+    """Regenerate a study's report.html (and its model card, once it has a model) from its saved outputs."""
+    page = _run(lambda: write_report(output_dir, figures))
+    console.print(f"report written to {page}" + (f", its figures to {figures}" if figures else ""), highlight=False)
 
 
 def _run(action: Callable[[], T]) -> T:

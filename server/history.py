@@ -31,12 +31,14 @@ def weighted_mean(site_metrics: dict[str, dict[str, float]], weights: Mapping[st
 
 @dataclass
 class History:
-    """Rows of (round, site, kind, metrics...), events (refusals, rejections, stops) and timings."""
+    """Rows of (round, site, kind, metrics...), events (refusals, rejections, stops), timings and the sites' final
+    assessments."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     timings: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
+    assessments: dict[str, dict[str, Any]] = field(default_factory=dict)  # each site's final assessment
 
     def add_metrics(
         self,
@@ -65,12 +67,24 @@ class History:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"status": self.status, "metrics": self.rows, "events": self.events, "timings": self.timings}
+        return {
+            "status": self.status,
+            "metrics": self.rows,
+            "events": self.events,
+            "timings": self.timings,
+            "assessments": self.assessments,
+        }
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> History:
         """The inverse of `to_dict`."""
-        return cls(list(saved["metrics"]), list(saved["events"]), list(saved["timings"]), saved["status"])
+        return cls(
+            list(saved["metrics"]),
+            list(saved["events"]),
+            list(saved["timings"]),
+            saved["status"],
+            dict(saved.get("assessments", {})),  # absent from a state saved before reports
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """Wide table: one row per (round, site, kind), one column per metric."""

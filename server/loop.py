@@ -16,12 +16,14 @@ from server import robust, wire
 from server.history import History
 from server.memory import MemoryWatch, machine_gib
 from server.outputs import OutputError, StudyOutputs
+from server.report import ReportRefresher
 from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
 from server.tracking import Tracker
 from shared.arrays import model_arrays
+from shared.assessment import FINAL_FLAG
 from shared.config import StudyConfig
 from shared.privacy.central import central_plan
 from shared.tasks import build_model, get_task
@@ -87,6 +89,7 @@ def _run_rounds(
     fed = study.federation
     config = {"study": study.to_json()}
     history, names = History(), SiteNames.from_environment()
+    report = ReportRefresher(outputs.folder)
     progress = progress or functools.partial(_log_report, metric=task.headline[0])
     saved = outputs.load_state(study)
     if saved is not None and saved.history.status == "completed":
@@ -184,6 +187,7 @@ def _run_rounds(
             outputs.write_history(history)
             outputs.save_state(rnd, arrays, strategy_state(strategy), history)
             tracker.log_rows(history.rows)
+            report.after_round()
         evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:
@@ -200,6 +204,7 @@ def _run_rounds(
             outputs.save_state(fed.rounds, arrays, {}, history)
     except OutputError as exc:
         _record_failure(outputs, history, study, exc)
+    report.draw()
     return arrays, history
 
 
@@ -238,12 +243,14 @@ def _reject_round(rnd: int, reason: str, history: History, allowed: int) -> None
 def _final_evaluation(grid, strategy, arrays, config, study, history, names, secure) -> int:
     fed = study.federation
     _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
-    messages = list(strategy.configure_evaluate(fed.rounds, arrays, ConfigRecord(config), grid))
+    final = ConfigRecord({**config, FINAL_FLAG: True})
+    messages = list(strategy.configure_evaluate(fed.rounds, arrays, final, grid))
     replies = wire.exchange(grid, messages, fed.round_timeout)
     result = screen(replies, None, names)
     no_reply = f"no reply within {fed.round_timeout:.0f} s"
     history.add_events(fed.rounds, result.problems + unanswered(messages, replies, names, no_reply))
     history.add_metrics(fed.rounds, "eval", result.site_metrics, fed, secure)
+    history.assessments = result.assessments
     return len(result.site_metrics)
 
 

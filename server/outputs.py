@@ -128,7 +128,15 @@ class StudyOutputs:
 
     def write_json(self, name: str, payload: Any) -> Path:
         """Any JSON document in the study folder."""
-        return self._atomic(name, lambda p: p.write_text(json.dumps(payload, indent=2, default=str)))
+        return self.write_text(name, json.dumps(payload, indent=2, default=str))
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Any UTF-8 text file in the study folder."""
+        return self._atomic(name, lambda p: p.write_text(text, encoding="utf-8"))
+
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Any binary file in the study folder."""
+        return self._atomic(name, lambda p: p.write_bytes(data))
 
     def _atomic(self, name: str, write: Callable[[Path], object]) -> Path:
         path = self.folder / name

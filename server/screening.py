@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 
 from shared.arrays import mismatch, non_finite
+from shared.assessment import RECORD, read_assessment
 from shared.groups import coverage_problem
 from shared.identity import load_public_keys, verify
 
@@ -27,6 +28,7 @@ class Screened:
     problems: list[dict[str, str]] = field(default_factory=list)
     summed: int = 0  # under secure aggregation: how many sites' updates the one accepted reply sums
     stage_s: dict[str, float] = field(default_factory=dict)  # under secure aggregation: each stage's wall time
+    assessments: dict[str, dict] = field(default_factory=dict)  # the final evaluation's, per site (shared.assessment)
 
     @property
     def contributors(self) -> int:
@@ -104,6 +106,11 @@ def screen(replies: list[Message], expected: ArrayRecord | None, names: SiteName
             continue
         metrics = msg.content.metric_records["metrics"]
         out.site_metrics[site] = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        if expected is None and RECORD in msg.content.metric_records:
+            try:
+                out.assessments[site] = read_assessment(msg.content.metric_records[RECORD])
+            except ValueError as exc:  # the metrics still count; the report shows the site without it
+                out.problems.append({"site": site, "event": "rejected", "reason": f"its final assessment: {exc}"})
         if expected is not None:
             msg = copy.copy(msg)  # the received reply stays as it came; the strategy gets only what it aggregates
             msg.content = RecordDict(

@@ -229,6 +229,26 @@ class SimulationConfig:
         _check(self.site_cache_mib >= 0, "simulation.site-cache-mib", "must be >= 0 (0: no cache)")
 
 
+MIN_CELL = 5  # the usual small-cell suppression threshold of health statistics
+MAX_MIN_CELL = 1000
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the sites send for the study's report (report.html, model card) at the final evaluation."""
+
+    # A score bin or class count of fewer patients is never released on its own; a study may only raise this.
+    min_cell: int = MIN_CELL
+
+    def __post_init__(self) -> None:
+        _check(
+            MIN_CELL <= self.min_cell <= MAX_MIN_CELL,
+            "report.min-cell",
+            f"must be a whole number from {MIN_CELL} to {MAX_MIN_CELL} (fewer patients per released cell could "
+            "single them out)",
+        )
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     """Experiment tracking at the coordinator (MLflow, the optional `tracking` extra); sites never track anything."""
@@ -273,6 +293,7 @@ class StudyConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
 

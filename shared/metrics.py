@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 
@@ -43,11 +44,31 @@ def classification_metrics(
     if not np.isnan(specificity):
         out["specificity"] = float(specificity)
     if len(present) == n_classes:
-        if n_classes == 2:
-            out["roc-auc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
-        else:
-            out["roc-auc"] = float(skm.roc_auc_score(y_true, probs, multi_class="ovr", labels=labels))
+        out["roc-auc"] = _roc_auc(y_true, probs)
     return out
+
+
+def headline_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy and ROC AUC alone, as `classification_metrics` defines them, in a fraction of its time: what a site's
+    bootstrap recomputes for every replicate."""
+    out = {"accuracy": float((probs.argmax(axis=1) == y_true).mean())}
+    if len(np.unique(y_true)) == probs.shape[1]:
+        out["roc-auc"] = _roc_auc(y_true, probs)
+    return out
+
+
+def _roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
+    """ROC AUC when every class is present: binary, class 1's; else the mean of each class's one-vs-rest AUC
+    (scikit-learn's `multi_class="ovr"`), each the Mann-Whitney statistic, which is scikit-learn's AUC with ties."""
+    if probs.shape[1] == 2:
+        return _binary_auc(y_true == 1, probs[:, 1])
+    return float(np.mean([_binary_auc(y_true == c, probs[:, c]) for c in range(probs.shape[1])]))
+
+
+def _binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    ranks = rankdata(scores)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def segmentation_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict[str, float]:

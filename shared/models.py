@@ -81,6 +81,11 @@ def resolve(name: str, pin: str, files: tuple[str, ...], weights: tuple[str, ...
 
 @functools.lru_cache(maxsize=16)
 def _sha256(path: Path, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

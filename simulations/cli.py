@@ -17,7 +17,9 @@ from client.audit import audit_site
 from client.site import SiteConfig
 from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
+from server.modelcard import CARD
 from server.outputs import StudyOutputs
+from server.report import REPORT, write_report
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import MedfedError
@@ -218,9 +220,11 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     summary = comparison(methods)
     extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
+    write_report(folder)  # again, now with the baselines and the membership-inference audit
     Tracker.open(study, folder, create=False).log_outputs(folder)  # the run the server logged, with the summary
     print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
     console.print(f"outputs: {folder}")
+    console.print(f"report: {folder / REPORT}, model card: {folder / CARD}.md", highlight=False)
     if not history["status"].startswith("completed"):
         raise typer.Exit(1)
 

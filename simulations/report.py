@@ -13,6 +13,7 @@ from server.loop import RoundReport
 LISTED_SITES = 6  # past this many sites, round lines and the closing table summarise instead of listing
 TABLE_SITES = 20  # past this many sites the closing table shows the means only
 UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
+WIDEST_TABLE = 1000  # columns: the closing table's width when not printed to a terminal is its own, up to this
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 
 
@@ -68,13 +69,27 @@ def print_comparison(
         *["" for _ in extra],
         style="bold",
     )
-    console.print(table)
+    _print_whole(console, table)
     for site, why in sorted(caveats.items())[:LISTED_SITES]:
         console.print(
             f"[yellow]{UNRELIABLE}[/]: site '{site}': {why}; its figures (summary.json) mean little", highlight=False
         )
     if len(caveats) > LISTED_SITES:
         console.print(f"... and {len(caveats) - LISTED_SITES} more sites (summary.json: unreliable)", highlight=False)
+
+
+def _print_whole(console: Console, table: Table) -> None:
+    """Piped or logged, rich would fit the table to 80 columns and cut its headers ("feder…"): print it whole."""
+    natural = console.measure(table, options=console.options.update_width(WIDEST_TABLE)).maximum
+    if console.is_terminal or natural <= console.width:
+        console.print(table)
+        return
+    before = console.width
+    console.width = natural
+    try:
+        console.print(table)
+    finally:
+        console.width = before
 
 
 def round_printer(console: Console, shown: tuple[str, str]) -> Any:

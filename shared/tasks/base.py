@@ -14,8 +14,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from shared.arrays import model_arrays
+from shared.assessment import classification_assessment
 from shared.config import StudyConfig
 from shared.errors import ConfigError
+from shared.metrics import headline_metrics
 from shared.training import predict
 
 
@@ -96,6 +98,20 @@ class Task(ABC):
         loss, y_true, scores = predict(model, data.test, self.loss(study), device)
         return {"loss": loss, **self.metrics(study, y_true, scores)}
 
+    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
+        """The site's final assessment for the report (shared.assessment): bootstrap CIs of the headline metrics,
+        score-bin counts and the train split's class counts, aggregates only."""
+        _, y_true, probs = predict(model, data.test, self.loss(study), device)
+        return classification_assessment(
+            y_true,
+            probs,
+            dataset_targets(data.train),
+            headline_metrics,
+            self.headline,
+            study.report.min_cell,
+            study.seed,
+        )
+
     @abstractmethod
     def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Aggregate metrics of one site's predictions; only defined values are returned."""
@@ -136,3 +152,11 @@ class Task(ABC):
     @abstractmethod
     def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
         """Write the built-in data, one file per simulated hospital."""
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """A split's labels (or masks) without loading its inputs: an image set's targets, a tensor set's last tensor."""
+    targets = getattr(dataset, "targets", None)
+    if targets is None:
+        targets = dataset.tensors[-1]
+    return targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import time
 
@@ -14,6 +15,7 @@ from client.admission import SITE_REFUSED
 from client.handlers import handle
 from client.site import SiteConfig
 from shared.arrays import model_arrays
+from shared.assessment import FINAL_FLAG, RECORD, read_assessment
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
 from tests.conftest import with_federation
@@ -33,6 +35,35 @@ def test_evaluate_reply_has_no_arrays(study, demo_sites):
     reply = handle(server_message(study, train=False), demo_sites[1], train=False)
     assert not reply.content.array_records
     assert "accuracy" in reply.content.metric_records["metrics"]
+
+
+def test_the_final_evaluation_sends_intervals_and_bin_counts_only(study, demo_sites):
+    plain = handle(server_message(study, train=False), demo_sites[1], train=False)
+    assert RECORD not in plain.content.metric_records  # every round's evaluation stays cheap
+    msg = server_message(study, train=False)
+    msg.content["config"][FINAL_FLAG] = True
+    reply = handle(msg, demo_sites[1], train=False)
+    assert_only_model_and_aggregates(reply, study)
+    metrics, assessment = reply.content.metric_records["metrics"], read_assessment(reply.content.metric_records[RECORD])
+    assert assessment["ci-accuracy-low"] <= metrics["accuracy"] <= assessment["ci-accuracy-high"]
+    assert sum(assessment["bins-positive"]) + sum(assessment["bins-negative"]) == metrics["num-examples"]
+    assert assessment["bins-edges"][0] == 0 and assessment["bins-edges"][-1] == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda config, raw: config.__setitem__(FINAL_FLAG, "yes"), FINAL_FLAG),
+        (lambda config, raw: raw["report"].__setitem__("min-cell", 1), "report.min-cell"),  # a hostile study
+    ],
+)
+def test_a_final_flag_or_min_cell_out_of_bounds_is_refused_by_name(study, demo_sites, change, named):
+    msg = server_message(study, train=False)
+    raw = study.to_dict()
+    change(msg.content["config"], raw)
+    msg.content["config"]["study"] = json.dumps(raw)
+    reply = handle(msg, demo_sites[1], train=False)
+    assert reply.has_error() and named in reply.error.reason
 
 
 def test_bad_data_is_refused_with_the_site_named(study, tmp_path):

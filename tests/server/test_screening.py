@@ -7,6 +7,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRec
 
 from server.screening import SiteNames, screen
 from server.strategies import build_strategy
+from shared.assessment import RECORD
 from shared.config import FederationConfig
 
 GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32)), "b": Array(np.zeros(2, np.float32))})
@@ -54,3 +55,15 @@ def test_error_replies_are_recorded_as_refusals_with_the_known_site_name():
         {"site": "hospital-7", "event": "refused", "reason": "site 'hospital-7': file not found"}
     ]
     assert not result.accepted
+
+
+def test_a_final_assessment_is_kept_bounded_and_a_malformed_one_is_rejected_by_site():
+    good = reply("north", np.zeros((2, 3)), node=1)
+    good.content[RECORD] = MetricRecord({"ci-accuracy-low": 0.7, "ci-accuracy-high": 0.9, "class-counts": [12, 30]})
+    oversized = reply("south", np.zeros((2, 3)), node=2)
+    oversized.content[RECORD] = MetricRecord({"bins-edges": [i / 1000 for i in range(1001)]})
+    result = screen([good, oversized], None, SiteNames())
+    assert result.assessments == {"north": {"ci-accuracy-low": 0.7, "ci-accuracy-high": 0.9, "class-counts": [12, 30]}}
+    assert set(result.site_metrics) == {"north", "south"}  # the site's metrics still count
+    [problem] = result.problems
+    assert problem["site"] == "south" and problem["event"] == "rejected" and "bins-edges" in problem["reason"]

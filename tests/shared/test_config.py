@@ -36,6 +36,9 @@ def test_round_trip_through_json_and_dict():
             {"federation": {"secure-aggregation": "on", "min-sites": 3}, "privacy": {"mode": "central-server"}},
             "federation.secure-aggregation",
         ),
+        ({"report": {"min-cell": 4}}, "report.min-cell"),  # a study may raise the small-cell bound, never lower it
+        ({"report": {"min-cell": 10**6}}, "report.min-cell"),
+        ({"report": {"min-cell": True}}, "report.min-cell"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from shared.metrics import classification_metrics
+from shared.metrics import classification_metrics, headline_metrics
 
 
 def test_binary_metrics_match_hand_counts():
@@ -35,3 +36,16 @@ def test_multiclass_uses_macro_averages():
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["sensitivity"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert 0 < m["roc-auc"] <= 1
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_headline_metrics_are_classification_metrics_own(n_classes):
+    rng = np.random.default_rng(n_classes)
+    y = rng.integers(0, n_classes, 40)
+    probs = np.round(rng.random((40, n_classes)), 1) + 0.01  # ties, as a small held-out split has
+    probs /= probs.sum(1, keepdims=True)
+    full, fast = classification_metrics(y, probs), headline_metrics(y, probs)
+    assert fast == pytest.approx({k: full[k] for k in ("accuracy", "roc-auc")}, abs=1e-12)
+    sklearn_auc = roc_auc_score(y, probs[:, 1]) if n_classes == 2 else roc_auc_score(y, probs, multi_class="ovr")
+    assert full["roc-auc"] == pytest.approx(sklearn_auc, abs=1e-12)  # scikit-learn's own definition, ties and all
+    assert "roc-auc" not in headline_metrics(np.zeros(5, dtype=int), probs[:5])  # one class: undefined, left out

@@ -31,8 +31,12 @@ def test_federated_model_beats_majority_class_and_leaks_nothing(study, demo_site
         "model.safetensors",
         "checkpoints/round-001.safetensors",
         "checkpoints/round-002.safetensors",
+        "report.html",
+        "model-card.md",
+        "model-card.json",
     ):
         assert (folder / name).is_file(), name
+    assert set(history["assessments"]) == {s.name for s in demo_sites}  # each site's final assessment, kept
     # 2 train rounds + the final evaluation, 3 sites each.
     assert len(recorded) == 9
     for reply in recorded:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from shared.assessment import bootstrap_ci
 from shared.config import StudyConfig
 from shared.metrics import segmentation_metrics
 from shared.tasks.base import SiteData, Task
@@ -17,6 +18,7 @@ from shared.tasks.imaging.spec import data_spec, image_batch, model_spec
 from shared.tasks.segmentation import demo
 from shared.tasks.segmentation.loss import DiceCrossEntropyLoss
 from shared.tasks.segmentation.model import SEGMENTERS
+from shared.training import predict
 
 
 class SegmentationTask(Task):
@@ -54,6 +56,11 @@ class SegmentationTask(Task):
     def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
         """Dice, IoU (mean over foreground classes, and per class if several) and pixel accuracy."""
         return segmentation_metrics(y_true, scores, data_spec(study).class_names)
+
+    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
+        """Bootstrap CIs of Dice and IoU over resampled held-out images (pixel scores have no patient-level curve)."""
+        _, y_true, probs = predict(model, data.test, self.loss(study), device)
+        return bootstrap_ci(y_true, probs, lambda y, p: self.metrics(study, y, p), self.headline, study.seed)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic lesion segmentation study."""

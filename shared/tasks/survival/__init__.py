@@ -99,6 +99,10 @@ class SurvivalTask(Task):
         predicted = self.predictions(study, outputs_train, outcome_train, outputs_test)
         return {"loss": loss, **survival_metrics(spec, outcome_train, outcome_test, predicted)}
 
+    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
+        """Nothing yet: survival metrics need the train split too, and the report shows them without intervals."""
+        return {}
+
     def predictions(
         self, study: StudyConfig, outputs_train: np.ndarray, outcome_train: np.ndarray, outputs: np.ndarray
     ) -> Predictions:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
+from shared.config import MIN_CELL
 from shared.errors import ConfigError
 from shared.tasks.tabular.spec import canonical
 
 FORMAT = "medfed-schema"
 VERSION = 1
-MIN_CELL = 5  # the usual small-cell suppression threshold of health statistics
 
 
 def table_schema(

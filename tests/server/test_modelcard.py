@@ -1,0 +1,35 @@
+"""The model card states what the study's own outputs hold: ε, counts, intervals, audit and hashes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from server.history import site_epsilons
+from server.modelcard import CARD, write_model_card
+from server.saved import SavedStudy
+from tests.server.studyfolder import SITES, write_study_folder
+
+
+def test_the_model_card_matches_the_study_outputs(tmp_path):
+    folder = write_study_folder(tmp_path)
+    write_model_card(SavedStudy.read(folder))
+    card = json.loads((folder / f"{CARD}.json").read_text())
+    history = json.loads((folder / "history.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    assert card["privacy"]["epsilon-spent"] == site_epsilons(history["metrics"]) == {s: 2.2 for s in SITES}
+    assert card["privacy"]["delta"] == 1e-5 and card["privacy"]["accountant"] == "prv"
+    assert "patient" in card["privacy"]["unit-protected"] and card["privacy"]["secure-aggregation"] is False
+    assert {s: d["training-examples"] for s, d in card["data"].items()} == SITES
+    assert card["data"]["south"]["held-out-examples"] == 30
+    counts = history["assessments"]["north"]["class-counts"]
+    assert list(card["data"]["north"]["training-class-counts"].values()) == counts
+    assert card["data"]["tiny"]["training-class-counts"] is None  # the site sent none: not made up
+    assert card["metrics"]["north"]["accuracy"] == {"value": 0.9, "ci95": [0.8, 0.97]}
+    assert card["membership-inference-audit"] == {s: p["mia-auc"] for s, p in summary["privacy"].items()}
+    assert any("'tiny'" in item and "unreliable" in item for item in card["limitations"])
+    for name, file in (("model", "model.safetensors"), ("study", "study.json")):
+        assert card["sha256"][name] == hashlib.sha256((folder / file).read_bytes()).hexdigest()
+    assert set(card["versions"]) == {"medfed", "flower", "torch", "opacus"}
+    text = (folder / f"{CARD}.md").read_text()
+    assert card["sha256"]["model"] in text and "north 2.200" in text and "0.900 (0.800–0.970)" in text
