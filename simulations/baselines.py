@@ -20,7 +20,7 @@ def fit_and_score(study: StudyConfig, train_set: Dataset, sites: dict[str, SiteD
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    train_epochs(model, loader, task.loss(study), make_optimizer(model, study.train), epochs, device)
+    train_epochs(model, loader, task.train_loss(study, train_set), make_optimizer(model, study.train), epochs, device)
     return {
         site: {"num-examples": len(data.test), **task.evaluate(study, model, data, device)}
         for site, data in sites.items()

@@ -14,20 +14,24 @@ from torch.utils.data import Dataset
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.training import predict
+from shared.metrics import choose_threshold
+from shared.training import ClassWeightedLoss, balanced_weights, dataset_labels, predict
 
 
 @dataclass
 class SiteData:
-    """A site's validated data, split at the site; `report` is the local pre-flight report, never sent."""
+    """A site's validated data, split at the site; `report` is the local pre-flight report, never sent. `val`, part of
+    the site's train split that training never sees, places a binary classifier's decision threshold."""
 
     train: Dataset
     test: Dataset
     report: dict[str, Any] = field(default_factory=dict)
+    val: Dataset | None = None
 
     def nbytes(self) -> int:
-        """Memory held by the tensors and arrays of both splits (what a cache of loaded sites has to budget)."""
-        held = [v for split in (self.train, self.test) for v in (getattr(split, "tensors", ()) or vars(split).values())]
+        """Memory held by the tensors and arrays of every split (what a cache of loaded sites has to budget)."""
+        splits = [s for s in (self.train, self.test, self.val) if s is not None]
+        held = [v for split in splits for v in (getattr(split, "tensors", ()) or vars(split).values())]
         return sum(v.nbytes for v in held if isinstance(v, torch.Tensor | np.ndarray))
 
 
@@ -36,6 +40,7 @@ class Task(ABC):
 
     name: str
     headline: tuple[str, str] = ("accuracy", "roc-auc")  # the two metrics progress lines and summaries show
+    classifies: bool = True  # one class per row: class-weighted training, `predicted-classes` in its metrics
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:
@@ -64,15 +69,30 @@ class Task(ABC):
         """Training loss; classification tasks use cross-entropy on logits (survival's depends on the study)."""
         return nn.CrossEntropyLoss()
 
+    def train_loss(self, study: StudyConfig, train: Dataset) -> nn.Module:
+        """The loss local training minimises: a classifier's is weighted by its classes' inverse frequency in
+        `train` (the site's own train split) when the study weighs classes; otherwise `loss(study)`."""
+        if not self.classifies or not study.weighs_classes():
+            return self.loss(study)
+        return ClassWeightedLoss(balanced_weights(dataset_labels(train), len(study.data["classes"])))
+
     def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
         """Mean loss and metrics of the model on the site's held-out split (the train split stays available to tasks
-        whose metrics need it, such as survival's baseline hazard and censoring distribution)."""
+        whose metrics need it, such as survival's baseline hazard and censoring distribution). A binary
+        classifier's decision threshold is chosen on the site's validation split and never leaves the site."""
+        threshold = None
+        if data.val is not None:
+            _, y_val, val_scores = predict(model, data.val, self.loss(study), device)
+            threshold = choose_threshold(y_val, val_scores[:, 1])
         loss, y_true, scores = predict(model, data.test, self.loss(study), device)
-        return {"loss": loss, **self.metrics(study, y_true, scores)}
+        return {"loss": loss, **self.metrics(study, y_true, scores, threshold)}
 
     @abstractmethod
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        """Aggregate metrics of one site's predictions; only defined values are returned."""
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
+        """Aggregate metrics of one site's predictions (a binary classifier's positive from `threshold` on, None:
+        the likelier class); only defined values are returned."""
 
     @abstractmethod
     def demo_study(self) -> StudyConfig:

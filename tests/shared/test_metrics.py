@@ -1,11 +1,11 @@
-"""Classification metrics against hand-computed values."""
+"""Classification metrics against hand-computed values; the decision threshold a site picks on its validation split."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from shared.metrics import classification_metrics
+from shared.metrics import choose_threshold, classification_metrics
 
 
 def test_binary_metrics_match_hand_counts():
@@ -35,3 +35,20 @@ def test_multiclass_uses_macro_averages():
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["sensitivity"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert 0 < m["roc-auc"] <= 1
+
+
+def test_the_threshold_maximises_youdens_j_on_the_split_it_is_given():
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    p1 = np.array([0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.32, 0.4])  # all under 0.5: argmax says "0" for everyone
+    threshold = choose_threshold(y, p1)
+    # J is best (1 - 1/6) cutting just under 0.32, midway to the next lower score 0.3.
+    assert threshold == pytest.approx(0.31)
+    fixed, chosen = (classification_metrics(y, np.stack([1 - p1, p1], axis=1), threshold=t) for t in (None, threshold))
+    assert fixed["predicted-classes"] == 1 and fixed["balanced-accuracy"] == pytest.approx(0.5)
+    assert chosen["predicted-classes"] == 2 and chosen["sensitivity"] == 1.0
+    assert chosen["specificity"] == pytest.approx(5 / 6) and chosen["roc-auc"] == fixed["roc-auc"]
+
+
+def test_no_threshold_without_both_classes_or_without_signal():
+    assert choose_threshold(np.zeros(5, dtype=int), np.linspace(0, 1, 5)) is None
+    assert choose_threshold(np.array([1, 0, 1, 0]), np.array([0.1, 0.2, 0.3, 0.4])) is None  # no cut beats chance

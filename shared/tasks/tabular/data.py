@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
-from shared.tasks.size import check_site_size, held_out_caveat
+from shared.tasks.size import check_site_size, held_out_caveat, validation_split
 from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table
 
@@ -48,20 +48,24 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
         fail("no rows left after dropping rows with missing values")
     if len(np.unique(y)) < 2:
         fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
-    train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    split_seed = spec.split_seed if spec.split_seed >= 0 else seed
+    train_idx, test_idx = split_indices(y, spec.test_fraction, split_seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
     x_train, x_test = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    fit, val = validation_split(y[train_idx], len(spec.class_names), spec.validation_fraction, split_seed)
     report["class-counts"] = _counts(y, spec.class_names)
-    report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
+    report["train-rows"], report["validation-rows"], report["test-rows"] = len(fit), len(val), len(test_idx)
     report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
     caveat = held_out_caveat(y[test_idx])
     if caveat:
         report["held-out-caveat"] = caveat
         report["notes"].append(f"{caveat}: its metrics are unreliable")
+    x_train, y_train = torch.from_numpy(x_train), torch.from_numpy(y[train_idx])
     return SiteData(
-        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
+        train=TensorDataset(x_train[fit], y_train[fit]),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
         report=report,
+        val=TensorDataset(x_train[val], y_train[val]) if len(val) else None,
     )
 
 
