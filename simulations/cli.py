@@ -202,8 +202,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     }
     summary = comparison(methods)
     extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
-    if one_class := single_class_sites(summary):
-        extra["single-class"] = {"sites": one_class, "try": ONE_CLASS_ADVICE}
+    extra["single-class"] = {"sites": single_class_sites(summary), "try": ONE_CLASS_ADVICE}
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
     print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
     console.print(f"outputs: {folder}")
