@@ -17,7 +17,7 @@ PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nat
 ONE_CLASS_MARK = "*"  # beside a headline figure whose model predicts a single class at that site
 ONE_CLASS_ADVICE = (
     "it predicts a single class on the site's held-out split, so its accuracy is that class's share: try more "
-    "rounds or local epochs (--rounds, --local-epochs), check that site's label balance (preflight in summary.json), "
+    "rounds or local epochs (--rounds, --local-epochs), check that site's label balance, "
     "and compare the AUC, which still shows whether the model ranks patients"
 )
 
