@@ -35,6 +35,10 @@ def test_models_have_agreed_shapes():
         ({"label": "y", "classes": ["a", "b"], "features": []}, "data.features"),
         ({"label": "y", "classes": ["a", "b"], "features": ["x"], "categorical": {"z": ["1"]}}, "data.categorical.z"),
         ({"label": "y", "classes": ["a", "b"], "features": ["x"], "missing": "guess"}, "data.missing"),
+        (
+            {"label": "y", "classes": ["a", "b"], "features": ["x"], "validation-fraction": 0.9},
+            "data.validation-fraction",
+        ),
     ],
 )
 def test_bad_data_options_name_the_field(data, field):
