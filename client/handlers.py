@@ -105,7 +105,7 @@ def _train(
 ) -> dict[str, float]:
     round_seed = study.seed * 100_003 + rnd
     loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
-    optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.loss(study), None
+    optimizer, loss_fn, empty_step = make_optimizer(model, study.train), task.train_loss(study, data.train), None
     privacy = None
     torch.manual_seed(round_seed)  # reproducible dropout without DP; SitePrivacy re-seeds from OS entropy
     if study.privacy.mode == "local":

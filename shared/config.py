@@ -22,6 +22,7 @@ STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "kru
 ROBUST_MINIMUM = {"krum": (2, 3, "n > 2f + 2"), "multikrum": (2, 3, "n > 2f + 2"), "bulyan": (4, 3, "n >= 4f + 3")}
 WEIGHTINGS = ("examples", "equal")
 OPTIMIZERS = ("adam", "sgd")
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 PRIVACY_MODES = ("off", "local", "central-server", "central-client")
 ACCOUNTANTS = ("prv", "rdp")
 SECURE_AGGREGATION = ("auto", "on", "off")
@@ -161,6 +162,9 @@ class TrainConfig:
     lr: float = 0.01
     optimizer: str = "adam"
     weight_decay: float = 0.0
+    # A classifier's loss weighs each class by its inverse frequency in the site's own train split ("balanced"), so a
+    # rare class is not learnt away. "auto": balanced, except under local DP (StudyConfig.weighs_classes).
+    class_weights: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.local_epochs >= 1, "train.local-epochs", "must be at least 1")
@@ -168,6 +172,7 @@ class TrainConfig:
         _check(self.lr > 0, "train.lr", "must be > 0")
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         _check(self.weight_decay >= 0, "train.weight-decay", "must be >= 0")
+        _check(self.class_weights in CLASS_WEIGHTS, "train.class-weights", f"must be one of {', '.join(CLASS_WEIGHTS)}")
 
 
 @dataclass(frozen=True)
@@ -330,6 +335,19 @@ class StudyConfig:
                 f"cannot be \"on\" with privacy.mode = '{self.privacy.mode}': central DP clips each site's update at "
                 "the server, which secure aggregation hides; use privacy.mode = 'local'",
             )
+        if self.train.class_weights == "balanced" and self.privacy.mode == "local":
+            raise ConfigError(
+                "train.class-weights",
+                "cannot be \"balanced\" with privacy.mode = 'local': weights from the site's class counts make every "
+                "patient's gradient depend on the others' labels, which DP-SGD's accounting does not cover; "
+                'use "auto" (no weighting under local DP) or "none"',
+            )
+
+    def weighs_classes(self) -> bool:
+        """Whether a classifier's training loss is class-weighted (`train.class-weights`; "auto": not under local DP,
+        where the weights would escape the per-patient accounting)."""
+        weights = self.train.class_weights
+        return weights == "balanced" or (weights == "auto" and self.privacy.mode != "local")
 
     def secure_aggregation(self, deployed: bool) -> bool:
         """Whether rounds run SecAgg+: "auto" means on in a federation unless central DP or a robust setting needs

@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
 
 from shared.config import TrainConfig
 
@@ -22,6 +23,42 @@ class WouldOverrun(Exception):
     def __init__(self, estimate_s: float, batches: int) -> None:
         self.estimate_s, self.batches = estimate_s, batches
         super().__init__(f"training would take about {estimate_s:.0f} s over {batches} batches")
+
+
+class ClassWeightedLoss(nn.CrossEntropyLoss):
+    """Cross-entropy with per-class weights, averaged over samples: sum_i w[y_i] * loss_i / n.
+
+    PyTorch's weighted mean divides by sum_i w[y_i] instead, which ties each sample's gradient to the batch's other
+    labels; DP-SGD (Opacus, `loss_reduction="mean"`) recovers per-sample gradients by scaling with the batch size, so
+    only the plain mean gives each patient exactly their own weighted gradient. Ghost clipping sets `reduction` to
+    "none" to read the per-sample losses, which this returns as they are."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__(weight=weight)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The weighted per-sample losses, reduced by `self.reduction`."""
+        per_sample = F.cross_entropy(input, target, weight=self.weight.to(input.device), reduction="none")
+        if self.reduction == "none":
+            return per_sample
+        return per_sample.sum() if self.reduction == "sum" else per_sample.mean()
+
+
+def balanced_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Each class's weight n / (classes x its rows), scikit-learn's "balanced": every class then weighs as much in
+    the loss as a whole."""
+    counts = torch.bincount(labels.reshape(-1).long(), minlength=n_classes).float()
+    return len(labels) / (n_classes * counts.clamp(min=1))
+
+
+def dataset_labels(dataset: Dataset) -> torch.Tensor:
+    """A classification dataset's labels without reading its inputs: a TensorDataset's last tensor, an image set's
+    `targets`, or the parts of a ConcatDataset (the pooled baseline's) in order."""
+    if isinstance(dataset, ConcatDataset):
+        return torch.cat([dataset_labels(part) for part in dataset.datasets])
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[-1]
+    return dataset.targets
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig) -> torch.optim.Optimizer:

@@ -22,7 +22,7 @@ def fit_central(study: StudyConfig, train_set: Dataset, label: str = "baseline",
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)
-    loss, optimizer = get_task(study.task).loss(study), make_optimizer(model, study.train)
+    loss, optimizer = get_task(study.task).train_loss(study, train_set), make_optimizer(model, study.train)
     with progress_bar(f"{label}: epoch", epochs, quiet) as step:
         for _ in range(epochs):  # one epoch at a time: the loader's seeded order runs on as in one call
             train_epochs(model, loader, loss, optimizer, 1, device)

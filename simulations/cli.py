@@ -27,7 +27,7 @@ from shared.partition import SCHEMES
 from shared.tasks import get_task
 from simulations.baselines import local_baseline, pooled_baseline
 from simulations.preflight import Plan, check_site_count, plan_study
-from simulations.report import comparison, print_comparison, round_printer
+from simulations.report import ONE_CLASS_ADVICE, comparison, print_comparison, round_printer, single_class_sites
 from simulations.runner import simulate
 
 console = Console(soft_wrap=True)
@@ -125,29 +125,27 @@ def run(
             task = "survival"
         if (image_column or note_column or omics) and not study_file:
             task = "multimodal"
-        study = _study(
-            study_file or task,
-            {
-                ("federation", "rounds"): rounds,
-                ("federation", "strategy"): strategy,
-                ("federation", "min-sites"): min_sites,
-                ("federation", "fraction"): fraction,
-                ("federation", "secure-aggregation"): secure_aggregation,
-                ("train", "local-epochs"): local_epochs,
-                ("privacy", "mode"): dp,
-                ("privacy", "epsilon"): epsilon,
-                ("simulation", "workers"): workers,
-                ("simulation", "ray-address"): ray_address,
-                ("simulation", "data"): str(data.absolute()) if data is not None else None,
-                ("simulation", "site-column"): site_column,
-                ("simulation", "partition"): partition,
-                ("simulation", "alpha"): alpha,
-                ("simulation", "sites"): sites,
-            },
-            seed,
-        )
+        overrides = {
+            ("federation", "rounds"): rounds,
+            ("federation", "strategy"): strategy,
+            ("federation", "min-sites"): min_sites,
+            ("federation", "fraction"): fraction,
+            ("federation", "secure-aggregation"): secure_aggregation,
+            ("train", "local-epochs"): local_epochs,
+            ("privacy", "mode"): dp,
+            ("privacy", "epsilon"): epsilon,
+            ("simulation", "workers"): workers,
+            ("simulation", "ray-address"): ray_address,
+            ("simulation", "data"): str(data.absolute()) if data is not None else None,
+            ("simulation", "site-column"): site_column,
+            ("simulation", "partition"): partition,
+            ("simulation", "alpha"): alpha,
+            ("simulation", "sites"): sites,
+        }
+        study = _overridden(load_study(study_file) if study_file else get_task(task).demo_study(), overrides, seed)
         cats = [c.strip() for c in categorical.split(",")] if categorical else None
         plan = plan_study(study, study_file is not None, {k: v for k, v in hints.items() if v is not None}, cats)
+        plan.study = _overridden(plan.study, overrides, seed)  # what the command line says wins over the defaults
         check_site_count(plan.study, plan.n_sites)
     except MedfedError as exc:
         console.print(f"[red]error:[/] {exc}", highlight=False)
@@ -178,9 +176,9 @@ def _discard_unsaved(folder: Path, fresh: bool) -> None:
         shutil.rmtree(folder)
 
 
-def _study(source: Path | str, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
-    """A study file, or the named task's built-in study, with command-line overrides applied."""
-    raw = (load_study(source) if isinstance(source, Path) else get_task(source).demo_study()).to_dict()
+def _overridden(study: StudyConfig, overrides: dict[tuple[str, str], object], seed: int | None) -> StudyConfig:
+    """The study with the command line's overrides applied."""
+    raw = study.to_dict()
     for (section, key), value in overrides.items():
         if value is not None:
             raw[section][key] = value
@@ -219,6 +217,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     }
     summary = comparison(methods)
     extra = {"unreliable": plan.caveats, "preflight": plan.sites} if plan.sites else {}
+    extra["single-class"] = {"sites": single_class_sites(summary), "try": ONE_CLASS_ADVICE}
     StudyOutputs(folder).write_json("summary.json", {**summary, "privacy": privacy, "timing": timing, **extra})
     write_report(folder)  # again, now with the baselines and the membership-inference audit
     Tracker.open(study, folder, create=False).log_outputs(folder)  # the run the server logged, with the summary

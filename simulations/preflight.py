@@ -18,6 +18,7 @@ from shared.errors import ConfigError, DataError
 from shared.tasks import Task, get_task
 from shared.tasks.multimodal.spec import data_spec as multimodal_spec
 from shared.tasks.multimodal.spec import infer_multimodal_options
+from shared.tasks.schedule import with_default_schedule
 from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
 from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
@@ -27,6 +28,7 @@ from simulations.report import LISTED_SITES
 from simulations.scenario import (
     IMAGE_TARGETS,
     image_files,
+    image_set_size,
     image_site_entries,
     site_groups,
     split_image_set,
@@ -34,7 +36,14 @@ from simulations.scenario import (
     write_sites,
 )
 
-REPORTED = ("rows-read", "rows-used", "rows-dropped", "train-rows", "test-rows")  # per site, into summary.json
+REPORTED = (
+    "rows-read",
+    "rows-used",
+    "rows-dropped",
+    "train-rows",
+    "validation-rows",
+    "test-rows",
+)  # per site, into summary.json
 
 
 @dataclass
@@ -47,11 +56,26 @@ class Plan:
     lines: list[str] = field(default_factory=list)  # said before the run starts
     caveats: dict[str, str] = field(default_factory=dict)  # site -> why its held-out figures are unreliable
     sites: dict[str, dict[str, Any]] = field(default_factory=dict)  # site -> rows read, used, dropped, split
+    rows_per_site: float | None = None  # the user's data: its rows (images, notes) over its sites, where known
 
 
 def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorical: list[str] | None) -> Plan:
     """Check the study's data source (`simulation.data`, or the built-in data) and plan its sites; `hints` are the
-    command line's table options (label, delimiter, decimal, na-values), which win over the study file's."""
+    command line's table options (label, delimiter, decimal, na-values), which win over the study file's. The user's
+    data without a study file gets its task's default schedule for its sites' size (shared/tasks/schedule.py)."""
+    plan = _plan(study, from_file, hints, categorical)
+    if study.simulation.data and not from_file:
+        plan.study = with_default_schedule(plan.study, plan.rows_per_site)
+        size = "unknown size" if plan.rows_per_site is None else f"about {plan.rows_per_site:.0f} rows each"
+        plan.lines.append(
+            f"defaults for {study.task} sites of {size}: FedAvg, {plan.study.federation.rounds} rounds x "
+            f"{plan.study.train.local_epochs} local epochs, lr {plan.study.train.lr:g}, batch "
+            f"{plan.study.train.batch_size} (README: Defaults)"
+        )
+    return plan
+
+
+def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorical: list[str] | None) -> Plan:
     source = study.simulation
     if not source.data:
         task = get_task(study.task)
@@ -66,19 +90,23 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
         study = dataclasses.replace(study, data=options, name=name)
         n_sites = len(image_site_entries(path)) if path.is_dir() else source.sites
         target = IMAGE_TARGETS[study.task]
+        images = image_set_size(path, target)
         return Plan(
             study,
             n_sites,
             lambda folder: split_image_set(
                 path, folder / "sites", target, source.partition, source.sites, source.alpha, study.seed
             ),
+            rows_per_site=images / n_sites if images is not None else None,
         )
     if study.task == "text":
         label = {"label-column": hints["label"]} if "label" in hints else {}
         options = get_task("text").infer_data(path, "simulation", {**given, **label})
         study = dataclasses.replace(study, data=options, name=name)
         groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
-        return Plan(study, len(groups), lambda folder: write_sites(groups, folder / "sites"))
+        return Plan(
+            study, len(groups), lambda folder: write_sites(groups, folder / "sites"), rows_per_site=_mean_rows(groups)
+        )
     if study.task == "survival":
         return _survival_plan(study, path, {**given, **hints}, categorical, name)
     if study.task == "multimodal":
@@ -98,7 +126,11 @@ def _survival_plan(
     groups = _groups(table.frame, str(path), given["event"], study)  # a partition is stratified on the event
     lines = [f"{path.name}: {note}" for note in table.notes]
     return Plan(
-        study, len(groups), lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal), lines
+        study,
+        len(groups),
+        lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal),
+        lines,
+        rows_per_site=_mean_rows(groups),
     )
 
 
@@ -162,7 +194,12 @@ def _table_plan(
         lines,
         {site: r["held-out-caveat"] for site, r in reports.items() if "held-out-caveat" in r},
         {site: {k: r[k] for k in REPORTED} for site, r in reports.items()},
+        _mean_rows(groups),
     )
+
+
+def _mean_rows(groups: list[tuple[str, pd.DataFrame]]) -> float:
+    return sum(len(rows) for _, rows in groups) / max(1, len(groups))
 
 
 def _groups(frame: pd.DataFrame, source: str, label: str, study: StudyConfig) -> list[tuple[str, pd.DataFrame]]:

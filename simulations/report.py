@@ -15,6 +15,12 @@ TABLE_SITES = 20  # past this many sites the closing table shows the means only
 UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
 WIDEST_TABLE = 1000  # columns: the closing table's width when not printed to a terminal is its own, up to this
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
+ONE_CLASS_MARK = "*"  # beside a headline figure whose model predicts a single class at that site
+ONE_CLASS_ADVICE = (
+    "it predicts a single class on the site's held-out split, so its accuracy is that class's share: try more "
+    "rounds or local epochs (--rounds, --local-epochs), check that site's label balance, "
+    "and compare the AUC, which still shows whether the model ranks patients"
+)
 
 
 def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
@@ -31,6 +37,16 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
     return out
 
 
+def single_class_sites(summary: dict[str, Any]) -> dict[str, list[str]]:
+    """Per method, the sites where its model predicted a single class on the held-out split (methods with none
+    left out)."""
+    flagged = {
+        method: sorted(site for site, m in s["per_site"].items() if m.get("predicted-classes") == 1)
+        for method, s in summary.items()
+    }
+    return {method: sites for method, sites in flagged.items() if sites}
+
+
 def print_comparison(
     console: Console,
     summary: dict[str, Any],
@@ -39,8 +55,10 @@ def print_comparison(
     caveats: dict[str, str] | None = None,
 ) -> None:
     """One row per site: the task's headline metrics per method, then the site's ε spent and attack AUC; a site
-    whose held-out split is too small to score (`caveats`) shows "unreliable" instead of its figures."""
+    whose held-out split is too small to score (`caveats`) shows "unreliable" instead of its figures, and a model
+    predicting a single class at a site is marked, with what to try."""
     caveats = caveats or {}
+    one_class = single_class_sites(summary)
     table = Table(title="Held-out test split at each site")
     table.add_column("site", no_wrap=True)
     for method in summary:
@@ -57,8 +75,11 @@ def print_comparison(
         table.add_row(
             site,
             *[
-                UNRELIABLE if site in caveats else _fmt(m["per_site"].get(site, {}).get(k))
-                for m in summary.values()
+                UNRELIABLE
+                if site in caveats
+                else _fmt(m["per_site"].get(site, {}).get(k))
+                + (ONE_CLASS_MARK if site in one_class.get(method, ()) else "")
+                for method, m in summary.items()
                 for k in shown
             ],
             *[_fmt(privacy.get(site, {}).get(k)) for k in extra],
@@ -76,6 +97,13 @@ def print_comparison(
         )
     if len(caveats) > LISTED_SITES:
         console.print(f"... and {len(caveats) - LISTED_SITES} more sites (summary.json: unreliable)", highlight=False)
+    for method, sites in one_class.items():
+        named = ", ".join(f"'{s}'" for s in sites[:LISTED_SITES]) + (" ..." if len(sites) > LISTED_SITES else "")
+        console.print(
+            f"[yellow]{ONE_CLASS_MARK} one class[/]: the {method} model at {len(sites)} site(s) ({named}): "
+            f"{ONE_CLASS_ADVICE} (summary.json: single-class)",
+            highlight=False,
+        )
 
 
 def _print_whole(console: Console, table: Table) -> None:

@@ -117,6 +117,24 @@ def image_site_entries(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix == ".npz" or p.is_dir())
 
 
+def image_set_size(path: Path, target: str) -> int | None:
+    """Images with targets in a MedMNIST-style .npz (train + val), or in a folder of per-site .npz files; None for
+    sub-folder sites or a file that cannot be read (which the split itself then names)."""
+    files = [path] if path.is_file() else image_site_entries(path)
+    if not files or any(p.suffix != ".npz" for p in files):
+        return None
+    try:
+        total = 0
+        for file in files:
+            with np.load(file) as archive:
+                total += sum(
+                    len(archive[f"{p}_{target}s"]) for p in ("train", "val") if f"{p}_{target}s" in archive.files
+                )
+        return total
+    except (OSError, ValueError):
+        return None
+
+
 def split_image_set(
     path: Path, folder: Path, target: str, scheme: str, n_sites: int, alpha: float, seed: int
 ) -> list[SiteConfig]:

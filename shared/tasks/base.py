@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +18,8 @@ from shared.arrays import model_arrays
 from shared.assessment import classification_assessment
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.metrics import headline_metrics
-from shared.training import predict
+from shared.metrics import choose_threshold, headline_metrics
+from shared.training import ClassWeightedLoss, balanced_weights, dataset_labels, predict
 
 
 @dataclass
@@ -30,10 +31,12 @@ class SiteData:
     test: Dataset
     report: dict[str, Any] = field(default_factory=dict)
     kept: dict[str, Any] = field(default_factory=dict)
+    val: Dataset | None = None
 
     def nbytes(self) -> int:
-        """Memory held by the tensors and arrays of both splits (what a cache of loaded sites has to budget)."""
-        held = [v for split in (self.train, self.test) for v in (getattr(split, "tensors", ()) or vars(split).values())]
+        """Memory held by the tensors and arrays of every split (what a cache of loaded sites has to budget)."""
+        splits = [s for s in (self.train, self.test, self.val) if s is not None]
+        held = [v for split in splits for v in (getattr(split, "tensors", ()) or vars(split).values())]
         return sum(v.nbytes for v in held if isinstance(v, torch.Tensor | np.ndarray))
 
 
@@ -59,6 +62,7 @@ class Task(ABC):
     name: str
     headline: tuple[str, str] = ("accuracy", "roc-auc")  # the two metrics progress lines and summaries show
     keeps_statistics = False  # whether a site encodes rows with statistics of its train split (SiteData.kept)
+    classifies: bool = True  # one class per row: class-weighted training, `predicted-classes` in its metrics
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:
@@ -92,11 +96,26 @@ class Task(ABC):
         by the share of patients who trained it)."""
         return model_arrays(model)
 
+    def train_loss(self, study: StudyConfig, train: Dataset) -> nn.Module:
+        """The loss local training minimises: a classifier's is weighted by its classes' inverse frequency in
+        `train` (the site's own train split) when the study weighs classes; otherwise `loss(study)`."""
+        if not self.classifies or not study.weighs_classes():
+            return self.loss(study)
+        return ClassWeightedLoss(balanced_weights(dataset_labels(train), len(study.data["classes"])))
+
     def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
         """Mean loss and metrics of the model on the site's held-out split (the train split stays available to tasks
-        whose metrics need it, such as survival's baseline hazard and censoring distribution)."""
+        whose metrics need it, such as survival's baseline hazard and censoring distribution). A binary
+        classifier's decision threshold is chosen on the site's validation split and never leaves the site."""
         loss, y_true, scores = predict(model, data.test, self.loss(study), device)
-        return {"loss": loss, **self.metrics(study, y_true, scores)}
+        return {"loss": loss, **self.metrics(study, y_true, scores, self.threshold(study, model, data, device))}
+
+    def threshold(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> float | None:
+        """A binary classifier's decision threshold, chosen on the site's validation split (None: none, or no split)."""
+        if data.val is None:
+            return None
+        _, y_val, val_scores = predict(model, data.val, self.loss(study), device)
+        return choose_threshold(y_val, val_scores[:, 1])
 
     def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
         """The site's final assessment for the report (shared.assessment): bootstrap CIs of the headline metrics,
@@ -105,16 +124,19 @@ class Task(ABC):
         return classification_assessment(
             y_true,
             probs,
-            dataset_targets(data.train),
-            headline_metrics,
+            np.asarray(dataset_labels(data.train)),
+            functools.partial(headline_metrics, threshold=self.threshold(study, model, data, device)),
             self.headline,
             study.report.min_cell,
             study.seed,
         )
 
     @abstractmethod
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-        """Aggregate metrics of one site's predictions; only defined values are returned."""
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
+        """Aggregate metrics of one site's predictions (a binary classifier's positive from `threshold` on, None:
+        the likelier class); only defined values are returned."""
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
@@ -152,11 +174,3 @@ class Task(ABC):
     @abstractmethod
     def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
         """Write the built-in data, one file per simulated hospital."""
-
-
-def dataset_targets(dataset: Dataset) -> np.ndarray:
-    """A split's labels (or masks) without loading its inputs: an image set's targets, a tensor set's last tensor."""
-    targets = getattr(dataset, "targets", None)
-    if targets is None:
-        targets = dataset.tensors[-1]
-    return targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)

@@ -5,26 +5,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.model_selection import train_test_split
 
 from shared.errors import DataError
 
 MIN_ROWS = 20  # below this a site's split and its metrics are noise
 MIN_PER_CLASS = 2  # training rows each of at least two classes needs
 MIN_HELD_OUT = 10  # a held-out split of fewer rows scores a metric in steps of 0.1 or coarser: unreliable
+MIN_VALIDATION_PER_CLASS = 2  # a validation split with fewer rows of a class cannot place a decision threshold
 
 
 @dataclass(frozen=True)
 class SiteSize:
-    """`data.min-rows` and `data.min-per-class`, part of every task's `[data]`."""
+    """`data.min-rows`, `data.min-per-class` and `data.validation-fraction`, part of every task's `[data]`.
+
+    `validation-fraction` is the share of a binary classifier's train split each site keeps aside to choose its
+    decision threshold (0: the threshold stays at 0.5); other tasks ignore it."""
 
     min_rows: int = MIN_ROWS
     min_per_class: int = MIN_PER_CLASS
+    validation_fraction: float = 0.2
 
     def size_problems(self) -> list[tuple[bool, str, str]]:
-        """The two settings' checks, as (bad, field, problem) for `raise_first`."""
+        """The settings' checks, as (bad, field, problem) for `raise_first`."""
         return [
             (self.min_rows < 1, "data.min-rows", "must be at least 1"),
             (self.min_per_class < 1, "data.min-per-class", "must be at least 1"),
+            (not 0 <= self.validation_fraction <= 0.5, "data.validation-fraction", "must be in [0, 0.5]"),
         ]
 
 
@@ -61,6 +68,18 @@ def check_site_size(
             "reach it",
             file=file,
         )
+
+
+def validation_split(
+    train_targets: np.ndarray, n_classes: int, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in a binary classifier's train split kept for fitting and for choosing the decision threshold
+    (seeded, stratified); none set aside when `fraction` would give a class fewer than MIN_VALIDATION_PER_CLASS rows."""
+    everything = np.arange(len(train_targets))
+    binary = n_classes == 2 and train_targets.ndim == 1  # masks (N, H, W) have no threshold to place
+    if not binary or (np.bincount(train_targets, minlength=2) * fraction < MIN_VALIDATION_PER_CLASS).any():
+        return everything, everything[:0]
+    return train_test_split(everything, test_size=fraction, random_state=seed, shuffle=True, stratify=train_targets)
 
 
 def held_out_caveat(test_targets: np.ndarray) -> str | None:

@@ -52,7 +52,7 @@ def text_study(classes: list[str], rounds: int, model: dict, max_length: int) ->
             "seed": 0,
             # DP-SGD on 256-token notes takes minutes per round on a few CPU cores: no round may time out here.
             "federation": {"strategy": "fedavg", "rounds": rounds, "min-sites": 2, "round-timeout": 3600},
-            "train": {"local-epochs": 1, "batch-size": 32, "lr": 0.002},
+            "train": {"local-epochs": 1, "batch-size": 32, "lr": 0.002, "class-weights": "none"},  # as benchmarked
             "model": model,
             "data": {
                 "classes": classes,

@@ -31,6 +31,8 @@ def test_round_trip_through_json_and_dict():
         ({"train": {"local-epochs": "two"}}, "train.local-epochs"),
         ({"federation": {"roundz": 3}}, "federation.roundz"),
         ({"federation": {"secure-aggregation": "yes"}}, "federation.secure-aggregation"),
+        ({"train": {"class-weights": "inverse"}}, "train.class-weights"),
+        ({"train": {"class-weights": "balanced"}, "privacy": {"mode": "local"}}, "train.class-weights"),
         ({"federation": {"secure-aggregation": "on", "min-sites": 2}}, "federation.min-sites"),
         (
             {"federation": {"secure-aggregation": "on", "min-sites": 3}, "privacy": {"mode": "central-server"}},

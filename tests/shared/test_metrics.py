@@ -1,4 +1,4 @@
-"""Classification metrics against hand-computed values."""
+"""Classification metrics against hand-computed values; the decision threshold a site picks on its validation split."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from shared.metrics import classification_metrics, headline_metrics
+from shared.metrics import choose_threshold, classification_metrics, headline_metrics
 
 
 def test_binary_metrics_match_hand_counts():
@@ -49,3 +49,24 @@ def test_headline_metrics_are_classification_metrics_own(n_classes):
     sklearn_auc = roc_auc_score(y, probs[:, 1]) if n_classes == 2 else roc_auc_score(y, probs, multi_class="ovr")
     assert full["roc-auc"] == pytest.approx(sklearn_auc, abs=1e-12)  # scikit-learn's own definition, ties and all
     assert "roc-auc" not in headline_metrics(np.zeros(5, dtype=int), probs[:5])  # one class: undefined, left out
+    if n_classes == 2:  # a site's chosen threshold decides its bootstrap's accuracy as it does its metrics
+        full, fast = classification_metrics(y, probs, threshold=0.3), headline_metrics(y, probs, threshold=0.3)
+        assert fast["accuracy"] == pytest.approx(full["accuracy"], abs=1e-12)
+        assert fast["accuracy"] != headline_metrics(y, probs)["accuracy"]
+
+
+def test_the_threshold_maximises_youdens_j_on_the_split_it_is_given():
+    y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    p1 = np.array([0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.32, 0.4])  # all under 0.5: argmax says "0" for everyone
+    threshold = choose_threshold(y, p1)
+    # J is best (1 - 1/6) cutting just under 0.32, midway to the next lower score 0.3.
+    assert threshold == pytest.approx(0.31)
+    fixed, chosen = (classification_metrics(y, np.stack([1 - p1, p1], axis=1), threshold=t) for t in (None, threshold))
+    assert fixed["predicted-classes"] == 1 and fixed["balanced-accuracy"] == pytest.approx(0.5)
+    assert chosen["predicted-classes"] == 2 and chosen["sensitivity"] == 1.0
+    assert chosen["specificity"] == pytest.approx(5 / 6) and chosen["roc-auc"] == fixed["roc-auc"]
+
+
+def test_no_threshold_without_both_classes_or_without_signal():
+    assert choose_threshold(np.zeros(5, dtype=int), np.linspace(0, 1, 5)) is None
+    assert choose_threshold(np.array([1, 0, 1, 0]), np.array([0.1, 0.2, 0.3, 0.4])) is None  # no cut beats chance

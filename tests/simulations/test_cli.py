@@ -38,7 +38,16 @@ def test_a_data_run_writes_a_study_that_validates_and_reruns_the_same_study(tmp_
     )
     assert "round   1/1" in result.output and "mean over sites" in result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"federated", "pooled", "local", "privacy", "timing", "unreliable", "preflight"}
+    assert set(summary) == {
+        "federated",
+        "pooled",
+        "local",
+        "privacy",
+        "timing",
+        "unreliable",
+        "preflight",
+        "single-class",
+    }
     assert all(0 <= summary["privacy"][site]["mia-auc"] <= 1 for site in ("east", "north", "south"))
     assert set(summary["federated"]["per_site"]) == {"east", "north", "south"} and summary["unreliable"] == {}
     assert summary["preflight"]["north"]["rows-read"] == 191

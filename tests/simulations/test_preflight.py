@@ -11,6 +11,7 @@ import pytest
 from shared.config import SimulationConfig
 from shared.errors import DataError
 from shared.tasks import get_task
+from shared.tasks.schedule import default_schedule
 from shared.tasks.tabular.demo import demo_study
 from simulations.preflight import plan_study
 from tests.shared.tasks.multimodal.patients import write_site as write_patients
@@ -44,13 +45,16 @@ def test_a_semicolon_export_is_read_described_and_checked_per_site(tmp_path):
         "site 'east': held-out split of 6 rows (under 10): its metrics are unreliable",
         "site 'north': 3 of 60 rows (5%) dropped: a missing feature value (data.missing = \"drop\"), most in age (3); "
         'data.missing = "impute" keeps them',
+        "defaults for tabular sites of about 47 rows each: FedAvg, 10 rounds x 2 local epochs, lr 0.01, batch 8 "
+        "(README: Defaults)",
     ]
     assert plan.caveats == {"east": "held-out split of 6 rows (under 10)"}
     assert plan.sites["north"] == {
         "rows-read": 60,
         "rows-used": 57,
         "rows-dropped": {'a missing feature value (data.missing = "drop")': 3},
-        "train-rows": 45,
+        "train-rows": 36,
+        "validation-rows": 9,
         "test-rows": 12,
     }
     assert plan.study.name == "export" and plan.study.data["features"] == ["age", "smoker"]
@@ -81,3 +85,15 @@ def test_a_multimodal_table_is_split_with_each_sites_images_and_a_path_out_of_it
     table.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"column 'image'.*outside the site's data folder.*data row\(s\) 8"):
         plan_study(study, False, hints, None)
+
+
+def test_a_users_image_set_gets_its_tasks_default_schedule_for_its_size(tmp_path):
+    path = tmp_path / "scans.npz"
+    np.savez(path, train_images=np.zeros((90, 8, 8), np.uint8), train_labels=np.resize([0, 1], (90, 1)))
+    study = get_task("imaging").demo_study()
+    plan = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(path))), False, {}, None)
+    assert plan.rows_per_site == 30 and plan.lines[-1].startswith("defaults for imaging sites of about 30 rows each")
+    assert (plan.study.federation.rounds, plan.study.train.local_epochs, plan.study.train.lr) == (20, 5, 0.003)
+    assert (default_schedule("imaging", 1700).rounds, default_schedule("imaging", None).rounds) == (10, 20)
+    from_file = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(path))), True, {}, None)
+    assert from_file.study.federation.rounds == study.federation.rounds  # a study file's schedule is kept

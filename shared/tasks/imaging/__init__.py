@@ -58,9 +58,11 @@ class ImagingTask(Task):
         spec, model = data_spec(study), model_spec(study, tuple(CLASSIFIERS), "cnn")
         return CLASSIFIERS[model.name](spec.channels, len(spec.classes), model)
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Accuracy, balanced accuracy, ROC AUC (one-vs-rest if multi-class), sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names)
+        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic lesion study."""

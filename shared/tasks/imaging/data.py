@@ -24,7 +24,7 @@ from shared.tasks.imaging.files import (
 )
 from shared.tasks.imaging.spec import ImagingSpec
 from shared.tasks.labels import label_indices
-from shared.tasks.size import check_site_size
+from shared.tasks.size import check_site_size, validation_split
 
 MAX_ROTATION_DEG = 10.0
 TARGETS = {"label": "labels.csv", "mask": "masks.csv"}  # what each image comes with -> the folder's index file
@@ -78,11 +78,13 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
         report["class-counts"] = {c: int((everything == i).sum()) for i, c in enumerate(spec.class_names)}
     else:
         report["pixel-share"] = {c: round(float((everything == i).mean()), 4) for i, c in enumerate(spec.class_names)}
-    report.update({"train-images": len(train_y), "test-images": len(test_y)})
+    fit, val = validation_split(train_y, len(spec.class_names), spec.validation_fraction, split_seed)
+    report.update({"train-images": len(fit), "validation-images": len(val), "test-images": len(test_y)})
     return SiteData(
-        train=ImageDataset(train_x, torch.from_numpy(train_y), spec.augment),
+        train=ImageDataset(train_x[fit], torch.from_numpy(train_y[fit]), spec.augment),
         test=ImageDataset(test_x, torch.from_numpy(test_y), False),
         report=report,
+        val=ImageDataset(train_x[val], torch.from_numpy(train_y[val]), False) if len(val) else None,
     )
 
 

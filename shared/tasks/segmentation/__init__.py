@@ -26,6 +26,7 @@ class SegmentationTask(Task):
 
     name = "segmentation"
     headline = ("dice", "iou")
+    classifies = False
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`."""
@@ -53,7 +54,9 @@ class SegmentationTask(Task):
         """Cross-entropy plus soft Dice, per image."""
         return DiceCrossEntropyLoss()
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Dice, IoU (mean over foreground classes, and per class if several) and pixel accuracy."""
         return segmentation_metrics(y_true, scores, data_spec(study).class_names)
 

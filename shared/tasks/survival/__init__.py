@@ -31,6 +31,7 @@ class SurvivalTask(Task):
     name = "survival"
     keeps_statistics = True
     headline = ("c-index", "integrated-brier")
+    classifies = False
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`, and refuse the Cox model under local DP."""
@@ -112,7 +113,9 @@ class SurvivalTask(Task):
             return cox_predictions(outputs_train[:, 0], outcome_train, outputs[:, 0], times)
         return discrete_predictions(outputs, spec.cut_points, times)
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Not used: survival metrics need the train split too, so `evaluate` computes them."""
         raise NotImplementedError("survival metrics come from SurvivalTask.evaluate")
 

@@ -72,9 +72,11 @@ class TabularTask(Task):
         spec = data_spec(study)
         return build_tabular_model(spec.n_inputs, len(spec.classes), model_spec(study))
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names)
+        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Wisconsin breast cancer study."""

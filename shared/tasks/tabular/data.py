@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import NewInputs, SiteData
-from shared.tasks.size import check_site_size, held_out_caveat
+from shared.tasks.size import check_site_size, held_out_caveat, validation_split
 from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
@@ -36,13 +36,15 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
     site's rows cut from a larger file (a simulation's) are named by their row in that file."""
     fail = failer(site, file)
     table, y, report = usable_rows(table, file, spec, fail)
-    train_idx, test_idx = split_rows(y, spec, seed, site, file, report)
+    train_idx, test_idx, fit, val = split_rows(y, spec, seed, site, file, report, spec.validation_fraction)
     x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+    x_train, y_train = torch.from_numpy(x_train), torch.from_numpy(y[train_idx])
     return SiteData(
-        train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y[train_idx])),
+        train=TensorDataset(x_train[fit], y_train[fit]),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(y[test_idx])),
         report=report,
         kept=encoding.to_dict(),
+        val=TensorDataset(x_train[val], y_train[val]) if len(val) else None,
     )
 
 
@@ -70,19 +72,28 @@ def usable_rows(
 
 
 def split_rows(
-    y: np.ndarray, spec: TabularSpec, seed: int, site: str, file: str, report: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The site's train and held-out rows (stratified), the site's size checked and the split's counts reported."""
-    train_idx, test_idx = split_indices(y, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    y: np.ndarray,
+    spec: TabularSpec,
+    seed: int,
+    site: str,
+    file: str,
+    report: dict[str, Any],
+    validation_fraction: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The site's train and held-out rows (stratified), and the positions in the train rows kept for fitting and
+    for choosing a binary classifier's threshold; the site's size checked and the split's counts reported."""
+    split_seed = spec.split_seed if spec.split_seed >= 0 else seed
+    train_idx, test_idx = split_indices(y, spec.test_fraction, split_seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
+    fit, val = validation_split(y[train_idx], len(spec.class_names), validation_fraction, split_seed)
     report["class-counts"] = _counts(y, spec.class_names)
-    report["train-rows"], report["test-rows"] = len(train_idx), len(test_idx)
+    report["train-rows"], report["validation-rows"], report["test-rows"] = len(fit), len(val), len(test_idx)
     report["test-class-counts"] = _counts(y[test_idx], spec.class_names)
     caveat = held_out_caveat(y[test_idx])
     if caveat:
         report["held-out-caveat"] = caveat
         report["notes"].append(f"{caveat}: its metrics are unreliable")
-    return train_idx, test_idx
+    return train_idx, test_idx, fit, val
 
 
 def _counts(y: np.ndarray, class_names: list[str]) -> dict[str, int]:

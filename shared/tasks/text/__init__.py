@@ -70,9 +70,11 @@ class TextTask(Task):
             return load_pretrained(model, len(data.classes), tokenizer.pad_id)
         return TextTransformer(tokenizer.vocab_size, data.max_length, len(data.classes), model, tokenizer.pad_id)
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Accuracy, macro-F1 (`f1`), per-class recall (`sensitivity-<class>`), ROC AUC."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names)
+        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic notes study."""

@@ -13,7 +13,7 @@ from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.labels import label_indices
-from shared.tasks.size import check_site_size
+from shared.tasks.size import check_site_size, validation_split
 from shared.tasks.tabular.table import row_ids
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import Tokenizer, encode
@@ -40,8 +40,11 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
         raise DataError(site, "holds no non-empty note", str(path), spec.text_column)
     labels = label_indices(table[spec.label_column].to_numpy()[keep], spec.class_names, site, str(path))
     ids, lengths = ids[keep], lengths[keep]
-    train_idx, test_idx = split_indices(labels, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    split_seed = spec.split_seed if spec.split_seed >= 0 else seed
+    train_idx, test_idx = split_indices(labels, spec.test_fraction, split_seed)
     check_site_size(site, str(path), len(labels), labels[train_idx], spec.class_names, spec)
+    fit, val = validation_split(labels[train_idx], len(spec.class_names), spec.validation_fraction, split_seed)
+    train_idx, val_idx = train_idx[fit], train_idx[val]
     report = {
         "file": str(path),
         "notes": int(keep.sum()),
@@ -50,6 +53,7 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
         "median-tokens": float(np.median(lengths)),
         "class-counts": {c: int((labels == i).sum()) for i, c in enumerate(spec.class_names)},
         "train-notes": len(train_idx),
+        "validation-notes": len(val_idx),
         "test-notes": len(test_idx),
     }
     tensors = torch.from_numpy(ids), torch.from_numpy(labels)
@@ -57,6 +61,7 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
         train=TensorDataset(*(t[train_idx] for t in tensors)),
         test=TensorDataset(*(t[test_idx] for t in tensors)),
         report=report,
+        val=TensorDataset(*(t[val_idx] for t in tensors)) if len(val_idx) else None,
     )
 
 

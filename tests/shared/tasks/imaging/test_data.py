@@ -44,7 +44,8 @@ def image_folder(tmp_path, modes=("L",) * 12, labels=None, extra_rows=()):
 
 def test_medmnist_npz_uses_its_official_test_split(tmp_path):
     data = load_imaging_site(medmnist(tmp_path), "h1", SPEC, seed=0)
-    assert len(data.train) == 80 and len(data.test) == 40  # train + val for training, test held out
+    # train + val for training (a fifth kept to place the decision threshold, never augmented), test held out
+    assert (len(data.train), len(data.val), len(data.test)) == (64, 16, 40) and not data.val.augment
     x, y = data.train[0]
     assert x.shape == (1, 16, 16) and 0 <= float(x.min()) and float(x.max()) <= 1 and y.dtype == torch.int64
 

@@ -1,14 +1,21 @@
-"""Tabular task: spec validation, model shapes, and the built-in demo data."""
+"""Tabular task: spec validation, model shapes, the built-in demo data, class weights and the decision threshold."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
-from shared.config import StudyConfig
+from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError
+from shared.metrics import choose_threshold, classification_metrics
 from shared.tasks import get_task
 from shared.tasks.tabular.demo import breast_cancer_table, demo_study, write_demo_sites
+from shared.training import predict
 
 
 def test_models_have_agreed_shapes():
@@ -28,6 +35,10 @@ def test_models_have_agreed_shapes():
         ({"label": "y", "classes": ["a", "b"], "features": []}, "data.features"),
         ({"label": "y", "classes": ["a", "b"], "features": ["x"], "categorical": {"z": ["1"]}}, "data.categorical.z"),
         ({"label": "y", "classes": ["a", "b"], "features": ["x"], "missing": "guess"}, "data.missing"),
+        (
+            {"label": "y", "classes": ["a", "b"], "features": ["x"], "validation-fraction": 0.9},
+            "data.validation-fraction",
+        ),
     ],
 )
 def test_bad_data_options_name_the_field(data, field):
@@ -49,3 +60,55 @@ def test_demo_sites_are_non_iid_and_complete(tmp_path):
     assert sum(len(f) for f in frames) == len(breast_cancer_table()) == 569
     shares = [(f["diagnosis"] == "malignant").mean() for f in frames]
     assert max(shares) - min(shares) > 0.1
+
+
+@pytest.fixture(scope="module")
+def rare_positives(tmp_path_factory):
+    """An imbalanced site (85 "no", 15 "yes", x separating them), its study, and a logistic model that ranks the
+    rows right but puts every probability of "yes" far under 0.5."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(85, dtype=int), np.ones(15, dtype=int)]
+    path = tmp_path_factory.mktemp("rare") / "site.csv"
+    pd.DataFrame({"x": y * 3 + rng.normal(0, 0.5, 100), "y": np.where(y, "yes", "no")}).to_csv(path, index=False)
+    study = StudyConfig.from_dict(
+        {"model": {"name": "logreg"}, "data": {"label": "y", "classes": ["no", "yes"], "features": ["x"]}}
+    )
+    task = get_task("tabular")
+    model = task.build_model(study)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[0.0], [3.0]]))
+        model[0].bias.copy_(torch.tensor([0.0, -12.0]))
+    return task, study, task.load_site(path, "site", study), model
+
+
+def test_the_site_carves_its_validation_split_from_its_train_split(rare_positives):
+    _, _, data, _ = rare_positives
+    report = data.report
+    assert (report["train-rows"], report["validation-rows"], report["test-rows"]) == (64, 16, 20)
+    assert (len(data.train), len(data.val), len(data.test)) == (64, 16, 20)
+    assert int(data.val.tensors[1].sum()) == 2 and int(data.test.tensors[1].sum()) == 3  # stratified
+
+
+def test_the_threshold_is_chosen_on_the_validation_split_where_0_5_predicts_one_class(rare_positives):
+    task, study, data, model = rare_positives
+    cpu = torch.device("cpu")
+    at_half = task.evaluate(study, model, dataclasses.replace(data, val=None), cpu)
+    assert at_half["predicted-classes"] == 1 and at_half["sensitivity"] == 0.0 and at_half["roc-auc"] > 0.9
+    chosen = task.evaluate(study, model, data, cpu)
+    _, y_val, p_val = predict(model, data.val, task.loss(), cpu)
+    _, y_test, p_test = predict(model, data.test, task.loss(), cpu)
+    expected = classification_metrics(y_test, p_test, ["no", "yes"], choose_threshold(y_val, p_val[:, 1]))
+    assert chosen == {"loss": at_half["loss"], **expected}
+    assert chosen["predicted-classes"] == 2 and chosen["balanced-accuracy"] > 0.9
+    flipped = TensorDataset(data.val.tensors[0], 1 - data.val.tensors[1])  # a split on which nothing beats chance
+    assert task.evaluate(study, model, dataclasses.replace(data, val=flipped), cpu) == at_half
+
+
+def test_training_weighs_the_sites_rare_class_except_under_local_dp(rare_positives):
+    task, study, data, _ = rare_positives
+    loss = task.train_loss(study, data.train)
+    assert torch.allclose(loss.weight, torch.tensor([64 / (2 * 54), 64 / (2 * 10)]))
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local"))
+    assert type(task.train_loss(private, data.train)) is torch.nn.CrossEntropyLoss
+    with pytest.raises(ConfigError, match="DP-SGD's accounting does not cover"):
+        StudyConfig.from_dict({**private.to_dict(), "train": {"class-weights": "balanced"}})
