@@ -51,7 +51,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     task.check_study(study)
     data = load_site_data(site, study)
     if train:
-        keep(site, study, data)  # the statistics its rows were encoded with, for the site's own predictions later
+        keep(site, study, data.kept)  # the statistics its rows were encoded with, for the site's own predictions
     device = resolve_device(site.device)
     model = build_model(study)
     try:
@@ -63,6 +63,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     arrays, assessment = None, {}
     if not train and _final(config, site):  # once per study: bounded work, aggregates only (shared.assessment)
         assessment = task.assess(study, model, data, device)
+        threshold = task.threshold(study, model, data, device)
+        keep(site, study, {"threshold": threshold})  # the final model's (None: the likelier class), for predict
     if train:
         rnd = int(config.get("server-round", 0))
         released = ReleasedUpdates(site.ledger_dir, site.name, study.name) if study.privacy.mode == "local" else None

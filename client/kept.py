@@ -1,5 +1,5 @@
-"""What a site keeps from training to predict later: the statistics it encoded its rows with, per study, in its own
-state folder (its ledger-dir). Kept at the site, never sent."""
+"""What a site keeps to predict later: the statistics it encoded its rows with and the decision threshold it chose
+for the final model, per study, in its own state folder (its ledger-dir). Kept at the site, never sent."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from client.site import SiteConfig
 from shared.atomic import atomic_write_text
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.tasks import SiteData
 
 log = logging.getLogger("medfed.site")
 
@@ -24,24 +23,27 @@ def kept_path(site: SiteConfig, study: StudyConfig) -> Path:
     return site.ledger_dir / "kept" / f"{digest}.json"
 
 
-def keep(site: SiteConfig, study: StudyConfig, data: SiteData) -> None:
-    """Write what the site learned from its train split (when the task keeps anything), atomically, once per change;
-    a write that fails is logged and training goes on (only a later prediction needs the file)."""
-    if not data.kept:
+def keep(site: SiteConfig, study: StudyConfig, values: dict[str, Any]) -> None:
+    """Merge `values` into what the site keeps for this study, atomically, writing only on a change; a write that
+    fails is logged and the study goes on (only a later prediction needs the file)."""
+    if not values:
         return
-    path, text = kept_path(site, study), json.dumps({"study": study.name, **data.kept}, indent=2, sort_keys=True)
-    try:
-        if path.is_file() and path.read_text() == text:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, text, mode=0o600)
-    except OSError as exc:
-        log.warning("site '%s': could not keep its encoding statistics in %s (%s)", site.name, path, exc.strerror)
-
-
-def load_kept(site: SiteConfig, study: StudyConfig) -> dict[str, Any]:
-    """The statistics this site kept when it trained in this study; a clear error when it never did."""
     path = kept_path(site, study)
+    try:
+        before = json.loads(path.read_text()) if path.is_file() else {"study": study.name}
+        after = {**before, **values}
+        if after != before:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(after, indent=2, sort_keys=True), mode=0o600)
+    except (OSError, ValueError) as exc:
+        log.warning("site '%s': could not keep its statistics for prediction in %s (%s)", site.name, path, exc)
+
+
+def load_kept(site: SiteConfig, study: StudyConfig, required: bool = True) -> dict[str, Any]:
+    """What this site kept when it took part in this study; a clear error when it never did and it is `required`."""
+    path = kept_path(site, study)
+    if not required and not path.is_file():
+        return {}
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:

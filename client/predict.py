@@ -31,7 +31,7 @@ def predict_file(
     offer(site.models)  # a pretrained encoder resolves through the site's own [models], as in training
     model = build_model(study)
     load_model_file(model, model_file)
-    kept = load_kept(site, study) if task.keeps_statistics else {}
+    kept = load_kept(site, study, required=task.keeps_statistics)
     new = task.new_inputs(data, site.name, study, kept, id_column)
     if not new.usable.any():
         raise DataError(site.name, "holds no row the model can score (each is one training would drop)", str(data))
@@ -39,7 +39,7 @@ def predict_file(
     model.to(device).eval()
     with torch.no_grad():
         batches = [model(new.inputs[i : i + BATCH].to(device)).cpu() for i in range(0, len(new.inputs), BATCH)]
-    columns = task.prediction_columns(study, torch.cat(batches).double().numpy())
+    columns = task.prediction_columns(study, torch.cat(batches).double().numpy(), kept.get("threshold"))
     predicted = pd.DataFrame(columns, index=np.flatnonzero(new.usable))
     # A row training would have dropped keeps its place, with empty cells.
     return pd.concat([pd.DataFrame({id_column or "row": new.ids}), predicted.reindex(range(len(new.ids)))], axis=1)

@@ -18,7 +18,7 @@ from shared.arrays import model_arrays
 from shared.assessment import classification_assessment
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.metrics import choose_threshold, headline_metrics
+from shared.metrics import choose_threshold, headline_metrics, predicted_classes
 from shared.training import ClassWeightedLoss, balanced_weights, dataset_labels, predict
 
 
@@ -157,14 +157,16 @@ class Task(ABC):
         """The study's classes as strings; index i is class i."""
         raise ConfigError("task", f"'{self.name}' has no classes")
 
-    def prediction_columns(self, study: StudyConfig, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    def prediction_columns(
+        self, study: StudyConfig, outputs: np.ndarray, threshold: float | None = None
+    ) -> dict[str, np.ndarray]:
         """The model's outputs for new patients as a prediction file's columns: each class's probability and the
-        predicted class."""
+        predicted class (a binary classifier's from the threshold its site chose for the final model)."""
         names = self.class_names(study)
         probs = torch.softmax(torch.from_numpy(outputs).double(), dim=1).numpy()
         return {
             **{f"probability-{n}": probs[:, i] for i, n in enumerate(names)},
-            "predicted": np.array(names)[probs.argmax(1)],
+            "predicted": np.array(names)[predicted_classes(probs, threshold)],
         }
 
     @abstractmethod

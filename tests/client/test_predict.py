@@ -63,9 +63,10 @@ def test_predict_on_the_held_out_rows_reproduces_the_metrics_the_site_reported(t
     assert predicted["patient"].tolist() == rows["patient"].tolist()
     probs = predicted[["probability-benign", "probability-malignant"]].to_numpy()
     assert np.allclose(probs.sum(axis=1), 1.0)
-    assert (predicted["predicted"] == np.array(CLASSES)[probs.argmax(1)]).all()
+    threshold = json.loads(kept_path(site, study).read_text())["threshold"]  # chosen on its validation split
+    assert (predicted["predicted"] == np.array(CLASSES)[(probs[:, 1] >= threshold).astype(int)]).all()
     y_true = rows[LABEL].map({c: i for i, c in enumerate(CLASSES)}).to_numpy()
-    ours = classification_metrics(y_true, probs, CLASSES)
+    ours = classification_metrics(y_true, probs, CLASSES, threshold)
     (reported,) = [r for r in history.rows if r["kind"] == "eval" and r["round"] == 1 and r["site"] == site.name]
     for metric in ("accuracy", "roc-auc", "balanced-accuracy", "f1"):
         assert ours[metric] == pytest.approx(reported[metric], abs=1e-9), metric

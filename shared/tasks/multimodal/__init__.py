@@ -108,9 +108,11 @@ class MultimodalTask(Task):
             out.update({f"{name}/only-{m}": metrics[name] for name in ABLATED if name in metrics})
         return out
 
-    def metrics(self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    def metrics(
+        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
+    ) -> dict[str, float]:
         """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names)
+        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic patients: a lesion image, a short note and lab values, the label needing two of them."""

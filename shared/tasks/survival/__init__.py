@@ -64,7 +64,9 @@ class SurvivalTask(Task):
         """Standardised-looking encoded rows."""
         return torch.randn(n, data_spec(study).n_inputs)
 
-    def prediction_columns(self, study: StudyConfig, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    def prediction_columns(
+        self, study: StudyConfig, outputs: np.ndarray, threshold: float | None = None
+    ) -> dict[str, np.ndarray]:
         """The risk score (higher: earlier event); for the discrete-time model, survival at each horizon too. A Cox
         model's survival needs the site's baseline hazard from its training data, so it gives the risk only."""
         if model_spec(study).name == "cox":
