@@ -31,6 +31,7 @@ class FeatureSpec(SiteSize):
     decimal: str = ""  # empty: sniffed ("," only in a file not separated by commas)
     test_fraction: float = 0.2
     split_seed: int = -1
+    split_column: str = ""  # a column of train/test values: a published benchmark's static split, used as given
     drop_first: bool = False
     standardize: bool = True
 
@@ -46,6 +47,11 @@ class FeatureSpec(SiteSize):
                 "table; a federation's study config states it)",
             ),
             (bool(clash), "data.features", f"must not include the outcome column '{clash[0] if clash else ''}'"),
+            (
+                bool(self.split_column) and self.split_column in [*targets, *self.features],
+                "data.split-column",
+                "must be another column than the outcome and the features",
+            ),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
             (

@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from shared.config import PrivacyConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Journal, LedgerFiles
 from shared.tasks import build_model, get_task
+from shared.tasks.survival.curves import Predictions
 from shared.tasks.survival.demo import gbsg2_table, write_demo_sites
+from shared.tasks.survival.metrics import survival_metrics
+from shared.tasks.survival.spec import data_spec
 from shared.training import make_loader, make_optimizer, train_epochs
 from tests.shared.tasks.private import train_private
 from tests.shared.tasks.survival.tables import survival_study, survival_table, write
@@ -93,3 +96,15 @@ def test_demo_sites_hold_every_gbsg2_patient_with_skewed_event_rates(tmp_path):
     rates = [f["event"].mean() for f in frames]
     assert max(rates) - min(rates) > 0.1
     TASK.check_study(TASK.demo_study())
+
+
+def test_a_split_without_comparable_pairs_is_flagged_and_diverged_risks_are_refused():
+    spec = data_spec(survival_study("cox", **{"min-test-events": 1}))
+    train = np.array([[100.0, 1.0], [200.0, 0.0], [300.0, 1.0]])
+    test = np.array([[50.0, 0.0], [80.0, 0.0], [400.0, 1.0]])  # the only event after everyone else's follow-up
+    times = np.array(spec.horizons)
+    predicted = Predictions(np.array([0.1, 0.2, 0.3]), np.full((3, len(times)), 0.5), times)
+    assert survival_metrics(spec, train, test, predicted)["c-index-unreliable"] == 1.0
+    diverged = Predictions(np.array([0.1, np.nan, 0.3]), np.full((3, len(times)), 0.5), times)
+    with pytest.raises(MedfedError, match="not finite"):
+        survival_metrics(spec, train, test, diverged)
