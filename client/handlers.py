@@ -7,7 +7,7 @@ import resource
 import time
 
 import torch
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from client.admission import admit, refusal
 from client.released import ReleasedUpdates, arrays_digest
@@ -25,7 +25,10 @@ log = logging.getLogger("medfed.site")
 def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     """Run one train or evaluate message; any failure becomes an error reply naming the site."""
     try:
-        metrics, arrays = _run(msg, site, train)
+        if msg.metadata.message_type == MessageType.QUERY:
+            metrics, arrays = _setup_answer(msg, site), None
+        else:
+            metrics, arrays = _run(msg, site, train)
     except MedfedError as exc:
         log.error("%s", exc)
         return refusal(msg, site, str(exc))
@@ -36,6 +39,16 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     if arrays is not None:
         content["arrays"] = arrays
     return Message(content, reply_to=msg)
+
+
+def _setup_answer(msg: Message, site: SiteConfig) -> dict:
+    """The site's counts for the study's federated setup step, under the same admission as an evaluation."""
+    study = StudyConfig.from_json(str(msg.content["config"]["study"]))
+    admit(study, site, train=False)
+    task = get_task(study.task)
+    if not task.needs_setup(study):
+        raise MedfedError(f"site '{site.name}': study '{study.name}' asks a setup question it does not need")
+    return task.setup_answer(study, load_site_data(site, study))
 
 
 def _run(msg: Message, site: SiteConfig, train: bool):
