@@ -23,6 +23,7 @@ from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikel
 from shared.tasks.survival.metrics import evaluation_times, survival_metrics
 from shared.tasks.survival.model import build_survival_model
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
+from shared.tasks.tabular.spec import split_columns
 from shared.tasks.tabular.table import read_with_options
 
 
@@ -44,7 +45,11 @@ class SurvivalTask(Task):
         table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")
         inferred = infer_survival_options(
-            table, hints["time"], hints["event"], list(categorical) if categorical is not None else None
+            table,
+            hints["time"],
+            hints["event"],
+            list(categorical) if categorical is not None else None,
+            split_columns(hints),
         )
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 

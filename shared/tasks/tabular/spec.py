@@ -144,6 +144,11 @@ def model_spec(study: StudyConfig) -> TabularModelSpec:
     return parse_section(TabularModelSpec, study.model, "model.")
 
 
+def split_columns(hints: dict[str, Any]) -> list[str]:
+    """The hints' `split-column`, as the columns a table's inferred features leave out."""
+    return [hints["split-column"]] if hints.get("split-column") else []
+
+
 def canonical(value: Any) -> str:
     """One string form for a label or category value: 1, 1.0 and '1' all become '1'."""
     if isinstance(value, float) and value.is_integer():

@@ -119,3 +119,9 @@ def test_the_split_column_cannot_be_a_feature_or_the_outcome():
         TASK.check_study(survival_study(**{"split-column": "age"}))
     with pytest.raises(ConfigError, match="data.split-column"):
         TASK.check_study(survival_study(**{"split-column": "days"}))
+
+
+def test_a_split_column_named_in_the_hints_is_no_inferred_feature(tmp_path):
+    table = survival_table(60).assign(fold="train")
+    inferred = TASK.infer_data(write(table, tmp_path), "h1", {"time": "days", "event": "died", "split-column": "fold"})
+    assert "fold" not in inferred["features"] and inferred["split-column"] == "fold"
