@@ -80,6 +80,7 @@ class SurvivalModelSpec:
     hidden: list[int] = field(default_factory=list)  # empty: linear; widths: an MLP (DeepSurv for Cox)
     dropout: float = 0.1
     ties: str = "efron"  # Cox only
+    proportional: bool = False  # discrete only: one risk shared by every interval, plus a baseline logit each
 
     def __post_init__(self) -> None:
         raise_first(

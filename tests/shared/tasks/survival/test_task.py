@@ -40,12 +40,20 @@ def test_local_dp_refuses_cox_and_says_why_and_what_to_use():
     assert "couples the patients of a batch" in err.value.problem and "model.name = 'discrete'" in err.value.problem
 
 
-def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_it(tmp_path):
+@pytest.mark.parametrize("proportional", [False, True])
+def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_it(tmp_path, proportional):
     study = dataclasses.replace(survival_study("discrete"), privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    study = dataclasses.replace(study, model={**study.model, "proportional": proportional})
     TASK.check_study(study)
     data = TASK.load_site(write(survival_table(200), tmp_path), "h1", study)
-    _, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
+    before = build_model(study)
+    private, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
     assert np.isfinite(loss) and 0 < epsilon < 3.0
+    trained = private._module.state_dict()
+    if proportional:  # one shared risk: the copies to each interval stay unit weights, the baselines learn
+        assert torch.equal(trained["1.weight"], torch.ones(6, 1)) and not torch.equal(
+            trained["1.bias"], before.state_dict()["1.bias"]
+        )
     rounds = Journal.open(LedgerFiles.at(tmp_path / "ledgers", "h1"), "h1").rounds()
     assert [(r["study"], r["round"], r["epsilon"]) for r in rounds] == [(study.name, 1, epsilon)]
 
