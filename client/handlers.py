@@ -15,7 +15,7 @@ from client.site import SiteConfig, load_site_data, site_record
 from shared.arrays import load_arrays, model_arrays
 from shared.config import StudyConfig
 from shared.device import resolve_device
-from shared.errors import MedfedError
+from shared.errors import MedfedError, PolicyError
 from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import WouldOverrun, make_loader, make_optimizer, train_epochs
 
@@ -45,6 +45,12 @@ def _setup_answer(msg: Message, site: SiteConfig) -> dict:
     """The site's counts for the study's federated setup step, under the same admission as an evaluation."""
     study = StudyConfig.from_json(str(msg.content["config"]["study"]))
     admit(study, site, train=False)
+    if site.privacy_caps().capped:
+        # Exact counts are not bounded by any ε: a site that releases its patients' data only under local DP says no.
+        raise PolicyError(
+            f"site '{site.name}': this site releases what its data teaches only under local DP within its ε caps, "
+            "and the setup step's event-time histogram is exact; list data.cut-points in the study instead"
+        )
     task = get_task(study.task)
     if not task.needs_setup(study):
         raise MedfedError(f"site '{site.name}': study '{study.name}' asks a setup question it does not need")

@@ -183,3 +183,6 @@ def test_a_setup_answer_holds_only_event_counts_on_the_studys_grid_and_a_needles
     ):
         refused = query(study)
         assert refused.error.code == SITE_REFUSED and reason in refused.error.reason
+    site = dataclasses.replace(site, max_epsilon=3.0)  # a site that releases only under local DP
+    refused = query(survival_study("discrete", **grid))
+    assert refused.error.code == SITE_REFUSED and "list data.cut-points in the study instead" in refused.error.reason
