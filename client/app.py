@@ -41,6 +41,12 @@ def build_client_app(
 
         return handle(msg, resolve_site(context), train=False)
 
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        from client.handlers import handle  # the federated setup step (survival's event-time histogram)
+
+        return handle(msg, resolve_site(context), train=False)
+
     return app
 
 

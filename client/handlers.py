@@ -7,7 +7,7 @@ import resource
 import time
 
 import torch
-from flwr.app import Message, MetricRecord, RecordDict
+from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from client.admission import admit, refusal
 from client.kept import keep
@@ -17,7 +17,7 @@ from shared.arrays import load_arrays
 from shared.assessment import FINAL_FLAG, RECORD
 from shared.config import StudyConfig
 from shared.device import resolve_device
-from shared.errors import MedfedError
+from shared.errors import MedfedError, PolicyError
 from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import WouldOverrun, make_loader, make_optimizer, train_epochs
 
@@ -27,7 +27,10 @@ log = logging.getLogger("medfed.site")
 def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     """Run one train or evaluate message; any failure becomes an error reply naming the site."""
     try:
-        metrics, arrays, assessment = _run(msg, site, train)
+        if msg.metadata.message_type == MessageType.QUERY:
+            metrics, arrays, assessment = _setup_answer(msg, site), None, {}
+        else:
+            metrics, arrays, assessment = _run(msg, site, train)
     except MedfedError as exc:
         log.error("%s", exc)
         return refusal(msg, site, str(exc))
@@ -40,6 +43,22 @@ def handle(msg: Message, site: SiteConfig, train: bool) -> Message:
     if assessment:
         content[RECORD] = MetricRecord(assessment)
     return Message(content, reply_to=msg)
+
+
+def _setup_answer(msg: Message, site: SiteConfig) -> dict:
+    """The site's counts for the study's federated setup step, under the same admission as an evaluation."""
+    study = StudyConfig.from_json(str(msg.content["config"]["study"]))
+    admit(study, site, train=False)
+    if site.privacy_caps().capped:
+        # Exact counts are not bounded by any ε: a site that releases its patients' data only under local DP says no.
+        raise PolicyError(
+            f"site '{site.name}': this site releases what its data teaches only under local DP within its ε caps, "
+            "and the setup step's event-time histogram is exact; list data.cut-points in the study instead"
+        )
+    task = get_task(study.task)
+    if not task.needs_setup(study):
+        raise MedfedError(f"site '{site.name}': study '{study.name}' asks a setup question it does not need")
+    return task.setup_answer(study, load_site_data(site, study))
 
 
 def _run(msg: Message, site: SiteConfig, train: bool):

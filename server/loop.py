@@ -19,6 +19,7 @@ from server.outputs import OutputError, StudyOutputs
 from server.report import ReportRefresher
 from server.screening import SiteNames, screen, unanswered
 from server.secure import secure_train_round
+from server.setup import federated_setup
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
 from server.tracking import Tracker
@@ -82,13 +83,29 @@ def _run_rounds(
     tracker: Tracker,
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
+    history, names = History(), SiteNames.from_environment()
+    if task.needs_setup(study):
+        try:
+            _wait_for_sites(grid, study.federation.min_sites, study.federation.connect_timeout)
+            setup = federated_setup(grid, study, names)
+            history.add_events(0, setup.problems)
+            if setup.study is None:
+                raise StudyStopped(setup.reason)
+        except StudyStopped as stop:
+            _record_stop(study, history, stop, 0)
+            try:
+                outputs.write_study(study)
+                outputs.write_history(history)
+            except OutputError as exc:
+                _record_failure(outputs, history, study, exc)
+            return ArrayRecord(), history
+        study = setup.study
     task.check_study(study)
     secure = study.secure_aggregation(deployed)
     torch.manual_seed(study.seed)
     arrays = model_arrays(build_model(study))
     fed = study.federation
     config = {"study": study.to_json()}
-    history, names = History(), SiteNames.from_environment()
     report = ReportRefresher(outputs.folder)
     progress = progress or functools.partial(_log_report, metric=task.headline[0])
     saved = outputs.load_state(study)
@@ -191,9 +208,7 @@ def _run_rounds(
         evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:
-        history.status = f"stopped: {stop}"
-        history.add_events(len(history.timings), [{"site": "-", "event": "stopped", "reason": str(stop)}])
-        log.error("study '%s' stopped: %s", study.name, stop)
+        _record_stop(study, history, stop, len(history.timings))
     except OutputError as exc:
         _record_failure(outputs, history, study, exc)
         return arrays, history
@@ -206,6 +221,12 @@ def _run_rounds(
         _record_failure(outputs, history, study, exc)
     report.draw()
     return arrays, history
+
+
+def _record_stop(study: StudyConfig, history: History, stop: StudyStopped, rnd: int) -> None:
+    history.status = f"stopped: {stop}"
+    history.add_events(rnd, [{"site": "-", "event": "stopped", "reason": str(stop)}])
+    log.error("study '%s' stopped: %s", study.name, stop)
 
 
 def _record_failure(outputs: StudyOutputs, history: History, study: StudyConfig, exc: OutputError) -> None:

@@ -131,6 +131,22 @@ class Task(ABC):
             study.seed,
         )
 
+    def needs_setup(self, study: StudyConfig) -> bool:
+        """Whether the study leaves something to the federated setup step before round 1 (see `complete_study`)."""
+        return False
+
+    def setup_answer(self, study: StudyConfig, data: SiteData) -> dict[str, Any]:
+        """A site's answer to the setup step: counts over its own train split only, never a row."""
+        raise ConfigError("task", f"task '{self.name}' has no federated setup step")
+
+    def setup_problem(self, study: StudyConfig, answer: dict[str, Any]) -> str | None:
+        """Why the server cannot use a site's setup answer (None: it can); every answer is bounded here."""
+        return "this task has no federated setup step"
+
+    def complete_study(self, study: StudyConfig, answers: list[dict[str, Any]]) -> StudyConfig:
+        """The study with what the setup step computes from the sites' usable answers."""
+        raise ConfigError("task", f"task '{self.name}' has no federated setup step")
+
     @abstractmethod
     def metrics(
         self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None

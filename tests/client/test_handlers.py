@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
 from client.admission import SITE_REFUSED
 from client.handlers import handle
@@ -21,6 +21,7 @@ from shared.config import PrivacyConfig
 from shared.tasks import get_task
 from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates, server_message
+from tests.shared.tasks.survival.tables import survival_study, survival_table, write
 
 
 def test_train_reply_holds_only_weights_counts_and_metrics(study, demo_sites):
@@ -191,3 +192,31 @@ def test_a_site_whose_journal_was_deleted_refuses_without_revealing_its_files(st
     reply = handle(server_message(renamed), site, train=True)
     assert reply.has_error() and site.name in reply.error.reason and "cannot be trusted" in reply.error.reason
     assert str(tmp_path) not in reply.error.reason and ".journal" not in reply.error.reason
+
+
+def test_a_setup_answer_holds_only_event_counts_on_the_studys_grid_and_a_needless_or_oversized_query_is_refused(
+    tmp_path,
+):
+    site = SiteConfig("h1", write(survival_table(120), tmp_path), ledger_dir=tmp_path / "ledgers")
+
+    def query(study) -> Message:
+        content = RecordDict({"config": ConfigRecord({"study": study.to_json()})})
+        return handle(Message(content, dst_node_id=1, message_type=MessageType.QUERY), site, train=False)
+
+    grid = {"cut-points": [], "cut-grid-max": 3000.0, "cut-grid-bins": 60}
+    reply = query(survival_study("discrete", **grid))
+    assert not reply.content.array_records and set(reply.content.config_records["site"]) == {"name"}
+    metrics = reply.content.metric_records["metrics"]
+    assert set(metrics) == {"num-examples", "event-histogram"}
+    counts = metrics["event-histogram"]
+    assert len(counts) == 60 and all(isinstance(c, int) and c >= 0 for c in counts)
+    assert 0 < sum(counts) <= int(survival_table(120)["died"].sum())  # the train split's events only
+    for study, reason in (
+        (survival_study("discrete"), "asks a setup question it does not need"),
+        (survival_study("discrete", **{**grid, "cut-grid-bins": 100_000}), "data.cut-grid-bins"),
+    ):
+        refused = query(study)
+        assert refused.error.code == SITE_REFUSED and reason in refused.error.reason
+    site = dataclasses.replace(site, max_epsilon=3.0)  # a site that releases only under local DP
+    refused = query(survival_study("discrete", **grid))
+    assert refused.error.code == SITE_REFUSED and "list data.cut-points in the study instead" in refused.error.reason

@@ -30,7 +30,7 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
     held = site_modalities(frame, spec, fail)
     table, y, report = usable_rows(frame, str(path), spec, fail)
     report["notes"] = read.notes + report["notes"]
-    train_idx, test_idx, _, _ = split_rows(y, spec, seed, site, str(path), report)
+    train_idx, test_idx, _, _ = split_rows(table, y, spec, seed, site, str(path), report)
     layout = Layout.of(spec)
     rows = np.zeros((len(table), layout.width), dtype=np.float32)
     present = np.zeros((len(table), len(MODALITIES)), dtype=bool)

@@ -3,6 +3,7 @@ concordance, Brier and time-dependent AUC metrics (scikit-survival, the optional
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +17,14 @@ from shared.errors import ConfigError
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.survival import demo
 from shared.tasks.survival.curves import Predictions, cox_predictions, discrete_predictions
+from shared.tasks.survival.cuts import HISTOGRAM, event_histogram, histogram_problem, quantile_cuts
 from shared.tasks.survival.data import load_survival_site
 from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
 from shared.tasks.survival.metrics import evaluation_times, survival_metrics
 from shared.tasks.survival.model import build_survival_model
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
 from shared.tasks.tabular.data import encode_new_rows
+from shared.tasks.tabular.spec import split_columns
 from shared.tasks.tabular.table import read_with_options
 
 
@@ -45,7 +48,11 @@ class SurvivalTask(Task):
         table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")
         inferred = infer_survival_options(
-            table, hints["time"], hints["event"], list(categorical) if categorical is not None else None
+            table,
+            hints["time"],
+            hints["event"],
+            list(categorical) if categorical is not None else None,
+            split_columns(hints),
         )
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 
@@ -114,6 +121,26 @@ class SurvivalTask(Task):
         if model_spec(study).name == "cox":
             return cox_predictions(outputs_train[:, 0], outcome_train, outputs[:, 0], times)
         return discrete_predictions(outputs, spec.cut_points, times)
+
+    def needs_setup(self, study: StudyConfig) -> bool:
+        """A discrete-time study without cut points has the server compute them from the sites' histograms."""
+        return model_spec(study).name == "discrete" and not data_spec(study).cut_points
+
+    def setup_answer(self, study: StudyConfig, data: SiteData) -> dict[str, Any]:
+        """The site's train-split event counts on the study's grid."""
+        outcome = data.train.tensors[1]
+        return {"num-examples": len(outcome), HISTOGRAM: event_histogram(data_spec(study), outcome)}
+
+    def setup_problem(self, study: StudyConfig, answer: dict[str, Any]) -> str | None:
+        """A histogram of the grid's length holding plausible counts, or why not."""
+        return histogram_problem(data_spec(study), answer)
+
+    def complete_study(self, study: StudyConfig, answers: list[dict[str, Any]]) -> StudyConfig:
+        """The study with cut points at the event-time quantiles of the summed histograms."""
+        counts = np.sum([answer[HISTOGRAM] for answer in answers], axis=0)
+        if not counts.sum():
+            raise ConfigError("data.cut-points", "cannot be computed: no site reported an event in its train split")
+        return dataclasses.replace(study, data={**study.data, "cut-points": quantile_cuts(data_spec(study), counts)})
 
     def metrics(
         self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None

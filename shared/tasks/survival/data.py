@@ -11,10 +11,16 @@ import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
-from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.survival.spec import SurvivalSpec
-from shared.tasks.tabular.data import encode_features, failer, first_row, numeric_column, select_features
+from shared.tasks.tabular.data import (
+    encode_features,
+    failer,
+    first_row,
+    held_out_split,
+    numeric_column,
+    select_features,
+)
 from shared.tasks.tabular.spec import canonical
 from shared.tasks.tabular.table import read_table
 
@@ -36,7 +42,7 @@ def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> 
     report["rows-used"] = len(table)
     if len(table) < spec.min_rows:
         fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on")
-    train_idx, test_idx = split_indices(event, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    train_idx, test_idx = held_out_split(table, event, spec, seed, fail)
     if event[train_idx].sum() < spec.min_per_class:
         # No count: the refusal is sent to the server, and a count of one or two events can point at a patient.
         fail(

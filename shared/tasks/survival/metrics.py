@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.errors import MedfedError
 from shared.tasks.survival.curves import Predictions
 from shared.tasks.survival.extra import sksurv
 from shared.tasks.survival.spec import SurvivalSpec
@@ -20,11 +21,16 @@ def survival_metrics(
 ) -> dict[str, float]:
     """Metrics of one site's predictions; the train split's outcomes give the censoring distribution (IPCW)."""
     metrics = sksurv("metrics")
+    if not np.isfinite(predicted.risk).all():
+        raise MedfedError("the model's risk scores are not finite (its training diverged): no metric to report")
     time, event = outcome_test[:, 0], outcome_test[:, 1] > 0.5
     out = {**_kaplan_meier(spec, time, event, predicted)}
     if event.sum() < spec.min_test_events:
         return {**out, "c-index-unreliable": 1.0}
-    out["c-index"] = float(metrics.concordance_index_censored(event, time, predicted.risk)[0])
+    try:
+        out["c-index"] = float(metrics.concordance_index_censored(event, time, predicted.risk)[0])
+    except sksurv("exceptions").NoComparablePairException:  # every event at or after the last follow-up time
+        return {**out, "c-index-unreliable": 1.0}
     # IPCW estimates the censoring distribution from the train split, and it is zero past that split's last time:
     # the metrics use horizons inside both splits' follow-up, and held-out follow-up is cut (administratively
     # censored) between the last horizon and the train split's last time, which no metric up to that horizon sees.

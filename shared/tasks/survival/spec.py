@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ MIN_TEST_EVENTS = 5  # below this a held-out split's concordance is noise: flagg
 KM_MIN_AT_RISK = 10  # a site's Kaplan–Meier value at a time with fewer patients at risk is suppressed
 CUTS = 10  # intervals of the discrete-time model inferred from a table's event-time quantiles
 MAX_CUT_POINTS = 200  # the discrete-time model's intervals
+MAX_CUT_GRID_BINS = 1000  # the federated cut-point step's histogram: a site sends one count per bin
 MAX_HORIZONS = 50
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
 
@@ -31,6 +33,11 @@ class SurvivalSpec(FeatureSpec):
     time: str = ""
     event: str = ""
     cut_points: list[float] = field(default_factory=list)
+    # Without cut points, the server computes them before round 1 from the sites' event-time histograms over
+    # (0, cut-grid-max] in cut-grid-bins equal bins (later times count in the last bin): cut-intervals quantiles.
+    cut_grid_max: float = 0.0
+    cut_grid_bins: int = 100
+    cut_intervals: int = CUTS
     horizons: list[float] = field(default_factory=list)
     min_test_events: int = MIN_TEST_EVENTS
     km_min_at_risk: int = KM_MIN_AT_RISK
@@ -47,6 +54,17 @@ class SurvivalSpec(FeatureSpec):
                 # A study comes from the server: its lists size the model and the sites' metric work.
                 (len(self.cut_points) > MAX_CUT_POINTS, "data.cut-points", f"must be at most {MAX_CUT_POINTS}"),
                 (len(self.horizons) > MAX_HORIZONS, "data.horizons", f"must be at most {MAX_HORIZONS}"),
+                (not 0 <= self.cut_grid_max < math.inf, "data.cut-grid-max", "must be a finite time >= 0"),
+                (
+                    not 2 <= self.cut_grid_bins <= MAX_CUT_GRID_BINS,
+                    "data.cut-grid-bins",
+                    f"must be in [2, {MAX_CUT_GRID_BINS}]",
+                ),
+                (
+                    not 1 <= self.cut_intervals <= min(MAX_CUT_POINTS, self.cut_grid_bins),
+                    "data.cut-intervals",
+                    "must be at least 1 and at most data.cut-grid-bins",
+                ),
                 (self.min_test_events < 1, "data.min-test-events", "must be at least 1"),
                 (self.km_min_at_risk < 1, "data.km-min-at-risk", "must be at least 1"),
             ]
@@ -62,6 +80,7 @@ class SurvivalModelSpec:
     hidden: list[int] = field(default_factory=list)  # empty: linear; widths: an MLP (DeepSurv for Cox)
     dropout: float = 0.1
     ties: str = "efron"  # Cox only
+    proportional: bool = False  # discrete only: one risk shared by every interval, plus a baseline logit each
 
     def __post_init__(self) -> None:
         raise_first(
@@ -91,11 +110,12 @@ def model_spec(study: StudyConfig) -> SurvivalModelSpec:
 def check_survival_study(study: StudyConfig) -> None:
     """Validate `[data]` and `[model]` together: the discrete model needs cut points, and Cox cannot take local DP."""
     data, model = data_spec(study), model_spec(study)
-    if model.name == "discrete" and not data.cut_points:
+    if model.name == "discrete" and not data.cut_points and not data.cut_grid_max:
         raise ConfigError(
             "data.cut-points",
             "must list the discrete-time model's interval ends, agreed for the whole study (medfed-sim fills them from "
-            "your table's event-time quantiles)",
+            "your table's event-time quantiles), or set data.cut-grid-max for the server to compute them from the "
+            "sites' event-time histograms before round 1",
         )
     if model.name == "cox" and study.privacy.mode == "local":
         raise ConfigError(
@@ -127,16 +147,21 @@ def infer_survival_options(
         "event": event,
         **infer_feature_options(table, [time, event, *(exclude or [])], categorical),
         "cut-points": event_time_cuts(observed.to_numpy(float)),
-        "horizons": _rounded(np.quantile(times.dropna(), HORIZON_QUANTILES)),
+        "horizons": rounded_times(np.quantile(times.dropna(), HORIZON_QUANTILES)),
     }
 
 
 def event_time_cuts(event_times: np.ndarray, intervals: int = CUTS) -> list[float]:
     """Interval ends at event-time quantiles (each interval holds about as many events), the last at the latest."""
-    return _rounded(np.quantile(event_times, np.linspace(0, 1, intervals + 1)[1:]))
+    return rounded_times(np.quantile(event_times, quantile_levels(intervals)))
 
 
-def _rounded(values: np.ndarray) -> list[float]:
+def quantile_levels(intervals: int) -> np.ndarray:
+    """The quantiles whose times end `intervals` intervals of about equal events: 1/K, 2/K, ..., 1."""
+    return np.linspace(0, 1, intervals + 1)[1:]
+
+
+def rounded_times(values: np.ndarray) -> list[float]:
     """Three significant digits, positive and without repeats, so a study file reads well."""
     return sorted({float(f"{v:.3g}") for v in values if v > 0})
 

@@ -17,7 +17,7 @@ from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
 from shared.tasks.tabular.schema import table_schema
-from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec
+from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec, split_columns
 from shared.tasks.tabular.table import read_with_options
 
 
@@ -38,7 +38,9 @@ class TabularTask(Task):
             raise ConfigError("data.label", "must name the label column of a table")
         table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")  # a list of column names here; the section holds their categories
-        inferred = infer_data_options(table, hints["label"], list(categorical) if categorical is not None else None)
+        inferred = infer_data_options(
+            table, hints["label"], list(categorical) if categorical is not None else None, split_columns(hints)
+        )
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 
     def schema(self, path: Path, site: str, hints: dict[str, Any], min_cell: int) -> dict[str, Any]:

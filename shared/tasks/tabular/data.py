@@ -21,6 +21,7 @@ from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
+SPLIT_MARKS = ("train", "test")  # the values of data.split-column
 
 
 def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
@@ -36,7 +37,7 @@ def tabular_site_data(table: pd.DataFrame, site: str, file: str, spec: TabularSp
     site's rows cut from a larger file (a simulation's) are named by their row in that file."""
     fail = failer(site, file)
     table, y, report = usable_rows(table, file, spec, fail)
-    train_idx, test_idx, fit, val = split_rows(y, spec, seed, site, file, report, spec.validation_fraction)
+    train_idx, test_idx, fit, val = split_rows(table, y, spec, seed, site, file, report, spec.validation_fraction)
     x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     x_train, y_train = torch.from_numpy(x_train), torch.from_numpy(y[train_idx])
     return SiteData(
@@ -72,6 +73,7 @@ def usable_rows(
 
 
 def split_rows(
+    table: pd.DataFrame,
     y: np.ndarray,
     spec: TabularSpec,
     seed: int,
@@ -82,8 +84,8 @@ def split_rows(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The site's train and held-out rows (stratified), and the positions in the train rows kept for fitting and
     for choosing a binary classifier's threshold; the site's size checked and the split's counts reported."""
+    train_idx, test_idx = held_out_split(table, y, spec, seed, failer(site, file))
     split_seed = spec.split_seed if spec.split_seed >= 0 else seed
-    train_idx, test_idx = split_indices(y, spec.test_fraction, split_seed)
     check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
     fit, val = validation_split(y[train_idx], len(spec.class_names), validation_fraction, split_seed)
     report["class-counts"] = _counts(y, spec.class_names)
@@ -119,11 +121,12 @@ def select_features(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The site's outcome and feature columns, features checked and typed (numbers, agreed categories), rows in file
     order with their original index (for row numbers in messages), and the start of the local report."""
-    for column in [*outcomes, *spec.features]:
+    kept = [*outcomes, *([spec.split_column] if spec.split_column else []), *spec.features]
+    for column in kept:
         if column not in table.columns:
             fail(f"column not found ({column_hint(table)})", column)
     report: dict[str, Any] = {"file": file, "rows-read": len(table)}
-    table = table[[*outcomes, *spec.features]].copy()
+    table = table[kept].copy()
     for column in spec.features:
         if table[column].isna().all():
             fail("column holds no values (all missing)", column)
@@ -133,6 +136,23 @@ def select_features(
         table[column] = _categories(table[column], spec.category_names(column), fail, column)
     report["missing-per-column"] = {c: int(n) for c, n in table.isna().sum().items() if n}
     return table, report
+
+
+def held_out_split(
+    table: pd.DataFrame, strata: np.ndarray, spec: FeatureSpec, seed: int, fail: Callable[..., NoReturn]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test row positions: as `data.split-column` marks them (train/test), else a seeded split stratified
+    on `strata`."""
+    if not spec.split_column:
+        return split_indices(strata, spec.test_fraction, spec.split_seed if spec.split_seed >= 0 else seed)
+    marks = table[spec.split_column].map(lambda v: canonical(v).lower() if pd.notna(v) else "")
+    bad = ~marks.isin(SPLIT_MARKS)
+    if bad.any():
+        fail(f"{int(bad.sum())} value(s) are not train or test, first at data row {first_row(bad)}", spec.split_column)
+    train, test = (np.flatnonzero((marks == mark).to_numpy()) for mark in SPLIT_MARKS)
+    if not len(train) or not len(test):
+        fail("marks no train row or no test row; the site needs both", spec.split_column)
+    return train, test
 
 
 def failer(site: str, file: str) -> Callable[..., NoReturn]:

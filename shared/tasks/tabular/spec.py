@@ -32,6 +32,7 @@ class FeatureSpec(SiteSize):
     decimal: str = ""  # empty: sniffed ("," only in a file not separated by commas)
     test_fraction: float = 0.2
     split_seed: int = -1
+    split_column: str = ""  # a column of train/test values: a published benchmark's static split, used as given
     drop_first: bool = False
     standardize: bool = True
 
@@ -47,6 +48,11 @@ class FeatureSpec(SiteSize):
                 "table; a federation's study config states it)",
             ),
             (bool(clash), "data.features", f"must not include the outcome column '{clash[0] if clash else ''}'"),
+            (
+                bool(self.split_column) and self.split_column in [*targets, *self.features],
+                "data.split-column",
+                "must be another column than the outcome and the features",
+            ),
             (self.missing not in MISSING_POLICIES, "data.missing", f"must be one of {', '.join(MISSING_POLICIES)}"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
             (
@@ -137,6 +143,11 @@ def data_spec(study: StudyConfig) -> TabularSpec:
 def model_spec(study: StudyConfig) -> TabularModelSpec:
     """Parse and validate the study's `[model]` section."""
     return parse_section(TabularModelSpec, study.model, "model.")
+
+
+def split_columns(hints: dict[str, Any]) -> list[str]:
+    """The hints' `split-column`, as the columns a table's inferred features leave out."""
+    return [hints["split-column"]] if hints.get("split-column") else []
 
 
 def canonical(value: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -84,3 +86,42 @@ def test_inferred_options_describe_the_table(tmp_path):
     assert options["features"] == ["age", "stage"] and options["categorical"] == {"stage": ["I", "II", "III"]}
     assert options["cut-points"] == sorted(options["cut-points"]) and len(options["cut-points"]) == 10
     assert len(options["horizons"]) == 3 and options["horizons"][-1] < table["days"].max()
+
+
+def test_a_split_column_gives_the_held_out_split_as_marked(tmp_path):
+    table = survival_table(100)
+    table["fold"] = np.where(np.arange(100) % 4 == 0, "test", "Train")
+    data = TASK.load_site(write(table, tmp_path), "h1", survival_study(**{"split-column": "fold"}))
+    assert (len(data.train), len(data.test)) == (75, 25)
+    assert data.test.tensors[1][:, 0].tolist() == table["days"][::4].astype("float32").tolist()
+
+
+@pytest.mark.parametrize(
+    ("marks", "problem"),
+    [
+        ({7: "validation"}, "1 value(s) are not train or test, first at data row 8"),
+        ({7: None}, "1 value(s) are not train or test, first at data row 8"),
+        ({}, "marks no train row or no test row"),
+    ],
+)
+def test_a_bad_split_column_names_its_first_row(tmp_path, marks, problem):
+    table = survival_table(60)
+    table["fold"] = "train"
+    for row, mark in marks.items():
+        table.loc[row, "fold"] = mark
+    with pytest.raises(DataError, match=re.escape(problem)) as caught:
+        TASK.load_site(write(table, tmp_path), "h1", survival_study(**{"split-column": "fold"}))
+    assert "column 'fold'" in str(caught.value) and "h1" in str(caught.value)
+
+
+def test_the_split_column_cannot_be_a_feature_or_the_outcome():
+    with pytest.raises(ConfigError, match="data.split-column"):
+        TASK.check_study(survival_study(**{"split-column": "age"}))
+    with pytest.raises(ConfigError, match="data.split-column"):
+        TASK.check_study(survival_study(**{"split-column": "days"}))
+
+
+def test_a_split_column_named_in_the_hints_is_no_inferred_feature(tmp_path):
+    table = survival_table(60).assign(fold="train")
+    inferred = TASK.infer_data(write(table, tmp_path), "h1", {"time": "days", "event": "died", "split-column": "fold"})
+    assert "fold" not in inferred["features"] and inferred["split-column"] == "fold"

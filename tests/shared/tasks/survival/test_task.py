@@ -10,10 +10,13 @@ import pytest
 import torch
 
 from shared.config import PrivacyConfig
-from shared.errors import ConfigError
+from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Journal, LedgerFiles
 from shared.tasks import build_model, get_task
+from shared.tasks.survival.curves import Predictions
 from shared.tasks.survival.demo import gbsg2_table, write_demo_sites
+from shared.tasks.survival.metrics import survival_metrics
+from shared.tasks.survival.spec import data_spec
 from shared.training import make_loader, make_optimizer, train_epochs
 from tests.shared.tasks.private import train_private
 from tests.shared.tasks.survival.tables import survival_study, survival_table, write
@@ -37,12 +40,20 @@ def test_local_dp_refuses_cox_and_says_why_and_what_to_use():
     assert "couples the patients of a batch" in err.value.problem and "model.name = 'discrete'" in err.value.problem
 
 
-def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_it(tmp_path):
+@pytest.mark.parametrize("proportional", [False, True])
+def test_discrete_time_model_trains_under_local_dp_and_the_site_journal_records_it(tmp_path, proportional):
     study = dataclasses.replace(survival_study("discrete"), privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    study = dataclasses.replace(study, model={**study.model, "proportional": proportional})
     TASK.check_study(study)
     data = TASK.load_site(write(survival_table(200), tmp_path), "h1", study)
-    _, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
+    before = build_model(study)
+    private, loss, epsilon = train_private(study, data, tmp_path / "ledgers")
     assert np.isfinite(loss) and 0 < epsilon < 3.0
+    trained = private._module.state_dict()
+    if proportional:  # one shared risk: the copies to each interval stay unit weights, the baselines learn
+        assert torch.equal(trained["1.weight"], torch.ones(6, 1)) and not torch.equal(
+            trained["1.bias"], before.state_dict()["1.bias"]
+        )
     rounds = Journal.open(LedgerFiles.at(tmp_path / "ledgers", "h1"), "h1").rounds()
     assert [(r["study"], r["round"], r["epsilon"]) for r in rounds] == [(study.name, 1, epsilon)]
 
@@ -93,3 +104,15 @@ def test_demo_sites_hold_every_gbsg2_patient_with_skewed_event_rates(tmp_path):
     rates = [f["event"].mean() for f in frames]
     assert max(rates) - min(rates) > 0.1
     TASK.check_study(TASK.demo_study())
+
+
+def test_a_split_without_comparable_pairs_is_flagged_and_diverged_risks_are_refused():
+    spec = data_spec(survival_study("cox", **{"min-test-events": 1}))
+    train = np.array([[100.0, 1.0], [200.0, 0.0], [300.0, 1.0]])
+    test = np.array([[50.0, 0.0], [80.0, 0.0], [400.0, 1.0]])  # the only event after everyone else's follow-up
+    times = np.array(spec.horizons)
+    predicted = Predictions(np.array([0.1, 0.2, 0.3]), np.full((3, len(times)), 0.5), times)
+    assert survival_metrics(spec, train, test, predicted)["c-index-unreliable"] == 1.0
+    diverged = Predictions(np.array([0.1, np.nan, 0.3]), np.full((3, len(times)), 0.5), times)
+    with pytest.raises(MedfedError, match="not finite"):
+        survival_metrics(spec, train, test, diverged)

@@ -1,0 +1,67 @@
+"""The Fed-TCGA-BRCA benchmark's data handling: FLamby's files read into regions and folds, a validation split that
+never holds a test row, and studies that every region's loader reads with the static split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shared.errors import DataError
+from shared.tasks import get_task
+from simulations.benchmarks.tcga_brca import EVENT, FOLD, REGIONS, brca_study, read_brca, validation_folds, write_sites
+
+
+@pytest.fixture(scope="module")
+def flamby(tmp_path_factory):
+    """FLamby-shaped files: pid, 3 covariates, E and T; fold2 = train_<c>/test_<c> over the 6 regions."""
+    folder = tmp_path_factory.mktemp("tcga")
+    rng = np.random.default_rng(0)
+    n = 360
+    region, test = np.arange(n) % 6, rng.random(n) < 0.2
+    brca = pd.DataFrame(
+        {
+            "pid": [f"TCGA-{i:04d}" for i in range(n)],
+            "age_at_index": rng.integers(30, 90, n),
+            "race_white": rng.integers(0, 2, n),
+            "stage_ii": rng.integers(0, 2, n),
+            "E": (rng.random(n) < 0.3).astype(int),
+            "T": rng.integers(1, 4000, n),
+        }
+    )
+    brca.to_csv(folder / "brca.csv", index=False)
+    split = pd.DataFrame(
+        {
+            "pid": brca["pid"],
+            "fold": np.where(test, "test", "train"),
+            "fold2": [f"{'test' if t else 'train'}_{c}" for t, c in zip(test, region, strict=True)],
+        }
+    )
+    split.to_csv(folder / "train_test_split.csv", index=False)
+    return folder
+
+
+def test_the_validation_split_holds_train_rows_only_with_events_on_both_sides(flamby):
+    table = read_brca(flamby)
+    validation = validation_folds(table)
+    assert set(validation["pid"]) == set(table.loc[table[FOLD] == "train", "pid"])
+    held = validation[validation[FOLD] == "test"]
+    assert 0.2 < len(held) / len(validation) < 0.3
+    for i in range(len(REGIONS)):
+        rows = validation[validation["region"] == i]
+        assert rows.groupby(FOLD)[EVENT].sum().min() >= 1
+
+
+def test_each_region_reads_flambys_static_split(flamby, tmp_path):
+    table = read_brca(flamby)
+    sites = write_sites(table, tmp_path)
+    study = brca_study(table, "discrete", "fedavg", 1, {"lr": 0.05, "std": 1})
+    data = get_task("survival").load_site(sites[2].data_path, sites[2].name, study)
+    region = table[table["region"] == 2]
+    assert (len(data.train), len(data.test)) == tuple((region[FOLD] == f).sum() for f in ("train", "test"))
+    assert data.train.tensors[0].shape[1] == 3
+
+
+def test_missing_flamby_files_are_named(tmp_path):
+    with pytest.raises(DataError, match="brca.csv"):
+        read_brca(tmp_path)
