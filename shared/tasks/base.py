@@ -18,7 +18,7 @@ from shared.arrays import model_arrays
 from shared.assessment import classification_assessment
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.metrics import choose_threshold, headline_metrics, predicted_classes
+from shared.metrics import choose_threshold, classification_metrics, headline_metrics, predicted_classes
 from shared.training import ClassWeightedLoss, balanced_weights, dataset_labels, predict
 
 
@@ -147,12 +147,13 @@ class Task(ABC):
         """The study with what the setup step computes from the sites' usable answers."""
         raise ConfigError("task", f"task '{self.name}' has no federated setup step")
 
-    @abstractmethod
     def metrics(
         self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
     ) -> dict[str, float]:
-        """Aggregate metrics of one site's predictions (a binary classifier's positive from `threshold` on, None:
-        the likelier class); only defined values are returned."""
+        """Aggregate metrics of one site's predictions, only defined values: a classifier's accuracy, balanced
+        accuracy, ROC AUC, sensitivity, specificity and F1 (a binary one's positive from `threshold` on, None: the
+        likelier class)."""
+        return classification_metrics(y_true, scores, self.class_names(study), threshold)
 
     def new_inputs(
         self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.metrics import classification_metrics
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.imaging import demo
 from shared.tasks.imaging.data import infer_image_options, load_imaging_site, new_images
@@ -57,12 +55,6 @@ class ImagingTask(Task):
         """The study's network (compact CNN or ResNet-18-style) sized from the agreed channels and classes."""
         spec, model = data_spec(study), model_spec(study, tuple(CLASSIFIERS), "cnn")
         return CLASSIFIERS[model.name](spec.channels, len(spec.classes), model)
-
-    def metrics(
-        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
-    ) -> dict[str, float]:
-        """Accuracy, balanced accuracy, ROC AUC (one-vs-rest if multi-class), sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic lesion study."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import ArrayRecord
 from torch import nn
@@ -16,7 +15,6 @@ from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.groups import COVERAGE, weigh_groups
-from shared.metrics import classification_metrics
 from shared.tasks.base import SiteData, Task
 from shared.tasks.multimodal import demo
 from shared.tasks.multimodal.data import load_multimodal_site
@@ -108,11 +106,9 @@ class MultimodalTask(Task):
             out.update({f"{name}/only-{m}": metrics[name] for name in ABLATED if name in metrics})
         return out
 
-    def metrics(
-        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
-    ) -> dict[str, float]:
-        """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """The label's agreed classes."""
+        return data_spec(study).class_names
 
     def demo_study(self) -> StudyConfig:
         """Synthetic patients: a lesion image, a short note and lab values, the label needing two of them."""

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.metrics import classification_metrics
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
@@ -73,12 +71,6 @@ class TabularTask(Task):
         """Logistic regression or MLP sized from the agreed schema."""
         spec = data_spec(study)
         return build_tabular_model(spec.n_inputs, len(spec.classes), model_spec(study))
-
-    def metrics(
-        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
-    ) -> dict[str, float]:
-        """Accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, F1."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Wisconsin breast cancer study."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from shared.config import StudyConfig
-from shared.metrics import classification_metrics
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.text import demo
 from shared.tasks.text.data import infer_text_options, load_text_site, new_notes
@@ -69,12 +67,6 @@ class TextTask(Task):
         if model.name == "pretrained":
             return load_pretrained(model, len(data.classes), tokenizer.pad_id)
         return TextTransformer(tokenizer.vocab_size, data.max_length, len(data.classes), model, tokenizer.pad_id)
-
-    def metrics(
-        self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
-    ) -> dict[str, float]:
-        """Accuracy, macro-F1 (`f1`), per-class recall (`sensitivity-<class>`), ROC AUC."""
-        return classification_metrics(y_true, scores, data_spec(study).class_names, threshold)
 
     def demo_study(self) -> StudyConfig:
         """Synthetic notes study."""
