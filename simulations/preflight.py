@@ -150,7 +150,11 @@ def _multimodal_plan(
     lines = [f"{path.name}: {note}" for note in table.notes]
     lines.append(f"modalities: {', '.join(spec.modalities)}")
     return Plan(
-        study, len(groups), lambda folder: write_multimodal_sites(groups, images, path.parent, folder / "sites"), lines
+        study,
+        len(groups),
+        lambda folder: write_multimodal_sites(groups, images, path.parent, folder / "sites"),
+        lines,
+        rows_per_site=_mean_rows(groups),
     )
 
 

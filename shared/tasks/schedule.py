@@ -22,8 +22,9 @@ class Schedule:
 # Per task, (most rows per site, schedule) bands, smallest sites first; the last band has no upper bound (None).
 # imaging: chosen on MedMNIST's official validation split, never its test split (BENCHMARKS.md, issue #4):
 #   BreastMNIST (~200 images a site) 20 x 5, PneumoniaMNIST (~1,700 a site) 10 x 2. Few images need many passes.
-# tabular, text, survival, segmentation: the schedules their built-in studies were benchmarked with.
+# tabular, text, survival, segmentation, multimodal: the schedules their built-in studies were benchmarked with.
 SCHEDULES: dict[str, list[tuple[int | None, Schedule]]] = {
+    "multimodal": [(None, Schedule(8, 2, 0.01, 32))],
     "imaging": [(1000, Schedule(20, 5, 0.003, 32)), (None, Schedule(10, 2, 0.003, 32))],
     "segmentation": [(None, Schedule(5, 1, 0.003, 16))],
     "tabular": [(None, Schedule(10, 2, 0.01, 8))],
