@@ -31,6 +31,7 @@ def ray_head(cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
             stdout=out,  # its address file goes in `temp`, not where every Ray on the machine would find it
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the head's GCS, raylet and workers: one group, killed at the end, nothing else
+            env={**os.environ, "OMP_NUM_THREADS": "1"},  # as a simulation's own Ray gets it: one thread per actor
         )
     try:
         deadline = time.monotonic() + timeout
