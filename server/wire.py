@@ -13,7 +13,8 @@ POLL_MAX_S = 0.1  # the longest pause once no reply has come for a while
 
 
 def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Message]:
-    """Push messages and pull their replies until all arrive or `timeout` seconds pass."""
+    """Push messages and pull their replies until all arrive or `timeout` seconds pass; the replies in site order,
+    whatever order they arrived in."""
     if not messages:
         return []
     sent = dict(zip(grid.push_messages(messages), messages, strict=True))
@@ -30,7 +31,14 @@ def exchange(grid: Grid, messages: list[Message], timeout: float) -> list[Messag
         pause = POLL_S if got else min(2 * pause, POLL_MAX_S)
         if pending:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-    return replies
+    return sorted(replies, key=_site_order)
+
+
+def _site_order(reply: Message) -> tuple[str, int]:
+    """The site a reply names, then its node: aggregation sums in this order, so a rerun's model is the same to the
+    last bit, not shuffled by which site happened to answer first."""
+    site = None if reply.has_error() else reply.content.config_records.get("site")
+    return (str(site.get("name", "")) if site is not None else "", reply.metadata.src_node_id)
 
 
 def _attributed(reply: Message, sent: dict[str, Message]) -> Message:

@@ -1,4 +1,5 @@
-"""Replies the SuperLink writes for a site that went offline count as that site's, not as a reply of node 1."""
+"""Replies the SuperLink writes for a site that went offline count as that site's, not as a reply of node 1; replies
+come back in site order, whatever order they arrived in."""
 
 from __future__ import annotations
 
@@ -49,3 +50,10 @@ def test_a_superlink_error_reply_is_named_as_the_offline_site():
     assert out.problems[0]["event"] == "refused"
     assert out.problems[0]["reason"].startswith("the SuperLink answered for the site: ")
     assert unanswered(messages, replies, names, "late") == []  # answered, by the SuperLink: not also a no-reply
+
+
+def test_replies_come_back_in_site_order_whatever_order_they_arrived_in():
+    sites = {3: answering("south"), 5: answering("east"), 8: answering("north")}
+    for order in ([3, 5, 8], [8, 3, 5]):
+        replies = exchange(LocalGrid(sites), [query(node) for node in order], timeout=5)
+        assert [r.content.config_records["site"]["name"] for r in replies] == ["east", "north", "south"]
