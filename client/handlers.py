@@ -81,8 +81,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     metrics = _evaluate(task, study, model, data, device, prefix="eval-" if train else "")
     arrays, assessment = None, {}
     if not train and _final(config, site):  # once per study: bounded work, aggregates only (shared.assessment)
-        assessment = task.assess(study, model, data, device)
         threshold = task.threshold(study, model, data, device)
+        assessment = task.assess(study, model, data, device, threshold)
         keep(site, study, {"threshold": threshold})  # the final model's (None: the likelier class), for predict
     if train:
         rnd = int(config.get("server-round", 0))

@@ -117,15 +117,18 @@ class Task(ABC):
         _, y_val, val_scores = predict(model, data.val, self.loss(study), device)
         return choose_threshold(y_val, val_scores[:, 1])
 
-    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
-        """The site's final assessment for the report (shared.assessment): bootstrap CIs of the headline metrics,
-        score-bin counts and the train split's class counts, aggregates only."""
+    def assess(
+        self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None
+    ) -> dict[str, Any]:
+        """The site's final assessment for the report (shared.assessment): bootstrap CIs of the headline metrics
+        (a binary classifier's accuracy from `threshold`, the one its evaluation used), score-bin counts and the train
+        split's class counts, aggregates only."""
         _, y_true, probs = predict(model, data.test, self.loss(study), device)
         return classification_assessment(
             y_true,
             probs,
             np.asarray(dataset_labels(data.train)),
-            functools.partial(headline_metrics, threshold=self.threshold(study, model, data, device)),
+            functools.partial(headline_metrics, threshold=threshold),
             self.headline,
             study.report.min_cell,
             study.seed,

@@ -60,7 +60,9 @@ class SegmentationTask(Task):
         """Dice, IoU (mean over foreground classes, and per class if several) and pixel accuracy."""
         return segmentation_metrics(y_true, scores, data_spec(study).class_names)
 
-    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
+    def assess(
+        self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None
+    ) -> dict[str, Any]:
         """Bootstrap CIs of Dice and IoU over resampled held-out images (pixel scores have no patient-level curve)."""
         _, y_true, probs = predict(model, data.test, self.loss(study), device)
         return bootstrap_ci(y_true, probs, lambda y, p: self.metrics(study, y, p), self.headline, study.seed)

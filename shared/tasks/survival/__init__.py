@@ -109,7 +109,9 @@ class SurvivalTask(Task):
         predicted = self.predictions(study, outputs_train, outcome_train, outputs_test)
         return {"loss": loss, **survival_metrics(spec, outcome_train, outcome_test, predicted)}
 
-    def assess(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, Any]:
+    def assess(
+        self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None
+    ) -> dict[str, Any]:
         """Nothing yet: survival metrics need the train split too, and the report shows them without intervals."""
         return {}
 
