@@ -205,7 +205,7 @@ app-code = "installed"           # run only this site's installed medfed; "serve
 
 [data]
 path = "/path/to/your/data.csv"  # a table, an image folder or .npz, a notes CSV/JSONL
-task = "tabular"                 # the task this data is for: tabular | imaging | segmentation | text
+task = "tabular"                 # tabular | imaging | segmentation | text | survival | multimodal
 label = "outcome"                # hints describing the data (tabular: the label column)
 
 [policy]
