@@ -63,7 +63,7 @@ def study_template(
     out: Annotated[Path | None, typer.Option(help="Write the study TOML here (default: print it)")] = None,
     name: Annotated[str, typer.Option(help="The study's name")] = "study",
 ) -> None:
-    """Write a study's [data] (label, classes, features, categories) from sites' schemas, after checking they agree."""
+    """Write a study's data section (label, classes, features, categories) from sites' schemas, once they agree."""
     text = _run(lambda: template_toml(name, {str(p): _read_schema(p) for p in schemas}))
     if out is None:
         print(text, end="")
