@@ -23,6 +23,7 @@ ROBUST_MINIMUM = {"krum": (2, 3, "n > 2f + 2"), "multikrum": (2, 3, "n > 2f + 2"
 WEIGHTINGS = ("examples", "equal")
 OPTIMIZERS = ("adam", "sgd")
 CLASS_WEIGHTS = ("auto", "balanced", "none")
+THRESHOLDS = ("accuracy", "youden", "none")
 PRIVACY_MODES = ("off", "local", "central-server", "central-client")
 ACCOUNTANTS = ("prv", "rdp")
 SECURE_AGGREGATION = ("auto", "on", "off")
@@ -165,6 +166,9 @@ class TrainConfig:
     # A classifier's loss weighs each class by its inverse frequency in the site's own train split ("balanced"), so a
     # rare class is not learnt away. "auto": balanced, except under local DP (StudyConfig.weighs_classes).
     class_weights: str = "auto"
+    # A binary classifier's decision threshold, chosen at each site on its validation split to maximise accuracy
+    # or Youden's J (balanced accuracy); "none": 0.5.
+    threshold: str = "accuracy"
 
     def __post_init__(self) -> None:
         _check(self.local_epochs >= 1, "train.local-epochs", "must be at least 1")
@@ -173,6 +177,7 @@ class TrainConfig:
         _check(self.optimizer in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         _check(self.weight_decay >= 0, "train.weight-decay", "must be >= 0")
         _check(self.class_weights in CLASS_WEIGHTS, "train.class-weights", f"must be one of {', '.join(CLASS_WEIGHTS)}")
+        _check(self.threshold in THRESHOLDS, "train.threshold", f"must be one of {', '.join(THRESHOLDS)}")
 
 
 @dataclass(frozen=True)

@@ -7,18 +7,23 @@ from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 
-def choose_threshold(y_val: np.ndarray, p_positive: np.ndarray) -> float | None:
-    """The decision threshold on a binary classifier's positive-class probability that maximises Youden's J
-    (sensitivity + specificity - 1) on a validation split: midway between the chosen score and the next lower one,
-    the maximum nearest 0.5 on ties. None when the split lacks a class or no threshold beats chance."""
-    if len(np.unique(y_val)) < 2:
+def choose_threshold(y_val: np.ndarray, p_positive: np.ndarray, criterion: str = "accuracy") -> float | None:
+    """The decision threshold on a binary classifier's positive-class probability that maximises `criterion` on a
+    validation split, accuracy or Youden's J (sensitivity + specificity - 1, i.e. balanced accuracy): midway between
+    the chosen score and the next lower one, the maximum nearest 0.5 on ties. None when the criterion is "none", the
+    split lacks a class, or no threshold beats chance (Youden's J > 0; accuracy above the majority share)."""
+    if criterion == "none" or len(np.unique(y_val)) < 2:
         return None
     fpr, tpr, cuts = skm.roc_curve(y_val, p_positive, drop_intermediate=False)
-    j = tpr - fpr
-    if j.max() <= 0:
+    if criterion == "youden":
+        gain = tpr - fpr
+    else:  # correct predictions beyond those of calling everyone negative
+        positives = int(np.sum(y_val == 1))
+        gain = tpr * positives - fpr * (len(y_val) - positives)
+    if gain.max() <= max(0.0, gain[-1]):  # gain[-1]: calling everyone positive
         return None
-    # Never the first cut (+inf, nothing positive, J = 0); the last is the lowest score (everything positive).
-    best = np.flatnonzero(np.isclose(j, j.max()))
+    # Never the first cut (+inf, nothing positive, gain 0); the last is the lowest score (everything positive).
+    best = np.flatnonzero(np.isclose(gain, gain.max()))
     mids = np.array([(cuts[i] + cuts[i + 1]) / 2 if i + 1 < len(cuts) else cuts[i] for i in best])
     return float(mids[np.argmin(np.abs(mids - 0.5))])
 

@@ -115,7 +115,7 @@ class Task(ABC):
         if data.val is None:
             return None
         _, y_val, val_scores = predict(model, data.val, self.loss(study), device)
-        return choose_threshold(y_val, val_scores[:, 1])
+        return choose_threshold(y_val, val_scores[:, 1], study.train.threshold)
 
     def assess(
         self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None

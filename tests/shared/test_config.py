@@ -32,6 +32,7 @@ def test_round_trip_through_json_and_dict():
         ({"federation": {"roundz": 3}}, "federation.roundz"),
         ({"federation": {"secure-aggregation": "yes"}}, "federation.secure-aggregation"),
         ({"train": {"class-weights": "inverse"}}, "train.class-weights"),
+        ({"train": {"threshold": "f1"}}, "train.threshold"),
         ({"train": {"class-weights": "balanced"}, "privacy": {"mode": "local"}}, "train.class-weights"),
         ({"federation": {"secure-aggregation": "on", "min-sites": 2}}, "federation.min-sites"),
         (

@@ -58,7 +58,7 @@ def test_headline_metrics_are_classification_metrics_own(n_classes):
 def test_the_threshold_maximises_youdens_j_on_the_split_it_is_given():
     y = np.array([0, 0, 0, 0, 0, 0, 1, 1])
     p1 = np.array([0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.32, 0.4])  # all under 0.5: argmax says "0" for everyone
-    threshold = choose_threshold(y, p1)
+    threshold = choose_threshold(y, p1, "youden")
     # J is best (1 - 1/6) cutting just under 0.32, midway to the next lower score 0.3.
     assert threshold == pytest.approx(0.31)
     fixed, chosen = (classification_metrics(y, np.stack([1 - p1, p1], axis=1), threshold=t) for t in (None, threshold))
@@ -67,6 +67,25 @@ def test_the_threshold_maximises_youdens_j_on_the_split_it_is_given():
     assert chosen["specificity"] == pytest.approx(5 / 6) and chosen["roc-auc"] == fixed["roc-auc"]
 
 
+def test_the_accuracy_threshold_trades_a_rare_case_for_the_majoritys_accuracy():
+    # 2 positives in 12; one positive scores below three negatives.
+    y = np.array([0] * 10 + [1, 1])
+    p1 = np.array([0.05, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.6, 0.62, 0.64, 0.55, 0.9])
+    youden, accuracy = choose_threshold(y, p1, "youden"), choose_threshold(y, p1)
+    assert youden == pytest.approx(0.425)  # both positives found: J = 1 - 3/10
+    assert accuracy == pytest.approx(0.77)  # only the 0.9 called positive: 11 of 12 right
+    probs = np.stack([1 - p1, p1], axis=1)
+    by_youden, by_accuracy = (classification_metrics(y, probs, threshold=t) for t in (youden, accuracy))
+    assert by_accuracy["accuracy"] == pytest.approx(11 / 12)
+    assert by_youden["accuracy"] == pytest.approx(9 / 12)
+    assert by_youden["balanced-accuracy"] > by_accuracy["balanced-accuracy"]
+    assert choose_threshold(y, p1, "none") is None
+
+
 def test_no_threshold_without_both_classes_or_without_signal():
-    assert choose_threshold(np.zeros(5, dtype=int), np.linspace(0, 1, 5)) is None
-    assert choose_threshold(np.array([1, 0, 1, 0]), np.array([0.1, 0.2, 0.3, 0.4])) is None  # no cut beats chance
+    for criterion in ("accuracy", "youden"):
+        assert choose_threshold(np.zeros(5, dtype=int), np.linspace(0, 1, 5), criterion) is None
+        no_signal = choose_threshold(np.array([1, 0, 1, 0]), np.array([0.1, 0.2, 0.3, 0.4]), criterion)
+        assert no_signal is None  # no cut beats chance
+    # Calling everyone positive (3 of 4 right) is the best any cut does here: no cut beats the majority class.
+    assert choose_threshold(np.array([1, 1, 0, 1]), np.array([0.1, 0.2, 0.3, 0.4])) is None
