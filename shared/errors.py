@@ -19,7 +19,7 @@ class DataError(MedfedError):
     """A site's data (or, with no site, the data scientist's own file) cannot be used as configured."""
 
     def __init__(self, site: str | None, problem: str, file: str | None = None, column: str | None = None) -> None:
-        self.site, self.file, self.column = site, file, column
+        self.site, self.file, self.column, self.problem = site, file, column, problem
         where = [f"site '{site}'"] if site is not None else []
         where += [f"file '{file}'"] if file else []
         where += [f"column '{column}'"] if column else []

@@ -89,14 +89,11 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
         options = get_task(study.task).infer_data(path, "simulation", given)
         study = dataclasses.replace(study, data=options, name=name)
         n_sites = len(image_site_entries(path)) if path.is_dir() else source.sites
-        target = IMAGE_TARGETS[study.task]
-        images = image_set_size(path, target)
+        images = image_set_size(path, IMAGE_TARGETS[study.task])
         return Plan(
             study,
             n_sites,
-            lambda folder: split_image_set(
-                path, folder / "sites", target, source.partition, source.sites, source.alpha, study.seed
-            ),
+            lambda folder: _usable_image_sites(study, path, folder / "sites"),
             rows_per_site=images / n_sites if images is not None else None,
         )
     if study.task == "text":
@@ -112,6 +109,32 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
     if study.task == "multimodal":
         return _multimodal_plan(study, path, {**given, **hints}, categorical, name)
     return _table_plan(study, path, {**given, **hints}, categorical, name)
+
+
+def _usable_image_sites(study: StudyConfig, path: Path, folder: Path) -> list[SiteConfig]:
+    """The user's image set split into sites, each loaded as its run will load it, so that a site the split leaves
+    unusable (a class too rare there) stops the run before it starts, named with the user's file. Sites the user
+    split themselves (a folder) are their own files, named as they are."""
+    source, task = study.simulation, get_task(study.task)
+    target = IMAGE_TARGETS[study.task]
+    sites = split_image_set(path, folder, target, source.partition, source.sites, source.alpha, study.seed)
+    if path.is_dir():
+        return sites
+    for site in sites:
+        try:
+            task.load_site(site.data_path, site.name, study)
+        except DataError as exc:
+            alpha = f", alpha {source.alpha:g}" if source.partition == "dirichlet" else ""
+            tries = ["a higher --alpha"] * (source.partition == "dirichlet") + ["--partition iid"] * (
+                source.partition != "iid"
+            )
+            raise DataError(
+                site.name,
+                f"{exc.problem}; its images are its share of this file, split over {source.sites} sites "
+                f"({source.partition}{alpha}): try {', '.join([*tries, 'fewer --sites', 'another --seed'])}",
+                file=str(path),
+            ) from exc
+    return sites
 
 
 def _survival_plan(

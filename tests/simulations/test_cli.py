@@ -188,6 +188,24 @@ def test_medmnist_style_npz_is_split_into_sites(tmp_path):
     assert held == [100, 100, 100]
 
 
+def test_an_image_split_that_leaves_a_site_without_a_class_is_refused_by_the_users_file_before_anything_starts(
+    tmp_path,
+):
+    images, _, _ = synthetic_images(300, seed=4)
+    path = tmp_path / "scans.npz"
+    np.savez(path, train_images=images, train_labels=(np.arange(300) < 3).astype(int)[:, None])  # 3 positive images
+    out = tmp_path / "run"
+    args = ["--task", "imaging", "--data", str(path), "--partition", "iid", "--out", str(out), "--no-baselines"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.endswith(
+        f"\nerror: site 'hospital-1', file '{path}': class(es) ['1'] have fewer training images than "
+        "data.min-per-class = 2; a site needs two classes that reach it; its images are its share of this file, "
+        "split over 3 sites (iid): try fewer --sites, another --seed\n"
+    )
+    assert not out.exists() and not ray.is_initialized()
+
+
 def test_notes_file_is_split_into_sites_by_label(tmp_path):
     path = tmp_path / "notes.jsonl"
     synthetic_notes(300, seed=5).rename(columns={"label": "service"}).to_json(path, orient="records", lines=True)
