@@ -1,6 +1,6 @@
 """FLamby's Fed-TCGA-BRCA (6 regions, natural split): pooled, local-only, FedAvg, FedProx and FedAdam for the linear
 Cox model and the discrete-time hazard model, scored by the mean over regions of the test C-index; then the
-discrete-time model under local DP. Every setting is chosen on a validation split carved from the train rows.
+discrete-time model under local DP. Every setting is chosen by cross-validation on the train rows.
 
     python -m simulations.benchmarks.tcga_brca --data ../shared/data/tcga_brca --out tcga.json
 """
@@ -36,8 +36,7 @@ TIME, EVENT, FOLD = "T", "E", "fold"
 MODELS = ("cox", "discrete")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
 EPSILONS = (1.0, 3.0, 8.0)
-VALIDATION_SHARE = 0.25  # of each region's train rows, per event stratum, held out to choose settings
-VALIDATION_SEED = 0
+VALIDATION_SEED = 0  # the folds' shuffle
 # Candidate settings, each tried on the validation split; a method keeps its best. `std`: each site standardises the
 # covariates with its own train split's statistics (medfed's default), or keeps FLamby's raw values (age in years).
 CANDIDATES: dict[str, dict[str, float]] = {
@@ -61,15 +60,17 @@ def read_brca(data_dir: Path) -> pd.DataFrame:
     return table
 
 
-def validation_folds(table: pd.DataFrame, seed: int = VALIDATION_SEED) -> pd.DataFrame:
-    """The train rows only, a share of each region's events and censored rows marked `test` (at least one of each
-    where a region has two), so settings are chosen without FLamby's test rows."""
+def validation_fold(table: pd.DataFrame, fold: int, folds: int, seed: int = VALIDATION_SEED) -> pd.DataFrame:
+    """The train rows only, fold `fold` of `folds` marked `test`: each region's events and censored rows are dealt
+    out over the folds in a shuffled order (a stratum of one row always trains), so settings are chosen without
+    FLamby's test rows."""
     train = table[table[FOLD] == "train"].copy()
     rng = np.random.default_rng(seed)
     marks = np.full(len(train), "train", dtype=object)
     for _, rows in train.groupby(["region", EVENT]).indices.items():
-        take = max(1, round(VALIDATION_SHARE * len(rows))) if len(rows) > 1 else 0
-        marks[rng.permutation(rows)[:take]] = "test"
+        if len(rows) > 1:
+            order = rng.permutation(rows)
+            marks[order[np.arange(len(order)) % folds == fold]] = "test"
     train[FOLD] = marks
     return train
 
@@ -172,20 +173,24 @@ def evaluate(
 
 
 def choose(
-    table: pd.DataFrame, work: Path, seeds: list[int]
+    table: pd.DataFrame, work: Path, seeds: list[int], folds: int
 ) -> tuple[dict[str, str], dict[str, float], dict[str, str], dict[str, float]]:
-    """On the validation split: each method's best setting and score, and each ε's best DP setting and score."""
-    validation = validation_folds(table)
-    sites = write_sites(validation, work / "sites")
+    """By cross-validation on the train rows: each method's best setting and its mean C-index over the folds and
+    seeds, and each ε's best DP setting and score."""
     methods = [(m, s) for m in MODELS for s in ("pooled", "local", *STRATEGIES)]
     runs = [(m, s, c, seed, None) for m, s in methods for c in CANDIDATES for seed in seeds]
     runs += [("discrete", "fedadam", c, seed, eps) for eps in EPSILONS for c in DP_CANDIDATES for seed in seeds]
-    scores = dict(zip(runs, evaluate(validation, sites, work / "runs", runs), strict=True))
+    per_fold = []
+    for fold in range(folds):
+        validation = validation_fold(table, fold, folds)
+        sites = write_sites(validation, work / f"fold{fold}" / "sites")
+        per_fold.append(evaluate(validation, sites, work / f"fold{fold}" / "runs", runs))
+    # A setting diverging at any fold or seed (NaN) is never chosen.
+    means = np.mean(per_fold, axis=0)
+    scores = {run: -1.0 if np.isnan(mean) else float(mean) for run, mean in zip(runs, means, strict=True)}
 
     def best(keys: list[tuple[str, str, str, float | None]]) -> tuple[str, float]:
-        # A setting diverging at any seed (NaN) is never chosen.
         means = {key: float(np.mean([scores[(*key[:3], seed, key[3])] for seed in seeds])) for key in keys}
-        means = {key: -1.0 if np.isnan(mean) else mean for key, mean in means.items()}
         key = max(means, key=means.get)
         return key[2], means[key]
 
@@ -204,10 +209,10 @@ def spread(values: list[float]) -> dict[str, Any]:
     return {"c_index": float(np.mean(values)), "sd": float(np.std(values)), "per_seed": values}
 
 
-def run(data: Path, work: Path, seeds: list[int], validation_seeds: list[int]) -> dict[str, Any]:
-    """Choose every setting on validation, then score each method and ε on FLamby's test split over `seeds`."""
+def run(data: Path, work: Path, seeds: list[int], validation_seeds: list[int], folds: int) -> dict[str, Any]:
+    """Choose every setting by cross-validation, then score each method and ε on FLamby's test split over `seeds`."""
     table = read_brca(data)
-    chosen, valid, dp_chosen, dp_valid = choose(table, work / "validation", validation_seeds)
+    chosen, valid, dp_chosen, dp_valid = choose(table, work / "validation", validation_seeds, folds)
     federated_names = [n for n in chosen if n.split("-", 1)[1] in STRATEGIES]
     recommended = max(federated_names, key=valid.get)
     sites = write_sites(table, work / "sites")
@@ -224,9 +229,9 @@ def run(data: Path, work: Path, seeds: list[int], validation_seeds: list[int]) -
         dp[eps].update({"method": "discrete-fedadam", "setting": dp_chosen[eps], "validation_c_index": dp_valid[eps]})
     return {
         "recommended": recommended,
-        "chosen_by": f"highest mean validation C-index over seeds {validation_seeds} among the federated methods; "
-        f"validation = {VALIDATION_SHARE:.0%} of each region's train events and censored rows (seed "
-        f"{VALIDATION_SEED}), FLamby's test rows unused",
+        "chosen_by": f"highest mean validation C-index over {folds}-fold cross-validation on the train rows (each "
+        f"region's events and censored rows dealt over the folds, shuffle seed {VALIDATION_SEED}) and training seeds "
+        f"{validation_seeds}, among the federated methods; FLamby's test rows unused",
         "methods": methods,
         "dp": dp,
         "candidates": CANDIDATES,
@@ -243,13 +248,14 @@ def main(
         str, typer.Option(help="Training seeds on the test split (init, batch order, noise)")
     ] = "1,2,3,4,5",
     validation_seeds: Annotated[str, typer.Option(help="Training seeds when choosing on validation")] = "1",
+    folds: Annotated[int, typer.Option(help="Cross-validation folds of the train rows that choose the settings")] = 3,
 ) -> None:
     """Run the benchmark and print medfed's figures beside FLamby's."""
     started = time.perf_counter()
     torch.set_num_threads(1)  # tiny models: on a few shared cores, more threads only contend
     with tempfile.TemporaryDirectory() as tmp:
         results = run(
-            data, Path(tmp), [int(s) for s in seeds.split(",")], [int(s) for s in validation_seeds.split(",")]
+            data, Path(tmp), [int(s) for s in seeds.split(",")], [int(s) for s in validation_seeds.split(",")], folds
         )
     results["wall_s"] = round(time.perf_counter() - started, 1)
     _print(results)

@@ -1,5 +1,5 @@
-"""The Fed-TCGA-BRCA benchmark's data handling: FLamby's files read into regions and folds, a validation split that
-never holds a test row, and studies that every region's loader reads with the static split."""
+"""The Fed-TCGA-BRCA benchmark's data handling: FLamby's files read into regions and folds, cross-validation folds
+that never hold a test row, and studies that every region's loader reads with the static split."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from shared.errors import DataError
 from shared.tasks import get_task
-from simulations.benchmarks.tcga_brca import EVENT, FOLD, REGIONS, brca_study, read_brca, validation_folds, write_sites
+from simulations.benchmarks.tcga_brca import EVENT, FOLD, REGIONS, brca_study, read_brca, validation_fold, write_sites
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +41,19 @@ def flamby(tmp_path_factory):
     return folder
 
 
-def test_the_validation_split_holds_train_rows_only_with_events_on_both_sides(flamby):
+def test_the_validation_folds_hold_train_rows_only_each_once_with_events_on_both_sides(flamby):
     table = read_brca(flamby)
-    validation = validation_folds(table)
-    assert set(validation["pid"]) == set(table.loc[table[FOLD] == "train", "pid"])
-    held = validation[validation[FOLD] == "test"]
-    assert 0.2 < len(held) / len(validation) < 0.3
-    for i in range(len(REGIONS)):
-        rows = validation[validation["region"] == i]
-        assert rows.groupby(FOLD)[EVENT].sum().min() >= 1
+    folds = [validation_fold(table, fold, 3) for fold in range(3)]
+    train_pids = set(table.loc[table[FOLD] == "train", "pid"])
+    held = [set(f.loc[f[FOLD] == "test", "pid"]) for f in folds]
+    assert all(set(f["pid"]) == train_pids for f in folds)
+    assert not (held[0] & held[1]) and not (held[1] & held[2]) and not (held[0] & held[2])
+    assert set().union(*held) == train_pids  # every stratum here has more than one row
+    for validation in folds:
+        assert 0.28 < (validation[FOLD] == "test").mean() < 0.39
+        for i in range(len(REGIONS)):
+            rows = validation[validation["region"] == i]
+            assert rows.groupby(FOLD)[EVENT].sum().min() >= 1
 
 
 def test_each_region_reads_flambys_static_split(flamby, tmp_path):
