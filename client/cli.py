@@ -37,15 +37,42 @@ def check(
     schema_out: Annotated[
         Path | None, typer.Option(help="With --config: write the table's shareable schema here (see README)")
     ] = None,
-    min_cell: Annotated[int, typer.Option(help="A category seen fewer times is left out of the schema")] = MIN_CELL,
+    min_cell: Annotated[
+        int,
+        typer.Option(
+            help="A category seen fewer times is left out of the schema; a smaller count of a multimodal table's "
+            "rows is shown only as 'fewer than N'"
+        ),
+    ] = MIN_CELL,
+    image_column: Annotated[
+        str | None, typer.Option(help="Describing --data: its multimodal column of image paths")
+    ] = None,
+    note_column: Annotated[str | None, typer.Option(help="Describing --data: its column of clinical notes")] = None,
+    omics: Annotated[str | None, typer.Option(help="Describing --data: comma-separated omics columns")] = None,
+    omics_file: Annotated[
+        str | None,
+        typer.Option(help="Describing --data: the omics matrix file, relative to --data's folder (with --id-column)"),
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Describing --data: the patient id column of --data and --omics-file")
+    ] = None,
 ) -> None:
     """Pre-flight check: describe the site's data (or check it against a study) and print the report here.
 
     Nothing is sent anywhere. With --schema-out, the columns, their types and the category labels seen at least
-    --min-cell times are written to a file the site may share with the study's coordinator.
+    --min-cell times are written to a file the site may share with the study's coordinator. Describing a multimodal
+    table (--image-column, --note-column, --omics, --omics-file): each modality's rows and what would stop training.
     """
+    modalities = {
+        "image-column": image_column,
+        "note-column": note_column,
+        "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
+        "omics-file": omics_file,
+        "id-column": id_column,
+    }
+    modalities = {k: v for k, v in modalities.items() if v}
     try:
-        report, name = _preflight(config, data, study, site)
+        report, name = _preflight(config, data, study, site, modalities, min_cell)
         if schema_out is not None:
             _write_schema(config, schema_out, min_cell)
     except MedfedError as exc:
@@ -59,7 +86,15 @@ def check(
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
 
 
-def _preflight(config: Path | None, data: Path | None, study: Path | None, site: str) -> tuple[dict, str]:
+def _preflight(
+    config: Path | None, data: Path | None, study: Path | None, site: str, modalities: dict, min_cell: int
+) -> tuple[dict, str]:
+    if modalities and (config is not None or study is not None):
+        raise ConfigError(
+            next(iter(modalities)),
+            "describes --data without --study or --config (a study or site.toml names the columns itself)",
+            source="medfed-site check",
+        )
     study_config = load_study(study) if study else None
     if config is not None:
         site_file = load_site_file(config)
@@ -71,7 +106,7 @@ def _preflight(config: Path | None, data: Path | None, study: Path | None, site:
             source="medfed-site check",
         )
     if study_config is None:
-        return describe_data(data, site), site
+        return describe_data(data, site, modalities, min_cell), site
     return load_site_data(SiteConfig(site, data), study_config).report, site
 
 
@@ -266,7 +301,13 @@ def _print_verdict(verdict: Verdict) -> bool:
 def predict(
     study: Annotated[Path, typer.Option(help="The study's study.json (or TOML) the model was trained in")],
     model: Annotated[Path, typer.Option(help="The trained model (model.safetensors)")],
-    data: Annotated[Path, typer.Option(help="New patients: a table, notes (CSV/JSONL), or a folder or .npz of images")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="New patients: a table (multimodal: its images and omics file beside it), notes (CSV/JSONL), or a "
+            "folder or .npz of images"
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Write the predictions here (CSV)")],
     id_column: Annotated[str | None, typer.Option("--id", help="A column of --data to name each row by")] = None,
     config: ConfigOption = None,

@@ -16,6 +16,7 @@ from client.site import SiteConfig
 from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError
 from shared.tasks import Task, get_task
+from shared.tasks.multimodal.omics import OmicsSource
 from shared.tasks.multimodal.spec import data_spec as multimodal_spec
 from shared.tasks.multimodal.spec import infer_multimodal_options
 from shared.tasks.schedule import with_default_schedule
@@ -160,7 +161,8 @@ def _survival_plan(
 def _multimodal_plan(
     study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
 ) -> Plan:
-    """Each site's rows, and a copy of the images they name, under its own folder (what that hospital would hold)."""
+    """Each site's rows, and a copy of the images they name (and of the omics file), under its own folder (what that
+    hospital would hold)."""
     label, table = _labelled_table(path, given)
     site_column = study.simulation.site_column
     exclude = [site_column] if site_column else None
@@ -170,6 +172,9 @@ def _multimodal_plan(
     spec = multimodal_spec(study)
     groups = _groups(table.frame, str(path), label, study)
     images = {site: image_files(rows, spec.image_column, path) for site, rows in groups} if spec.image_column else {}
+    if spec.omics_file:
+        OmicsSource.of(spec).matrix(path, None)  # inside the table's folder, with its id column
+        images = {site: [*images.get(site, []), spec.omics_file] for site, _ in groups}
     lines = [f"{path.name}: {note}" for note in table.notes]
     lines.append(f"modalities: {', '.join(spec.modalities)}")
     return Plan(

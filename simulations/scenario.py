@@ -84,7 +84,8 @@ def image_files(rows: pd.DataFrame, column: str, table: Path) -> list[str]:
 def write_multimodal_sites(
     groups: list[tuple[str, pd.DataFrame]], images: dict[str, list[str]], source: Path, folder: Path
 ) -> list[SiteConfig]:
-    """Each site's `patients.csv` and a copy of its images (same relative paths) in a folder of its own."""
+    """Each site's `patients.csv` and a copy of its files (images, an omics file; same relative paths) in a folder of
+    its own."""
     sites = []
     for name, rows in groups:
         site = folder / name

@@ -46,12 +46,15 @@ class LocalGrid:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
 
-def run_in_process(study: StudyConfig, folder: Path, sites_folder: Path, ledger_dir: Path) -> History:
-    """The study over the demo's 3 hospitals (files written to `sites_folder`), each answering in this process on one
-    torch thread (on CI's 2 shared cores more only contend); the sites keep their state in `ledger_dir`. For module
-    fixtures: it sets the Flower task identity itself."""
+def run_in_process(
+    study: StudyConfig, folder: Path, sites_folder: Path, ledger_dir: Path, sites: list[SiteConfig] | None = None
+) -> History:
+    """The study over `sites`, by default the tabular demo's 3 hospitals (files written to `sites_folder`), each
+    answering in this process on one torch thread (on CI's 2 shared cores more only contend); the demo's sites keep
+    their state in `ledger_dir`. For module fixtures: it sets the Flower task identity itself."""
     set_task_identity()
-    sites = [SiteConfig(p.stem, p, ledger_dir=ledger_dir) for p in write_demo_sites(sites_folder, 3, seed=2)]
+    if sites is None:
+        sites = [SiteConfig(p.stem, p, ledger_dir=ledger_dir) for p in write_demo_sites(sites_folder, 3, seed=2)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -1,4 +1,5 @@
-"""`medfed-site`: the local pre-flight check and the privacy audit, with clear errors."""
+"""`medfed-site`: the local pre-flight check (a multimodal table's modalities too) and the privacy audit, with clear
+errors."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.tasks import build_model
 from tests.shared.tasks.imaging import test_data as imaging
+from tests.shared.tasks.multimodal.patients import matrix_study, write_matrix_site
 
 
 def write_study(tmp_path, study):
@@ -127,3 +129,24 @@ def test_check_refuses_a_shifted_row_by_number(tmp_path, study):
         f"not ready: site 'north', file '{path}': 1 data row(s) have more fields than the header's 2, so their values "
         "would shift columns: data row(s) 2; remove the trailing comma at the end of those rows\n",
     )
+
+
+def test_check_describes_a_multimodal_tables_modalities_and_its_omics_file(tmp_path):
+    path, table, _ = write_matrix_site(tmp_path)
+    table.loc[[4, 6], "image"] = "images/gone.png"
+    table.to_csv(path, index=False)
+    args = ["check", "--data", str(path), "--site", "north", "--image-column", "image", "--note-column", "note"]
+    result = CliRunner().invoke(cli, [*args, "--omics-file", "omics.csv", "--id-column", "pid", "--min-cell", "3"])
+    assert result.exit_code == 0, result.output
+    cells = [line.strip("│ ").split("│") for line in result.output.splitlines() if line.startswith("│")]
+    modalities = " ".join(
+        row[-1].strip() for row in cells[next(i for i, r in enumerate(cells) if "modalities" in r[0]) :]
+    )
+    assert modalities == (
+        "image: column 'image': 30 of 40 rows (75%) name an image; fewer than 3 path(s) do not exist, first at data "
+        "row 5 note: column 'note': text, 30 of 40 rows (75%) have a note omics: all 3 column(s) in 'omics.csv', "
+        "keyed by 'pid'; 30 of 40 rows (75%) have omics values"
+    )
+    with_study = CliRunner().invoke(cli, [*args, "--study", str(write_study(tmp_path, matrix_study()))])
+    assert with_study.exit_code == 2
+    assert "'image-column' describes --data without --study or --config" in with_study.output

@@ -1,5 +1,6 @@
-"""`medfed-site predict`: the built-in study's final model applied at a site to its held-out rows reproduces the
-metrics the site reported, with the site's own kept statistics; bad input gets the training data's named errors."""
+"""`medfed-site predict`: a study's final model applied at a site to its held-out rows reproduces the metrics the site
+reported, with the site's own kept statistics (tabular, and multimodal with its omics file); bad input gets the
+training data's named errors."""
 
 from __future__ import annotations
 
@@ -17,13 +18,17 @@ from client.kept import kept_path
 from client.predict import predict_file
 from client.site import SiteConfig
 from shared.config import StudyConfig
+from shared.errors import ConfigError, DataError
 from shared.metrics import classification_metrics
 from shared.partition import split_indices
 from shared.tasks import get_task
+from shared.tasks.multimodal.layout import Layout
+from shared.tasks.multimodal.spec import data_spec as multimodal_spec
 from shared.tasks.tabular.demo import CLASSES, LABEL, demo_study
 from shared.tasks.tabular.spec import data_spec
 from tests.conftest import with_federation
 from tests.localgrid import run_in_process
+from tests.shared.tasks.multimodal.patients import matrix_study, write_matrix_site
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +128,81 @@ def test_a_row_training_would_drop_keeps_its_place_without_a_prediction(trained)
     assert predicted["patient"].tolist() == rows["patient"].tolist()
     assert predicted["predicted"].isna().tolist() == [False, True, False, False]
     assert predicted["probability-malignant"].isna().tolist() == [False, True, False, False]
+
+
+@pytest.fixture(scope="module")
+def multimodal_trained(tmp_path_factory):
+    """The tiny multimodal study, one round at one site whose omics sit in a matrix file beside its table."""
+    root = tmp_path_factory.mktemp("multimodal")
+    path, table, _ = write_matrix_site(root / "west")
+    site = SiteConfig("west", path, ledger_dir=root / "ledgers")
+    study = with_federation(matrix_study(**{"modality-dropout": 0.0}), rounds=1)
+    history = run_in_process(study, root / "run", root / "unused", root / "ledgers", sites=[site])
+    assert history.status == "completed"
+    return root, StudyConfig.from_json((root / "run" / "study.json").read_text()), site, table, history
+
+
+def test_multimodal_predict_on_the_held_out_patients_reproduces_the_metrics_the_site_reported(multimodal_trained):
+    root, study, site, table, history = multimodal_trained
+    y = (table["y"] == "yes").to_numpy().astype(int)
+    _, test = split_indices(y, multimodal_spec(study).test_fraction, study.seed)
+    new = site.data_path.parent / "new.csv"  # beside the site's images and omics file, which it names
+    table.iloc[test].to_csv(new, index=False)
+    out = root / "predictions.csv"
+    args = ["predict", "--study", str(root / "run" / "study.json"), "--model", str(root / "run" / "model.safetensors")]
+    args += [
+        "--data",
+        str(new),
+        "--out",
+        str(out),
+        "--id",
+        "pid",
+        "--site",
+        "west",
+        "--ledger-dir",
+        str(root / "ledgers"),
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(out)
+    assert predicted.columns.tolist() == ["pid", "probability-no", "probability-yes", "predicted"]
+    assert predicted["pid"].tolist() == table["pid"].iloc[test].tolist()
+    lacking = table.index[test] % 4 != 0  # patient i lacks its image, note or omics when i % 4 is 1, 2 or 3
+    assert lacking.sum() >= 3 and predicted["predicted"].notna().all()  # and is predicted all the same
+    probs = predicted[["probability-no", "probability-yes"]].to_numpy()
+    ours = classification_metrics(
+        y[test], probs, ["no", "yes"], json.loads(kept_path(site, study).read_text())["threshold"]
+    )
+    (reported,) = [r for r in history.rows if r["kind"] == "eval" and r["round"] == 1 and r["site"] == "west"]
+    for metric in ("accuracy", "roc-auc"):
+        assert ours[metric] == pytest.approx(reported[metric], abs=1e-9), metric
+
+
+def test_multimodal_predict_keeps_a_dropped_rows_place_and_masks_what_a_patient_lacks(multimodal_trained):
+    root, study, site, table, _ = multimodal_trained
+    rows = table.iloc[4:10].reset_index(drop=True)  # patients 4..9: every fourth lacks one modality (patients.py)
+    rows.loc[1, "age"] = None  # data.missing = "drop": training drops this row
+    rows.loc[0, ["image", "note"]] = None
+    rows.loc[4, "pid"] = "P999"  # absent from the omics file: no omics, still predicted
+    new = site.data_path.parent / "gap.csv"
+    rows.to_csv(new, index=False)
+    model = root / "run" / "model.safetensors"
+    predicted = predict_file(study, model, new, site)
+    assert predicted["row"].tolist() == ["1", "2", "3", "4", "5", "6"]
+    assert predicted["predicted"].isna().tolist() == [False, True, False, False, False, False]
+    kept = json.loads(kept_path(site, study).read_text())
+    inputs = get_task("multimodal").new_inputs(new, "west", study, kept, None)
+    assert inputs.usable.tolist() == [True, False, True, True, True, True]
+    assert Layout.of(multimodal_spec(study)).mask(inputs.inputs).int().tolist() == [  # record, image, note, omics
+        [1, 0, 0, 1],
+        [1, 1, 0, 1],
+        [1, 1, 1, 0],
+        [1, 1, 1, 0],
+        [1, 0, 1, 1],
+    ]
+    rows.loc[4, "image"] = "../../outside.png"
+    rows.to_csv(new, index=False)
+    with pytest.raises(ConfigError, match="was never trained at site 'east'"):
+        predict_file(study, model, new, dataclasses.replace(site, name="east"))
+    with pytest.raises(DataError, match=r"column 'image': 1 image path\(s\) point outside .*: data row\(s\) 5"):
+        predict_file(study, model, new, site)

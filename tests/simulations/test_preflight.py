@@ -14,6 +14,7 @@ from shared.tasks import get_task
 from shared.tasks.schedule import default_schedule
 from shared.tasks.tabular.demo import demo_study
 from simulations.preflight import plan_study
+from tests.shared.tasks.multimodal.patients import matrix_study, write_matrix_site
 from tests.shared.tasks.multimodal.patients import write_site as write_patients
 
 
@@ -85,6 +86,23 @@ def test_a_multimodal_table_is_split_with_each_sites_images_and_a_path_out_of_it
     table.to_csv(path, index=False)
     with pytest.raises(DataError, match=r"column 'image'.*outside the site's data folder.*data row\(s\) 8"):
         plan_study(study, False, hints, None)
+
+
+def test_a_multimodal_studys_omics_file_is_copied_to_each_site_and_one_outside_the_folder_refused(tmp_path):
+    path, table, _ = write_matrix_site(tmp_path / "data", n=60)
+    table["hospital"] = np.where(table.index < 30, "north", "south")
+    table.to_csv(path, index=False)
+    source = SimulationConfig(data=str(path), site_column="hospital")
+    plan = plan_study(dataclasses.replace(matrix_study(), simulation=source), True, {}, None)
+    for site in plan.write(tmp_path / "run"):
+        assert (site.data_path.parent / "omics.csv").read_bytes() == (tmp_path / "data" / "omics.csv").read_bytes()
+        data = get_task("multimodal").load_site(site.data_path, site.name, plan.study)
+        in_matrix = pd.read_csv(site.data_path)["pid"].str[1:].astype(int) % 4 != 3  # patients.py: who has omics
+        assert data.report["coverage"]["omics"] == round(in_matrix.mean(), 4)
+    (tmp_path / "data" / "omics.csv").rename(tmp_path / "omics.csv")
+    (tmp_path / "data" / "omics.csv").symlink_to(tmp_path / "omics.csv")
+    with pytest.raises(DataError, match="data.omics-file 'omics.csv' would point outside the site's data folder"):
+        plan_study(dataclasses.replace(matrix_study(), simulation=source), True, {}, None)
 
 
 def test_a_users_image_set_gets_its_tasks_default_schedule_for_its_size(tmp_path):

@@ -15,9 +15,10 @@ from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.groups import COVERAGE, weigh_groups
-from shared.tasks.base import SiteData, Task
+from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.multimodal import demo
-from shared.tasks.multimodal.data import load_multimodal_site
+from shared.tasks.multimodal.data import load_multimodal_site, new_patients
+from shared.tasks.multimodal.describe import matrix_columns, multimodal_schema
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import build_multimodal_model
 from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
@@ -41,6 +42,7 @@ class MultimodalTask(Task):
     """Patients with a record and, where they have them, an image, a note and omics values."""
 
     name = "multimodal"
+    keeps_statistics = True
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`, and refuse aggregation rules that cannot average per modality."""
@@ -63,14 +65,27 @@ class MultimodalTask(Task):
 
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
         """Record features, classes and category lists of a table; `hints` name the label and the image, note and
-        omics columns."""
+        omics columns (with `omics-file` and no `omics`, every column of that file but its id column)."""
         categorical = hints.get("categorical")
         table = read_with_options(path, site, hints).frame
+        if hints.get("omics-file") and not hints.get("omics"):
+            hints = {**hints, "omics": matrix_columns(path, site, hints)}
         return infer_multimodal_options(table, hints, list(categorical) if categorical is not None else None)
+
+    def schema(self, path: Path, site: str, hints: dict[str, Any], min_cell: int) -> dict[str, Any]:
+        """The table's schema as a tabular site's (record columns and label), its image, note, id and omics columns
+        named by role only: never their values."""
+        return multimodal_schema(path, site, hints, min_cell)
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate, split and pack the site's patients."""
         return load_multimodal_site(path, site, data_spec(study), study_tokenizer(study), study.seed)
+
+    def new_inputs(
+        self, path: Path, site: str, study: StudyConfig, kept: dict[str, Any], id_column: str | None
+    ) -> NewInputs:
+        """New patients packed as the site's training patients were, with its kept statistics."""
+        return new_patients(path, site, data_spec(study), study_tokenizer(study), kept, id_column)
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """Encoders for the study's modalities and the fusion head."""

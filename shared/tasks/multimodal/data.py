@@ -1,99 +1,154 @@
-"""Read, validate, split and pack one site's patients: the record as a table, images from files inside the site's
-data folder, notes tokenized, omics columns standardised; each modality's presence per patient."""
+"""Read, validate, split and pack one site's patients (and, for prediction, new ones): the record as a table, images
+from files inside the site's data folder, notes tokenized, omics values (table columns or a matrix file) standardised;
+each modality's presence per patient."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
-from shared.tasks.base import SiteData
+from shared.errors import ConfigError
+from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.imaging.files import UnreadableImage, read_image, resize
 from shared.tasks.multimodal.layout import Layout
+from shared.tasks.multimodal.omics import OUTSIDE, OmicsSource, encode_omics, fit_omics, inside
 from shared.tasks.multimodal.spec import MODALITIES, MultimodalSpec
-from shared.tasks.tabular.data import encode_features, failer, first_row, numeric_column, split_rows, usable_rows
-from shared.tasks.tabular.spec import FeatureSpec
-from shared.tasks.tabular.table import read_table, row_list
+from shared.tasks.tabular.data import (
+    FeatureEncoding,
+    encode_features,
+    encode_new_frame,
+    failer,
+    first_row,
+    split_rows,
+    usable_rows,
+)
+from shared.tasks.tabular.table import read_table, row_ids, row_list
 from shared.tasks.text.tokenizer import Tokenizer, encode
 
 
 def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer: Tokenizer, seed: int) -> SiteData:
-    """The site's packed train/test rows (Layout) and labels, plus a local report with each modality's coverage;
-    every problem names site, file, column and the first row at fault."""
+    """The site's packed train/test rows (Layout) and labels, a local report with each modality's coverage, and the
+    statistics its record and omics values were standardised with (kept for prediction); every problem names site,
+    file, column and the first row at fault."""
     read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
     frame, fail = read.frame, failer(site, str(path))
-    held = site_modalities(frame, spec, fail)
+    omics = OmicsSource.of(spec).values(frame, path, site) if spec.omics else None
+    held = site_modalities(frame, spec, omics is not None, fail)
     table, y, report = usable_rows(frame, str(path), spec, fail)
     report["notes"] = read.notes + report["notes"]
     train_idx, test_idx, _, _ = split_rows(table, y, spec, seed, site, str(path), report)
-    layout = Layout.of(spec)
-    rows = np.zeros((len(table), layout.width), dtype=np.float32)
-    present = np.zeros((len(table), len(MODALITIES)), dtype=bool)
-    parts = layout.parts
+    kept: dict[str, Any] = {}
+    record = None
     if spec.features:
-        x_train, x_test, _ = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
-        rows[train_idx, parts["record"]], rows[test_idx, parts["record"]] = x_train, x_test
-        present[:, MODALITIES.index("record")] = True
-    cells = frame.loc[table.index]
-    if "omics" in held:
-        rows[:, parts["omics"]], present[:, MODALITIES.index("omics")] = _omics(cells, spec, train_idx, fail)
-    if "note" in held:
-        rows[:, parts["note"]], present[:, MODALITIES.index("note")] = _notes(cells, spec, tokenizer, fail)
-    if "image" in held:
-        rows[:, parts["image"]], present[:, MODALITIES.index("image")] = _images(cells, spec, path, fail)
+        x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
+        record = np.zeros((len(table), spec.n_inputs), dtype=np.float32)
+        record[train_idx], record[test_idx] = x_train, x_test
+        kept["record"] = encoding.to_dict()
+    packed_omics = None
+    if omics is not None:
+        values = omics.loc[table.index]
+        omics_encoding = fit_omics(values, train_idx, spec)
+        if omics_encoding is not None:
+            kept["omics"] = omics_encoding.to_dict()
+        packed_omics = encode_omics(values, spec, omics_encoding)
+    rows, present = _pack(frame.loc[table.index], held, spec, tokenizer, path, fail, record, packed_omics)
     present = _enough(present, train_idx, spec, report, fail)
-    rows[:, parts["mask"]] = present
+    rows[:, Layout.of(spec).parts["mask"]] = present
     report["coverage"] = {m: round(float(present[:, MODALITIES.index(m)].mean()), 4) for m in spec.modalities}
     x, labels = torch.from_numpy(rows), torch.from_numpy(y)
     return SiteData(
         train=TensorDataset(x[train_idx], labels[train_idx]),
         test=TensorDataset(x[test_idx], labels[test_idx]),
         report=report,
+        kept=kept,
     )
 
 
-def site_modalities(frame: pd.DataFrame, spec: MultimodalSpec, fail: Callable[..., NoReturn]) -> list[str]:
-    """The study's modalities this site's table holds columns for; a required one it lacks, or only part of the
-    omics columns, is refused."""
+def new_patients(
+    path: Path, site: str, spec: MultimodalSpec, tokenizer: Tokenizer, kept: dict[str, Any], id_column: str | None
+) -> NewInputs:
+    """New patients' packed rows for prediction, read, checked and prepared as training's were (the statistics the
+    site kept from its train split, the study's tokenizer, images and omics from the table's folder); a patient
+    lacking a modality has it masked out. A row training would drop gets no input; an id per row from `id_column`,
+    else the data row number."""
+    read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
+    frame, fail = read.frame, failer(site, str(path))
+    ids = row_ids(frame, id_column, site, str(path))
+    omics = OmicsSource.of(spec).values(frame, path, site) if spec.omics else None
+    held = site_modalities(frame, spec, omics is not None, fail)
+    record, usable = None, np.ones(len(frame), dtype=bool)
+    if spec.features:
+        record, usable = encode_new_frame(frame, site, str(path), spec, _kept(kept, "record", site))
+    packed_omics = None
+    if omics is not None:
+        encoding = FeatureEncoding.from_dict(kept["omics"]) if "omics" in kept else None  # none: no train patient had
+        packed_omics = encode_omics(omics[usable], spec, encoding)
+    rows, present = _pack(frame[usable], held, spec, tokenizer, path, fail, record, packed_omics)
+    rows[:, Layout.of(spec).parts["mask"]] = present
+    return NewInputs(ids, torch.from_numpy(rows), usable)
+
+
+def _kept(kept: dict[str, Any], part: str, site: str) -> dict[str, Any]:
+    """The statistics the site kept for one part of a row; a site that never trained in the study has none."""
+    if part not in kept:
+        raise ConfigError(
+            "study",
+            f"has no {part} statistics kept at site '{site}' (it took part without training): prediction "
+            "standardises rows with the statistics a site kept from its own train split",
+            source="predict",
+        )
+    return kept[part]
+
+
+def _pack(
+    cells: pd.DataFrame,
+    held: list[str],
+    spec: MultimodalSpec,
+    tokenizer: Tokenizer,
+    table: Path,
+    fail: Callable[..., NoReturn],
+    record: np.ndarray | None,
+    omics: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each patient's packed row (its presence mask left to the caller) and which modalities it has: the encoded
+    `record` and `omics` given, the note tokenized and the image read here."""
+    layout = Layout.of(spec)
+    parts = layout.parts
+    rows = np.zeros((len(cells), layout.width), dtype=np.float32)
+    present = np.zeros((len(cells), len(MODALITIES)), dtype=bool)
+    if record is not None:
+        rows[:, parts["record"]], present[:, MODALITIES.index("record")] = record, True
+    if omics is not None:
+        rows[:, parts["omics"]], present[:, MODALITIES.index("omics")] = omics
+    if "note" in held:
+        rows[:, parts["note"]], present[:, MODALITIES.index("note")] = _notes(cells, spec, tokenizer, fail)
+    if "image" in held:
+        rows[:, parts["image"]], present[:, MODALITIES.index("image")] = _images(cells, spec, table, fail)
+    return rows, present
+
+
+def site_modalities(
+    frame: pd.DataFrame, spec: MultimodalSpec, has_omics: bool, fail: Callable[..., NoReturn]
+) -> list[str]:
+    """The study's modalities this site holds: record, image and note columns in its table, omics there or in its
+    omics file; a required one it lacks is refused."""
     held = ["record"] if spec.features else []
     for modality, column in (("image", spec.image_column), ("note", spec.note_column)):
         if column and column in frame.columns:
             held.append(modality)
-    if spec.omics:
-        missing = [c for c in spec.omics if c not in frame.columns]
-        if len(missing) < len(spec.omics):
-            if missing:
-                fail(
-                    f"lacks {len(missing)} of the study's {len(spec.omics)} omics columns (data.omics): "
-                    f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; every site needs the same list"
-                )
-            held.append("omics")
+    if has_omics:
+        held.append("omics")
     absent = [m for m in spec.required if m not in held]
     if absent:
         column = {"image": spec.image_column, "note": spec.note_column}.get(absent[0])
         fail(f"the study requires modality '{absent[0]}' (data.required) and this table has no column for it", column)
     return held
-
-
-def _omics(
-    cells: pd.DataFrame, spec: MultimodalSpec, train_idx: np.ndarray, fail: Callable[..., NoReturn]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Standardised omics values (a present patient's missing value imputed by the train median) and presence: a
-    patient with no omics value at all lacks the modality."""
-    values = pd.DataFrame({c: numeric_column(cells[c], fail, c) for c in spec.omics}, index=cells.index)
-    present = values.notna().any(axis=1).to_numpy()
-    out = np.zeros((len(values), len(spec.omics)), dtype=np.float32)
-    fitted = train_idx[present[train_idx]]
-    if len(fitted):
-        block = FeatureSpec(features=list(spec.omics), missing="impute")
-        _, encoded, _ = encode_features(values.iloc[fitted], values.iloc[np.flatnonzero(present)], block)
-        out[present] = encoded
-    return out, present
 
 
 def _notes(
@@ -144,9 +199,9 @@ def image_problem(cell: object, folder: Path) -> str | None:
     """Why an image cell cannot be read inside the site's data folder, or None."""
     if not isinstance(cell, str):
         return "are not text"
-    target = (folder / cell.strip()).resolve()  # resolve follows links: a link out of the folder is out too
-    if not target.is_relative_to(folder):
-        return "point outside the site's data folder (the table's folder)"
+    target = inside(folder, cell)
+    if target is None:
+        return OUTSIDE
     if not target.is_file():
         return "do not exist"
     return None

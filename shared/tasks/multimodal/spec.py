@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -37,7 +38,9 @@ class MultimodalSpec(TabularSpec):
 
     - `image-column`: a PNG, JPEG or DICOM path relative to the table's folder (and inside it);
     - `note-column`: free text, tokenized by the fixed `tokenizer` into `max-length` tokens;
-    - `omics`: the molecular feature columns, the same list at every site.
+    - `omics`: the molecular feature columns, the same list at every site: columns of the table, or, with
+      `omics-file`, of a matrix file beside the table (CSV or Parquet, one row per patient) keyed by the patient id
+      column `id-column` that both files hold.
 
     An empty cell means the patient lacks that modality; a site without the column lacks it for everyone, unless it
     is listed in `required`. A modality held by fewer than `min-patients` training patients at a site is refused
@@ -55,13 +58,15 @@ class MultimodalSpec(TabularSpec):
     tokenizer: str = "hashing"
     vocab_size: int = 4096
     omics: list[str] = field(default_factory=list)
+    omics_file: str = ""  # empty: the omics columns are the table's
+    id_column: str = ""  # the patient id column of the table and the omics file
     required: list[str] = field(default_factory=list)
     min_patients: int = 10
     too_few: str = "sit-out"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        columns = [c for c in (self.image_column, self.note_column) if c] + list(self.omics)
+        columns = [c for c in (self.image_column, self.note_column, self.id_column) if c] + list(self.omics)
         repeated = [c for c, n in Counter(columns).items() if n > 1]
         clash = sorted(set(columns) & {self.label, *self.features}) or repeated
         unknown = sorted(set(self.required) - set(self.modalities))
@@ -79,12 +84,36 @@ class MultimodalSpec(TabularSpec):
                 (not 256 <= self.vocab_size <= MAX_VOCAB, "data.vocab-size", f"must be in 256..{MAX_VOCAB}"),
                 (len(self.omics) > MAX_OMICS, "data.omics", f"must list at most {MAX_OMICS} columns"),
                 (bool(clash), "data", f"column '{clash[0] if clash else ''}' is given two roles"),
+                *self.omics_file_problems(),
                 (bool(unknown), "data.required", f"names {unknown}, not among the study's {self.modalities}"),
                 (self.min_patients < 1, "data.min-patients", "must be at least 1"),
                 (self.too_few not in TOO_FEW, "data.too-few", f"must be one of {', '.join(TOO_FEW)}"),
             ]
         )
         ImagingSpec(classes=self.classes, dicom_window=self.dicom_window)  # the DICOM window's own checks
+
+    def omics_file_problems(self) -> list[tuple[bool, str, str]]:
+        """The omics matrix settings' checks, as (bad, field, problem) for `raise_first`: a study takes omics from the
+        table or from one file inside each site's data folder, keyed by a patient id column."""
+        path = PurePath(self.omics_file)
+        return [
+            (
+                bool(self.omics_file) and (path.is_absolute() or ".." in path.parts or path.name in ("", ".")),
+                "data.omics-file",
+                "must name a file relative to each site's table folder, inside it (no absolute path, no '..')",
+            ),
+            (bool(self.omics_file) and not self.omics, "data.omics", "must list the columns to read from omics-file"),
+            (
+                bool(self.omics_file) and not self.id_column,
+                "data.id-column",
+                "must name the patient id column that keys both the table and data.omics-file",
+            ),
+            (
+                bool(self.id_column) and not self.omics_file,
+                "data.id-column",
+                "keys the table to data.omics-file, which is not set: omics columns in the table need no id column",
+            ),
+        ]
 
     @property
     def modalities(self) -> list[str]:
@@ -188,7 +217,7 @@ def infer_multimodal_options(
     the image, note and omics columns that `hints` name are not record features. `hints` win."""
     if not hints.get("label"):
         raise ConfigError("data.label", "must name the label column of a table")
-    roles = [hints.get("image-column", ""), hints.get("note-column", ""), *hints.get("omics", [])]
+    roles = [hints.get(k, "") for k in ("image-column", "note-column", "id-column")] + list(hints.get("omics", []))
     inferred = infer_data_options(table, hints["label"], categorical, exclude=[*roles, *(exclude or [])])
     return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
 

@@ -269,13 +269,20 @@ def encode_new_rows(path: Path, site: str, spec: FeatureSpec, kept: dict[str, An
     """New patients' rows for prediction: read and checked as training rows are (the same named errors), encoded with
     the statistics the site kept from its train split; an id per row from `id_column`, else the data row number. A
     row with a missing feature under `data.missing = "drop"` gets no input, as training dropped such rows."""
-    fail = failer(site, str(path))
     frame = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal).frame
     ids = row_ids(frame, id_column, site, str(path))
-    table, _ = select_features(frame, str(path), spec, [], fail)
-    usable = table[spec.features].notna().all(axis=1).to_numpy() | (spec.missing != "drop")
-    x = apply_encoding(table[usable], spec, FeatureEncoding.from_dict(kept))
+    x, usable = encode_new_frame(frame, site, str(path), spec, kept)
     return NewInputs(ids, torch.from_numpy(x), usable)
+
+
+def encode_new_frame(
+    frame: pd.DataFrame, site: str, file: str, spec: FeatureSpec, kept: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """New rows' features checked as training's are and encoded with the kept statistics, and which rows those are
+    (under `data.missing = "drop"`, not the rows missing a feature)."""
+    table, _ = select_features(frame, file, spec, [], failer(site, file))
+    usable = table[spec.features].notna().all(axis=1).to_numpy() | (spec.missing != "drop")
+    return apply_encoding(table[usable], spec, FeatureEncoding.from_dict(kept)), usable
 
 
 def encode_features(

@@ -26,8 +26,7 @@ def table_schema(
     `min_cell` times. Non-numeric columns are categorical, as are the numeric ones named in `categorical`."""
     if label not in table.columns:
         raise ConfigError("data.label", f"column '{label}' is not in the table")
-    if min_cell < 1:
-        raise ConfigError("min-cell", "must be at least 1")
+    check_min_cell(min_cell)
     columns: dict[str, dict[str, Any]] = {}
     for name in map(str, table.columns):
         values = table[name]
@@ -41,6 +40,12 @@ def table_schema(
             "rare-left-out": bool((seen < min_cell).any()),  # whether, never which or how many
         }
     return {FORMAT: VERSION, "task": "tabular", "site": site, "label": label, "min-cell": min_cell, "columns": columns}
+
+
+def check_min_cell(min_cell: int) -> None:
+    """A small-cell threshold must be at least 1."""
+    if min_cell < 1:
+        raise ConfigError("min-cell", "must be at least 1")
 
 
 def rare_left_out(schemas: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

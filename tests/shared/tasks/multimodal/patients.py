@@ -67,3 +67,28 @@ def write_site(folder: Path, n: int = N, seed: int = 0) -> tuple[Path, pd.DataFr
     path = folder / "patients.csv"
     table.to_csv(path, index=False)
     return path, table
+
+
+def matrix_study(**data) -> StudyConfig:
+    """The tiny study reading omics from `omics.csv` beside the table, keyed by `pid`."""
+    return tiny_study(**{"omics-file": "omics.csv", "id-column": "pid", **data})
+
+
+def write_matrix_site(folder: Path, n: int = N, name: str = "omics.csv") -> tuple[Path, pd.DataFrame, pd.DataFrame]:
+    """The tiny site with a patient id column `pid`, its omics moved to a matrix file `folder/name` (CSV or Parquet)
+    in shuffled order; a patient with no omics value has no row there."""
+    path, table = write_site(folder, n)
+    table.insert(0, "pid", [f"P{i:03d}" for i in range(n)])
+    matrix = table[["pid", *OMICS]].dropna(subset=OMICS, how="all").sample(frac=1.0, random_state=0)
+    write_matrix(folder / name, matrix)
+    table = table.drop(columns=OMICS)
+    table.to_csv(path, index=False)
+    return path, table, matrix
+
+
+def write_matrix(path: Path, matrix: pd.DataFrame) -> None:
+    """An omics matrix as CSV, or Parquet by its suffix."""
+    if path.suffix == ".parquet":
+        matrix.to_parquet(path, index=False)
+    else:
+        matrix.to_csv(path, index=False)
