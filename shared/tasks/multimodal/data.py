@@ -19,7 +19,7 @@ from shared.tasks.multimodal.spec import MODALITIES, MultimodalSpec
 from shared.tasks.tabular.data import encode_features, failer, first_row, numeric_column, split_rows, usable_rows
 from shared.tasks.tabular.spec import FeatureSpec
 from shared.tasks.tabular.table import read_table, row_list
-from shared.tasks.text.tokenizer import Tokenizer, encode
+from shared.tasks.text.tokenizer import Tokenizer, encode, framing
 
 
 def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer: Tokenizer, seed: int) -> SiteData:
@@ -99,7 +99,8 @@ def _omics(
 def _notes(
     cells: pd.DataFrame, spec: MultimodalSpec, tokenizer: Tokenizer, fail: Callable[..., NoReturn]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (as floats) and presence: an empty cell, or one with no word, is a patient without a note."""
+    """Token ids (as floats) and presence: an empty cell, or one with no word (a pretrained tokenizer's special
+    tokens only), is a patient without a note."""
     column = cells[spec.note_column]
     not_text = column.notna() & ~column.map(lambda v: isinstance(v, str))
     if not_text.any():
@@ -110,7 +111,7 @@ def _notes(
         )
     texts = column.fillna("").astype(str).tolist()
     ids, lengths = encode(tokenizer, texts, spec.max_length)
-    return ids.astype(np.float32), lengths > 0
+    return ids.astype(np.float32), lengths > framing(tokenizer)
 
 
 def _images(
