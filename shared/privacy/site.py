@@ -52,14 +52,20 @@ def dp_compatible(model: nn.Module) -> nn.Module:
 
 # Measured on the 2-core CPU (BENCHMARKS.md): ghost clipping overtakes ExpandedWeights from batches of ~512.
 GHOST_FROM_BATCH_ON_CPU = 512
+# ExpandedWeights and hooks hold every sample's gradient of an embedding table (batch x table); ghost clipping never
+# does, but at small batches it is the slowest mode (a second backward pass, and Opacus's embedding norms loop over
+# the samples: the fused multimodal model trains at 0.33-0.35x non-DP with it, 0.46-0.55x with ExpandedWeights).
+# So ghost is chosen for embeddings only where those per-sample gradients would take more memory than this.
+PER_SAMPLE_EMBEDDING_BYTES = 256 << 20
 
 
 def grad_sample_mode(model: nn.Module, requested: str, batch_size: int) -> str:
-    """'auto' picks the fastest mode measured: ghost clipping for embedding-heavy models and for large batches on
-    CPU, ExpandedWeights where every trainable layer has its per-sample rule, else hooks (functorch fallback)."""
+    """'auto' picks the fastest mode measured that fits: ghost clipping where per-sample gradients of embedding tables
+    would be large and for large batches on CPU, ExpandedWeights where every trainable layer has its per-sample rule,
+    else hooks (functorch fallback)."""
     if requested != "auto":
         return requested
-    if any(isinstance(m, nn.Embedding) for m in _trainable(model).values()):
+    if batch_size * _embedding_bytes(model) > PER_SAMPLE_EMBEDDING_BYTES:
         return "ghost"
     if _without_ew_rule(model):
         return "hooks"
@@ -69,6 +75,12 @@ def grad_sample_mode(model: nn.Module, requested: str, batch_size: int) -> str:
 
 def _trainable(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if any(p.requires_grad for p in m.parameters(recurse=False))}
+
+
+def _embedding_bytes(model: nn.Module) -> int:
+    """Bytes of one sample's gradient of the model's trainable embedding tables."""
+    tables = [m.weight for m in _trainable(model).values() if isinstance(m, nn.Embedding)]
+    return sum(w.numel() * w.element_size() for w in tables if w.requires_grad)
 
 
 def _without_ew_rule(model: nn.Module) -> list[str]:

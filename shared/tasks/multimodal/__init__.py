@@ -3,6 +3,7 @@ per modality and a fusion head, trained across sites that hold different modalit
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import build_multimodal_model
 from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
 from shared.tasks.tabular.table import read_with_options
-from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, Tokenizer
+from shared.tasks.text.model import fixed_tokenizer
+from shared.tasks.text.tokenizer import Tokenizer
 from shared.training import predict
 
 ABLATED = ("accuracy", "roc-auc")  # the metrics scored again with one modality only
@@ -33,9 +35,12 @@ PER_SITE_RULES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 
 
 def study_tokenizer(study: StudyConfig) -> Tokenizer:
-    """The study's fixed, data-independent note tokenizer."""
-    spec = data_spec(study)
-    return HashingTokenizer(spec.vocab_size) if spec.tokenizer == "hashing" else ByteTokenizer()
+    """The study's fixed note tokenizer, as the text task's: the pretrained note encoder's own, else hashing or
+    bytes (a study without notes never asks for the pretrained model)."""
+    spec, text = data_spec(study), model_spec(study).text()
+    if not spec.note_column:
+        text = dataclasses.replace(text, name="transformer")
+    return fixed_tokenizer(text, spec.tokenizer, spec.vocab_size)
 
 
 class MultimodalTask(Task):

@@ -29,7 +29,7 @@ from shared.tasks.tabular.data import (
     usable_rows,
 )
 from shared.tasks.tabular.table import read_table, row_ids, row_list
-from shared.tasks.text.tokenizer import Tokenizer, encode
+from shared.tasks.text.tokenizer import Tokenizer, encode, framing
 
 
 def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer: Tokenizer, seed: int) -> SiteData:
@@ -154,7 +154,8 @@ def site_modalities(
 def _notes(
     cells: pd.DataFrame, spec: MultimodalSpec, tokenizer: Tokenizer, fail: Callable[..., NoReturn]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (as floats) and presence: an empty cell, or one with no word, is a patient without a note."""
+    """Token ids (as floats) and presence: an empty cell, or one with no word (a pretrained tokenizer's special
+    tokens only), is a patient without a note."""
     column = cells[spec.note_column]
     not_text = column.notna() & ~column.map(lambda v: isinstance(v, str))
     if not_text.any():
@@ -165,7 +166,7 @@ def _notes(
         )
     texts = column.fillna("").astype(str).tolist()
     ids, lengths = encode(tokenizer, texts, spec.max_length)
-    return ids.astype(np.float32), lengths > 0
+    return ids.astype(np.float32), lengths > framing(tokenizer)
 
 
 def _images(

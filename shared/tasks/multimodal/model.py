@@ -11,7 +11,7 @@ from shared.tasks.imaging.model import CLASSIFIERS
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.spec import MODALITIES, MultimodalModelSpec, MultimodalSpec
 from shared.tasks.tabular.model import build_tabular_model
-from shared.tasks.text.model import TextTransformer
+from shared.tasks.text.model import build_text_model
 from shared.tasks.text.tokenizer import Tokenizer
 
 
@@ -103,7 +103,7 @@ def build_multimodal_model(
     if "image" in spec.modalities:
         encoders["image"] = CLASSIFIERS[model.image_network](spec.channels, e, model.image())
     if "note" in spec.modalities:
-        encoders["note"] = TextTransformer(tokenizer.vocab_size, spec.max_length, e, model.text(), tokenizer.pad_id)
+        encoders["note"] = build_text_model(model.text(), tokenizer, spec.max_length, e)
     if "omics" in spec.modalities:
         mlp = build_tabular_model(len(spec.omics), e, model.omics_mlp())
         encoders["omics"] = nn.Sequential(nn.Dropout(model.omics_dropout), mlp)

@@ -131,9 +131,11 @@ class MultimodalSpec(TabularSpec):
 class MultimodalModelSpec:
     """`[model]` of a multimodal study: one encoder per modality, each ending in an `embedding`-wide vector, and a
     late-fusion head. Encoders reuse the single-modality tasks' networks: the tabular MLP (record), the imaging CNN or
-    ResNet-18 (image), the text Transformer (note) and an MLP behind input dropout (omics: thousands of features on a
-    few hundred patients). `modality-dropout` hides each present modality of a training patient with that
-    probability (never all of them), so the model does not lean on one modality."""
+    ResNet-18 (image), the text task's Transformer or pretrained encoder (note: `text-network`, and for "pretrained"
+    `text-encoder`, `text-sha256` and `text-trainable-layers` as the text task's `encoder`, `sha256` and
+    `trainable-layers`) and an MLP behind input dropout (omics: thousands of features on a few hundred patients).
+    `modality-dropout` hides each present modality of a training patient with that probability (never all of them),
+    so the model does not lean on one modality."""
 
     fusion: str = "concat"
     embedding: int = 32
@@ -143,9 +145,13 @@ class MultimodalModelSpec:
     dropout: float = 0.1
     image_network: str = "cnn"
     image_width: int = 8
+    text_network: str = "transformer"
     text_dim: int = 32
     text_layers: int = 1
     text_heads: int = 2
+    text_encoder: str = ""
+    text_sha256: str = ""
+    text_trainable_layers: int = 0
     omics_hidden: list[int] = field(default_factory=lambda: [64])
     omics_dropout: float = 0.5
 
@@ -194,10 +200,27 @@ class MultimodalModelSpec:
         return _renamed(lambda: ImagingModelSpec(self.image_network, self.image_width), {"width": "image-width"})
 
     def text(self) -> TextModelSpec:
-        """The note encoder's options, as the text task's Transformer takes them."""
+        """The note encoder's options, as the text task's models take them."""
         return _renamed(
-            lambda: TextModelSpec("transformer", self.text_dim, self.text_layers, self.text_heads, self.dropout),
-            {"dim": "text-dim", "layers": "text-layers", "heads": "text-heads"},
+            lambda: TextModelSpec(
+                self.text_network,
+                self.text_dim,
+                self.text_layers,
+                self.text_heads,
+                self.dropout,
+                self.text_encoder,
+                self.text_sha256,
+                self.text_trainable_layers,
+            ),
+            {
+                "name": "text-network",
+                "dim": "text-dim",
+                "layers": "text-layers",
+                "heads": "text-heads",
+                "encoder": "text-encoder",
+                "sha256": "text-sha256",
+                "trainable-layers": "text-trainable-layers",
+            },
         )
 
 

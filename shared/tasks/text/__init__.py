@@ -12,17 +12,15 @@ from shared.config import StudyConfig
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.text import demo
 from shared.tasks.text.data import infer_text_options, load_text_site, new_notes
-from shared.tasks.text.model import TextTransformer, load_pretrained, pretrained_folder
+from shared.tasks.text.model import build_text_model, fixed_tokenizer
 from shared.tasks.text.spec import data_spec, model_spec
-from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, PretrainedTokenizer, Tokenizer
+from shared.tasks.text.tokenizer import Tokenizer
 
 
 def study_tokenizer(study: StudyConfig) -> Tokenizer:
     """The study's fixed tokenizer: the pretrained model's own, else hashing or bytes."""
-    data, model = data_spec(study), model_spec(study)
-    if model.name == "pretrained":
-        return PretrainedTokenizer(pretrained_folder(model) / "tokenizer.json")
-    return HashingTokenizer(data.vocab_size) if data.tokenizer == "hashing" else ByteTokenizer()
+    data = data_spec(study)
+    return fixed_tokenizer(model_spec(study), data.tokenizer, data.vocab_size)
 
 
 class TextTask(Task):
@@ -62,11 +60,8 @@ class TextTask(Task):
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """The compact Transformer, or the local pretrained encoder with a new head."""
-        data, model = data_spec(study), model_spec(study)
-        tokenizer = study_tokenizer(study)
-        if model.name == "pretrained":
-            return load_pretrained(model, len(data.classes), tokenizer.pad_id)
-        return TextTransformer(tokenizer.vocab_size, data.max_length, len(data.classes), model, tokenizer.pad_id)
+        data = data_spec(study)
+        return build_text_model(model_spec(study), study_tokenizer(study), data.max_length, len(data.classes))
 
     def demo_study(self) -> StudyConfig:
         """Synthetic notes study."""

@@ -16,7 +16,7 @@ from shared.tasks.labels import label_indices
 from shared.tasks.size import check_site_size, validation_split
 from shared.tasks.tabular.table import row_ids
 from shared.tasks.text.spec import TextSpec
-from shared.tasks.text.tokenizer import Tokenizer, encode
+from shared.tasks.text.tokenizer import Tokenizer, encode, framing
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
@@ -29,8 +29,7 @@ def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, 
             raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), column)
     texts = table[spec.text_column].fillna("").astype(str).tolist()
     ids, lengths = encode(tokenizer, texts, spec.max_length)
-    special = len(tokenizer.tokens("")) if hasattr(tokenizer, "inner") else 0  # [CLS] [SEP] of an empty note
-    empty = np.array([not t.strip() for t in texts]) | (lengths <= special)
+    empty = np.array([not t.strip() for t in texts]) | (lengths <= framing(tokenizer))
     if empty.any() and spec.on_empty == "fail":
         raise DataError(
             site, f"{int(empty.sum())} empty note(s), first at data row {int(np.argmax(empty)) + 1}", str(path)

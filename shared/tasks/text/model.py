@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from shared.errors import ConfigError
 from shared.models import resolve
 from shared.tasks.text.spec import TextModelSpec
+from shared.tasks.text.tokenizer import ByteTokenizer, HashingTokenizer, PretrainedTokenizer, Tokenizer
 
 log = logging.getLogger("medfed.models")
 
@@ -82,13 +83,29 @@ class PretrainedClassifier(nn.Module):
         return self.head(masked_mean(hidden, keep))
 
 
+def fixed_tokenizer(spec: TextModelSpec, tokenizer: str, vocab_size: int) -> Tokenizer:
+    """The study's fixed tokenizer: the pretrained model's own, else `tokenizer` ("hashing" into `vocab_size`
+    buckets, or "bytes")."""
+    if spec.name == "pretrained":
+        return PretrainedTokenizer(pretrained_folder(spec) / "tokenizer.json")
+    return HashingTokenizer(vocab_size) if tokenizer == "hashing" else ByteTokenizer()
+
+
+def build_text_model(spec: TextModelSpec, tokenizer: Tokenizer, max_length: int, n_outputs: int) -> nn.Module:
+    """The compact Transformer, or the local pretrained encoder under a new head; `n_outputs` values per note."""
+    if spec.name == "pretrained":
+        return load_pretrained(spec, n_outputs, tokenizer.pad_id, max_length)
+    return TextTransformer(tokenizer.vocab_size, max_length, n_outputs, spec, tokenizer.pad_id)
+
+
 def pretrained_folder(spec: TextModelSpec) -> Path:
     """The offered folder of the study's pretrained encoder, checked for what loading needs and against the pins."""
     return resolve(spec.encoder, spec.sha256, ("config.json", "tokenizer.json"), WEIGHT_FILES)
 
 
-def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int) -> PretrainedClassifier:
-    """The study's pretrained encoder from its local folder (never a hub download), under a new head."""
+def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int, max_length: int) -> PretrainedClassifier:
+    """The study's pretrained encoder from its local folder (never a hub download), under a new head; notes of
+    `max_length` tokens must fit its positions."""
     folder = pretrained_folder(spec)
     try:
         from transformers import AutoModel
@@ -101,6 +118,9 @@ def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int) -> Pretrai
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         log.error("model '%s' in %s cannot be loaded: %s", spec.encoder, folder, exc)
         raise ConfigError("model.encoder", f"'{spec.encoder}' cannot be loaded here (the local log says why)") from exc
+    positions = getattr(encoder.config, "max_position_embeddings", max_length)
+    if max_length > positions:
+        raise ConfigError("data.max-length", f"is {max_length}, '{spec.encoder}' reads at most {positions} tokens")
     layers = _layers(encoder)
     if spec.trainable_layers > len(layers):
         raise ConfigError("model.trainable-layers", f"is {spec.trainable_layers}, the encoder has {len(layers)} layers")

@@ -72,6 +72,11 @@ class PretrainedTokenizer:
         return self.inner.encode(text).ids
 
 
+def framing(tokenizer: Tokenizer) -> int:
+    """How many ids even an empty note gets: a pretrained model's special tokens ([CLS] [SEP]), else none."""
+    return len(tokenizer.tokens(""))
+
+
 def encode(tokenizer: Tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, max_length) padded ids, and each note's untruncated length (to count truncations)."""
     ids = np.full((len(texts), max_length), tokenizer.pad_id, dtype=np.int64)

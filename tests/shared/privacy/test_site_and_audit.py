@@ -45,7 +45,11 @@ def test_auto_mode_picks_the_fastest_measured_mode():
     assert grad_sample_mode(mlp, "auto", 64) == "ew"
     assert grad_sample_mode(mlp, "auto", 1024) == "ghost"  # large batches on CPU
     assert grad_sample_mode(Odd(), "auto", 64) == "hooks"
-    assert grad_sample_mode(nn.Sequential(nn.Embedding(10, 4)), "auto", 64) == "ghost"
+    small, large = nn.Embedding(1024, 16), nn.Embedding(32768, 64)  # 64 kB and 8 MiB per sample
+    assert grad_sample_mode(nn.Sequential(small, nn.Linear(16, 2)), "auto", 32) == "ew"
+    assert grad_sample_mode(nn.Sequential(large, nn.Linear(64, 2)), "auto", 32) == "ew"  # 256 MiB in all: the bound
+    assert grad_sample_mode(nn.Sequential(large, nn.Linear(64, 2)), "auto", 33) == "ghost"
+    assert grad_sample_mode(nn.Sequential(large.requires_grad_(False), nn.Linear(64, 2)), "auto", 64) == "ew"
     assert grad_sample_mode(mlp, "hooks", 1024) == "hooks"
 
 

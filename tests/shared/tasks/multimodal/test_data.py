@@ -140,6 +140,9 @@ def test_study_values_are_bounded_and_named(data, field):
         ({"omics-hidden": [4] * 50}, "model.omics-hidden"),
         ({"image-width": 10**5}, "model.image-width"),
         ({"fusion": "sum"}, "model.fusion"),
+        ({"text-network": "bert"}, "model.text-network"),
+        ({"text-network": "pretrained", "text-encoder": "../bert"}, "model.text-encoder"),
+        ({"text-trainable-layers": -1}, "model.text-trainable-layers"),
     ],
 )
 def test_model_sizes_a_study_sets_at_the_sites_are_bounded(model, field):

@@ -97,7 +97,8 @@ def test_the_threshold_is_chosen_on_the_validation_split_where_0_5_predicts_one_
     chosen = task.evaluate(study, model, data, cpu)
     _, y_val, p_val = predict(model, data.val, task.loss(), cpu)
     _, y_test, p_test = predict(model, data.test, task.loss(), cpu)
-    expected = classification_metrics(y_test, p_test, ["no", "yes"], choose_threshold(y_val, p_val[:, 1], study.train.threshold))
+    threshold = choose_threshold(y_val, p_val[:, 1], study.train.threshold)
+    expected = classification_metrics(y_test, p_test, ["no", "yes"], threshold)
     assert chosen == {"loss": at_half["loss"], **expected}
     assert chosen["predicted-classes"] == 2 and chosen["balanced-accuracy"] > 0.9
     flipped = TensorDataset(data.val.tensors[0], 1 - data.val.tensors[1])  # a split on which nothing beats chance
