@@ -14,7 +14,7 @@ def stub_parts(monkeypatch) -> list[str]:
     """Replace each part by a stub that records its name; the list of names run, in order."""
     ran: list[str] = []
     monkeypatch.setattr(multimodal.torch, "set_num_threads", lambda n: None)  # leave the test process's threads
-    monkeypatch.setattr(multimodal, "dp_ratio", lambda work: ran.append("dp-ratio") or {"ratio": 0.5})
+    monkeypatch.setattr(multimodal, "dp_ratio", lambda work, repeats: ran.append("dp-ratio") or {"ratio": 0.5})
     monkeypatch.setattr(multimodal, "demo_benchmark", lambda work, rounds, console: ran.append("demo") or {})
     monkeypatch.setattr(multimodal, "gse_benchmark", lambda *args: ran.append("gse7390") or {})
     return ran
