@@ -56,6 +56,9 @@ DEMO_SETS = {
     "fused": ("record", "image", "note"),
 }
 TASK = get_task("multimodal")
+# The hospital without genes, each in turn: fused and records-only AUC on its held-out patients, their paired
+# difference, and the fused model over all three hospitals.
+NO_GENES = ("fused, site without genes", "records, same site", "fused minus records, same site", "fused, all")
 PARTS = ("gse7390", "demo", "dp-ratio")
 DP_BATCH = 32
 
@@ -143,12 +146,13 @@ def hospitals(table: pd.DataFrame, folder: Path, seed: int, n_sites: int = 3) ->
 
 
 def gse_benchmark(seeds: int, rounds: int, work: Path, console: Console) -> dict:
-    """AUC of records, genes and fused models, federated / pooled / local, mean and SD over seeds; and the run where
-    one hospital holds no gene expression."""
+    """AUC of records, genes and fused models, federated / pooled / local, mean and SD over seeds; and the runs where
+    one hospital holds no gene expression, each hospital in turn."""
     table = gse7390()
     genes = [c for c in table.columns if c not in (*CLINICAL, "metastasis")]
     aucs: dict[str, dict[str, list[float]]] = {k: {m: [] for m in ("federated", "pooled", "local")} for k in GSE_SETS}
-    no_genes: dict[str, list[float]] = {"fused, site without genes": [], "records, same site": [], "fused, all": []}
+    no_genes: dict[str, list[float]] = {k: [] for k in NO_GENES}
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in NO_GENES[:2]}
     for seed in range(seeds):
         sites = hospitals(table, work / f"seed-{seed}", seed)
         for name, modalities in GSE_SETS.items():
@@ -156,19 +160,33 @@ def gse_benchmark(seeds: int, rounds: int, work: Path, console: Console) -> dict
             data = [TASK.load_site(s.data_path, s.name, study) for s in sites]
             for method, (y, p) in methods(study, data).items():
                 aucs[name][method].append(auc(y, p))
-        # Hospital 3 without any gene column: it trains the record encoder and the head, never the gene encoder.
-        pd.read_csv(sites[2].data_path).drop(columns=genes).to_csv(sites[2].data_path, index=False)
-        fused, records = gse_study(GSE_SETS["fused"], genes, seed, rounds), gse_study(("record",), [], seed, rounds)
-        fused_data = [TASK.load_site(s.data_path, s.name, fused) for s in sites]
+        records = gse_study(("record",), [], seed, rounds)
         records_data = [TASK.load_site(s.data_path, s.name, records) for s in sites]
-        model_f, model_r = federate(fused, fused_data), federate(records, records_data)
-        no_genes["fused, site without genes"].append(auc(*scored(fused, [model_f], fused_data[2:])))
-        no_genes["records, same site"].append(auc(*scored(records, [model_r], records_data[2:])))
-        no_genes["fused, all"].append(auc(*scored(fused, [model_f] * 3, fused_data)))
+        model_r = federate(records, records_data)
+        fused = gse_study(GSE_SETS["fused"], genes, seed, rounds)
+        for without in range(len(sites)):
+            # That hospital has no gene column: it trains the record encoder and the head, never the gene encoder.
+            tables = [pd.read_csv(s.data_path) for s in sites]
+            tables[without] = tables[without].drop(columns=genes)
+            folder = work / f"seed-{seed}-without-{without}"
+            fused_sites = write_sites([(s.name, t) for s, t in zip(sites, tables, strict=True)], folder)
+            fused_data = [TASK.load_site(s.data_path, s.name, fused) for s in fused_sites]
+            model_f = federate(fused, fused_data)
+            scores = {
+                NO_GENES[0]: scored(fused, [model_f], fused_data[without : without + 1]),
+                NO_GENES[1]: scored(records, [model_r], records_data[without : without + 1]),
+            }
+            for key, (y, p) in scores.items():
+                no_genes[key].append(auc(y, p))
+                pooled[key].append((y, p))
+            no_genes[NO_GENES[2]].append(no_genes[NO_GENES[0]][-1] - no_genes[NO_GENES[1]][-1])
+            no_genes[NO_GENES[3]].append(auc(*scored(fused, [model_f] * len(sites), fused_data)))
         shown = ", ".join(f"{k} {v['federated'][-1]:.3f}" for k, v in aucs.items())
         console.print(f"gse7390 seed {seed}, federated AUC: {shown}")
     out = {k: {m: summary(v) for m, v in by.items()} for k, by in aucs.items()}
     out["no-genes-site"] = {k: summary(v) for k, v in no_genes.items()}
+    for key, parts in pooled.items():
+        out["no-genes-site"][key]["pooled-auc"] = auc(*(np.concatenate(x) for x in zip(*parts, strict=True)))
     out["patients"], out["positives"] = len(table), int((table["metastasis"] == "yes").sum())
     return out
 
