@@ -15,7 +15,9 @@ from shared.errors import DataError
 from shared.partition import split_indices
 from shared.tasks.base import SiteData
 from shared.tasks.imaging.files import (
+    OUTSIDE,
     UnreadableImage,
+    inside,
     native_channels,
     read_image,
     read_mask,
@@ -174,6 +176,10 @@ def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
     if table.empty:
         raise DataError(site, "lists no images", file=str(index))
     listed = table["file"].tolist() + (table["mask"].tolist() if target == "mask" else [])
+    # The index is the site's own file, but whatever it names must still be read from the site's data folder only.
+    outside = [f for f in listed if inside(folder.resolve(), f) is None]
+    if outside:
+        raise DataError(site, f"{len(outside)} listed file(s) {OUTSIDE}, first '{outside[0]}'", file=str(index))
     missing = [f for f in listed if not (folder / f).is_file()]
     if missing:
         raise DataError(site, f"{len(missing)} listed file(s) do not exist, first '{missing[0]}'", file=str(index))

@@ -13,6 +13,16 @@ from PIL import Image, UnidentifiedImageError
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
+OUTSIDE = "point outside the site's data folder"  # a path that resolves out of it (`..`, absolute, a link)
+
+
+def inside(folder: Path, relative: str) -> Path | None:
+    """`relative` resolved under the site's data folder `folder` (resolved), or None when it leaves it: `..`, an
+    absolute path, or a link out of the folder (resolving follows links)."""
+    target = (folder / relative.strip()).resolve()
+    return target if target.is_relative_to(folder) else None
+
+
 class UnreadableImage(Exception):
     """The file is not an image this loader can decode; the caller decides whether that is fatal."""
 

@@ -15,9 +15,9 @@ from torch.utils.data import TensorDataset
 
 from shared.errors import ConfigError
 from shared.tasks.base import NewInputs, SiteData
-from shared.tasks.imaging.files import UnreadableImage, read_image, resize
+from shared.tasks.imaging.files import OUTSIDE, UnreadableImage, inside, read_image, resize
 from shared.tasks.multimodal.layout import Layout
-from shared.tasks.multimodal.omics import OUTSIDE, OmicsSource, encode_omics, fit_omics, inside
+from shared.tasks.multimodal.omics import OmicsSource, encode_omics, fit_omics
 from shared.tasks.multimodal.spec import MODALITIES, MultimodalSpec
 from shared.tasks.tabular.data import (
     FeatureEncoding,

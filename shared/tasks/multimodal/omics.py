@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from shared.errors import DataError
+from shared.tasks.imaging.files import OUTSIDE, inside
 from shared.tasks.multimodal.spec import MultimodalSpec
 from shared.tasks.tabular.data import (
     FLOAT32_MAX,
@@ -26,14 +27,6 @@ from shared.tasks.tabular.spec import FeatureSpec, canonical
 from shared.tasks.tabular.table import column_hint, read_table
 
 SHOWN_COLUMNS = 10  # missing omics columns named in a message before "..."
-OUTSIDE = "point outside the site's data folder (the table's folder)"
-
-
-def inside(folder: Path, relative: str) -> Path | None:
-    """`relative` resolved under the site's data folder `folder` (resolved), or None when it leaves it: `..`, an
-    absolute path, or a link out of the folder (resolving follows links)."""
-    target = (folder / relative.strip()).resolve()
-    return target if target.is_relative_to(folder) else None
 
 
 @dataclass(frozen=True)

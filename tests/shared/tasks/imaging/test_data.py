@@ -87,6 +87,15 @@ def test_labels_csv_naming_missing_files(tmp_path):
     assert "ghost.png" in message and "labels.csv" in message
 
 
+@pytest.mark.parametrize("entry", ["../secret.png", "/etc/hosts", "link.png"])
+def test_labels_csv_naming_a_file_outside_the_folder_is_refused_before_it_is_read(tmp_path, entry):
+    (tmp_path / "secret.png").write_bytes(b"not read")
+    folder = image_folder(tmp_path, extra_rows=[f"{entry},1"])
+    (folder / "link.png").symlink_to(tmp_path / "secret.png")
+    message = expect(folder, "1 listed file(s) point outside the site's data folder")
+    assert f"first '{entry}'" in message and "labels.csv" in message
+
+
 def test_mixed_channel_counts(tmp_path):
     message = expect(image_folder(tmp_path, modes=("L",) * 5 + ("RGB",) * 5), "mixed channel counts")
     assert "img5" in message

@@ -26,7 +26,7 @@ def test_each_modality_gets_its_rows_and_problems_small_counts_as_a_bound(tmp_pa
     table.to_csv(path, index=False)
     assert describe(path, ROLES, min_cell=5) == {
         "image": "column 'image': 30 of 40 rows (75%) name an image; 6 path(s) do not exist, first at data row 5; "
-        "fewer than 5 path(s) point outside the site's data folder (the table's folder), first at data row 11",
+        "fewer than 5 path(s) point outside the site's data folder, first at data row 11",
         "note": "column 'note': text, 33 of 40 rows (82%) have a note",
         "omics": "all 3 column(s) in the table; 30 of 40 rows (75%) have omics values",
     }

@@ -63,8 +63,7 @@ def test_a_missing_matrix_file_and_one_outside_the_sites_folder_are_refused(tmp_
     write_matrix(tmp_path / "elsewhere.csv", write_matrix_site(tmp_path / "other")[2])
     (site / "omics.csv").symlink_to(tmp_path / "elsewhere.csv")  # a link out of the folder is out too
     assert refuse(path) == (
-        f"site 'west', file '{path}': data.omics-file 'omics.csv' would point outside the site's data folder (the "
-        "table's folder)"
+        f"site 'west', file '{path}': data.omics-file 'omics.csv' would point outside the site's data folder"
     )
 
 
