@@ -113,7 +113,7 @@ def federate(study: StudyConfig, sites: list[SiteData]) -> nn.Module:
         for data in sites:
             load_arrays(model, arrays)
             loader = make_loader(data.train, study.train.batch_size, seed=study.seed * 100_003 + rnd)
-            loss = task.loss(study)
+            loss = task.train_loss(study, data.train)  # class-weighted as at a site
             train_epochs(model, loader, loss, make_optimizer(model, study.train), study.train.local_epochs, device)
             sent = task.reply_arrays(study, model, data, arrays)
             replies.append(RecordDict({"arrays": sent, "metrics": MetricRecord({"num-examples": len(data.train)})}))
