@@ -46,10 +46,12 @@ class OmicsSource:
 
     def values(self, frame: pd.DataFrame, table: Path, site: str | None) -> pd.DataFrame | None:
         """Every table row's omics values as floats, indexed as `frame` (a patient absent from the matrix file has
-        none); None when the site holds no omics (a table without any of the omics columns). Each problem is named by
-        site, file, column and row."""
+        none); None when the site holds no omics (no matrix file, or a table without any of the omics columns). Each
+        problem is named by site, file, column and row."""
         if not self.file:
             return self._table_values(frame, failer(site, str(table)))
+        if not self._located(table, site).is_file():
+            return None  # a site without the matrix file holds no omics, as a table without the omics columns does
         if self.id_column not in frame.columns:
             raise DataError(
                 site,
@@ -87,10 +89,7 @@ class OmicsSource:
 
     def matrix(self, table: Path, site: str | None) -> tuple[pd.DataFrame, Callable[..., NoReturn]]:
         """The matrix file as read, with its id column checked, and a failer naming it."""
-        target = inside(table.parent.resolve(), self.file)
-        shown = str(table.parent / self.file)
-        if target is None:
-            raise DataError(site, f"data.omics-file '{self.file}' would {OUTSIDE}", str(table))
+        target, shown = self._located(table, site), str(table.parent / self.file)
         if not target.is_file():
             raise DataError(site, "omics file not found (data.omics-file, relative to the table's folder)", shown)
         matrix = read_table(target, site, self.na_values).frame
@@ -98,6 +97,13 @@ class OmicsSource:
         if self.id_column not in matrix.columns:
             fail(f"id column not found (data.id-column; {column_hint(matrix)})", self.id_column)
         return matrix, fail
+
+    def _located(self, table: Path, site: str | None) -> Path:
+        """Where the matrix file would be, inside the table's folder; a name that leaves it is refused."""
+        target = inside(table.parent.resolve(), self.file)
+        if target is None:
+            raise DataError(site, f"data.omics-file '{self.file}' would {OUTSIDE}", str(table))
+        return target
 
     def _table_values(self, frame: pd.DataFrame, fail: Callable[..., NoReturn]) -> pd.DataFrame | None:
         """The table's omics columns; none of them: None; only some: refused, naming the missing ones."""

@@ -52,14 +52,14 @@ def refuse(path, study=None) -> str:
     return str(raised.value)
 
 
-def test_a_missing_matrix_file_and_one_outside_the_sites_folder_are_refused(tmp_path):
+def test_a_site_without_the_matrix_file_holds_no_omics_and_one_outside_its_folder_is_refused(tmp_path):
     site = tmp_path / "site"
     path, _, _ = write_matrix_site(site)
     (site / "omics.csv").unlink()
-    assert refuse(path) == (
-        f"site 'west', file '{site / 'omics.csv'}': omics file not found (data.omics-file, relative to the table's "
-        "folder)"
-    )
+    data = TASK.load_site(path, "west", matrix_study())
+    assert data.report["coverage"]["omics"] == 0.0 and "omics" not in data.kept
+    required = matrix_study(required=["omics"])
+    assert "omics" in refuse(path, required) and "required" in refuse(path, required)
     write_matrix(tmp_path / "elsewhere.csv", write_matrix_site(tmp_path / "other")[2])
     (site / "omics.csv").symlink_to(tmp_path / "elsewhere.csv")  # a link out of the folder is out too
     assert refuse(path) == (
