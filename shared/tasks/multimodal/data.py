@@ -42,7 +42,7 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
     held = site_modalities(frame, spec, omics is not None, fail)
     table, y, report = usable_rows(frame, str(path), spec, fail)
     report["notes"] = read.notes + report["notes"]
-    train_idx, test_idx, _, _ = split_rows(table, y, spec, seed, site, str(path), report)
+    train_idx, test_idx, fit, val = split_rows(table, y, spec, seed, site, str(path), report, spec.validation_fraction)
     kept: dict[str, Any] = {}
     record = None
     if spec.features:
@@ -62,11 +62,13 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
     rows[:, Layout.of(spec).parts["mask"]] = present
     report["coverage"] = {m: round(float(present[:, MODALITIES.index(m)].mean()), 4) for m in spec.modalities}
     x, labels = torch.from_numpy(rows), torch.from_numpy(y)
+    fitted, held = train_idx[fit], train_idx[val]  # the validation rows place a binary classifier's threshold
     return SiteData(
-        train=TensorDataset(x[train_idx], labels[train_idx]),
+        train=TensorDataset(x[fitted], labels[fitted]),
         test=TensorDataset(x[test_idx], labels[test_idx]),
         report=report,
         kept=kept,
+        val=TensorDataset(x[held], labels[held]) if len(held) else None,
     )
 
 

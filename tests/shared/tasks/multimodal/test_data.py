@@ -24,10 +24,11 @@ def load(path, **data):
 def test_each_patient_has_what_its_row_holds_and_coverage_is_reported(tmp_path):
     path, _ = write_site(tmp_path)
     data = load(path)
-    assert len(data.train) + len(data.test) == N
+    assert len(data.train) + len(data.val) + len(data.test) == N  # the validation split places the threshold
+    assert len(data.val) == data.report["validation-rows"] > 0
     assert data.report["coverage"] == {"record": 1.0, "image": 0.75, "note": 0.75, "omics": 0.75}
     layout = Layout.of(data_spec(tiny_study()))
-    rows = np.concatenate([data.train.tensors[0].numpy(), data.test.tensors[0].numpy()])
+    rows = np.concatenate([part.tensors[0].numpy() for part in (data.train, data.val, data.test)])
     mask = layout.mask(torch.from_numpy(rows)).numpy()
     absent_image = ~mask[:, MODALITIES.index("image")]
     assert (rows[absent_image][:, layout.parts["image"]] == 0).all()  # nothing is read for a missing image

@@ -41,7 +41,7 @@ def test_a_patient_absent_from_the_matrix_lacks_omics_and_numeric_ids_match_text
     matrix["pid"] = [f"{int(p[1:])}.0" for p in matrix["pid"]]  # ... written 7.0 in the matrix
     write_matrix(tmp_path / "omics.csv", matrix.iloc[5:])  # 5 patients' rows gone
     data = TASK.load_site(path, "west", matrix_study())
-    rows = torch.cat([data.train.tensors[0], data.test.tensors[0]])
+    rows = torch.cat([part.tensors[0] for part in (data.train, data.val, data.test)])
     has = Layout.of(data_spec(matrix_study())).mask(rows)[:, MODALITIES.index("omics")]
     assert int(has.sum()) == 25
 

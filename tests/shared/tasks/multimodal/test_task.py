@@ -114,7 +114,7 @@ def test_a_pretrained_note_encoder_reads_its_own_tokens_and_only_its_trainable_t
     study = pretrained_note_study(bert, trainable_layers)
     data = TASK.load_site(site, "west", study)
     layout = Layout.of(data_spec(study))
-    rows = torch.cat([data.train.tensors[0], data.test.tensors[0]])
+    rows = torch.cat([part.tensors[0] for part in (data.train, data.val, data.test)])
     has_note = layout.mask(rows)[:, MODALITIES.index("note")]
     assert (rows[has_note, layout.parts["note"].start] == 2).all()  # [CLS]: the model's own tokenizer.json
     assert int(has_note.sum()) == 30  # the 10 empty notes are no note, though the tokenizer gives them [CLS] [SEP]
