@@ -24,6 +24,8 @@ MODELS = {
     "segmentation-unet": ("segmentation", {"name": "unet", "width": 4}, {"image-size": 16}),
     "text-transformer": ("text", {"name": "transformer", "dim": 16, "layers": 1, "heads": 2}, {"max-length": 16}),
     "survival-discrete": ("survival", {"name": "discrete", "hidden": [8]}, {}),
+    "multimodal-attention": ("multimodal", {"fusion": "attention", "embedding": 8, "text-dim": 8}, {"max-length": 8}),
+    "multimodal-gated": ("multimodal", {"fusion": "gated", "embedding": 8, "text-dim": 8}, {"max-length": 8}),
 }
 
 

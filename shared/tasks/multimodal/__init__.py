@@ -126,6 +126,20 @@ class MultimodalTask(Task):
             out.update({f"{name}/only-{m}": metrics[name] for name in ABLATED if name in metrics})
         return out
 
+    def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
+        """Packed patients with random values in every part, token ids of the study's tokenizer, and a presence mask
+        in which every other patient lacks each optional modality (so tracing sees both branches' arithmetic)."""
+        spec = data_spec(study)
+        layout, parts = Layout.of(spec), Layout.of(spec).parts
+        rows = torch.rand(n, layout.width)
+        rows[:, parts["record"]] = torch.randn(n, layout.record)
+        rows[:, parts["omics"]] = torch.randn(n, layout.omics)
+        if layout.tokens:
+            rows[:, parts["note"]] = torch.randint(1, study_tokenizer(study).vocab_size, (n, layout.tokens)).float()
+        present = torch.tensor([m in spec.modalities for m in MODALITIES]).repeat(n, 1)
+        present[1::2, 1:] = False  # the record (MODALITIES[0]) kept: a patient keeps at least one modality
+        return layout.with_mask(rows, present)
+
     def class_names(self, study: StudyConfig) -> list[str]:
         """The label's agreed classes."""
         return data_spec(study).class_names
