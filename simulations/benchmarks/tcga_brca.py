@@ -42,8 +42,12 @@ VALIDATION_SEED = 0  # the folds' shuffle
 CANDIDATES: dict[str, dict[str, float]] = {
     f"lr{lr:g}-std{std}": {"lr": lr, "std": std} for lr in (0.05, 0.2) for std in (0, 1)
 }
+# Under DP the batch size is a candidate too: DP-SGD's noise per step is the same whatever the batch, so a larger
+# batch averages it over more patients (the accountant pays for the larger sampling rate with fewer steps).
 DP_CANDIDATES: dict[str, dict[str, float]] = {
-    f"lr0.2-std1-clip{clip:g}": {"lr": 0.2, "std": 1, "clip": clip} for clip in (0.2, 1.0)
+    f"lr0.2-std1-clip{clip:g}-batch{batch}": {"lr": 0.2, "std": 1, "clip": clip, "batch": batch}
+    for clip in (0.2, 1.0)
+    for batch in (8, 32)
 }
 FLAMBY = {"pooled": 0.676, "fedavg": 0.732, "fedprox": 0.729, "best (FedAdam/FedYogi)": 0.815}
 
@@ -99,7 +103,7 @@ def brca_study(
         "task": "survival",
         "seed": seed,
         "federation": {"strategy": strategy, "rounds": 20, "min-sites": len(REGIONS)},
-        "train": {"local-epochs": 1, "batch-size": 8, "lr": setting["lr"]},
+        "train": {"local-epochs": 1, "batch-size": int(setting.get("batch", 8)), "lr": setting["lr"]},
         # The discrete-time model shares one linear risk across its intervals (a discrete-time Cox model): with 10
         # free heads of 39 weights each and about 120 events, it ranked patients far worse (BENCHMARKS.md).
         "model": {"name": model, **({"proportional": True} if model == "discrete" else {})},
