@@ -12,7 +12,7 @@ from client.site import SiteConfig
 from shared.atomic import atomic_write
 from shared.errors import ConfigError, DataError
 from shared.partition import partition
-from shared.tasks.multimodal.data import image_problem
+from shared.tasks.multimodal.data import image_problems, named_images
 from shared.tasks.size import MIN_ROWS
 from shared.tasks.tabular.spec import canonical
 from shared.tasks.tabular.table import column_hint, row_list
@@ -68,14 +68,8 @@ def image_files(rows: pd.DataFrame, column: str, table: Path) -> list[str]:
     a bad one is refused with its rows before anything is written."""
     if column not in rows.columns:
         return []
-    folder = table.parent.resolve()
-    cells = rows[column][rows[column].notna() & (rows[column].astype(str).str.strip() != "")]
-    problems: dict[str, list[int]] = {}
-    for index, cell in cells.items():
-        problem = image_problem(cell, folder)
-        if problem:
-            problems.setdefault(problem, []).append(int(index) + 1)
-    for problem, numbers in problems.items():
+    cells = rows[column][named_images(rows[column])]
+    for problem, numbers in image_problems(cells, table.parent.resolve()).items():
         problem = f"{len(numbers)} image path(s) {problem}: data row(s) {row_list(numbers)}"
         raise DataError(None, problem, str(table), column)
     return sorted({str(cell).strip() for cell in cells})

@@ -62,13 +62,13 @@ def load_multimodal_site(path: Path, site: str, spec: MultimodalSpec, tokenizer:
     rows[:, Layout.of(spec).parts["mask"]] = present
     report["coverage"] = {m: round(float(present[:, MODALITIES.index(m)].mean()), 4) for m in spec.modalities}
     x, labels = torch.from_numpy(rows), torch.from_numpy(y)
-    fitted, held = train_idx[fit], train_idx[val]  # the validation rows place a binary classifier's threshold
+    fitted, validation = train_idx[fit], train_idx[val]  # the validation rows place a binary model's threshold
     return SiteData(
         train=TensorDataset(x[fitted], labels[fitted]),
         test=TensorDataset(x[test_idx], labels[test_idx]),
         report=report,
         kept=kept,
-        val=TensorDataset(x[held], labels[held]) if len(held) else None,
+        val=TensorDataset(x[validation], labels[validation]) if len(validation) else None,
     )
 
 
@@ -178,24 +178,34 @@ def _images(
     the table's folder, does not exist or is not a readable image is refused with its row."""
     column = spec.image_column
     folder = table.parent.resolve()
-    size = spec.channels * spec.image_size * spec.image_size
-    out = np.zeros((len(cells), size), dtype=np.float32)
-    present = cells[column].notna().to_numpy() & (cells[column].astype(str).str.strip() != "").to_numpy()
-    problems: dict[str, list[int]] = {}
-    for i in np.flatnonzero(present):
+    present = named_images(cells[column])
+    for problem, rows in image_problems(cells[column][present], folder).items():
+        fail(f"{len(rows)} image path(s) {problem}: data row(s) {row_list(rows)}", column)
+    out = np.zeros((len(cells), spec.channels * spec.image_size * spec.image_size), dtype=np.float32)
+    for i in np.flatnonzero(present.to_numpy()):
         row, cell = int(cells.index[i]) + 1, cells[column].iloc[i]
-        where = image_problem(cell, folder)
-        if where is not None:
-            problems.setdefault(where, []).append(row)
-            continue
         try:
             image = read_image(folder / str(cell).strip(), spec.window)
         except UnreadableImage as exc:
             fail(f"data row {row}: '{cell}' is not a readable image ({exc})", column)
         out[i] = resize(image, spec.image_size, spec.channels).reshape(-1)
-    for problem, rows in problems.items():
-        fail(f"{len(rows)} image path(s) {problem}: data row(s) {row_list(rows)}", column)
-    return out, present
+    return out, present.to_numpy()
+
+
+def named_images(column: pd.Series) -> pd.Series:
+    """Which cells of an image column name a file (neither missing nor blank)."""
+    return column.notna() & (column.astype(str).str.strip() != "")
+
+
+def image_problems(cells: pd.Series, folder: Path) -> dict[str, list[int]]:
+    """The image cells that cannot be read inside the site's data folder `folder`, by problem: their data row
+    numbers (1 + index), in order."""
+    problems: dict[str, list[int]] = {}
+    for index, cell in cells.items():
+        problem = image_problem(cell, folder)
+        if problem:
+            problems.setdefault(problem, []).append(int(index) + 1)
+    return problems
 
 
 def image_problem(cell: object, folder: Path) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from shared.errors import ConfigError, DataError
-from shared.tasks.multimodal.data import image_problem
+from shared.tasks.multimodal.data import image_problems, named_images
 from shared.tasks.multimodal.omics import OmicsSource
 from shared.tasks.tabular.data import first_row
 from shared.tasks.tabular.schema import check_min_cell, table_schema
@@ -88,14 +88,8 @@ def multimodal_schema(path: Path, site: str, hints: dict[str, Any], min_cell: in
 def _images(frame: pd.DataFrame, table: Path, column: str, min_cell: int) -> str:
     if column not in frame.columns:
         return f"column '{column}' not found: no patient has an image here"
-    cells = frame[column]
-    named = cells.notna() & (cells.astype(str).str.strip() != "")
-    folder = table.parent.resolve()
-    problems: dict[str, list[int]] = {}
-    for index, cell in cells[named].items():
-        problem = image_problem(cell, folder)
-        if problem:
-            problems.setdefault(problem, []).append(int(index) + 1)
+    named = named_images(frame[column])
+    problems = image_problems(frame[column][named], table.parent.resolve())
     line = f"column '{column}': {_share(int(named.sum()), len(frame), min_cell)} name an image"
     for problem, rows in problems.items():
         line += f"; {_count(len(rows), min_cell)} path(s) {problem}, first at data row {rows[0]}"
