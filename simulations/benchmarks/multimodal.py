@@ -164,9 +164,10 @@ def gse_benchmark(seeds: int, rounds: int, work: Path, console: Console) -> dict
         records_data = [TASK.load_site(s.data_path, s.name, records) for s in sites]
         model_r = federate(records, records_data)
         fused = gse_study(GSE_SETS["fused"], genes, seed, rounds)
+        originals = [pd.read_csv(s.data_path) for s in sites]
         for without in range(len(sites)):
             # That hospital has no gene column: it trains the record encoder and the head, never the gene encoder.
-            tables = [pd.read_csv(s.data_path) for s in sites]
+            tables = list(originals)
             tables[without] = tables[without].drop(columns=genes)
             folder = work / f"seed-{seed}-without-{without}"
             fused_sites = write_sites([(s.name, t) for s, t in zip(sites, tables, strict=True)], folder)

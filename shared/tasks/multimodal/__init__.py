@@ -130,7 +130,8 @@ class MultimodalTask(Task):
         """Packed patients with random values in every part, token ids of the study's tokenizer, and a presence mask
         in which every other patient lacks each optional modality (so tracing sees both branches' arithmetic)."""
         spec = data_spec(study)
-        layout, parts = Layout.of(spec), Layout.of(spec).parts
+        layout = Layout.of(spec)
+        parts = layout.parts
         rows = torch.rand(n, layout.width)
         rows[:, parts["record"]] = torch.randn(n, layout.record)
         rows[:, parts["omics"]] = torch.randn(n, layout.omics)
