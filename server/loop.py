@@ -84,6 +84,9 @@ def _run_rounds(
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     history, names = History(), SiteNames.from_environment()
+    saved_study = outputs.saved_study() if task.needs_setup(study) else None
+    if saved_study is not None and task.completes(study, saved_study):
+        study = saved_study  # a resume keeps its first run's setup: the model's layout and meaning stay the same
     if task.needs_setup(study):
         try:
             _wait_for_sites(grid, study.federation.min_sites, study.federation.connect_timeout)

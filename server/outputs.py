@@ -90,6 +90,16 @@ class StudyOutputs:
             if old.name != Path(tensor_file).name:
                 old.unlink(missing_ok=True)
 
+    def saved_study(self) -> StudyConfig | None:
+        """The study an earlier run saved its state under (None: no state, or no readable study.json)."""
+        path = self.folder / "study.json"
+        if not (self.folder / STATE).is_file() or not path.is_file():
+            return None
+        try:
+            return StudyConfig.from_json(path.read_text())
+        except (OSError, MedfedError):
+            return None
+
     def load_state(self, study: StudyConfig) -> SavedState | None:
         """The saved state of this same study, or None; a state of another study or a damaged one is refused."""
         path = self.folder / STATE

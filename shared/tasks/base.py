@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ class Task(ABC):
     headline: tuple[str, str] = ("accuracy", "roc-auc")  # the two metrics progress lines and summaries show
     keeps_statistics = False  # whether a site encodes rows with statistics of its train split (SiteData.kept)
     classifies: bool = True  # one class per row: class-weighted training, `predicted-classes` in its metrics
+    setup_keys: tuple[str, ...] = ()  # the `[data]` keys the federated setup step fills in (`complete_study`)
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:
@@ -149,6 +150,15 @@ class Task(ABC):
     def complete_study(self, study: StudyConfig, answers: list[dict[str, Any]]) -> StudyConfig:
         """The study with what the setup step computes from the sites' usable answers."""
         raise ConfigError("task", f"task '{self.name}' has no federated setup step")
+
+    def completes(self, study: StudyConfig, completed: StudyConfig) -> bool:
+        """Whether `completed` is `study` as the setup step completed it: the same but for the `[data]` keys the
+        setup fills in (a resumed study keeps the setup of its first run rather than asking the sites again)."""
+
+        def without_setup(s: StudyConfig) -> StudyConfig:
+            return replace(s, data={k: v for k, v in s.data.items() if k not in self.setup_keys})
+
+        return not self.needs_setup(completed) and without_setup(completed) == without_setup(study)
 
     def metrics(
         self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None

@@ -97,13 +97,18 @@ def brca_study(
     quantiles, horizons at their follow-up quantiles; a test split with a single event still gets its C-index."""
     train = table[table[FOLD] == "train"]
     features = [c for c in table.columns if c not in ("pid", "region", TIME, EVENT, FOLD)]
-    name = f"{model}-{strategy}-{'-'.join(f'{k}{v:g}' for k, v in setting.items())}-s{seed}"
+    name = f"{model}-{strategy}-{'-'.join(f'{k}{v:g}' for k, v in setting.items() if k != 'strategy')}-s{seed}"
     study = {
         "name": name if epsilon is None else f"{name}-eps{epsilon:g}",
         "task": "survival",
         "seed": seed,
-        "federation": {"strategy": strategy, "rounds": 20, "min-sites": len(REGIONS)},
-        "train": {"local-epochs": 1, "batch-size": int(setting.get("batch", 8)), "lr": setting["lr"]},
+        "federation": {"strategy": strategy, "rounds": int(setting.get("rounds", 20)), "min-sites": len(REGIONS)},
+        "train": {
+            "local-epochs": 1,
+            "batch-size": int(setting.get("batch", 8)),
+            "lr": setting["lr"],
+            "weight-decay": setting.get("wd", 0.0),
+        },
         # The discrete-time model shares one linear risk across its intervals (a discrete-time Cox model): with 10
         # free heads of 39 weights each and about 120 events, it ranked patients far worse (BENCHMARKS.md).
         "model": {"name": model, **({"proportional": True} if model == "discrete" else {})},
@@ -176,22 +181,30 @@ def evaluate(
     return [scores[i] for i in range(len(runs))]
 
 
-def choose(
-    table: pd.DataFrame, work: Path, seeds: list[int], folds: int
-) -> tuple[dict[str, str], dict[str, float], dict[str, str], dict[str, float]]:
-    """By cross-validation on the train rows: each method's best setting and its mean C-index over the folds and
-    seeds, and each ε's best DP setting and score."""
-    methods = [(m, s) for m in MODELS for s in ("pooled", "local", *STRATEGIES)]
-    runs = [(m, s, c, seed, None) for m, s in methods for c in CANDIDATES for seed in seeds]
-    runs += [("discrete", "fedadam", c, seed, eps) for eps in EPSILONS for c in DP_CANDIDATES for seed in seeds]
+def cross_validate(
+    table: pd.DataFrame, work: Path, folds: int, runs: list[tuple[str, str, str, int, float | None]]
+) -> dict[tuple[str, str, str, int, float | None], float]:
+    """Each run's mean C-index over `folds`-fold cross-validation on the train rows; -1 for a run that diverged at
+    any fold (NaN), so that it is never chosen."""
     per_fold = []
     for fold in range(folds):
         validation = validation_fold(table, fold, folds)
         sites = write_sites(validation, work / f"fold{fold}" / "sites")
         per_fold.append(evaluate(validation, sites, work / f"fold{fold}" / "runs", runs))
-    # A setting diverging at any fold or seed (NaN) is never chosen.
     means = np.mean(per_fold, axis=0)
-    scores = {run: -1.0 if np.isnan(mean) else float(mean) for run, mean in zip(runs, means, strict=True)}
+    return {run: -1.0 if np.isnan(mean) else float(mean) for run, mean in zip(runs, means, strict=True)}
+
+
+def choose(
+    table: pd.DataFrame, work: Path, seeds: list[int], folds: int
+) -> tuple[dict[str, str], dict[str, float], dict[str, str], dict[str, float]]:
+    """By cross-validation on the train rows: each method's best setting and its mean C-index over the folds and
+    seeds, and each ε's best DP setting (strategy included) and score."""
+    methods = [(m, s) for m in MODELS for s in ("pooled", "local", *STRATEGIES)]
+    runs = [(m, s, c, seed, None) for m, s in methods for c in CANDIDATES for seed in seeds]
+    dp_keys = [("discrete", str(DP_CANDIDATES[c]["strategy"]), c) for c in DP_CANDIDATES]
+    runs += [(*key, seed, eps) for eps in EPSILONS for key in dp_keys for seed in seeds]
+    scores = cross_validate(table, work, folds, runs)
 
     def best(keys: list[tuple[str, str, str, float | None]]) -> tuple[str, float]:
         means = {key: float(np.mean([scores[(*key[:3], seed, key[3])] for seed in seeds])) for key in keys}
@@ -204,7 +217,7 @@ def choose(
         chosen[name], valid[name] = best([(model, method, c, None) for c in CANDIDATES])
     dp_chosen, dp_valid = {}, {}
     for eps in EPSILONS:
-        dp_chosen[f"{eps:g}"], dp_valid[f"{eps:g}"] = best([("discrete", "fedadam", c, eps) for c in DP_CANDIDATES])
+        dp_chosen[f"{eps:g}"], dp_valid[f"{eps:g}"] = best([(*key, eps) for key in dp_keys])
     return chosen, valid, dp_chosen, dp_valid
 
 
@@ -221,7 +234,8 @@ def run(data: Path, work: Path, seeds: list[int], validation_seeds: list[int], f
     recommended = max(federated_names, key=valid.get)
     sites = write_sites(table, work / "sites")
     runs = [(*name.split("-", 1), chosen[name], seed, None) for name in chosen for seed in seeds]
-    runs += [("discrete", "fedadam", dp_chosen[f"{e:g}"], seed, e) for e in EPSILONS for seed in seeds]
+    dp_strategy = {e: str(DP_CANDIDATES[dp_chosen[f"{e:g}"]]["strategy"]) for e in EPSILONS}
+    runs += [("discrete", dp_strategy[e], dp_chosen[f"{e:g}"], seed, e) for e in EPSILONS for seed in seeds]
     scores = evaluate(table, sites, work / "test", runs)
     n = len(seeds)
     methods = {name: spread(scores[i * n : (i + 1) * n]) for i, name in enumerate(chosen)}
@@ -229,8 +243,11 @@ def run(data: Path, work: Path, seeds: list[int], validation_seeds: list[int], f
     dp = {f"{e:g}": spread(scores[offset + i * n : offset + (i + 1) * n]) for i, e in enumerate(EPSILONS)}
     for name in methods:
         methods[name].update({"setting": chosen[name], "validation_c_index": valid[name]})
-    for eps in dp:
-        dp[eps].update({"method": "discrete-fedadam", "setting": dp_chosen[eps], "validation_c_index": dp_valid[eps]})
+    for e in EPSILONS:
+        key = f"{e:g}"
+        dp[key].update(
+            {"method": f"discrete-{dp_strategy[e]}", "setting": dp_chosen[key], "validation_c_index": dp_valid[key]}
+        )
     return {
         "recommended": recommended,
         "chosen_by": f"highest mean validation C-index over {folds}-fold cross-validation on the train rows (each "
@@ -272,7 +289,7 @@ def _print(results: dict[str, Any]) -> None:
     for column in ("method", "C-index", "sd", "setting", "validation"):
         table.add_column(column, justify="right")
     rows = [(n + (" (recommended)" if n == results["recommended"] else ""), r) for n, r in results["methods"].items()]
-    rows += [(f"discrete-fedadam local DP ε={e}", r) for e, r in results["dp"].items()]
+    rows += [(f"{r['method']} local DP ε={e}", r) for e, r in results["dp"].items()]
     for name, r in rows:
         table.add_row(name, f"{r['c_index']:.3f}", f"{r['sd']:.3f}", r["setting"], f"{r['validation_c_index']:.3f}")
     Console().print(table)

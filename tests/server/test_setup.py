@@ -76,3 +76,43 @@ def test_a_hostile_answer_is_left_out_by_name_and_too_few_answers_stop_the_study
     assert history.status == "stopped: setup: only 2 usable answer(s), federation.min-sites is 3"
     assert not (tmp_path / "model.safetensors").exists()
     assert json.loads((tmp_path / "history.json").read_text())["status"] == history.status
+
+
+def test_a_resumed_study_keeps_its_first_runs_cut_points_without_asking_the_sites_again(sites, tmp_path):
+    chosen = with_federation(study(tmp_path, 3), rounds=2)
+    trains = []
+
+    def crashing(site: SiteConfig):
+        """An honest site; the server process dies when round 2's first training message goes out."""
+
+        def answer(msg: Message) -> Message:
+            if msg.metadata.message_type == MessageType.TRAIN:
+                trains.append(site.name)
+                if len(trains) > len(sites):
+                    raise KeyboardInterrupt  # the server killed mid-study: round 1's state is saved
+            return honest(site)(msg)
+
+        return answer
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(LocalGrid({i: crashing(s) for i, s in enumerate(sites, 1)}), chosen, StudyOutputs(tmp_path))
+    cuts = json.loads((tmp_path / "study.json").read_text())["data"]["cut-points"]
+    # Since then a hospital added patients: asked again, the sites would put the cut points elsewhere.
+    grown = SiteConfig(
+        "h3", write(survival_table(160, seed=9), tmp_path, "h3-grown.csv"), ledger_dir=sites[2].ledger_dir
+    )
+    queries = []
+
+    def counting(site: SiteConfig):
+        def answer(msg: Message) -> Message:
+            if msg.metadata.message_type == MessageType.QUERY:
+                queries.append(site.name)
+            return honest(site)(msg)
+
+        return answer
+
+    grid = LocalGrid({i: counting(s) for i, s in enumerate([*sites[:2], grown], 1)})
+    _, history = run_study(grid, chosen, StudyOutputs(tmp_path))
+    assert history.status == "completed" and queries == []
+    assert [e["reason"] for e in history.events if e["event"] == "resumed"] == ["after round 1"]
+    assert json.loads((tmp_path / "study.json").read_text())["data"]["cut-points"] == cuts

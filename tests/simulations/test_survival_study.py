@@ -38,3 +38,8 @@ def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
     assert 0 < final["integrated-brier"] < 0.25 and final["uno-c-index"] > 0.5
     for row in history["metrics"]:
         assert row.get("c-index", 0.5) not in (0.0, 1.0)
+    # Each site's bootstrap interval reaches the model card and holds the site's own figure.
+    card = json.loads((out / "model-card.json").read_text())["metrics"]
+    for site in ("hospital-1", "hospital-2", "hospital-3"):
+        low, high = card[site]["c-index"]["ci95"]
+        assert low < card[site]["c-index"]["value"] < high

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from shared.assessment import bootstrap_ci
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import NewInputs, SiteData, Task
@@ -35,6 +36,7 @@ class SurvivalTask(Task):
     keeps_statistics = True
     headline = ("c-index", "integrated-brier")
     classifies = False
+    setup_keys = ("cut-points",)
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`, and refuse the Cox model under local DP."""
@@ -112,8 +114,20 @@ class SurvivalTask(Task):
     def assess(
         self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None
     ) -> dict[str, Any]:
-        """Nothing yet: survival metrics need the train split too, and the report shows them without intervals."""
-        return {}
+        """Bootstrap intervals of the headline metrics over the held-out patients, the model and the train split's
+        censoring distribution held fixed; only for a metric the split itself reports (never for a C-index flagged
+        unreliable)."""
+        outputs_train, outcome_train = _outputs(model, data.train, device)
+        outputs_test, outcome_test = _outputs(model, data.test, device)
+        spec = data_spec(study)
+        predicted = self.predictions(study, outputs_train, outcome_train, outputs_test)
+
+        def resampled(outcome: np.ndarray, rows: np.ndarray) -> dict[str, float]:
+            drawn = dataclasses.replace(predicted, risk=predicted.risk[rows], survival=predicted.survival[rows])
+            return survival_metrics(spec, outcome_train, outcome, drawn, headline_only=True)
+
+        reported = tuple(m for m in self.headline if m in resampled(outcome_test, np.arange(len(outcome_test))))
+        return bootstrap_ci(outcome_test, np.arange(len(outcome_test)), resampled, reported, study.seed)
 
     def predictions(
         self, study: StudyConfig, outputs_train: np.ndarray, outcome_train: np.ndarray, outputs: np.ndarray

@@ -17,14 +17,19 @@ IBS_POINTS = 20  # the integrated Brier score integrates over this many times sp
 
 
 def survival_metrics(
-    spec: SurvivalSpec, outcome_train: np.ndarray, outcome_test: np.ndarray, predicted: Predictions
+    spec: SurvivalSpec,
+    outcome_train: np.ndarray,
+    outcome_test: np.ndarray,
+    predicted: Predictions,
+    headline_only: bool = False,
 ) -> dict[str, float]:
-    """Metrics of one site's predictions; the train split's outcomes give the censoring distribution (IPCW)."""
+    """Metrics of one site's predictions; the train split's outcomes give the censoring distribution (IPCW).
+    `headline_only`: Harrell's C and the integrated Brier score alone (what a bootstrap replicate needs)."""
     metrics = sksurv("metrics")
     if not np.isfinite(predicted.risk).all():
         raise MedfedError("the model's risk scores are not finite (its training diverged): no metric to report")
     time, event = outcome_test[:, 0], outcome_test[:, 1] > 0.5
-    out = {**_kaplan_meier(spec, time, event, predicted)}
+    out = {} if headline_only else _kaplan_meier(spec, time, event, predicted)
     if event.sum() < spec.min_test_events:
         return {**out, "c-index-unreliable": 1.0}
     try:
@@ -40,11 +45,12 @@ def survival_metrics(
         return out
     cut = (usable[-1] + end) / 2
     train, test = _surv(outcome_train), _surv(np.stack([np.minimum(time, cut), event & (time <= cut)], axis=1))
-    out["uno-c-index"] = float(metrics.concordance_index_ipcw(train, test, predicted.risk, tau=usable[-1])[0])
-    at = {h: i for i, h in enumerate(predicted.times)}
-    columns = [at[h] for h in usable]
-    auc, _ = metrics.cumulative_dynamic_auc(train, test, 1 - predicted.survival[:, columns], usable)
-    out.update({f"auc@{h:g}": float(a) for h, a in zip(usable, auc, strict=True)})
+    if not headline_only:
+        out["uno-c-index"] = float(metrics.concordance_index_ipcw(train, test, predicted.risk, tau=usable[-1])[0])
+        at = {h: i for i, h in enumerate(predicted.times)}
+        columns = [at[h] for h in usable]
+        auc, _ = metrics.cumulative_dynamic_auc(train, test, 1 - predicted.survival[:, columns], usable)
+        out.update({f"auc@{h:g}": float(a) for h, a in zip(usable, auc, strict=True)})
     if len(usable) > 1:
         grid = np.linspace(usable[0], usable[-1], IBS_POINTS)
         estimate = _interpolate(predicted, grid)

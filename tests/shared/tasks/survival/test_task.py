@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from shared.assessment import read_assessment
 from shared.config import PrivacyConfig
 from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Journal, LedgerFiles
@@ -72,6 +73,12 @@ def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model):
     assert {"auc@250", "km@250", "predicted@250"} <= set(metrics)
     assert abs(metrics["km@500"] - metrics["predicted@500"]) < 0.1  # calibrated next to the site's Kaplan–Meier
     assert all(np.isfinite(v) for v in metrics.values())
+    # The report's intervals: each headline metric's bootstrap interval holds its value, the only keys sent.
+    assessment = read_assessment(TASK.assess(study, net, data, torch.device("cpu")))
+    assert set(assessment) == {f"ci-{m}-{end}" for m in ("c-index", "integrated-brier") for end in ("low", "high")}
+    for metric in ("c-index", "integrated-brier"):
+        low, high = assessment[f"ci-{metric}-low"], assessment[f"ci-{metric}-high"]
+        assert low < metrics[metric] < high and high - low < 0.25
 
 
 def test_a_held_out_split_with_too_few_events_is_flagged_not_scored(tmp_path):
@@ -81,6 +88,7 @@ def test_a_held_out_split_with_too_few_events_is_flagged_not_scored(tmp_path):
     metrics = TASK.evaluate(study, build_model(study), data, torch.device("cpu"))
     assert metrics["c-index-unreliable"] == 1.0
     assert not {"c-index", "uno-c-index", "integrated-brier"} & set(metrics)
+    assert TASK.assess(study, build_model(study), data, torch.device("cpu")) == {}  # no interval either
 
 
 def test_kaplan_meier_values_with_few_patients_at_risk_are_suppressed(tmp_path):
