@@ -43,9 +43,10 @@ CANDIDATES: dict[str, dict[str, float]] = {
     f"lr{lr:g}-std{std}": {"lr": lr, "std": std} for lr in (0.05, 0.2) for std in (0, 1)
 }
 # Under DP the batch size is a candidate too: DP-SGD's noise per step is the same whatever the batch, so a larger
-# batch averages it over more patients (the accountant pays for the larger sampling rate with fewer steps).
-DP_CANDIDATES: dict[str, dict[str, float]] = {
-    f"lr0.2-std1-clip{clip:g}-batch{batch}": {"lr": 0.2, "std": 1, "clip": clip, "batch": batch}
+# batch averages it over more patients (the accountant pays for the larger sampling rate with fewer steps). A DP
+# candidate names its strategy; settings may also set `rounds`, `wd` (weight decay) and `slr` (FedAdam's server lr).
+DP_CANDIDATES: dict[str, dict[str, Any]] = {
+    f"lr0.2-std1-clip{clip:g}-batch{batch}": {"strategy": "fedadam", "lr": 0.2, "std": 1, "clip": clip, "batch": batch}
     for clip in (0.2, 1.0)
     for batch in (8, 32)
 }
@@ -102,7 +103,12 @@ def brca_study(
         "name": name if epsilon is None else f"{name}-eps{epsilon:g}",
         "task": "survival",
         "seed": seed,
-        "federation": {"strategy": strategy, "rounds": int(setting.get("rounds", 20)), "min-sites": len(REGIONS)},
+        "federation": {
+            "strategy": strategy,
+            "rounds": int(setting.get("rounds", 20)),
+            "min-sites": len(REGIONS),
+            "server-lr": setting.get("slr", 0.05),
+        },
         "train": {
             "local-epochs": 1,
             "batch-size": int(setting.get("batch", 8)),

@@ -69,3 +69,24 @@ def test_each_region_reads_flambys_static_split(flamby, tmp_path):
 def test_missing_flamby_files_are_named(tmp_path):
     with pytest.raises(DataError, match="brca.csv"):
         read_brca(tmp_path)
+
+
+def test_settings_are_chosen_on_the_folds_and_the_json_keeps_its_keys(flamby, tmp_path, monkeypatch):
+    import simulations.benchmarks.tcga_brca as bench
+
+    calls = []
+
+    def scored(table, sites, work, runs):
+        """A fake score per run: on the folds it favours lr 0.2 and clip 1; on the test rows it is fixed."""
+        calls.append(work.name)
+        on_test = "validation" not in str(work)
+        return [0.6 if on_test else 0.5 + 0.1 * ("lr0.2" in s) + 0.05 * ("clip1" in s) for _, _, s, _, _ in runs]
+
+    monkeypatch.setattr(bench, "evaluate", scored)
+    results = bench.run(flamby, tmp_path, [1, 2], [1], 3)
+    assert len(calls) == 4  # three folds, then the test split once
+    assert results["recommended"] in results["methods"] and results["methods"]["cox-fedavg"]["c_index"] == 0.6
+    assert all(m["setting"].startswith("lr0.2") for m in results["methods"].values())
+    for eps in ("1", "3", "8"):
+        assert results["dp"][eps]["method"] == "discrete-fedadam" and "clip1" in results["dp"][eps]["setting"]
+        assert {"c_index", "sd"} <= set(results["dp"][eps])
