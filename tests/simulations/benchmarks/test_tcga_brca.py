@@ -90,3 +90,23 @@ def test_settings_are_chosen_on_the_folds_and_the_json_keeps_its_keys(flamby, tm
     for eps in ("1", "3", "8"):
         assert results["dp"][eps]["method"] == "discrete-fedadam" and "clip1" in results["dp"][eps]["setting"]
         assert {"c_index", "sd"} <= set(results["dp"][eps])
+
+
+def test_the_exploration_cross_validates_each_grid_setting_per_seed(flamby, tmp_path, monkeypatch):
+    import simulations.benchmarks.tcga_brca as bench
+    from simulations.benchmarks.tcga_brca_explore import explore
+
+    def scored(table, sites, work, runs):
+        assert set(table[FOLD]) == {"train", "test"} and len(table) < len(read_brca(flamby))  # train rows only
+        return [0.7 if eps else 0.6 + 0.01 * seed for _, _, _, seed, eps in runs]
+
+    monkeypatch.setattr(bench, "evaluate", scored)
+    monkeypatch.setattr(bench, "CANDIDATES", dict(bench.CANDIDATES))
+    monkeypatch.setattr(bench, "DP_CANDIDATES", dict(bench.DP_CANDIDATES))
+    grid = [
+        {"model": "cox", "strategy": "fedadam", "lr": 0.2, "std": 0, "wd": 0.01},
+        {"model": "discrete", "strategy": "fedavg", "lr": 0.2, "std": 1, "clip": 0.2, "batch": 8, "eps": 3.0},
+    ]
+    results = explore(flamby, tmp_path, grid, [1, 2], 3)
+    assert results["cox-strategyfedadam-lr0.2-std0-wd0.01"]["per_seed"] == pytest.approx([0.61, 0.62])
+    assert results["discrete-strategyfedavg-lr0.2-std1-clip0.2-batch8-eps3"]["cv_c_index"] == pytest.approx(0.7)
