@@ -26,16 +26,15 @@ from server.deployment import (
 from server.deployment import submit as submit_study
 from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
 from server.provision import provision as provision_federation
-from server.report import write_report
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
-from server.template import template_toml
 from shared.config import load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
 from shared.models import MODELS_ENV, offer_file
-from shared.tasks import get_task
 
+# Commands that need torch, matplotlib or the tasks import them in their bodies: `status`, `stop`, `start` and
+# `--help` then answer in about a second rather than the several seconds those imports take.
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 T = TypeVar("T")
@@ -44,6 +43,8 @@ T = TypeVar("T")
 @cli.command()
 def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> None:
     """Check a study config (schema, task options) before submitting it."""
+    from shared.tasks import get_task  # torch
+
     try:
         config = load_study(study)
         get_task(config.task).check_study(config)
@@ -64,6 +65,8 @@ def study_template(
     name: Annotated[str, typer.Option(help="The study's name")] = "study",
 ) -> None:
     """Write a study's data section (label, classes, features, categories) from sites' schemas, once they agree."""
+    from server.template import template_toml  # torch, through the tabular task
+
     text = _run(lambda: template_toml(name, {str(p): _read_schema(p) for p in schemas}))
     if out is None:
         print(text, end="")
@@ -164,6 +167,8 @@ def submit(
     insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
 ) -> None:
     """Submit a study to the running federation; resubmitting a stopped study resumes it."""
+    from shared.tasks import get_task  # torch
+
     fed = Federation(federation)
     config = _run(lambda: load_study(study))
     _run(lambda: get_task(config.task).check_study(config))
@@ -212,7 +217,7 @@ def export(
 ) -> None:
     """Export the study's final model (ONNX: tabular, CNN, ResNet, U-Net, text Transformer or pretrained encoder,
     survival), checked against torch with onnxruntime before it is kept."""
-    from server.export import export_model  # torch and the tasks: only for this command
+    from server.export import export_model  # torch and the tasks
 
     if models is not None:
         _run(lambda: offer_file(models))
@@ -230,6 +235,8 @@ def report(
     figures: Annotated[Path | None, typer.Option(help="Also save each figure as a PNG in this folder")] = None,
 ) -> None:
     """Regenerate a study's report.html (and its model card, once it has a model) from its saved outputs."""
+    from server.report import write_report  # torch, matplotlib and the tasks
+
     page = _run(lambda: write_report(output_dir, figures))
     console.print(f"report written to {page}" + (f", its figures to {figures}" if figures else ""), highlight=False)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from typer.testing import CliRunner
 
 from server.cli import cli
@@ -28,3 +31,10 @@ def test_provision_and_add_site_commands(tmp_path):
     assert result.exit_code == 0 and (out / "sites" / "east" / "east.key").is_file()
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "already provisioned" in again.output and "Traceback" not in again.output
+
+
+def test_the_operators_everyday_commands_load_without_torch():
+    """status, stop, start and --help import no torch, matplotlib or task: they answer in about a second."""
+    code = "import sys, server.cli; print(sorted({'torch', 'matplotlib', 'shared.tasks'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

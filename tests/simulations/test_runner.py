@@ -50,13 +50,13 @@ def test_sixty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_pa
     network_table(sites=60, rows=40).to_csv(path, index=False)
     out = tmp_path / "run"
     command = [str(BIN / "medfed-sim"), "--data", str(path), "--label", "outcome", "--site-column", "hospital"]
-    command += ["--rounds", "2", "--no-baselines", "--out", str(out)]
+    command += ["--rounds", "1", "--no-baselines", "--out", str(out)]
     local = {name: value for name, value in os.environ.items() if name != "RAY_ADDRESS"}  # a Ray of its own
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=local)
     assert result.returncode == 0, result.stdout + result.stderr
     history = json.loads((out / "history.json").read_text())
     assert history["status"] == "completed"
-    assert [t["accepted"] for t in history["timings"]] == [60, 60]
+    assert [t["accepted"] for t in history["timings"]] == [60]
     # Flower's own record of the pool it built, now in the run's log file rather than on the terminal.
     pools = re.findall(r"Constructed ActorPool with: (\d+) actors", (out / LOG_FILE).read_text())
     assert pools == [str(min(60, CORES))]
@@ -64,7 +64,7 @@ def test_sixty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_pa
         0.1 < t["peak-total-gib"] < 16 and t["peak-process-gib"] <= t["peak-total-gib"] for t in history["timings"]
     )
     rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
-    assert len(rounds) == 2 and all(len(line) < 160 for line in rounds)
+    assert len(rounds) == 1 and all(len(line) < 160 for line in rounds)
     assert "took part: h" in result.stdout and "and 54 more" in result.stdout
     assert "each site's row is in summary.json" in result.stdout
     output = result.stdout + result.stderr
