@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
 from server import robust, wire
@@ -23,13 +23,14 @@ from server.setup import federated_setup
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
 from server.tracking import Tracker
-from shared.arrays import model_arrays
+from shared.arrays import model_arrays, scale_update
 from shared.assessment import FINAL_FLAG
-from shared.config import StudyConfig
+from shared.config import FederationConfig, StudyConfig
 from shared.privacy.central import central_plan
 from shared.tasks import build_model, get_task
 
 log = logging.getLogger("medfed.server")
+AVERAGE = "average"  # the saved state's group holding the running mean of the rounds `average-last` averages
 
 
 class StudyStopped(Exception):
@@ -115,9 +116,11 @@ def _run_rounds(
     if saved is not None and saved.history.status == "completed":
         log.info("study '%s' already completed; its outputs are in %s", study.name, outputs.folder)
         return saved.arrays, saved.history
-    first = 1
+    first, average = 1, None
     if saved is not None:
         arrays, history, first = saved.arrays, saved.history, saved.round + 1
+        if AVERAGE in saved.strategy:
+            average = ArrayRecord({k: Array(v) for k, v in saved.strategy[AVERAGE].items()})
         tracker.skip_to(len(history.rows))
         history.status = "running"
         history.add_events(saved.round, [{"site": "-", "event": "resumed", "reason": f"after round {saved.round}"}])
@@ -203,11 +206,17 @@ def _run_rounds(
                 _reject_round(rnd, rejected, history, fed.max_failed_rounds)
             else:
                 arrays = aggregated
+            average = _tail_average(average, arrays, rnd, fed)
             outputs.checkpoint(rnd, arrays)
             outputs.write_history(history)
-            outputs.save_state(rnd, arrays, strategy_state(strategy), history)
+            kept = {AVERAGE: {k: v.numpy() for k, v in average.items()}} if average is not None else {}
+            outputs.save_state(rnd, arrays, {**strategy_state(strategy), **kept}, history)
             tracker.log_rows(history.rows)
             report.after_round()
+        if average is not None:
+            arrays = average
+            reason = f"the released model is the mean of rounds {fed.rounds - fed.average_last + 1}-{fed.rounds}"
+            history.add_events(fed.rounds, [{"site": "-", "event": "averaged", "reason": reason}])
         evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
     except StudyStopped as stop:
@@ -224,6 +233,17 @@ def _run_rounds(
         _record_failure(outputs, history, study, exc)
     report.draw()
     return arrays, history
+
+
+def _tail_average(
+    average: ArrayRecord | None, arrays: ArrayRecord, rnd: int, fed: FederationConfig
+) -> ArrayRecord | None:
+    """The mean of the global models from round `rounds - average-last + 1` to `rnd`, given the mean up to the
+    round before; None before that round, or when `average-last` is 1."""
+    start = fed.rounds - fed.average_last + 1
+    if fed.average_last == 1 or rnd < start:
+        return None
+    return arrays if average is None else scale_update(arrays, average, 1 / (rnd - start + 1))
 
 
 def _record_stop(study: StudyConfig, history: History, stop: StudyStopped, rnd: int) -> None:

@@ -40,7 +40,7 @@ class SavedState:
 
     round: int
     arrays: ArrayRecord
-    strategy: dict[str, dict[str, np.ndarray]]  # e.g. FedAdam's {"m_t": {...}, "v_t": {...}}
+    strategy: dict[str, dict[str, np.ndarray]]  # FedAdam's {"m_t": {...}, "v_t": {...}}; the loop's "average"
     history: History
 
 

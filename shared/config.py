@@ -63,10 +63,18 @@ class FederationConfig:
     max_examples_median: float = 0.0  # ... and at most this multiple of the round's median count
     max_aggregate_change: float = 10.0  # an aggregate moving the global model by more than this x its norm is rejected
     max_failed_rounds: int = 3  # rejected aggregates tolerated before the study stops cleanly
+    # The released model is the mean of the last this many rounds' global models (1: the last one). Averaging what
+    # the rounds already released is post-processing: under DP it costs no privacy and evens out the noise.
+    average_last: int = 1
 
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"must be one of {', '.join(STRATEGIES)}")
         _check(self.rounds >= 1, "federation.rounds", "must be at least 1")
+        _check(
+            1 <= self.average_last <= self.rounds,
+            "federation.average-last",
+            f"must be between 1 (the last round's model) and federation.rounds ({self.rounds})",
+        )
         _check(0 < self.fraction <= 1, "federation.fraction", "must be in (0, 1]")
         _check(self.min_sites >= 1, "federation.min-sites", "must be at least 1")
         _check(self.proximal_mu >= 0, "federation.proximal-mu", "must be >= 0")
@@ -447,11 +455,11 @@ def _coerce(kind: Any, value: Any, name: str) -> Any:
 
 
 def _scalar(kind: Any, text: str, name: str) -> Any:
-    if kind is int:
+    if kind in (int, float):
         try:
-            return int(text)
+            return kind(text)
         except ValueError as exc:
-            raise ConfigError(name, f"must list whole numbers, got '{text}'") from exc
+            raise ConfigError(name, f"must list {'whole ' if kind is int else ''}numbers, got '{text}'") from exc
     return text
 
 

@@ -44,12 +44,24 @@ CANDIDATES: dict[str, dict[str, float]] = {
 }
 # Under DP the batch size is a candidate too: DP-SGD's noise per step is the same whatever the batch, so a larger
 # batch averages it over more patients (the accountant pays for the larger sampling rate with fewer steps). A DP
-# candidate names its strategy; settings may also set `rounds`, `wd` (weight decay) and `slr` (FedAdam's server lr).
+# candidate names its strategy; settings may also set `rounds`, `wd` (weight decay), `slr` (FedAdam's server lr),
+# `avg` (federation.average-last) and `age` (1: ages scaled by the study).
+# Under DP the covariates are prepared from the study alone (`age`: age in decades from 60 via data.scale, the other
+# 38 are 0/1 as given), never from a site's own statistics, so that ε covers the whole pipeline (README, "What ε
+# covers"); raw ages, whose gradient dominates every clipped step, ranked patients backwards (BENCHMARKS.md).
 DP_CANDIDATES: dict[str, dict[str, Any]] = {
-    f"lr0.2-std1-clip{clip:g}-batch{batch}": {"strategy": "fedadam", "lr": 0.2, "std": 1, "clip": clip, "batch": batch}
+    f"lr0.2-std0-age1-clip{clip:g}-batch{batch}": {
+        "strategy": "fedadam",
+        "lr": 0.2,
+        "std": 0,
+        "age": 1,
+        "clip": clip,
+        "batch": batch,
+    }
     for clip in (0.2, 1.0)
     for batch in (8, 32)
 }
+AGE_SCALE = {"age_at_index": [60.0, 10.0]}
 FLAMBY = {"pooled": 0.676, "fedavg": 0.732, "fedprox": 0.729, "best (FedAdam/FedYogi)": 0.815}
 
 
@@ -108,6 +120,7 @@ def brca_study(
             "rounds": int(setting.get("rounds", 20)),
             "min-sites": len(REGIONS),
             "server-lr": setting.get("slr", 0.05),
+            "average-last": int(setting.get("avg", 1)),
         },
         "train": {
             "local-epochs": 1,
@@ -124,6 +137,7 @@ def brca_study(
             "features": features,
             "split-column": FOLD,
             "standardize": bool(setting["std"]),
+            "scale": AGE_SCALE if setting.get("age") else {},
             "min-per-class": 1,
             "min-test-events": 1,
             "min-rows": 10,

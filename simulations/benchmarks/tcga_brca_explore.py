@@ -4,7 +4,7 @@ BENCHMARKS.md compared other DP recipes and weight decay with the benchmark's ca
     python -m simulations.benchmarks.tcga_brca_explore --data ../shared/data/tcga_brca --grid grid.json --seeds 1,2
 
 grid.json: a list of settings, each `{"model": "cox" | "discrete", "strategy": ..., "lr": ..., "std": 0 | 1}` plus
-any of `clip` and `batch` with `eps` (a DP run at that ε), `rounds`, `wd` and `slr` (see `brca_study`).
+any of `clip` and `batch` with `eps` (a DP run at that ε), `rounds`, `wd`, `slr` and `avg` (see `brca_study`).
 """
 
 from __future__ import annotations

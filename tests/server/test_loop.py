@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from safetensors.numpy import load_file
 
 from server.loop import run_study
 from server.outputs import StudyOutputs
@@ -132,3 +133,32 @@ def test_a_resumed_study_keeps_every_event_of_the_run_that_stopped(study, tmp_pa
         (2, "stopped"),
         (1, "resumed"),
     ]
+
+
+def test_average_last_releases_the_mean_of_the_last_rounds_and_a_resumed_study_releases_the_same(study, tmp_path):
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=4, average_last=3)
+    arrays, history = run_study(LocalGrid({1: site("a"), 2: site("b"), 3: site("c")}), study, StudyOutputs(tmp_path))
+    rounds = [load_file(str(tmp_path / "checkpoints" / f"round-00{r}.safetensors")) for r in (2, 3, 4)]
+    released = load_file(str(tmp_path / "model.safetensors"))
+    for key, array in arrays.items():
+        assert np.allclose(array.numpy(), np.mean([r[key] for r in rounds], axis=0), atol=1e-6)
+        assert np.array_equal(released[key], array.numpy())
+        assert not np.allclose(array.numpy(), rounds[-1][key])  # the last round's model alone is not what is released
+    averaged = [(e["round"], e["reason"]) for e in history.events if e["event"] == "averaged"]
+    assert averaged == [(4, "the released model is the mean of rounds 2-4")]
+    assert history.status == "completed"
+
+    trained = []
+
+    def flaky(msg: Message) -> Message:  # refuses the first run's round 3: the run stops holding the mean of round 2
+        trained.append(msg.metadata.message_type)
+        if trained.count(MessageType.TRAIN) == 3:
+            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
+        return site("c")(msg)
+
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: flaky})
+    _, first = run_study(grid, study, StudyOutputs(tmp_path / "resumed"))
+    assert first.status.startswith("stopped: round 3")
+    resumed, history = run_study(grid, study, StudyOutputs(tmp_path / "resumed"))
+    assert history.status == "completed"
+    assert all(np.allclose(resumed[k].numpy(), arrays[k].numpy(), atol=1e-6) for k in arrays)

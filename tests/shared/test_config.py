@@ -181,3 +181,11 @@ def test_robust_rules_with_enough_sites_are_accepted_and_turn_auto_secure_aggreg
     bounded = StudyConfig.from_dict({"federation": {"update-norm-bound": 2.0}})
     assert not krum.secure_aggregation(deployed=True) and not bulyan.secure_aggregation(deployed=True)
     assert bounded.secure_aggregation(deployed=True)  # a fixed bound: each site clips its own update
+
+
+@pytest.mark.parametrize("average_last", [0, 21])
+def test_average_last_must_lie_between_one_round_and_all_of_them(average_last):
+    with pytest.raises(ConfigError) as err:
+        StudyConfig.from_dict({"federation": {"rounds": 20, "average-last": average_last}})
+    assert err.value.field == "federation.average-last"
+    assert "between 1 (the last round's model) and federation.rounds (20)" in err.value.problem

@@ -230,7 +230,8 @@ class FeatureEncoding:
 
 
 def fit_encoding(train: pd.DataFrame, spec: FeatureSpec) -> FeatureEncoding:
-    """Imputation and scaling statistics from the site's own train split only."""
+    """Imputation and scaling statistics from the site's own train split only; a column the study scales
+    (`data.scale`) takes the study's center and scale instead."""
     medians, means, stds, modes = {}, {}, {}, {}
     if spec.numeric:
         numbers = train[spec.numeric]
@@ -243,6 +244,8 @@ def fit_encoding(train: pd.DataFrame, spec: FeatureSpec) -> FeatureEncoding:
             std[std == 0] = 1.0
             means = dict(zip(spec.numeric, map(float, mean), strict=True))
             stds = dict(zip(spec.numeric, map(float, std), strict=True))
+        for column, (center, scale) in spec.scale.items():
+            means[column], stds[column] = float(center), float(scale)
     if spec.missing == "impute":
         modes = {c: str(train[c].mode().iloc[0]) for c in spec.categorical if train[c].notna().any()}
     return FeatureEncoding(medians, means, stds, modes)
@@ -254,8 +257,9 @@ def apply_encoding(rows: pd.DataFrame, spec: FeatureSpec, encoding: FeatureEncod
     if spec.numeric:
         numbers = rows[spec.numeric].fillna(encoding.medians) if encoding.medians else rows[spec.numeric]
         a = numbers.to_numpy(float)
-        if encoding.means:
-            mean, std = (np.array([stat[c] for c in spec.numeric]) for stat in (encoding.means, encoding.stds))
+        if encoding.means:  # a column without statistics (not standardised, no study scale) stays as read
+            mean = np.array([encoding.means.get(c, 0.0) for c in spec.numeric])
+            std = np.array([encoding.stds.get(c, 1.0) for c in spec.numeric])
             a = (a - mean) / std
         blocks.append(a)
     for column in spec.categorical:

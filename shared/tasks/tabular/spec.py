@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,6 +36,9 @@ class FeatureSpec(SiteSize):
     split_column: str = ""  # a column of train/test values: a published benchmark's static split, used as given
     drop_first: bool = False
     standardize: bool = True
+    # Study-stated scaling, `{column = [center, scale]}`: every site encodes the column as (value - center) / scale
+    # instead of with its own statistics, so the encoding depends on no site's rows (README "What ε covers").
+    scale: dict[str, list[float]] = field(default_factory=dict)
 
     def feature_problems(self, targets: list[str]) -> list[tuple[bool, str, str]]:
         """The feature settings' checks, as (bad, field, problem) for `raise_first`; `targets` are the outcome
@@ -63,7 +67,23 @@ class FeatureSpec(SiteSize):
             (self.decimal not in ("", *DECIMALS), "data.decimal", "must be '.' or ',', or empty to sniff it"),
             (self.decimal and self.decimal == self.delimiter, "data.decimal", "must differ from data.delimiter"),
             *self.size_problems(),
+            *self.scale_problems(),
         ]
+
+    def scale_problems(self) -> list[tuple[bool, str, str]]:
+        """Each `data.scale` entry names a numeric feature and gives a finite center and a positive finite scale."""
+        problems = []
+        for column, pair in self.scale.items():
+            numbers = [v for v in pair if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+            problems += [
+                (column not in self.numeric, f"data.scale.{column}", "must name a numeric column of data.features"),
+                (
+                    len(pair) != 2 or len(numbers) != 2 or numbers[1] <= 0,
+                    f"data.scale.{column}",
+                    f"must be [center, scale], two finite numbers with scale > 0, got {pair!r}",
+                ),
+            ]
+        return problems
 
     def check_categories(self) -> None:
         """Every categorical column is a feature with a non-empty agreed category list."""

@@ -64,6 +64,17 @@ def test_split_is_seeded_stratified_and_site_standardised(tmp_path):
     assert first.report["class-counts"] == {"0": 20, "1": 20}
 
 
+@pytest.mark.parametrize("standardize", [True, False])
+def test_a_column_the_study_scales_is_encoded_the_same_at_every_site(tmp_path, standardize):
+    spec = dataclasses.replace(SPEC, scale={"age": [60.0, 10.0]}, standardize=standardize)
+    sites = [load_tabular_site(write(tmp_path, table(40, seed), f"{seed}.csv"), "s", spec, seed=0) for seed in (1, 2)]
+    for site, seed in zip(sites, (1, 2), strict=True):
+        ages = np.sort(np.concatenate([site.train.tensors[0], site.val.tensors[0], site.test.tensors[0]])[:, 0])
+        assert np.allclose(ages, np.sort((table(40, seed)["age"].to_numpy() - 60.0) / 10.0), atol=1e-6)
+    chol = np.concatenate([sites[0].train.tensors[0], sites[0].val.tensors[0]])[:, 1]  # the site's own, or as read
+    assert np.isclose(chol.std(), 1, atol=1e-4) if standardize else chol.min() > 100
+
+
 def test_split_matches_flamby_convention():
     y = np.array([0] * 164 + [1] * 139)
     train, test = split_indices(y, 0.34, seed=43)

@@ -1,11 +1,14 @@
-"""Label inference: each value's rows, and a value far rarer than the others flagged rather than made a class."""
+"""Label inference (each value's rows, a value far rarer than the others flagged rather than made a class), and the
+study's own scaling checked."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from shared.tasks.tabular.spec import label_counts, rare_label_values
+from shared.config import parse_section
+from shared.errors import ConfigError
+from shared.tasks.tabular.spec import TabularSpec, label_counts, rare_label_values
 
 
 def test_label_counts_are_per_canonical_value_sorted_without_missing():
@@ -23,3 +26,21 @@ def test_label_counts_are_per_canonical_value_sorted_without_missing():
 )
 def test_a_value_far_rarer_than_the_others_is_flagged(counts, rare):
     assert rare_label_values(counts) == rare
+
+
+@pytest.mark.parametrize(
+    ("scale", "says"),
+    [
+        ({"sex": [0, 1]}, "'data.scale.sex' must name a numeric column of data.features"),
+        ({"bmi": [25, 5]}, "'data.scale.bmi' must name a numeric column of data.features"),
+        ({"age": [60, 0]}, "'data.scale.age' must be [center, scale], two finite numbers with scale > 0, got [60, 0]"),
+        ({"age": [60]}, "'data.scale.age' must be [center, scale]"),
+        ({"age": [True, 10]}, "'data.scale.age' must be [center, scale]"),
+        ({"age": "60,x"}, "'data.scale.age' must list numbers, got 'x'"),  # Flower's run config: a string
+    ],
+)
+def test_a_study_scale_that_cannot_apply_is_refused_naming_the_column(scale, says):
+    data = {"label": "y", "classes": [0, 1], "features": ["age", "sex"], "categorical": {"sex": ["m", "f"]}}
+    with pytest.raises(ConfigError) as err:
+        parse_section(TabularSpec, {**data, "scale": scale}, "data.")
+    assert says in str(err.value)
