@@ -39,6 +39,19 @@ def site(name: str, factor: float = 1.0, evaluates: bool = True, examples: int =
     return answer
 
 
+def refuses_once(train_message: int):
+    """Site c, refusing its `train_message`-th training message (counted across runs), and only that one."""
+    trained = []
+
+    def answer(msg: Message) -> Message:
+        trained.append(msg.metadata.message_type)
+        if trained.count(MessageType.TRAIN) == train_message:
+            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
+        return site("c")(msg)
+
+    return answer
+
+
 def initial_model(study) -> ArrayRecord:
     """The global model the loop starts from (seeded like run_study)."""
     torch.manual_seed(study.seed)
@@ -114,15 +127,7 @@ def test_a_site_claiming_1e9_examples_cannot_dominate_the_weighted_metrics(study
 
 def test_a_resumed_study_keeps_every_event_of_the_run_that_stopped(study, tmp_path):
     study = with_federation(study, strategy="fedavg", min_sites=3, rounds=3)
-    trained = []
-
-    def flaky(msg: Message) -> Message:
-        trained.append(msg.metadata.message_type)
-        if trained.count(MessageType.TRAIN) == 2:  # site c refuses the first run's round 2, and only that
-            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
-        return site("c")(msg)
-
-    grid = LocalGrid({11: site("a"), 12: site("b"), 13: flaky})
+    grid = LocalGrid({11: site("a"), 12: site("b"), 13: refuses_once(2)})  # the first run's round 2
     _, first = run_study(grid, study, StudyOutputs(tmp_path / "run"))
     assert first.status.startswith("stopped: round 2")
     _, resumed = run_study(grid, study, StudyOutputs(tmp_path / "run"))
@@ -148,15 +153,7 @@ def test_average_last_releases_the_mean_of_the_last_rounds_and_a_resumed_study_r
     assert averaged == [(4, "the released model is the mean of rounds 2-4")]
     assert history.status == "completed"
 
-    trained = []
-
-    def flaky(msg: Message) -> Message:  # refuses the first run's round 3: the run stops holding the mean of round 2
-        trained.append(msg.metadata.message_type)
-        if trained.count(MessageType.TRAIN) == 3:
-            return Message(Error(code=4001, reason="site 'c': data being migrated"), reply_to=msg)
-        return site("c")(msg)
-
-    grid = LocalGrid({1: site("a"), 2: site("b"), 3: flaky})
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: refuses_once(3)})  # the run stops holding the mean of round 2
     _, first = run_study(grid, study, StudyOutputs(tmp_path / "resumed"))
     assert first.status.startswith("stopped: round 3")
     resumed, history = run_study(grid, study, StudyOutputs(tmp_path / "resumed"))
