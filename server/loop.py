@@ -215,7 +215,7 @@ def _run_rounds(
             report.after_round()
         if average is not None:
             arrays = average
-            reason = f"the released model is the mean of rounds {fed.rounds - fed.average_last + 1}-{fed.rounds}"
+            reason = f"the released model is the mean of rounds {fed.average_from}-{fed.rounds}"
             history.add_events(fed.rounds, [{"site": "-", "event": "averaged", "reason": reason}])
         evaluated = _final_evaluation(grid, strategy, arrays, config, study, history, names, secure)
         history.status = "completed" if evaluated else "failed: final evaluation failed at every site"
@@ -238,12 +238,11 @@ def _run_rounds(
 def _tail_average(
     average: ArrayRecord | None, arrays: ArrayRecord, rnd: int, fed: FederationConfig
 ) -> ArrayRecord | None:
-    """The mean of the global models from round `rounds - average-last + 1` to `rnd`, given the mean up to the
-    round before; None before that round, or when `average-last` is 1."""
-    start = fed.rounds - fed.average_last + 1
-    if fed.average_last == 1 or rnd < start:
+    """The mean of the global models from round `average_from` to `rnd`, given the mean up to the round before;
+    None before that round, or when `average-last` is 1."""
+    if fed.average_last == 1 or rnd < fed.average_from:
         return None
-    return arrays if average is None else scale_update(arrays, average, 1 / (rnd - start + 1))
+    return arrays if average is None else scale_update(arrays, average, 1 / (rnd - fed.average_from + 1))
 
 
 def _record_stop(study: StudyConfig, history: History, stop: StudyStopped, rnd: int) -> None:

@@ -96,6 +96,11 @@ class FederationConfig:
         if self.secure_aggregation == "on":
             self.check_secure_aggregation()
 
+    @property
+    def average_from(self) -> int:
+        """The first round whose global model the released model averages (`average-last`)."""
+        return self.rounds - self.average_last + 1
+
     def check_robust(self) -> None:
         """Robust-aggregation settings, and the fewest sites per round each robust rule needs to mean anything."""
         _check(self.byzantine_sites >= 0, "federation.byzantine-sites", "must be >= 0")

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from shared.partition import split_indices
 from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.size import check_site_size, held_out_caveat, validation_split
@@ -261,6 +261,9 @@ def apply_encoding(rows: pd.DataFrame, spec: FeatureSpec, encoding: FeatureEncod
             mean = np.array([encoding.means.get(c, 0.0) for c in spec.numeric])
             std = np.array([encoding.stds.get(c, 1.0) for c in spec.numeric])
             a = (a - mean) / std
+            huge = [c for c, v in zip(spec.numeric, np.abs(a).max(axis=0, initial=0.0), strict=True) if v > FLOAT32_MAX]
+            if huge:  # only a study's scale can do this: a site's own statistics keep values near their spread
+                raise ConfigError(f"data.scale.{huge[0]}", f"takes values beyond ±{FLOAT32_MAX:.1e} (float32's range)")
         blocks.append(a)
     for column in spec.categorical:
         values = rows[column].fillna(encoding.modes[column]) if column in encoding.modes else rows[column]

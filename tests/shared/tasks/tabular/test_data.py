@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from shared.partition import split_indices
 from shared.tasks.tabular.data import load_tabular_site
 from shared.tasks.tabular.spec import TabularSpec
@@ -73,6 +73,13 @@ def test_a_column_the_study_scales_is_encoded_the_same_at_every_site(tmp_path, s
         assert np.allclose(ages, np.sort((table(40, seed)["age"].to_numpy() - 60.0) / 10.0), atol=1e-6)
     chol = np.concatenate([sites[0].train.tensors[0], sites[0].val.tensors[0]])[:, 1]  # the site's own, or as read
     assert np.isclose(chol.std(), 1, atol=1e-4) if standardize else chol.min() > 100
+
+
+def test_a_study_scale_that_overflows_float32_is_refused_naming_the_column(tmp_path):
+    spec = dataclasses.replace(SPEC, scale={"age": [0.0, 1e-300]})  # a hostile or mistyped study
+    with pytest.raises(ConfigError) as err:
+        load_tabular_site(write(tmp_path, table(40)), "s", spec, seed=0)
+    assert err.value.field == "data.scale.age" and "beyond ±3.4e+38" in err.value.problem
 
 
 def test_split_matches_flamby_convention():
