@@ -18,6 +18,7 @@ from server.provision import Federation
 
 WIDTH = 80
 NEVER = {"registered": "registered, never connected", "unregistered": "unregistered (its key was removed)"}
+LIVE = ("running", "starting", "pending")  # Flower's words for a run not yet finished
 ENDED = {"finished:stopped": "stopped by the operator", "finished:failed": "the ServerApp failed"}
 
 
@@ -72,14 +73,15 @@ def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
         run_id, flower = str(run["run-id"]), run["status"]
         details = f" ({run['status-details']})" if run.get("status-details") not in (None, "", "N/A") else ""
         if run_id not in folders:
-            out.append(StudyRun(run_id, "?", f"{flower}{details} (no study folder in the server kit)"))
+            where = "not yet in a study folder" if flower in LIVE else "no study folder in the server kit"
+            out.append(StudyRun(run_id, "?", f"{flower}{details} ({where})"))
             continue
         folder, last = folders[run_id]
         history = _history(folder)
         study = folder.name.rsplit("-", 1)[0]
         if last != run_id:
             status = f"{_ended(flower)}; resumed by run {last}"
-        elif history.get("status", "running") != "running" or flower in ("running", "starting", "pending"):
+        elif history.get("status", "running") != "running" or flower in LIVE:
             status = history.get("status", flower)
         else:
             status = f"{_ended(flower)}{details} after round {_rounds(history)}; resubmit the study to resume"

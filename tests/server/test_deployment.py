@@ -24,6 +24,7 @@ from client.site import SiteConfig
 from client.sitefile import load_site_file
 from client.worker import PACKAGES
 from server.deployment import CONNECTION, PROJECT_ROOT, flower_home, flwr, submit
+from server.outputs import RUNS
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
 from shared.privacy.journal import verify
@@ -139,13 +140,15 @@ def test_site_with_another_federations_ca_cannot_connect(loopback, tmp_path):
 
 def test_status_shows_a_running_study_and_stop_ends_it(loopback):
     run_id = submit_run(loopback, study("stopped-study", rounds=20, epsilon=3.0))
-    status = medfed_server(loopback, "status")
-    assert status.returncode == 0 and f"run {run_id}  stopped-study: running" in status.stdout, status.stdout
-    assert status.stdout.count("online") == 4  # the four hospitals' agents, by their provisioned names
-    assert all(re.search(rf"(?m)^  {name}\s+online, since ", status.stdout) for name in SITES), status.stdout
-    assert re.search(r"(?m)^  intruder\s+not registered", status.stdout), status.stdout  # provisioned, never registered
-    assert all(len(line) <= 80 for line in status.stdout.splitlines())
-    stopped = medfed_server(loopback, "stop", run_id)
+    try:
+        status = medfed_server(loopback, "status")
+        assert status.returncode == 0 and f"run {run_id}  stopped-study: running" in status.stdout, status.stdout
+        assert status.stdout.count("online") == 4  # the four hospitals' agents, by their provisioned names
+        assert all(re.search(rf"(?m)^  {name}\s+online, since ", status.stdout) for name in SITES), status.stdout
+        assert re.search(r"(?m)^  intruder\s+not registered", status.stdout), status.stdout  # provisioned only
+        assert all(len(line) <= 80 for line in status.stdout.splitlines())
+    finally:  # a failed check must not leave a 20-round study holding the sites through the next tests
+        stopped = medfed_server(loopback, "stop", run_id)
     assert stopped.returncode == 0, stopped.stdout
     wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs(loopback)), 60)
     after = " ".join(medfed_server(loopback, "status").stdout.split())  # a long line wraps at 80 columns
@@ -221,12 +224,20 @@ def runs(loopback: Loopback) -> list[dict]:
 
 
 def submit_run(loopback: Loopback, s) -> str:
-    """Submit the study; the id of the run it starts, once running (a killed server's run may still be listed)."""
+    """Submit the study; the id of the run it starts, once running and recorded in the study's folder (a killed
+    server's run may still be listed)."""
     before = {r["run-id"] for r in runs(loopback)}
     loopback.submit(s, loopback.root)
     new = lambda: [r for r in runs(loopback) if r["run-id"] not in before and r["status"] == "running"]  # noqa: E731
     wait_until(lambda: bool(new()), 120)
-    return str(new()[0]["run-id"])
+    run_id = str(new()[0]["run-id"])
+
+    def recorded() -> list[str]:  # Flower lists the run as running before its ServerApp records it here
+        path = loopback.history(s).with_name(RUNS)
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    wait_until(lambda: run_id in recorded(), 120)
+    return run_id
 
 
 def train_messages(loopback: Loopback, site: str, run_id: str, rnd: int) -> int:

@@ -69,6 +69,7 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
         run("104", "running"),
         run("105", "finished:stopped", "N/A"),  # what Flower lists for a run stopped with `flwr stop`
         run("106", "finished:failed", "ServerApp exception"),
+        run("107", "running"),  # just started: its ServerApp has not recorded it in a study folder yet
     ]
     runs = {r.run_id: r for r in study_runs(fed, listing)}
     assert (runs["101"].study, runs["101"].status) == ("resumed", "stopped by the operator; resumed by run 102")
@@ -77,6 +78,8 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
     assert runs["104"].status == "running"
     assert runs["105"].status == "stopped by the operator after round 3; resubmit the study to resume"
     assert runs["106"].status.startswith("finished:failed (ServerApp exception)")
+    assert runs["106"].status.endswith("(no study folder in the server kit)")
+    assert (runs["107"].study, runs["107"].status) == ("?", "running (not yet in a study folder)")
     text = format_status(site_states(fed, []), list(runs.values()))
     assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
     assert "run 103  too-few: stopped: round 1: only 0 usable update(s)," in text
