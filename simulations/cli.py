@@ -99,6 +99,12 @@ def run(
         str | None, typer.Option(help="Override simulation.ray-address: run on this Ray cluster (e.g. HOST:6379)")
     ] = None,
     baselines: Annotated[bool, typer.Option(help="Also train pooled and local-only models")] = True,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Check the data, write the sites' files and study.json to the output folder, train nothing"
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option(help="Show Flower's and Ray's logs (else they go to simulation.log in the output folder)")
     ] = False,
@@ -160,6 +166,9 @@ def run(
             dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
             for s in plan.write(folder)
         ]
+        if check:
+            _checked(plan.study, site_list, folder)
+            return
         _run(plan, site_list, folder, baselines, verbose, quiet)
     except MedfedError as exc:
         _discard_unsaved(folder, fresh)
@@ -168,6 +177,15 @@ def run(
     except BaseException:
         _discard_unsaved(folder, fresh)
         raise
+
+
+def _checked(study: StudyConfig, sites: list[SiteConfig], folder: Path) -> None:
+    """--check: the study as it would run, beside its sites' files, and how to run it."""
+    StudyOutputs(folder).write_study(study)
+    path = folder / "study.json"
+    console.print(
+        f"checked: {len(sites)} sites, nothing trained; run it with: medfed-sim --study {path}", highlight=False
+    )
 
 
 def _discard_unsaved(folder: Path, fresh: bool) -> None:

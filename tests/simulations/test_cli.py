@@ -179,9 +179,13 @@ def test_medmnist_style_npz_is_split_into_sites(tmp_path):
     path = tmp_path / "lesions.npz"
     np.savez(path, train_images=images, train_labels=labels[:, None])
     out = tmp_path / "run"
-    args = ["--task", "imaging", "--data", str(path), "--partition", "iid", "--rounds", "1", "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    args = ["--task", "imaging", "--data", str(path), "--partition", "iid", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--check"])
     assert result.exit_code == 0, result.output
+    assert result.output.endswith(
+        f"checked: 3 sites, nothing trained; run it with: medfed-sim --study {out}/study.json\n"
+    )
+    assert not (out / "history.json").exists() and not (out / "model.safetensors").exists()
     study = json.loads((out / "study.json").read_text())
     assert study["name"] == "lesions" and study["data"]["classes"] == [0, 1] and study["data"]["image-size"] == 28
     held = [np.load(p)["train_images"].shape[0] for p in sorted((out / "sites").glob("*.npz"))]
@@ -210,9 +214,9 @@ def test_notes_file_is_split_into_sites_by_label(tmp_path):
     path = tmp_path / "notes.jsonl"
     synthetic_notes(300, seed=5).rename(columns={"label": "service"}).to_json(path, orient="records", lines=True)
     out = tmp_path / "run"
-    args = ["--task", "text", "--data", str(path), "--label", "service", "--rounds", "1", "--out", str(out)]
-    result = CliRunner().invoke(cli, [*args, "--no-baselines"])
-    assert result.exit_code == 0, result.output
+    args = ["--task", "text", "--data", str(path), "--label", "service", "--out", str(out)]
+    result = CliRunner().invoke(cli, [*args, "--check"])
+    assert result.exit_code == 0 and "checked: 3 sites, nothing trained" in result.output, result.output
     study = json.loads((out / "study.json").read_text())
     assert study["data"]["label-column"] == "service" and study["data"]["classes"] == sorted(CLASSES)
     assert sum(len(pd.read_csv(p)) for p in (out / "sites").glob("*.csv")) == 300
