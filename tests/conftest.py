@@ -75,11 +75,16 @@ def one_torch_thread() -> None:
     torch.set_num_threads(1)
 
 
+# Each test process's Ray offers one CPU, so a simulation starts one actor: the suite's two test processes already
+# keep both of CI's cores busy, and each actor's start (Ray, torch, scikit-learn) costs seconds of CPU.
+HEAD_CPUS = 1
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ray_cluster() -> Iterator[str]:
     """One Ray head per test process, which every simulation joins through Ray's own RAY_ADDRESS: starting and
     stopping a Ray for each of the suite's simulations cost seconds each. Tests of the local Ray path unset it."""
-    with ray_head() as address:
+    with ray_head(cpus=HEAD_CPUS) as address:
         os.environ["RAY_ADDRESS"] = address
         yield address
         os.environ.pop("RAY_ADDRESS", None)

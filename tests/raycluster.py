@@ -20,7 +20,7 @@ READY = "Ray runtime started"
 
 
 @contextlib.contextmanager
-def ray_head(cpus: int = 2, timeout: float = 120.0) -> Iterator[str]:
+def ray_head(cpus: int, timeout: float = 120.0) -> Iterator[str]:
     """The head's address once it is up; its GCS, raylet and workers are killed on exit."""
     port, temp = free_port(), tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths are limited
     log = Path(temp) / "head.log"

@@ -16,6 +16,7 @@ import pytest
 from shared.config import SimulationConfig
 from simulations.runner import LOG_FILE, backend_config, pool_size, simulate
 from simulations.scenario import network_table
+from tests.conftest import HEAD_CPUS
 
 BIN = Path(sys.executable).parent
 CORES = len(os.sched_getaffinity(0))
@@ -79,4 +80,4 @@ def test_a_study_runs_on_an_existing_ray_cluster(study, demo_sites, tmp_path, ra
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["status"] == "completed", history["events"]
     log = (tmp_path / "run" / LOG_FILE).read_text()
-    assert f"'address': '{ray_cluster}'" in log and "Constructed ActorPool with: 2 actors" in log
+    assert f"'address': '{ray_cluster}'" in log and f"Constructed ActorPool with: {HEAD_CPUS} actors" in log
