@@ -47,6 +47,7 @@ def _site_events(events: list[dict]) -> list[str]:
         return []
     lines = ["site events:"]
     for (site, event, reason), seen in sorted(rounds.items()):
-        label = "round" if len(seen) == 1 else "rounds"
-        lines.append(f"  {site} {event} ({label} {', '.join(map(str, sorted(set(seen))))}): {reason}")
+        distinct = sorted(set(seen))  # a round's several stages (SecAgg+, the final evaluation) count once
+        label = "round" if len(distinct) == 1 else "rounds"
+        lines.append(f"  {site} {event} ({label} {', '.join(map(str, distinct))}): {reason}")
     return lines

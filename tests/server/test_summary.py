@@ -50,6 +50,13 @@ def test_the_summary_states_status_outputs_metrics_epsilon_and_each_reason_once(
     assert all(len(line) <= 80 for line in lines if not line.startswith("  west"))
 
 
+def test_a_site_refusing_two_stages_of_one_round_is_said_once_for_that_round():
+    history = History(status="completed")
+    history.add_events(1, [{"site": "west", "event": "refused", "reason": REFUSAL}] * 2)  # setup, final evaluation
+    lines = summary_lines("s", history, Path("/srv/outputs/s-1"), ("accuracy",))
+    assert lines[-1] == f"  west refused (round 1): {REFUSAL}"
+
+
 def test_a_study_every_site_refuses_ends_its_log_with_the_stop_and_each_reason(study, tmp_path, caplog):
     def refuses(name: str):
         return lambda msg: Message(Error(code=4001, reason=f"site '{name}' refuses study: policy"), reply_to=msg)
