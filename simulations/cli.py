@@ -22,7 +22,7 @@ from server.outputs import StudyOutputs
 from server.report import REPORT, write_report
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
-from shared.errors import MedfedError
+from shared.errors import ConfigError, MedfedError
 from shared.partition import SCHEMES
 from shared.tasks import get_task
 from simulations.baselines import local_baseline, pooled_baseline
@@ -161,6 +161,10 @@ def run(
     folder = out or study_folder(plan.study)
     fresh = not folder.exists()
     try:
+        if check and (folder / "history.json").exists():  # its study.json and sites are that run's record
+            raise ConfigError(
+                "--out", f"{folder} holds a run's outputs; --check writes to a new folder", "command line"
+            )
         # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
         site_list = [
             dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)

@@ -186,6 +186,9 @@ def test_medmnist_style_npz_is_split_into_sites(tmp_path):
         f"checked: 3 sites, nothing trained; run it with: medfed-sim --study {out}/study.json\n"
     )
     assert not (out / "history.json").exists() and not (out / "model.safetensors").exists()
+    (out / "history.json").write_text("{}")  # a run's outputs: a check never writes over them
+    again = CliRunner().invoke(cli, [*args, "--check"])
+    assert again.exit_code == 2 and f"'--out' {out} holds a run's outputs" in again.output, again.output
     study = json.loads((out / "study.json").read_text())
     assert study["name"] == "lesions" and study["data"]["classes"] == [0, 1] and study["data"]["image-size"] == 28
     held = [np.load(p)["train_images"].shape[0] for p in sorted((out / "sites").glob("*.npz"))]
