@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.provision import Federation
+from server.status import bound_nodes
 from shared.config import StudyConfig
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env, tool
@@ -80,7 +81,11 @@ def wait_for_port(address: str, timeout: float) -> None:
 def register_sites(fed: Federation, home: Path) -> dict[str, str]:
     """Register every provisioned site's public key with the SuperLink; already registered keys are kept."""
     outcome = {}
-    for name in fed.site_names():
+    # A restarted SuperLink keeps its registrations: one listing instead of a `flwr` process per site.
+    for name, node in bound_nodes(fed, list_nodes(home)).items():
+        if node is not None and node["status"] != "unregistered":
+            outcome[name] = "already registered"
+            continue
         result = flwr(home, "supernode", "register", str(fed.server / "site-keys" / f"{name}.pub"), CONNECTION)
         text = (result.stdout + result.stderr).lower()
         if result.returncode == 0:

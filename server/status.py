@@ -41,12 +41,16 @@ class StudyRun:
     status: str
 
 
-def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
-    """Bind each provisioned site to the node registered with its public key (nodes as `list_nodes` gives them)."""
+def bound_nodes(fed: Federation, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Each provisioned site's node: the one registered with its public key (nodes as `list_nodes` gives them)."""
     by_key = {_key(node["public-key"]): node for node in nodes if node.get("public-key")}
+    return {name: by_key.get(_key((fed.server / "site-keys" / f"{name}.pub").read_text())) for name in fed.site_names()}
+
+
+def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
+    """Each provisioned site bound to its node, and how the SuperLink sees it."""
     states = []
-    for name in fed.site_names():
-        node = by_key.get(_key((fed.server / "site-keys" / f"{name}.pub").read_text()))
+    for name, node in bound_nodes(fed, nodes).items():
         if node is None:
             states.append(SiteState(name, "not registered (medfed-server register)"))
         elif node["status"] == "online":

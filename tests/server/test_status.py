@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
+from server import deployment
 from server.provision import provision
 from server.status import format_status, site_states, study_runs
 
@@ -85,3 +88,28 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
     assert "run 103  too-few: stopped: round 1: only 0 usable update(s)," in text
     assert "federation.min-sites is 3" in text  # wrapped, not cut
     assert text.splitlines()[1].split() == ["north", "not", "registered", "(medfed-server", "register)"]
+
+
+def test_starting_again_registers_only_the_keys_the_superlink_does_not_hold(tmp_path, monkeypatch):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north", "south", "east", "west"])
+    listing = [
+        node(fed, "north", "11", "online"),
+        node(fed, "south", "12", "offline"),
+        node(fed, "east", "13", "unregistered"),
+    ]
+    monkeypatch.setattr(deployment, "list_nodes", lambda home: listing)
+    called: list[str] = []
+
+    def flwr(home, *args):
+        called.append(args[2])
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(deployment, "flwr", flwr)
+    outcome = deployment.register_sites(fed, tmp_path / "home")
+    assert outcome == {
+        "east": "registered",  # its key was removed: registered again
+        "north": "already registered",
+        "south": "already registered",
+        "west": "registered",
+    }
+    assert [Path(path).name for path in called] == ["east.pub", "west.pub"]  # one `flwr` process per new key only
