@@ -44,6 +44,12 @@ class SavedState:
     history: History
 
 
+def recorded_runs(folder: Path) -> list[str]:
+    """The Flower runs that worked on a study folder, oldest first; none before its first run records itself."""
+    path = folder / RUNS
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 class StudyOutputs:
     """Writes every file atomically and durably (`shared.atomic`), so a crash never leaves half a file; a write
     that fails raises OutputError naming the folder."""
@@ -64,9 +70,7 @@ class StudyOutputs:
 
     def record_run(self, run_id: int) -> None:
         """Add a Flower run to the runs that worked on this study (a resumed study has several)."""
-        path = self.folder / RUNS
-        runs = json.loads(path.read_text()) if path.is_file() else []
-        self.write_json(RUNS, [*runs, str(run_id)])
+        self.write_json(RUNS, [*recorded_runs(self.folder), str(run_id)])
 
     def checkpoint(self, rnd: int, arrays: ArrayRecord) -> Path:
         """The global model after round `rnd`."""

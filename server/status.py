@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from server.outputs import RUNS
+from server.outputs import RUNS, recorded_runs
 from server.provision import Federation
 
 WIDTH = 80
@@ -70,7 +70,7 @@ def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
     """
     folders = {}  # run id -> (study folder, the last run that worked on it)
     for path in fed.server.glob(f"*/*/{RUNS}"):
-        ids = json.loads(path.read_text())
+        ids = recorded_runs(path.parent)
         folders.update({run_id: (path.parent, ids[-1]) for run_id in ids})
     out = []
     for run in runs:

@@ -24,7 +24,7 @@ from client.site import SiteConfig
 from client.sitefile import load_site_file
 from client.worker import PACKAGES
 from server.deployment import CONNECTION, PROJECT_ROOT, flower_home, flwr, submit
-from server.outputs import RUNS
+from server.outputs import recorded_runs
 from server.provision import add_site, provision
 from shared.config import PrivacyConfig
 from shared.privacy.journal import verify
@@ -231,12 +231,8 @@ def submit_run(loopback: Loopback, s) -> str:
     new = lambda: [r for r in runs(loopback) if r["run-id"] not in before and r["status"] == "running"]  # noqa: E731
     wait_until(lambda: bool(new()), 120)
     run_id = str(new()[0]["run-id"])
-
-    def recorded() -> list[str]:  # Flower lists the run as running before its ServerApp records it here
-        path = loopback.history(s).with_name(RUNS)
-        return json.loads(path.read_text()) if path.is_file() else []
-
-    wait_until(lambda: run_id in recorded(), 120)
+    # Flower lists the run as running before its ServerApp records it in the study's folder.
+    wait_until(lambda: run_id in recorded_runs(loopback.history(s).parent), 120)
     return run_id
 
 
