@@ -46,6 +46,10 @@ log = logging.getLogger("medfed.site")
 PACKAGES = ("client", "server", "shared", "simulations")  # medfed's code: what must match the bundle file for file
 ACQUIRE = "/flwr.proto.Runtime/AcquireTask"
 OBJECT_POLL_S = 0.05
+# The worker asks its SuperNode for a task every 0.1 s while a study is running (a round's next message follows its
+# last reply within seconds), backing off to Flower's own executor's 1 s when idle: at 0.1 s an idle site spent
+# 6 % of a core on polls.
+POLL_S = (0.1, 1.0)
 OBJECT_WAIT_S = 10.0
 
 
@@ -170,13 +174,17 @@ class SiteWorker:
             ],
         )
 
-    def serve(self, poll_s: float = 0.1) -> None:
+    def serve(self) -> None:
         """Run tasks until the process is stopped."""
         app = self.app
         log.info("site '%s': worker ready (medfed %s, %d code files)", app.site, app.version, len(app.installed))
+        wait = POLL_S[0]
         while True:
-            if not self.run_next():
-                time.sleep(poll_s)
+            if self.run_next():
+                wait = POLL_S[0]
+            else:
+                time.sleep(wait)
+                wait = min(wait * 2, POLL_S[1])
 
     def answer_interrupted(self) -> None:
         """Reply to each message a worker that died was handling, saying so, so that its SuperNode moves on."""
