@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 
-from opacus.accountants import create_accountant
-from opacus.accountants.utils import get_noise_multiplier
-
 from shared.errors import MedfedError
 
 # Opacus calls logging.basicConfig on import; without this every Flower log line would print twice.
 logging.getLogger("flwr").propagate = False
+
+# Opacus is imported where an ε or a noise plan is computed, not here: it takes seconds to import (it loads
+# torch.distributed and scipy.stats), and a server or a command that runs no private study never needs it.
 
 Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps), Opacus's history format
 
@@ -39,6 +39,8 @@ def epsilon(history: list[Entry], delta: float, accountant: str) -> float:
 @functools.lru_cache(maxsize=1024)
 def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float:
     # A site checks the next round and then commits it: the same merged history, computed once.
+    from opacus.accountants import create_accountant
+
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
     return float(acc.get_epsilon(delta=delta))
@@ -47,6 +49,8 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
 @functools.lru_cache(maxsize=256)
 def plan_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
     """The noise multiplier that spends exactly the budget over `steps` steps (Opacus's binary search)."""
+    from opacus.accountants.utils import get_noise_multiplier
+
     try:
         return float(
             get_noise_multiplier(
