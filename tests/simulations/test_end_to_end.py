@@ -8,19 +8,25 @@ import json
 import pandas as pd
 
 from client.site import SiteConfig
+from shared.config import SimulationConfig
 from shared.tasks import get_task
 from shared.tasks.multimodal.demo import write_demo_sites as write_multimodal_sites
 from shared.tasks.text.demo import CLASSES
-from simulations.runner import simulate
-from tests.conftest import with_federation
+from simulations.runner import LOG_FILE, simulate
+from tests.conftest import HEAD_CPUS, with_federation
 from tests.messages import assert_only_model_and_aggregates
 
 
-def test_federated_model_beats_majority_class_and_leaks_nothing(study, demo_sites, tmp_path, recorded):
+def test_federated_model_beats_majority_class_and_leaks_nothing_on_the_ray_cluster_the_study_names(
+    study, demo_sites, tmp_path, recorded, ray_cluster, monkeypatch
+):
+    monkeypatch.delenv("RAY_ADDRESS")  # named by the study, not by the environment
     folder = tmp_path / "run"
-    simulate(study, demo_sites, folder)
+    simulate(dataclasses.replace(study, simulation=SimulationConfig(ray_address=ray_cluster)), demo_sites, folder)
     history = json.loads((folder / "history.json").read_text())
     assert history["status"] == "completed"
+    log = (folder / LOG_FILE).read_text()
+    assert f"'address': '{ray_cluster}'" in log and f"Constructed ActorPool with: {HEAD_CPUS} actors" in log
     final = [r for r in history["metrics"] if r["kind"] == "eval" and r["round"] == 2 and r["site"] == "weighted"][0]
     labels = pd.concat(pd.read_csv(s.data_path) for s in demo_sites)["diagnosis"]
     majority = labels.value_counts(normalize=True).max()

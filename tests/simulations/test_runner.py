@@ -3,7 +3,6 @@ output, and each round's peak memory in the history."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -14,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from shared.config import SimulationConfig
-from simulations.runner import LOG_FILE, backend_config, pool_size, simulate
+from simulations.runner import LOG_FILE, backend_config, pool_size
 from simulations.scenario import network_table
-from tests.conftest import HEAD_CPUS
 
 BIN = Path(sys.executable).parent
 CORES = len(os.sched_getaffinity(0))
@@ -70,14 +68,3 @@ def test_thirty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_p
     assert "each site's row is in summary.json" in result.stdout
     output = result.stdout + result.stderr
     assert not re.search(r"\(raylet\)|worker processes have been started|WARNING.*ray|ray.*WARNING", output)
-
-
-def test_a_study_runs_on_an_existing_ray_cluster(study, demo_sites, tmp_path, ray_cluster, monkeypatch):
-    monkeypatch.delenv("RAY_ADDRESS")  # named by the study, not by the environment
-    simulate(
-        dataclasses.replace(study, simulation=SimulationConfig(ray_address=ray_cluster)), demo_sites, tmp_path / "run"
-    )
-    history = json.loads((tmp_path / "run" / "history.json").read_text())
-    assert history["status"] == "completed", history["events"]
-    log = (tmp_path / "run" / LOG_FILE).read_text()
-    assert f"'address': '{ray_cluster}'" in log and f"Constructed ActorPool with: {HEAD_CPUS} actors" in log
