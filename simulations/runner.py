@@ -7,18 +7,21 @@ import contextlib
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from flwr.app import Context
 from flwr.clientapp.typing import Mod
 from flwr.common.logger import update_console_handler
-from flwr.serverapp import ServerApp
+from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from client.app import build_client_app
 from client.site import SiteConfig
 from server.app import build_server_app
-from server.loop import RoundReport
+from server.loop import RoundReport, run_study
+from server.outputs import StudyOutputs
 from shared.config import SimulationConfig, StudyConfig
 from shared.models import offer
 
@@ -64,6 +67,21 @@ def simulate_app(
             num_supernodes=len(sites),
             backend_config=backend_config(settings, len(sites), verbose),
         )
+
+
+def studies_app(studies: list[StudyConfig], work: Path) -> ServerApp:
+    """A ServerApp running medfed's round loop for each study in turn, each writing into `work`/its name: one
+    simulated federation, so its sites' actors start once for all of them (benchmarks and tests batch studies so)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        for done, study in enumerate(studies, start=1):
+            started = time.perf_counter()
+            run_study(grid, study, StudyOutputs(work / study.name), progress=lambda report: None)
+            print(f"[{done}/{len(studies)}] {study.name} ({time.perf_counter() - started:.1f} s)", flush=True)
+
+    return app
 
 
 def pool_size(settings: SimulationConfig, sites: int) -> int:

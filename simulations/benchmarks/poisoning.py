@@ -9,25 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
-from flwr.app import Context
-from flwr.serverapp import Grid, ServerApp
 from rich.console import Console
 from rich.table import Table
 
 from server.history import final_site_metrics
-from server.loop import run_study
-from server.outputs import StudyOutputs
 from shared.config import StudyConfig
 from simulations.attacks import ATTACKS, attack_mod, flip_labels
 from simulations.benchmarks.fed_heart_disease import HOSPITALS, heart_study, write_sites
-from simulations.runner import simulate_app
+from simulations.runner import simulate_app, studies_app
 
 CLEAN = "clean"
 # Federation settings compared; the plain strategies run without medfed's aggregate screen, to show each attack's
@@ -67,20 +62,6 @@ def plan_runs(seeds: list[int]) -> list[Run]:
     """Every run: per seed and setting, a clean run and each attack from each hospital."""
     cases = [(CLEAN, -1)] + [(attack, h) for attack in ATTACKS for h in range(len(HOSPITALS))]
     return [Run(setting, attack, h, seed) for seed in seeds for setting in SETTINGS for attack, h in cases]
-
-
-def studies_app(studies: list[StudyConfig], work: Path) -> ServerApp:
-    """A ServerApp running medfed's round loop for each study in turn, on one simulated federation."""
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        for done, study in enumerate(studies, start=1):
-            started = time.perf_counter()
-            run_study(grid, study, StudyOutputs(work / study.name), progress=lambda report: None)
-            print(f"[{done}/{len(studies)}] {study.name} ({time.perf_counter() - started:.1f} s)", flush=True)
-
-    return app
 
 
 def honest_accuracy(folder: Path, attacker: int) -> dict[str, Any]:

@@ -27,8 +27,7 @@ from shared.config import StudyConfig
 from shared.errors import DataError, MedfedError
 from shared.tasks.survival.spec import HORIZON_QUANTILES, event_time_cuts
 from simulations.baselines import local_baseline, pooled_baseline
-from simulations.benchmarks.poisoning import studies_app
-from simulations.runner import simulate_app
+from simulations.runner import simulate_app, studies_app
 
 # FLamby's center ids 0..5, in order.
 REGIONS = ("northeast", "south", "west", "midwest", "europe", "canada")

@@ -9,6 +9,7 @@ import io
 import logging
 import time
 import zipfile
+from types import SimpleNamespace
 
 import pytest
 from flwr.app import Context, Message, RecordDict
@@ -191,19 +192,22 @@ def test_a_task_whose_message_never_arrived_is_closed_as_failed(monkeypatch, tmp
     assert task.pushed == [] and task.outputs == [SubStatus.FAILED]  # the SuperNode has already let the message go
 
 
-def test_an_idle_worker_backs_off_to_one_poll_a_second_and_polls_fast_again_after_a_task(monkeypatch, tmp_path):
-    """Polling every 0.1 s cost an idle site 6 % of a core (its SuperNode serving the polls included)."""
+def test_a_worker_polls_every_second_when_idle_and_every_tenth_while_a_study_runs(monkeypatch, tmp_path):
+    """Polling every 0.1 s throughout cost an idle site 6 % of a core (its SuperNode serving the polls included)."""
     worker = Task(monkeypatch, tmp_path, 0).worker
-    tasks = iter([False] * 6 + [True, False, False])
-    waits: list[float] = []
+    now, waits = [0.0], []
+    tasks = iter([False, False, True, *[False] * 400])
 
     def sleep(seconds: float) -> None:
         waits.append(seconds)
-        if len(waits) == 8:
+        now[0] += seconds
+        if now[0] > 40:
             raise StopIteration  # ends serve()'s loop
 
     monkeypatch.setattr(worker, "run_next", lambda: next(tasks))
-    monkeypatch.setattr(client_worker.time, "sleep", sleep)
+    monkeypatch.setattr(client_worker, "time", SimpleNamespace(monotonic=lambda: now[0], sleep=sleep))
     with pytest.raises(StopIteration):
         worker.serve()
-    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.1, 0.2]
+    assert waits[:2] == [1.0, 1.0]  # idle
+    running = waits[2:]  # the task came at 2 s: a tenth of a second until 30 s after it, then idle again
+    assert running[:300] == [0.1] * 300 and set(running[300:]) == {1.0} and len(running) > 301

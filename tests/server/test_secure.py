@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -12,7 +13,7 @@ from safetensors.numpy import load_file
 from client.site import SiteConfig
 from client.sitefile import SitePolicy
 from server.secure import quantization_range, threshold
-from simulations.runner import simulate
+from simulations.runner import simulate_app, studies_app
 from tests.conftest import with_federation
 
 # What the protocol's replies may carry besides medfed's metrics: public keys, encrypted key shares, the masked
@@ -20,9 +21,17 @@ from tests.conftest import with_federation
 PROTOCOL_KEYS = {"pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"}
 
 
-def one_round(study, sites, folder, secure: str) -> dict:
-    simulate(with_federation(study, rounds=1, min_sites=3, strategy="fedavg", secure_aggregation=secure), sites, folder)
-    return json.loads((folder / "history.json").read_text())
+def one_round(study, secure: str):
+    return dataclasses.replace(
+        with_federation(study, rounds=1, min_sites=3, strategy="fedavg", secure_aggregation=secure),
+        name=f"secure-aggregation-{secure}",
+    )
+
+
+def histories(studies, sites, work) -> list[dict]:
+    """The studies run in turn on one simulated federation (its actors start once)."""
+    simulate_app(studies_app(studies, work), sites)
+    return [json.loads((work / s.name / "history.json").read_text()) for s in studies]
 
 
 def test_unmasked_sum_is_fedavg_and_a_site_dropping_mid_round_is_recovered(study, demo_sites, tmp_path, recorded):
@@ -31,7 +40,7 @@ def test_unmasked_sum_is_fedavg_and_a_site_dropping_mid_round_is_recovered(study
     # site's policy refuses the study at the setup stage, so it never joins the key exchange.
     refusing = SiteConfig("hospital-5", demo_sites[0].data_path, policy=SitePolicy(tasks=["imaging"]))
     sites = [*demo_sites, SiteConfig("hospital-4", tmp_path / "gone.csv"), refusing]
-    secure = one_round(study, sites, tmp_path / "secure", "on")
+    secure, plain = histories([one_round(study, "on"), one_round(study, "off")], sites, tmp_path)
     assert secure["status"] == "completed", secure["events"]
     assert [t["accepted"] for t in secure["timings"]] == [3]
     during = [e for e in secure["events"] if "(secure aggregation" in e["reason"]]  # the final evaluation is plain
@@ -40,12 +49,8 @@ def test_unmasked_sum_is_fedavg_and_a_site_dropping_mid_round_is_recovered(study
     refused = [e for e in during if e["site"] == "hospital-5"]
     assert len(refused) == 1 and "(secure aggregation, setup)" in refused[0]["reason"]
 
-    plain = one_round(study, sites, tmp_path / "plain", "off")
     assert plain["status"] == "completed"
-    got, want = (
-        load_file(tmp_path / "secure" / "model.safetensors"),
-        load_file(tmp_path / "plain" / "model.safetensors"),
-    )
+    got, want = (load_file(tmp_path / f"secure-aggregation-{s}" / "model.safetensors") for s in ("on", "off"))
     assert set(got) == set(want)
     assert max(float(np.abs(got[k] - want[k]).max()) for k in want) < 1e-4  # quantisation error only
     assert any(float(np.abs(want[k]).max()) > 1e-2 for k in want)  # and the model is not trivially zero
@@ -60,7 +65,7 @@ def test_unmasked_sum_is_fedavg_and_a_site_dropping_mid_round_is_recovered(study
 
 def test_too_many_dropouts_stop_the_study_with_a_clear_event(study, demo_sites, tmp_path):
     sites = [demo_sites[0], SiteConfig("hospital-2", tmp_path / "a.csv"), SiteConfig("hospital-3", tmp_path / "b.csv")]
-    history = one_round(study, sites, tmp_path / "run", "on")
+    (history,) = histories([one_round(study, "on")], sites, tmp_path)
     assert history["status"].startswith("stopped: round 1: only 0 usable update(s)")
     halted = [e for e in history["events"] if e["event"] == "secure-aggregation-halted"]
     assert halted and "too few sites stayed" in halted[0]["reason"]
