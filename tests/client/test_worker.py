@@ -192,8 +192,8 @@ def test_a_task_whose_message_never_arrived_is_closed_as_failed(monkeypatch, tmp
     assert task.pushed == [] and task.outputs == [SubStatus.FAILED]  # the SuperNode has already let the message go
 
 
-def test_a_worker_polls_every_second_when_idle_and_every_tenth_while_a_study_runs(monkeypatch, tmp_path):
-    """Polling every 0.1 s throughout cost an idle site 6 % of a core (its SuperNode serving the polls included)."""
+def test_a_worker_polls_every_second_when_idle_and_four_times_a_second_while_a_study_runs(monkeypatch, tmp_path):
+    """Polling every 0.1 s throughout cost a site 6 % of a core (its SuperNode serving the polls included)."""
     worker = Task(monkeypatch, tmp_path, 0).worker
     now, waits = [0.0], []
     tasks = iter([False, False, True, *[False] * 400])
@@ -209,5 +209,5 @@ def test_a_worker_polls_every_second_when_idle_and_every_tenth_while_a_study_run
     with pytest.raises(StopIteration):
         worker.serve()
     assert waits[:2] == [1.0, 1.0]  # idle
-    running = waits[2:]  # the task came at 2 s: a tenth of a second until 30 s after it, then idle again
-    assert running[:300] == [0.1] * 300 and set(running[300:]) == {1.0} and len(running) > 301
+    running = waits[2:]  # the task came at 2 s: a quarter of a second until 30 s after it, then idle again
+    assert running[:120] == [0.25] * 120 and set(running[120:]) == {1.0} and len(running) > 121
