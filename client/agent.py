@@ -63,9 +63,14 @@ def worker_secret(site: SiteFile) -> Path:
     return path
 
 
+def worker_tasks_folder(site: SiteFile) -> Path:
+    """Where the site worker keeps the messages it is handling (client.inflight), one file each."""
+    return site.path.with_name(f".{site.name}-worker.tasks")
+
+
 def worker_tasks(site: SiteFile) -> Path:
-    """A fresh folder, the agent's user's only, for the messages the site worker is handling (client.inflight)."""
-    path = site.path.with_name(f".{site.name}-worker.tasks")
+    """A fresh `worker_tasks_folder`, the agent's user's only."""
+    path = worker_tasks_folder(site)
     shutil.rmtree(path, ignore_errors=True)  # a previous agent's tasks died with its SuperNode
     path.mkdir(mode=0o700)
     return path

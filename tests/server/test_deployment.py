@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from client.agent import worker_tasks_folder
 from client.site import SiteConfig
 from client.sitefile import load_site_file
 from client.worker import PACKAGES
@@ -173,7 +174,9 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=40)  # west accepts this one: four sites
     # Every site must answer within this study's 40 s: a site still finishing a message of an earlier test's study
     # (one that study's stop left behind) would miss a stage on a slow machine, and never get the message awaited below.
-    wait_until(lambda: not any(handling(loopback, name) for name in loopback.processes if name in SITES), 300)
+    running = [name for name in SITES if name in loopback.processes]  # an earlier test may have killed one
+    folders = [worker_tasks_folder(load_site_file(loopback.fed.site(name) / "site.toml")) for name in running]
+    wait_until(lambda: not [message for folder in folders for message in folder.glob("*.json")], 300)
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.restart_server()  # SIGKILL; the agents reconnect by themselves
@@ -237,11 +240,6 @@ def submit_run(loopback: Loopback, s) -> str:
     # Flower lists the run as running before its ServerApp records it in the study's folder.
     wait_until(lambda: run_id in recorded_runs(loopback.history(s).parent), 120)
     return run_id
-
-
-def handling(loopback: Loopback, site: str) -> bool:
-    """Whether the site's worker holds a message: client.inflight keeps a file per message in the agent's folder."""
-    return any((loopback.fed.site(site) / f".{site}-worker.tasks").glob("*.json"))
 
 
 def train_messages(loopback: Loopback, site: str, run_id: str, rnd: int) -> int:
