@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
 import time
@@ -250,6 +251,20 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
         raise typer.Exit(1)
 
 
+def _console_logs() -> None:
+    """medfed's own warnings and errors on stderr, in one format; its info lines (the server loop's summary, which
+    the closing table repeats) go to simulation.log only. Without a handler of its own, medfed's records would reach
+    the terminal through the root handler that Opacus's import installs (`logging.basicConfig`), in Opacus's format,
+    and only in runs that import Opacus."""
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    medfed = logging.getLogger("medfed")
+    medfed.addHandler(handler)
+    medfed.propagate = False
+
+
 def main() -> None:
     """Console entry point."""
+    _console_logs()
     cli()

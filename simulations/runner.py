@@ -25,8 +25,8 @@ from server.outputs import StudyOutputs
 from shared.config import SimulationConfig, StudyConfig
 from shared.models import offer
 
-LOG_FILE = "simulation.log"  # in the study's output folder: Flower's and Ray's messages, unless --verbose
-INTERNAL_LOGGERS = ("flwr", "ray")
+LOG_FILE = "simulation.log"  # in the study's output folder: Flower's, Ray's and the server loop's messages
+INTERNAL_LOGGERS = ("flwr", "ray", "medfed")
 
 
 def simulate(
@@ -103,7 +103,8 @@ def backend_config(settings: SimulationConfig, sites: int, verbose: bool) -> dic
 
 @contextlib.contextmanager
 def _internal_logs(log_file: Path | None, verbose: bool) -> Iterator[None]:
-    """Flower's and Ray's log records go to `log_file`; the terminal gets only their errors unless `verbose`."""
+    """Flower's, Ray's and medfed's log records go to `log_file`; the terminal gets only Flower's errors unless
+    `verbose` (medfed's own are the command line's to show: `console_logs`)."""
     handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
