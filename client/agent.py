@@ -1,4 +1,4 @@
-"""The site agent: the local pre-flight check, then Flower's SuperNode and the site worker, kept running together.
+"""The site agent: Flower's SuperNode and the site worker, kept running together, after the pre-flight check.
 
 Both run as children of `medfed-site start`, in its process group: the site's IT supervises the one PID of
 `medfed-site start`, which ends both on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts a new site
@@ -21,11 +21,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from client.site import SiteConfig, load_site_data
 from client.sitefile import SiteFile
-from shared.config import StudyConfig
 from shared.flower import flower_env, tool
-from shared.tasks import get_task
 
 # Flower's own bounds on reconnecting: a wrong CA or an unregistered key fails every attempt, so the agent must stop
 # and say why. A server restart shorter than this is still waited out.
@@ -39,18 +36,19 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 
 
 WORKER_RESTART_PAUSE_S = 1.0
+PREFLIGHT_WAIT_S = 3600.0  # the check reads every row or image once: a large imaging folder takes a while
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any]:
-    """The site's data report (schema, counts, label balance, missing values, unreadable files), kept local.
-
-    Without a study, the data is described as it is (the site config's [data] hints, e.g. the label column).
-    """
-    if study is None:
-        options = get_task(site.task).infer_data(site.data_path, site.name, site.data_hints)
-        study = StudyConfig.from_dict({"name": "pre-flight", "task": site.task, "data": options})
-    return load_site_data(SiteConfig.from_site_file(site), study).report
+def run_preflight(site: SiteFile) -> str | None:
+    """Run `medfed-site check` on the site's config in a child process, which prints its report; why the site must
+    not start, or None. The agent that stays running so never holds torch or the site's data."""
+    command = [str(Path(sys.executable).with_name("medfed-site")), "check", "--config", str(site.path)]
+    try:
+        code = subprocess.run(command, timeout=PREFLIGHT_WAIT_S, check=False, preexec_fn=_die_with_parent).returncode
+    except subprocess.TimeoutExpired:
+        return f"the pre-flight check of site '{site.name}' took more than {PREFLIGHT_WAIT_S:.0f} s"
+    return None if code == 0 else f"the pre-flight check of site '{site.name}' failed (its reason is above)"
 
 
 def worker_secret(site: SiteFile) -> Path:

@@ -13,16 +13,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from client.agent import connection_failure, preflight, run_agent
-from client.audit import audit_site
-from client.describe import describe_data
-from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data
+from client.agent import connection_failure, run_agent, run_preflight
+from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
-from shared.config import load_study
+from shared.config import MIN_CELL, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Verdict, recover, verify
-from shared.tasks import get_task
-from shared.tasks.tabular.schema import MIN_CELL
+
+# torch and the tasks load only in the commands that read data or a model (check, audit, predict, the worker): the
+# agent that `start` leaves running supervises two processes and needs neither.
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -106,6 +105,8 @@ def _preflight(
             source="medfed-site check",
         )
     if study_config is None:
+        from client.describe import describe_data
+
         return describe_data(data, site, modalities, min_cell), site
     return load_site_data(SiteConfig(site, data), study_config).report, site
 
@@ -113,6 +114,8 @@ def _preflight(
 def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:
     if config is None:
         raise ConfigError("schema-out", "needs --config site.toml (the site's name and label column)")
+    from shared.tasks import get_task
+
     site_file = load_site_file(config)
     schema = get_task(site_file.task).schema(site_file.data_path, site_file.name, site_file.data_hints, min_cell)
     try:
@@ -138,6 +141,8 @@ def audit(
     site: Annotated[str, typer.Option(help="This site's name")] = "site",
 ) -> None:
     """Privacy audit: membership-inference (loss-threshold) attack AUC on this site's train vs held-out rows."""
+    from client.audit import audit_site
+
     try:
         auc = audit_site(load_study(study), SiteConfig(site, data), model)
     except MedfedError as exc:
@@ -157,17 +162,20 @@ def start(
     """Run the pre-flight check, then start this site's agent (a Flower SuperNode) and join the federation."""
     try:
         site_file = load_site_file(config)
-        report = preflight(site_file)
     except MedfedError as exc:
         console.print(f"[red]not starting:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
-    _print_report(report, site_file.name)
-    if insecure:
-        console.print("[yellow]warning:[/] --insecure: no TLS and no site authentication; never use it with real data")
     for required in [] if insecure else [site_file.ca_certificate, site_file.private_key]:
         if not required.is_file():
             console.print(f"[red]not starting:[/] {required} from the site kit is missing", highlight=False)
             raise typer.Exit(2)
+    sys.stdout.flush()
+    problem = run_preflight(site_file)
+    if problem is not None:
+        console.print(f"[red]not starting:[/] {problem}", highlight=False)
+        raise typer.Exit(2)
+    if insecure:
+        console.print("[yellow]warning:[/] --insecure: no TLS and no site authentication; never use it with real data")
     if site_file.app_code == "server":
         console.print(
             '[yellow]warning:[/] app-code = "server": this site installs and runs whatever app the server sends; '

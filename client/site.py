@@ -130,6 +130,19 @@ def load_site_data(site: SiteConfig, study: StudyConfig) -> SiteData:
     return _LOADED.get(key, load, site.data_cache_mib * 2**20)
 
 
+def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any]:
+    """The site's data report (schema, counts, label balance, missing values, unreadable files), kept local.
+
+    Without a study, the data is described as it is (the site config's [data] hints, e.g. the label column).
+    """
+    from shared.tasks import get_task
+
+    if study is None:
+        options = get_task(site.task).infer_data(site.data_path, site.name, site.data_hints)
+        study = StudyConfig.from_dict({"name": "pre-flight", "task": site.task, "data": options})
+    return load_site_data(SiteConfig.from_site_file(site), study).report
+
+
 def release_site_data() -> None:
     """Forget every cached data set (the site worker does so when a new study starts)."""
     _LOADED.clear()

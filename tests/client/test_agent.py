@@ -78,7 +78,8 @@ def test_an_agent_facing_a_closed_port_stops_and_says_so(tmp_path, monkeypatch):
 
 
 def test_the_supernode_and_the_worker_stop_when_the_agent_is_killed(tmp_path):
-    """Even a SIGKILL of `medfed-site start` alone leaves no SuperNode or site worker running."""
+    """Even a SIGKILL of `medfed-site start` alone leaves no SuperNode or site worker running; the agent that stays
+    running holds neither torch nor the site's data (its pre-flight check ran in a child that has exited)."""
     config = site_toml(tmp_path, f"127.0.0.1:{free_port()}")  # nothing listens: the SuperNode keeps retrying
     agent = subprocess.Popen(
         [str(Path(sys.executable).with_name("medfed-site")), "start", "--config", str(config), "--insecure"],
@@ -87,11 +88,27 @@ def test_the_supernode_and_the_worker_stop_when_the_agent_is_killed(tmp_path):
     )
     try:
         children = wait_for(lambda: len(child_pids(agent.pid)) == 2 and child_pids(agent.pid), 60)
+        assert "libtorch" not in Path(f"/proc/{agent.pid}/maps").read_text()
         agent.kill()
         agent.wait(timeout=10)
         wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in children), 20)
     finally:
         agent.kill()
+
+
+def test_a_site_whose_data_fails_the_preflight_check_does_not_start_and_says_why(tmp_path):
+    config = site_toml(tmp_path, f"127.0.0.1:{free_port()}")
+    config.write_text(config.read_text().replace('label = "diagnosis"', 'label = "outcome"'))
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("medfed-site")), "start", "--config", str(config), "--insecure"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "not ready:" in result.stdout and "outcome" in result.stdout  # the check's own reason, naming the column
+    assert "not starting: the pre-flight check of site 'north' failed (its reason is above)" in result.stdout
+    assert "joining" not in result.stdout
 
 
 def child_pids(pid: int) -> list[int]:

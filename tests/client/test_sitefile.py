@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from client.agent import preflight, supernode_command
-from client.site import SiteConfig
+from client.agent import supernode_command
+from client.site import SiteConfig, preflight
 from client.sitefile import SitePolicy, load_site_file
 from shared.config import PrivacyConfig
 from shared.errors import ConfigError, PolicyError

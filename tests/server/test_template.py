@@ -6,8 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from client.agent import preflight
 from client.cli import cli as site_cli
+from client.site import preflight
 from client.sitefile import load_site_file
 from server.cli import cli as server_cli
 from shared.config import load_study
