@@ -18,6 +18,7 @@ from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, prefligh
 from client.sitefile import load_site_file
 from shared.config import MIN_CELL, load_study
 from shared.errors import ConfigError, MedfedError
+from shared.logs import FORMAT
 from shared.privacy.journal import Verdict, recover, verify
 
 # torch and the tasks load only in the commands that read data or a model (check, audit, predict, the worker): the
@@ -199,7 +200,7 @@ def worker(
     tasks_dir: Annotated[Path, typer.Option(help="The agent's folder for the messages being handled")],
 ) -> None:
     """The site worker, started by `medfed-site start`: runs the SuperNode's tasks with this installed medfed."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=FORMAT)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
     site_file = load_site_file(config)
     from client.inflight import Inflight

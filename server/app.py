@@ -15,6 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from server.loop import RoundReport, run_study
 from server.outputs import OutputError, StudyOutputs
 from shared.config import StudyConfig
+from shared.logs import show_medfed_logs
 from shared.models import MODELS_ENV, offer_file
 
 
@@ -37,6 +38,8 @@ def build_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         logging.getLogger("medfed").setLevel(logging.INFO)  # round lines in the operator's `flwr run --stream`
+        if not logging.getLogger("medfed").handlers and not logging.getLogger().handlers:  # nothing else shows them
+            show_medfed_logs(logging.INFO)
         chosen = study or StudyConfig.from_run_config(context.run_config)
         if os.environ.get(MODELS_ENV):  # the server kit's pretrained folders, by the names studies use
             offer_file(Path(os.environ[MODELS_ENV]))

@@ -24,6 +24,7 @@ from server.report import REPORT, write_report
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
+from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
 from shared.tasks import get_task
 from simulations.baselines import local_baseline, pooled_baseline
@@ -251,20 +252,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
         raise typer.Exit(1)
 
 
-def _console_logs() -> None:
-    """medfed's own warnings and errors on stderr, in one format; its info lines (the server loop's summary, which
-    the closing table repeats) go to simulation.log only. Without a handler of its own, medfed's records would reach
-    the terminal through the root handler that Opacus's import installs (`logging.basicConfig`), in Opacus's format,
-    and only in runs that import Opacus."""
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    medfed = logging.getLogger("medfed")
-    medfed.addHandler(handler)
-    medfed.propagate = False
-
-
 def main() -> None:
     """Console entry point."""
-    _console_logs()
+    show_medfed_logs(logging.WARNING)  # their info lines go to simulation.log; the closing table repeats them
     cli()
