@@ -104,7 +104,7 @@ def backend_config(settings: SimulationConfig, sites: int, verbose: bool) -> dic
 @contextlib.contextmanager
 def _internal_logs(log_file: Path | None, verbose: bool) -> Iterator[None]:
     """Flower's, Ray's and medfed's log records go to `log_file`; the terminal gets only Flower's errors unless
-    `verbose` (medfed's own are the command line's to show: `console_logs`)."""
+    `verbose` (medfed's own are the command line's to show: `shared.logs.show_medfed_logs`)."""
     handler = None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
