@@ -38,12 +38,13 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 WORKER_RESTART_PAUSE_S = 1.0
 PREFLIGHT_WAIT_S = 3600.0  # the check reads every row or image once: a large imaging folder takes a while
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+MEDFED_SITE = str(Path(sys.executable).with_name("medfed-site"))  # this same installed medfed's command
 
 
 def run_preflight(site: SiteFile) -> str | None:
     """Run `medfed-site check` on the site's config in a child process, which prints its report; why the site must
     not start, or None. The agent that stays running so never holds torch or the site's data."""
-    command = [str(Path(sys.executable).with_name("medfed-site")), "check", "--config", str(site.path)]
+    command = [MEDFED_SITE, "check", "--config", str(site.path)]
     try:
         code = subprocess.run(command, timeout=PREFLIGHT_WAIT_S, check=False, preexec_fn=_die_with_parent).returncode
     except subprocess.TimeoutExpired:
@@ -103,7 +104,7 @@ def supernode_command(site: SiteFile, insecure: bool = False, secret: Path | Non
 def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
     """The site worker's command line (`medfed-site worker`), from this same installed medfed."""
     return [
-        str(Path(sys.executable).with_name("medfed-site")),
+        MEDFED_SITE,
         "worker",
         "--config",
         str(site.path),

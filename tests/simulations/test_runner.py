@@ -69,6 +69,6 @@ def test_thirty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_p
     output = result.stdout + result.stderr
     assert not re.search(r"\(raylet\)|worker processes have been started|WARNING.*ray|ray.*WARNING", output)
     # The server loop's own summary is the log file's, whether or not a module imported Opacus (whose
-    # logging.basicConfig would otherwise print it a second time, in its own format).
+    # logging.basicConfig would otherwise print it on the terminal, in its own format).
     assert "medfed.server INFO: study 'national" in (out / LOG_FILE).read_text()
     assert "INFO" not in output and "study 'national" not in output
