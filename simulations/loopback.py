@@ -15,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from client.agent import worker_tasks_folder
+from client.sitefile import load_site_file
 from server.provision import provision
 from shared.config import StudyConfig
 from shared.tasks import get_task
 
 BIN = Path(sys.executable).parent
-RECONNECTED = "Connection successful after"  # what a SuperNode logs once it reaches a restarted SuperLink
+FAILED = "Connection attempt failed"  # a SuperNode's call failed: it tries again after a backoff of up to 20 s
+RECONNECTED = "Connection successful after"  # a SuperNode's call got through after failing
 
 
 def free_port() -> int:
@@ -38,6 +41,7 @@ class Loopback:
         self.fed = provision(root / "federation", ["127.0.0.1", "localhost"], sites, self.port)
         self.data = get_task("tabular").write_demo_sites(root / "data", len(sites))
         self.processes: dict[str, subprocess.Popen] = {}
+        self.configs: dict[str, Path] = {}
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(root / "flwr-home")}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
@@ -58,18 +62,33 @@ class Loopback:
         self.wait_log("server", "SuperLink running at", 90)
         return proc
 
-    def restart_server(self, timeout: float = 120) -> None:
-        """SIGKILL the server and start it again; returns once every running agent's SuperNode has reconnected
-        (each retries with a backoff of up to 20 s, so without this wait a study's first round could time out)."""
+    def restart_server(self, timeout: float = 300) -> None:
+        """SIGKILL the server and start it again; returns once every running agent has settled: not still handling
+        a message of the killed server's run, and its SuperNode not waiting out a retry backoff (up to 20 s, which
+        could time out a study's first stage). Only a SuperNode that called while the server was down has to
+        reconnect: one busy with a reply all that time reaches the new server at its first try, and logs nothing."""
         sites = [name for name, proc in self.processes.items() if name != "server" and proc.poll() is None]
-        before = {name: self.log(name).count(RECONNECTED) for name in sites}
+        start = {name: len(self.log(name)) for name in sites}
         self.kill("server")
         self.start_server()
-        deadline = time.monotonic() + timeout
-        while waiting := [name for name in sites if self.log(name).count(RECONNECTED) <= before[name]]:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"site(s) {', '.join(waiting)} did not reconnect within {timeout} s")
+
+        def unsettled() -> list[str]:
+            since = {name: self.log(name)[start[name] :] for name in sites}
+            return [n for n in sites if self.busy(n) or since[n].rfind(RECONNECTED) < since[n].rfind(FAILED)]
+
+        deadline, settled_at = time.monotonic() + timeout, None
+        while settled_at is None or time.monotonic() < settled_at + 3:  # a SuperNode with nothing to do calls every 3 s
+            if waiting := unsettled():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"site(s) {', '.join(waiting)} did not settle within {timeout} s")
+                settled_at = None
+            elif settled_at is None:
+                settled_at = time.monotonic()
             time.sleep(0.3)
+
+    def busy(self, name: str) -> bool:
+        """Whether a site's worker is handling a message (client.inflight keeps one file for each)."""
+        return any(worker_tasks_folder(load_site_file(self.configs[name])).glob("*.json"))
 
     def log(self, name: str) -> str:
         """A process's log so far."""
@@ -92,6 +111,7 @@ class Loopback:
 
     def start_site(self, name: str, config: Path) -> subprocess.Popen:
         """`medfed-site start --config site.toml`, the path relative to the root folder."""
+        self.configs[name] = config
         return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", os.path.relpath(config, self.root))
 
     def submit(self, study: StudyConfig, folder: Path) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from client.agent import worker_tasks_folder
 from client.site import SiteConfig
 from client.sitefile import load_site_file
 from client.worker import PACKAGES
@@ -175,8 +174,7 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     # Every site must answer within this study's 40 s: a site still finishing a message of an earlier test's study
     # (one that study's stop left behind) would miss a stage on a slow machine, and never get the message awaited below.
     running = [name for name in SITES if name in loopback.processes]  # an earlier test may have killed one
-    folders = [worker_tasks_folder(load_site_file(loopback.fed.site(name) / "site.toml")) for name in running]
-    wait_until(lambda: not [message for folder in folders for message in folder.glob("*.json")], 300)
+    wait_until(lambda: not any(loopback.busy(name) for name in running), 300)
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.restart_server()  # SIGKILL; the agents reconnect by themselves
