@@ -23,7 +23,14 @@ from shared.tasks import get_task
 
 BIN = Path(sys.executable).parent
 FAILED = "Connection attempt failed"  # a SuperNode's call failed: it tries again after a backoff of up to 20 s
-RECONNECTED = "Connection successful after"  # a SuperNode's call got through after failing
+# ...until the call gets through, gives up, or the server answers that the call's run is not running any more
+RETRIES_ENDED = re.compile(r"Connection successful after|Giving up reconnection|not in `RUNNING` status")
+
+
+def retrying(log: str) -> bool:
+    """Whether a SuperNode's log ends in a failed call that it is still retrying."""
+    last = log.rfind(FAILED)
+    return last >= 0 and not RETRIES_ENDED.search(log, last)
 
 
 def free_port() -> int:
@@ -65,16 +72,15 @@ class Loopback:
     def restart_server(self, timeout: float = 300) -> None:
         """SIGKILL the server and start it again; returns once every running agent has settled: not still handling
         a message of the killed server's run, and its SuperNode not waiting out a retry backoff (up to 20 s, which
-        could time out a study's first stage). Only a SuperNode that called while the server was down has to
-        reconnect: one busy with a reply all that time reaches the new server at its first try, and logs nothing."""
+        could time out a study's first stage). Only a SuperNode that called while the server was down retries: one
+        busy with a reply all that time reaches the new server at its first try, and logs nothing."""
         sites = [name for name, proc in self.processes.items() if name != "server" and proc.poll() is None]
         start = {name: len(self.log(name)) for name in sites}
         self.kill("server")
         self.start_server()
 
         def unsettled() -> list[str]:
-            since = {name: self.log(name)[start[name] :] for name in sites}
-            return [n for n in sites if self.busy(n) or since[n].rfind(RECONNECTED) < since[n].rfind(FAILED)]
+            return [n for n in sites if self.busy(n) or retrying(self.log(n)[start[n] :])]
 
         deadline, settled_at = time.monotonic() + timeout, None
         while settled_at is None or time.monotonic() < settled_at + 3:  # a SuperNode with nothing to do calls every 3 s
