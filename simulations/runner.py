@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +28,10 @@ from shared.models import offer
 
 LOG_FILE = "simulation.log"  # in the study's output folder: Flower's, Ray's and the server loop's messages
 INTERNAL_LOGGERS = ("flwr", "ray", "medfed")
+
+# Importing Flower's simulation shows every library's DeprecationWarning, once, for the rest of the process (its
+# ray_transport.utils filters them so): hide them again, as Python does. They are for developers, not for users.
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def simulate(

@@ -44,6 +44,13 @@ def test_rays_own_address_variable_joins_its_cluster_unless_the_study_names_one(
     assert backend_config(named, 3, verbose=False)["init_args"]["address"] == "10.0.0.5:6379"
 
 
+def test_other_libraries_deprecation_warnings_stay_hidden_after_flowers_simulation_is_imported():
+    warn = "warnings.warn_explicit('old', DeprecationWarning, 'lib.py', 1, module='lib')"  # as a library warns
+    warn = f"import warnings, simulations.runner; {warn}"
+    result = subprocess.run([sys.executable, "-c", warn], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "DeprecationWarning" not in result.stderr, result.stderr
+
+
 def test_thirty_sites_share_the_cores_actors_and_the_output_stays_readable(tmp_path):
     path = tmp_path / "national.csv"
     network_table(sites=30, rows=40).to_csv(path, index=False)
