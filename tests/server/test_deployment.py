@@ -93,7 +93,7 @@ def test_a_worker_killed_mid_round_is_restarted_and_its_message_answered_with_no
     s = dataclasses.replace(s, federation=dataclasses.replace(s.federation, secure_aggregation="off", min_sites=2))
     kit = loopback.fed.site("north")
     loopback.submit(s, loopback.root)
-    wait_until(lambda: any((kit / ".north-worker.tasks").glob("*.json")), 120)  # the worker holds the message
+    wait_until(lambda: loopback.busy("north"), 120)  # the worker holds the message
     os.kill(worker_pid(loopback, "north"), signal.SIGKILL)
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 120)
     assert history["status"] == "completed", history["events"]
