@@ -28,6 +28,7 @@ from shared.models import offer
 
 LOG_FILE = "simulation.log"  # in the study's output folder: Flower's, Ray's and the server loop's messages
 INTERNAL_LOGGERS = ("flwr", "ray", "medfed")
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"  # Ray's init sets it on the "ray" logger's handlers
 
 # Importing Flower's simulation shows every library's DeprecationWarning, once, for the rest of the process (its
 # ray_transport.utils filters them so): hide them again, as Python does. They are for developers, not for users.
@@ -98,7 +99,11 @@ def pool_size(settings: SimulationConfig, sites: int) -> int:
 def backend_config(settings: SimulationConfig, sites: int, verbose: bool) -> dict:
     """Flower's Ray backend settings: each actor takes one CPU, so the CPUs Ray is given size the pool; on an existing
     cluster (`ray-address`, else Ray's own `RAY_ADDRESS` variable), the cluster's CPUs do."""
-    init: dict = {"logging_level": "INFO" if verbose else "ERROR", "log_to_driver": verbose}
+    init: dict = {
+        "logging_level": "INFO" if verbose else "ERROR",
+        "logging_format": LOG_FORMAT,
+        "log_to_driver": verbose,
+    }
     if address := settings.ray_address or os.environ.get("RAY_ADDRESS", ""):
         init["address"] = address
     else:  # "local": a Ray of its own, even where another Ray runs on the machine (Ray would otherwise join that)
@@ -114,7 +119,7 @@ def _internal_logs(log_file: Path | None, verbose: bool) -> Iterator[None]:
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         for name in INTERNAL_LOGGERS:
             logging.getLogger(name).addHandler(handler)
     update_console_handler(level=logging.INFO if verbose else logging.ERROR)
