@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from shared.errors import ConfigError
 
@@ -68,6 +67,10 @@ def _label_skew(
 
 def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/test split, stratified when every class has more than two rows (as FLamby does)."""
+    from sklearn.model_selection import (
+        train_test_split,
+    )  # not at import: medfed-sim's --help names this module's SCHEMES
+
     counts = np.bincount(y)
     stratify = y if (counts[counts > 0] > 2).all() else None
     return train_test_split(

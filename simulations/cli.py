@@ -9,28 +9,22 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from client.audit import audit_site
 from client.site import SiteConfig
-from server.app import study_folder
 from server.history import final_site_metrics, site_epsilons
-from server.modelcard import CARD
 from server.outputs import StudyOutputs
-from server.report import REPORT, write_report
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
-from shared.tasks import get_task
-from simulations.baselines import local_baseline, pooled_baseline
-from simulations.preflight import Plan, check_site_count, plan_study
-from simulations.report import ONE_CLASS_ADVICE, comparison, print_comparison, round_printer, single_class_sites
-from simulations.runner import simulate
+
+if TYPE_CHECKING:
+    from simulations.preflight import Plan
 
 console = Console(soft_wrap=True)
 cli = typer.Typer(add_completion=False, help=__doc__)
@@ -128,6 +122,11 @@ def run(
         "note-column": note_column,
         "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
     }
+    # torch, scikit-learn and matplotlib load once a study is read, so that --help and a mistyped option answer at once
+    from server.app import study_folder
+    from shared.tasks import get_task
+    from simulations.preflight import check_site_count, plan_study
+
     try:
         if (time_column or event_column) and not study_file:
             task = "survival"
@@ -212,6 +211,14 @@ def _overridden(study: StudyConfig, overrides: dict[tuple[str, str], object], se
 
 
 def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, verbose: bool, quiet: bool) -> None:
+    from client.audit import audit_site
+    from server.modelcard import CARD
+    from server.report import REPORT, write_report
+    from shared.tasks import get_task
+    from simulations.baselines import local_baseline, pooled_baseline
+    from simulations.report import ONE_CLASS_ADVICE, comparison, print_comparison, round_printer, single_class_sites
+    from simulations.runner import simulate
+
     study = plan.study
     dp = "" if study.privacy.mode == "off" else f", {study.privacy.mode} DP ε={study.privacy.epsilon}"
     console.print(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ import pytest
 import ray
 from typer.testing import CliRunner
 
-import simulations.cli
+import simulations.runner
 from server.cli import cli as server_cli
 from shared.errors import DataError
 from shared.tasks.imaging.demo import synthetic_images
@@ -19,6 +21,14 @@ from shared.tasks.text.demo import CLASSES, synthetic_notes
 from simulations.cli import cli
 
 MEASURED = ("compute-s", "peak-rss-mb")  # what a rerun measures anew; every other figure is the same
+
+
+def test_help_and_a_mistyped_option_load_no_torch():
+    """torch, scikit-learn, matplotlib, Ray and the tasks load once a study is read: --help answers in a second."""
+    heavy = "{'torch', 'sklearn', 'matplotlib', 'ray', 'shared.tasks'}"
+    code = f"import sys, simulations.cli; print(sorted({heavy} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_a_data_run_writes_a_study_that_validates_and_reruns_the_same_study(tmp_path):
@@ -167,7 +177,7 @@ def test_a_run_that_fails_before_saving_a_round_leaves_no_folder(tmp_path, monke
     def fails(study, sites, folder, **_):
         raise DataError(sites[0].name, "cannot be read as a table (ParserError)", file=str(sites[0].data_path))
 
-    monkeypatch.setattr(simulations.cli, "simulate", fails)
+    monkeypatch.setattr(simulations.runner, "simulate", fails)
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["--out", str(out)])
     assert result.exit_code == 2 and "error: site 'hospital-1', file" in result.output
