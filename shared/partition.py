@@ -67,9 +67,8 @@ def _label_skew(
 
 def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded train/test split, stratified when every class has more than two rows (as FLamby does)."""
-    from sklearn.model_selection import (
-        train_test_split,
-    )  # not at import: medfed-sim's --help names this module's SCHEMES
+    # Imported here, not with the module: medfed-sim's option help reads SCHEMES and should not wait for scikit-learn.
+    from sklearn.model_selection import train_test_split
 
     counts = np.bincount(y)
     stratify = y if (counts[counts > 0] > 2).all() else None

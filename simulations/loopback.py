@@ -48,7 +48,7 @@ class Loopback:
         self.fed = provision(root / "federation", ["127.0.0.1", "localhost"], sites, self.port)
         self.data = get_task("tabular").write_demo_sites(root / "data", len(sites))
         self.processes: dict[str, subprocess.Popen] = {}
-        self.configs: dict[str, Path] = {}
+        self.worker_tasks: dict[str, Path] = {}  # each started site's worker's in-flight folder
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(root / "flwr-home")}
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
@@ -94,7 +94,7 @@ class Loopback:
 
     def busy(self, name: str) -> bool:
         """Whether a site's worker is handling a message (client.inflight keeps one file for each)."""
-        return any(worker_tasks_folder(load_site_file(self.configs[name])).glob("*.json"))
+        return any(self.worker_tasks[name].glob("*.json"))
 
     def log(self, name: str) -> str:
         """A process's log so far."""
@@ -117,7 +117,7 @@ class Loopback:
 
     def start_site(self, name: str, config: Path) -> subprocess.Popen:
         """`medfed-site start --config site.toml`, the path relative to the root folder."""
-        self.configs[name] = config
+        self.worker_tasks[name] = worker_tasks_folder(load_site_file(config))
         return self.spawn(name, str(BIN / "medfed-site"), "start", "--config", os.path.relpath(config, self.root))
 
     def submit(self, study: StudyConfig, folder: Path) -> None:
