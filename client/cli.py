@@ -204,7 +204,9 @@ def worker(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
     site_file = load_site_file(config)
     from client.inflight import Inflight
-    from client.worker import InstalledApp, SiteWorker  # Flower's runtime client: only in the worker process
+    from client.worker import InstalledApp, SiteWorker, oom_first  # Flower's runtime client: only in the worker
+
+    oom_first()
 
     address, secret = f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes()
     worker = SiteWorker(address, secret, InstalledApp(site_file.name), Inflight(tasks_dir))

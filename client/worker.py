@@ -86,6 +86,19 @@ def foreign_code(fab: Fab, installed: dict[str, str], version: str) -> str | Non
     return None
 
 
+# Linux's OOM killer scores processes from -1000 to 1000; should the machine run out of memory all the same (a study
+# past what its sizing saw), the worker goes first, not the hospital's other services, and the agent restarts it.
+OOM_SCORE_ADJ = 500
+
+
+def oom_first() -> None:
+    """Ask Linux to end this worker before the machine's other processes if memory runs out."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(OOM_SCORE_ADJ))
+    except OSError as exc:  # not Linux, or a container that forbids it
+        log.info("the site worker keeps the OOM killer's default score (%s)", exc.strerror)
+
+
 def release() -> None:
     """Free the previous study's data and, on a GPU, the memory torch still caches for it."""
     release_site_data()

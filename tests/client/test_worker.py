@@ -7,8 +7,11 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import subprocess
+import sys
 import time
 import zipfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -211,3 +214,10 @@ def test_a_worker_polls_every_second_when_idle_and_four_times_a_second_while_a_s
     assert waits[:2] == [1.0, 1.0]  # idle
     running = waits[2:]  # the task came at 2 s: a quarter of a second until 30 s after it, then idle again
     assert running[:120] == [0.25] * 120 and set(running[120:]) == {1.0} and len(running) > 121
+
+
+@pytest.mark.skipif(not Path("/proc/self/oom_score_adj").exists(), reason="Linux's OOM killer score")
+def test_the_worker_is_the_first_process_the_oom_killer_ends():
+    code = "from client.worker import oom_first; oom_first(); print(open('/proc/self/oom_score_adj').read())"
+    score = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(score) == client_worker.OOM_SCORE_ADJ > 0
