@@ -26,6 +26,18 @@ def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
     study.privacy.check_cap(site.name, site.max_epsilon)
 
 
+def admit_model(study: StudyConfig, site: SiteConfig) -> None:
+    """Refuse a study whose model would take more memory to train than the site's policy allows: sized on torch's
+    `meta` device, before any tensor is allocated or any patient row read."""
+    from shared.models import offer
+    from shared.tasks import get_task  # torch: only once a study has passed the site's other rules
+    from shared.tasks.footprint import model_footprint
+
+    get_task(study.task).check_study(study)
+    offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
+    site.policy.check_model(study, site.name, model_footprint(study))
+
+
 def refusal(msg: Message, site: SiteConfig, reason: str) -> Message:
     """An error reply naming the site, so the server records who declined and why."""
     named = reason if reason.startswith(f"site '{site.name}'") else f"site '{site.name}': {reason}"

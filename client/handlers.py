@@ -9,7 +9,7 @@ import time
 import torch
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from client.admission import admit, refusal
+from client.admission import admit, admit_model, refusal
 from client.kept import keep
 from client.released import ReleasedUpdates, arrays_digest
 from client.site import SiteConfig, load_site_data, site_record
@@ -66,8 +66,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     config = msg.content["config"]
     study = StudyConfig.from_json(str(config["study"]))
     admit(study, site, train)  # the site's own rules first: a refused study touches no patient data
+    admit_model(study, site)
     task = get_task(study.task)
-    task.check_study(study)
     data = load_site_data(site, study)
     if train:
         keep(site, study, data.kept)  # the statistics its rows were encoded with, for the site's own predictions

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from client.admission import admit_model
 from client.kept import load_kept
 from client.site import SiteConfig
 from shared.arrays import load_model_file
@@ -16,7 +17,6 @@ from shared.atomic import atomic_write
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import DataError
-from shared.models import offer
 from shared.tasks import build_model, get_task
 
 BATCH = 256
@@ -27,8 +27,7 @@ def predict_file(
 ) -> pd.DataFrame:
     """One row per input row (or image): its id, then the task's prediction columns."""
     task = get_task(study.task)
-    task.check_study(study)
-    offer(site.models)  # a pretrained encoder resolves through the site's own [models], as in training
+    admit_model(study, site)  # the size the site's policy allows, and its own [models] for a pretrained encoder
     model = build_model(study)
     load_model_file(model, model_file)
     kept = load_kept(site, study, required=task.keeps_statistics)

@@ -14,7 +14,7 @@ from flwr.common import Code, FitRes, Status
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from client.admission import admit, refusal
+from client.admission import admit, admit_model, refusal
 from client.site import SiteConfig, site_record
 from shared.arrays import non_finite, scale_update, update_norm
 from shared.config import StudyConfig
@@ -43,6 +43,7 @@ def secure_aggregation_mod(resolve_site: Callable[[Context], SiteConfig]) -> Mod
         if msg.content[RECORD_KEY_CONFIGS][Key.STAGE] == Stage.SETUP:
             try:  # refuse before the key exchange, so the others need not recover this site's masks
                 admit(study, site, train=True)
+                admit_model(study, site)
             except MedfedError as exc:
                 log.error("%s", exc)
                 return refusal(msg, site, str(exc))

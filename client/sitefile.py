@@ -10,17 +10,25 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.config import KNOWN_TASKS, StudyConfig, parse_section
 from shared.errors import ConfigError, PolicyError
 from shared.models import OfferedModel, parse_models
 from shared.privacy.caps import PrivacyCaps
 
+if TYPE_CHECKING:  # torch loads only once a study gets past the site's other rules
+    from shared.tasks.footprint import Footprint
+
+# What training a study's model may hold here by default (shared.tasks.footprint): a full-width ResNet-18 on
+# 224-pixel images in batches of 32 fits (about 12 GiB), a model as large as the machine does not.
+MAX_TRAINING_MIB = 16384.0
+
 
 @dataclass(frozen=True)
 class SitePolicy:
-    """What this site accepts: tasks, models, its privacy caps, and the fewest sites any aggregate may hold."""
+    """What this site accepts: tasks, models and their size, its privacy caps, and the fewest sites any aggregate
+    may hold."""
 
     tasks: list[str] = field(default_factory=list)  # empty: every task
     models: list[str] = field(default_factory=list)  # empty: every model of an accepted task
@@ -29,6 +37,7 @@ class SitePolicy:
     lifetime_epsilon: float = 0.0  # over all studies on this site's data; 0: max_epsilon
     min_sites: int = 1
     trusted_publishers: str = ""  # a Flower trusted-entities YAML; the SuperNode then runs only apps they signed
+    max_training_mib: float = MAX_TRAINING_MIB
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))
@@ -40,6 +49,8 @@ class SitePolicy:
             raise ConfigError(f"policy.{exc.field}", exc.problem) from exc
         if self.min_sites < 1:
             raise ConfigError("policy.min-sites", "must be at least 1")
+        if not 0 < self.max_training_mib < math.inf:
+            raise ConfigError("policy.max-training-mib", "must be a number of MiB above 0")
 
     def caps(self) -> PrivacyCaps:
         """The site's privacy caps, which no study can raise."""
@@ -57,6 +68,15 @@ class SitePolicy:
             raise PolicyError(
                 f"{refuse} it aggregates as few as {study.federation.min_sites} sites, this site requires "
                 f"at least {self.min_sites}"
+            )
+
+    def check_model(self, study: StudyConfig, site: str, footprint: Footprint) -> None:
+        """Refuse a study whose training would hold more memory than `max-training-mib`, naming the size."""
+        if footprint.training_mib > self.max_training_mib:
+            raise PolicyError(
+                f"site '{site}' refuses study '{study.name}': training its model ({footprint.parameters:,} "
+                f"parameters, {footprint.trainable:,} trained) would hold about {footprint.training_mib:,.0f} MiB, "
+                f"over this site's policy.max-training-mib = {self.max_training_mib:g}"
             )
 
 

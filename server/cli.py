@@ -28,7 +28,7 @@ from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
-from shared.config import load_study
+from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
 from shared.models import MODELS_ENV, offer_file
@@ -55,6 +55,24 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     console.print(
         f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
         f"{config.federation.rounds} rounds, secure aggregation {'on' if secure else 'off'} in a federation"
+    )
+    console.print(_model_size(config), highlight=False)
+
+
+def _model_size(study: StudyConfig) -> str:
+    """The study's model size and the memory training it holds at a site, which each site's policy caps."""
+    from client.sitefile import MAX_TRAINING_MIB
+    from shared.tasks.footprint import model_footprint
+
+    try:
+        size = model_footprint(study)
+    except MedfedError as exc:  # a pretrained encoder lives only at the sites that offer it
+        return f"model size: measured by each site ({exc})"
+    activations = "" if size.activation_bytes is not None else ", one batch's activations not included"
+    return (
+        f"model: {size.parameters:,} parameters, {size.trainable:,} trained; training holds about "
+        f"{size.training_mib:,.1f} MiB at a site{activations} (a site refuses above its policy.max-training-mib, "
+        f"{MAX_TRAINING_MIB:g} by default)"
     )
 
 

@@ -15,11 +15,12 @@ import typer
 from rich.console import Console
 
 from client.site import SiteConfig
+from client.sitefile import MAX_TRAINING_MIB
 from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
-from shared.errors import ConfigError, MedfedError
+from shared.errors import ConfigError, MedfedError, PolicyError
 from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
 
@@ -87,6 +88,10 @@ def run(
     dp: Annotated[str | None, typer.Option(help=f"Override privacy.mode: {', '.join(PRIVACY_MODES)}")] = None,
     epsilon: Annotated[float | None, typer.Option(help="Override privacy.epsilon (whole study)")] = None,
     site_max_epsilon: Annotated[float, typer.Option(help="Each simulated site's own ε cap")] = math.inf,
+    site_max_training_mib: Annotated[
+        float,
+        typer.Option(help="Each simulated site's policy.max-training-mib: the memory its model may take to train"),
+    ] = MAX_TRAINING_MIB,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
     workers: Annotated[
         int | None, typer.Option(help="Override simulation.workers: Ray actors sharing the sites (0: one per core)")
@@ -123,6 +128,7 @@ def run(
         "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
     }
     # torch, scikit-learn and matplotlib load once a study is read, so that --help and a mistyped option answer at once
+    from client.admission import admit_model
     from server.app import study_folder
     from shared.tasks import get_task
     from simulations.preflight import check_site_count, plan_study
@@ -166,11 +172,20 @@ def run(
             raise ConfigError(
                 "--out", f"{folder} holds a run's outputs; --check writes to a new folder", "command line"
             )
-        # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap.
+        # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap and model size cap.
         site_list = [
-            dataclasses.replace(s, ledger_dir=folder / "ledgers", max_epsilon=site_max_epsilon)
+            dataclasses.replace(
+                s,
+                ledger_dir=folder / "ledgers",
+                max_epsilon=site_max_epsilon,
+                policy=dataclasses.replace(s.policy, max_training_mib=site_max_training_mib),
+            )
             for s in plan.write(folder)
         ]
+        try:  # said before the server builds the model in this process, not by every site at round 1
+            admit_model(plan.study, site_list[0])
+        except PolicyError as exc:
+            raise PolicyError(f"{exc} (--site-max-training-mib sets the simulated sites' cap)") from exc
         if check:
             _checked(plan.study, site_list, folder)
             return

@@ -105,6 +105,23 @@ def test_site_cap_refuses_a_greedier_study(study, demo_sites, tmp_path):
     assert reply.has_error() and "cap of 2.0" in reply.error.reason and site.name in reply.error.reason
 
 
+@pytest.mark.parametrize("train", [True, False])
+def test_a_model_too_large_for_the_site_is_refused_before_its_data_is_read_or_its_weights_allocated(
+    study, tmp_path, train
+):
+    huge = dataclasses.replace(study, model={**study.model, "hidden": [50_000, 50_000]})  # 2.5 G parameters, 37 GiB
+    site = SiteConfig("west", tmp_path / "never-read.csv")  # a site that read its data would name this file
+    msg = server_message(huge, arrays=ArrayRecord({"w": Array(np.zeros(1, np.float32))}), train=train)
+    reply = handle(msg, site, train=train)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED
+    assert reply.error.reason.startswith(
+        "site 'west' refuses study 'breast-cancer-demo': training its model (2,501,700,002 "
+    )
+    assert "policy.max-training-mib = 16384" in reply.error.reason
+    roomy = dataclasses.replace(site, policy=dataclasses.replace(site.policy, max_training_mib=50_000))
+    assert "never-read.csv" in handle(msg, roomy, train=train).error.reason  # past the cap: on to the data
+
+
 def test_capped_site_refuses_a_study_without_local_dp(study, demo_sites, tmp_path):
     site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path, max_epsilon=3.0)
     reply = handle(server_message(study), site, train=True)  # the demo study has privacy.mode = "off"

@@ -43,6 +43,14 @@ def test_site_policy_refuses_at_setup_before_any_key_or_data(study, tmp_path):
     assert not ctx.state.config_records  # no SecAgg+ state: the site never joined the key exchange
 
 
+def test_a_model_over_the_sites_size_cap_is_refused_at_setup(study, tmp_path):
+    site = SiteConfig("west", tmp_path / "no-data-needed.csv", policy=SitePolicy(max_training_mib=0.01))
+    ctx = context()
+    reply = secure_aggregation_mod(lambda ctx: site)(setup_message(study), ctx, never_called)
+    assert reply.has_error() and "policy.max-training-mib = 0.01" in reply.error.reason
+    assert not ctx.state.config_records
+
+
 def test_plain_train_messages_pass_through(study, demo_sites):
     mod = secure_aggregation_mod(lambda ctx: demo_sites[0])
     msg = server_message(study)

@@ -28,6 +28,7 @@ tasks = ["tabular"]
 models = ["mlp"]
 max-epsilon = 4.0
 min-sites = 3
+max-training-mib = 512
 """
 
 
@@ -42,7 +43,9 @@ def test_site_file_resolves_kit_paths_and_reads_the_policy(tmp_path):
     data = get_task("tabular").write_demo_sites(tmp_path / "data", 2)[0]
     site = load_site_file(write(tmp_path, SITE.format(data=data)))
     assert site.private_key == tmp_path / "kit" / "north.key" and site.ca_certificate == tmp_path / "kit" / "ca.crt"
-    assert site.policy == SitePolicy(tasks=["tabular"], models=["mlp"], max_epsilon=4.0, min_sites=3)
+    assert site.policy == SitePolicy(
+        tasks=["tabular"], models=["mlp"], max_epsilon=4.0, min_sites=3, max_training_mib=512
+    )
     command = supernode_command(site)
     assert command[command.index("--superlink") + 1] == "fl.example.org:9092"
     assert command[command.index("--auth-supernode-private-key") + 1] == str(site.private_key)
@@ -60,6 +63,8 @@ def test_site_file_resolves_kit_paths_and_reads_the_policy(tmp_path):
         (lambda s: s.replace("min-sites = 3", "min-sites = 0"), "policy.min-sites"),
         (lambda s: s.replace("max-epsilon = 4.0", "max-epsilon = -1.0"), "policy.max-epsilon"),
         (lambda s: s.replace('tasks = ["tabular"]', 'tasks = ["x"]'), "policy.tasks"),
+        (lambda s: s.replace("max-training-mib = 512", "max-training-mib = 0"), "policy.max-training-mib"),
+        (lambda s: s.replace("max-training-mib = 512", "max-training-mib = inf"), "policy.max-training-mib"),
         (lambda s: s + "[oops", "not valid TOML"),
     ],
 )

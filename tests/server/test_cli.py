@@ -8,6 +8,8 @@ import sys
 from typer.testing import CliRunner
 
 from server.cli import cli
+from shared.config import load_study
+from shared.tasks import build_model
 
 
 def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
@@ -15,6 +17,9 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     good.write_text('name = "s"\n[data]\nlabel = "y"\nclasses = [0, 1]\nfeatures = ["a", "b"]\n')
     result = CliRunner().invoke(cli, ["validate", str(good)])
     assert result.exit_code == 0 and "valid" in result.output
+    model = build_model(load_study(good))
+    parameters = sum(p.numel() for p in model.parameters())
+    assert f"model: {parameters:,} parameters, {parameters:,} trained; training holds about " in result.output
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "s"\n[privacy]\nmode = "local"\nepsilon = -1\n')
     result = CliRunner().invoke(cli, ["validate", str(bad)])

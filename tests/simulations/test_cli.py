@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 import simulations.runner
 from server.cli import cli as server_cli
 from shared.errors import DataError
+from shared.tasks import get_task
 from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
 from shared.tasks.text.demo import CLASSES, synthetic_notes
@@ -182,6 +183,21 @@ def test_a_run_that_fails_before_saving_a_round_leaves_no_folder(tmp_path, monke
     result = CliRunner().invoke(cli, ["--out", str(out)])
     assert result.exit_code == 2 and "error: site 'hospital-1', file" in result.output
     assert not out.exists()
+
+
+def test_a_model_over_the_simulated_sites_size_cap_is_refused_before_the_server_builds_it(tmp_path):
+    study = get_task("tabular").demo_study().to_dict()
+    study["model"]["hidden"] = [50_000, 50_000]  # 37 GiB to train, more than this machine would spare
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps(study))
+    out = tmp_path / "run"
+    args = ["--study", str(path), "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "policy.max-training-mib = 16384" in result.output, result.output
+    assert "(--site-max-training-mib sets the simulated sites' cap)" in result.output
+    assert not out.exists() and not ray.is_initialized()
+    roomy = CliRunner().invoke(cli, [*args, "--site-max-training-mib", "40000", "--check"])
+    assert roomy.exit_code == 0 and "checked: 3 sites, nothing trained" in roomy.output, roomy.output
 
 
 def test_medmnist_style_npz_is_split_into_sites(tmp_path):

@@ -12,6 +12,8 @@ from shared.errors import ConfigError
 from shared.tasks.size import SiteSize
 
 ON_CORRUPT = ("skip", "fail")
+# Every image is held in memory at this size (channels x size^2 floats): 4 MiB a grayscale image at 1024 pixels.
+MAX_IMAGE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class ImagingSpec(SiteSize):
     def __post_init__(self) -> None:
         problems = [
             (len(self.classes) < 2, "data.classes", "must list at least two labels agreed for the study"),
-            (self.image_size < 8, "data.image-size", "must be at least 8 pixels"),
+            (not 8 <= self.image_size <= MAX_IMAGE_SIZE, "data.image-size", f"must be in 8..{MAX_IMAGE_SIZE} pixels"),
             (self.channels not in (1, 3), "data.channels", "must be 1 (grayscale) or 3 (RGB)"),
             (not 0 < self.test_fraction < 1, "data.test-fraction", "must be in (0, 1)"),
             (self.on_corrupt not in ON_CORRUPT, "data.on-corrupt", f"must be one of {', '.join(ON_CORRUPT)}"),

@@ -108,14 +108,18 @@ def load_pretrained(spec: TextModelSpec, n_classes: int, pad_id: int, max_length
     `max_length` tokens must fit its positions."""
     folder = pretrained_folder(spec)
     try:
-        from transformers import AutoModel
+        from safetensors import SafetensorError
+        from transformers import AutoConfig, AutoModel
         from transformers.utils import logging as hf_logging
     except ImportError as exc:
         raise ConfigError("model.name", "'pretrained' needs the extra: pip install 'medfed[pretrained]'") from exc
     hf_logging.disable_progress_bar()
     try:
-        encoder = AutoModel.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        if torch.get_default_device().type == "meta":  # sized before it is loaded (shared.tasks.footprint)
+            encoder = AutoModel.from_config(AutoConfig.from_pretrained(folder, local_files_only=True))
+        else:
+            encoder = AutoModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # SafetensorError: a corrupt file
         log.error("model '%s' in %s cannot be loaded: %s", spec.encoder, folder, exc)
         raise ConfigError("model.encoder", f"'{spec.encoder}' cannot be loaded here (the local log says why)") from exc
     positions = getattr(encoder.config, "max_position_embeddings", max_length)

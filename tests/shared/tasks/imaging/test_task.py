@@ -40,6 +40,14 @@ def test_resnet18_layout_shapes_and_opacus_validation():
     assert ModuleValidator.validate(model, strict=False) == []
 
 
+@pytest.mark.parametrize("size", [4, 4096])
+def test_an_image_size_a_site_could_not_hold_is_refused_by_name(size):
+    raw = TASK.demo_study().to_dict()
+    raw["data"]["image-size"] = size  # every image is held at this size: 4096 pixels is 64 MiB a grayscale image
+    with pytest.raises(ConfigError, match=r"data.image-size.*must be in 8\.\.1024 pixels"):
+        TASK.check_study(StudyConfig.from_dict(raw))
+
+
 def test_unknown_model_name_is_a_config_error():
     raw = TASK.demo_study().to_dict()
     raw["model"] = {"name": "unet"}  # a segmentation network is not a classifier

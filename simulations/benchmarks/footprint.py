@@ -1,0 +1,104 @@
+"""How close the site's training-memory figure (shared.tasks.footprint) comes to what one training step really holds.
+
+    python -m simulations.benchmarks.footprint --out footprint.json
+
+Each setting runs in a fresh process on the CPU: the study's model is measured on the meta device, then built for
+real and trained for one step on one batch (Adam; under local DP through medfed's SitePrivacy and Opacus), and the
+growth of the process's peak resident memory over the step's setup is the measured figure. The loss is the mean
+square of the outputs, the same cost for every task; the data, like the figure, is one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+# name: (task, {section: {key: value}})
+SETTINGS = {
+    "tabular mlp 2048x2048": ("tabular", {"model": {"hidden": [2048, 2048]}}),
+    "tabular mlp 1024x1024, local DP": ("tabular", {"model": {"hidden": [1024, 1024]}, "privacy": {"mode": "local"}}),
+    "imaging cnn 128 px": ("imaging", {"data": {"image-size": 128}}),
+    "imaging cnn 256 px": ("imaging", {"data": {"image-size": 256}}),
+    "imaging cnn 128 px, local DP": ("imaging", {"data": {"image-size": 128}, "privacy": {"mode": "local"}}),
+    "imaging resnet18 w32 128 px": (
+        "imaging",
+        {"data": {"image-size": 128}, "model": {"name": "resnet18", "width": 32}},
+    ),
+    "segmentation 128 px": ("segmentation", {"data": {"image-size": 128}}),
+    "text 256 tokens": ("text", {"data": {"max-length": 256}}),
+    "text 1024 tokens": ("text", {"data": {"max-length": 1024}}),
+}
+console = Console()
+
+
+def measure(task_name: str, changes: dict) -> dict[str, float]:
+    """In this process: the figure, then one real training step's peak memory growth, in MiB."""
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from shared.config import StudyConfig
+    from shared.privacy.caps import PrivacyCaps
+    from shared.privacy.journal import LedgerFiles
+    from shared.privacy.site import SitePrivacy
+    from shared.tasks import build_model, get_task
+    from shared.tasks.footprint import model_footprint
+    from shared.training import make_loader, make_optimizer
+
+    class SquareLoss(nn.Module):
+        def forward(self, out: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
+            return out.float().square().mean()
+
+    raw = get_task(task_name).demo_study().to_dict()
+    for section, values in changes.items():
+        raw[section].update(values)
+    study = StudyConfig.from_dict(raw)
+    size = model_footprint(study)
+    batch = study.train.batch_size
+    inputs = get_task(task_name).example_input(study, batch)
+    data = TensorDataset(inputs, torch.zeros(batch))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = build_model(study)
+    optimizer, loader, loss_fn = make_optimizer(model, study.train), make_loader(data, batch, 0), SquareLoss()
+    if study.privacy.mode == "local":
+        with tempfile.TemporaryDirectory() as ledgers:
+            site = SitePrivacy(study, "bench", LedgerFiles.at(Path(ledgers), "bench"), PrivacyCaps(), 10 * batch)
+            model, optimizer, loader, loss_fn = site.make_private(model, optimizer, loader, loss_fn)
+    x, y = next(iter(loader))
+    loss_fn(model(x), y).backward()
+    optimizer.step()
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux reports KiB
+    return {"estimate_mib": size.training_mib, "measured_mib": grown, "ratio": size.training_mib / grown}
+
+
+def main(out: Annotated[Path, typer.Option(help="JSON results")] = Path("footprint.json")) -> None:
+    """Every setting in its own process, the figure beside the measured peak."""
+    results = {}
+    for name, (task_name, changes) in SETTINGS.items():
+        code = (
+            "import json, sys; from simulations.benchmarks.footprint import measure; "
+            f"print(json.dumps(measure({task_name!r}, {changes!r})))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        r = results[name]
+        console.print(
+            f"{name}: figure {r['estimate_mib']:,.0f} MiB, measured {r['measured_mib']:,.0f} MiB, x{r['ratio']:.2f}"
+        )
+    ratios = [r["ratio"] for r in results.values()]
+    summary = {"settings": results, "median_ratio": statistics.median(ratios), "min_ratio": min(ratios)}
+    out.write_text(json.dumps(summary, indent=2))
+    console.print(f"figure / measured: median x{summary['median_ratio']:.2f}, lowest x{summary['min_ratio']:.2f}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,81 @@
+"""A study's training memory is measured on the meta device: the real model's counts, and no memory taken."""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+
+import pytest
+
+from shared.config import KNOWN_TASKS, PrivacyConfig, StudyConfig
+from shared.errors import ConfigError
+from shared.tasks import build_model, get_task
+from shared.tasks.footprint import TRAINING_COPIES, model_footprint
+from tests.shared.tasks.text.pretrained import tiny_bert
+from tests.shared.tasks.text.test_task import pretrained_study
+
+
+def real_counts(study) -> tuple[int, int]:
+    model = build_model(study)
+    values = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    return values, sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def changed(name: str, section: str, **values) -> StudyConfig:
+    raw = get_task(name).demo_study().to_dict()
+    raw[section].update({k.replace("_", "-"): v for k, v in values.items()})
+    return StudyConfig.from_dict(raw)
+
+
+@pytest.mark.parametrize("name", KNOWN_TASKS)
+@pytest.mark.parametrize("mode", ["off", "local"])
+def test_the_meta_size_is_the_real_models_and_dp_adds_one_gradient_per_example(name, mode):
+    study = get_task(name).demo_study()
+    study = dataclasses.replace(study, privacy=PrivacyConfig(mode=mode, epsilon=3.0))
+    if name == "survival" and mode == "local":
+        study = dataclasses.replace(study, model={**study.model, "name": "discrete"})  # Cox is refused under DP
+    size = model_footprint(study)
+    assert (size.parameters, size.trainable) == real_counts(study) and size.trainable > 0
+    copies = TRAINING_COPIES + (study.train.batch_size if mode == "local" else 0)
+    assert size.state_bytes == 4 * (size.parameters + copies * size.trainable)  # float32 throughout
+    assert size.activation_bytes > 0  # every built-in model's forward runs on the meta device
+    ghost = dataclasses.replace(study, privacy=dataclasses.replace(study.privacy, grad_sample_mode="ghost"))
+    assert model_footprint(ghost).state_bytes == 4 * (size.parameters + TRAINING_COPIES * size.trainable)
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "small", "large", "at_least"),
+    [
+        ("imaging", "data", {"image_size": 28}, {"image_size": 56}, 3.9),  # pixels x4
+        ("imaging", "train", {"batch_size": 8}, {"batch_size": 16}, 2.0),
+        ("text", "data", {"max_length": 64}, {"max_length": 256}, 4.0),  # attention grows with the square
+    ],
+)
+def test_activations_grow_with_what_the_study_sets(name, section, small, large, at_least):
+    less, more = (model_footprint(changed(name, section, **v)).activation_bytes for v in (small, large))
+    assert more >= at_least * less
+
+
+@pytest.mark.parametrize("trainable_layers", [0, 1])
+def test_a_pretrained_encoder_is_sized_from_its_config_without_reading_its_weights(tmp_path, trainable_layers):
+    pytest.importorskip("transformers")
+    folder = tiny_bert(tmp_path / "bert")
+    study = pretrained_study(folder, trainable_layers)
+    size = model_footprint(study)
+    assert (size.parameters, size.trainable) == real_counts(study)
+    assert size.activation_bytes is None  # its masks are data-dependent: a Hugging Face forward cannot run on meta
+    (folder / "model.safetensors").write_bytes(b"not weights")
+    with pytest.raises(ConfigError, match="cannot be loaded here"):  # a corrupt file is named, not a deep trace
+        build_model(study)
+    assert model_footprint(study) == size  # sizing never opened them
+
+
+def test_a_model_larger_than_the_machine_is_sized_without_allocating_it():
+    study = get_task("tabular").demo_study()
+    huge = dataclasses.replace(study, model={**study.model, "hidden": [50_000, 50_000]})
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    size = model_footprint(huge)
+    inputs = len(study.data["features"])
+    assert size.parameters == (inputs + 1) * 50_000 + 50_001 * 50_000 + 50_001 * 2  # a logit per class
+    assert size.training_mib > 16 * size.parameters / 2**20
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024  # KiB: not the 9 GiB of weights
