@@ -77,7 +77,9 @@ def test_kits_hold_systemd_units_that_restart_on_failure_and_a_label_hint(tmp_pa
     assert "Restart=on-failure" in server and f"start --federation {fed.root} --listen 0.0.0.0" in server
     site = (fed.site("north") / "medfed-site.service").read_text()
     assert "Restart=on-failure" in site and "medfed-site start --config /opt/medfed/north/site.toml" in site
-    assert load_site_file(fed.site("north") / "site.toml").data_hints == {"label": "outcome"}
+    kit = load_site_file(fed.site("north") / "site.toml")
+    assert kit.data_hints == {"label": "outcome"}
+    assert kit.policy.max_training_mib == 16384  # the kit's site.toml names the memory cap the site may lower
 
 
 def test_a_federation_in_a_git_work_tree_is_warned_about_and_its_keys_ignored(tmp_path):
