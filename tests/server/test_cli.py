@@ -20,6 +20,11 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     model = build_model(load_study(good))
     parameters = sum(p.numel() for p in model.parameters())
     assert f"model: {parameters:,} parameters, {parameters:,} trained; training holds about " in result.output
+    assert "over the default" not in result.output
+    huge = tmp_path / "huge.toml"
+    huge.write_text(good.read_text() + "[model]\nhidden = [50000, 50000]\n")
+    result = CliRunner().invoke(cli, ["validate", str(huge)])
+    assert result.exit_code == 0 and "over the default: a site that keeps it refuses this study" in result.output
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "s"\n[privacy]\nmode = "local"\nepsilon = -1\n')
     result = CliRunner().invoke(cli, ["validate", str(bad)])
