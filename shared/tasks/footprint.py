@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from shared.config import StudyConfig
+from shared.errors import ConfigError
 from shared.tasks import build_model, get_task
 
 log = logging.getLogger("medfed.site")
@@ -50,22 +52,17 @@ class _Created(TorchDispatchMode):
 
 
 def model_footprint(study: StudyConfig) -> Footprint:
-    """The study's model and one training batch built on the `meta` device (shapes only: no memory, no weights
+    """The study's model and its training batches built on the `meta` device (shapes only: no memory, no weights
     read). Its state: weights, gradients and optimizer state, plus under local DP one gradient per example of a batch
-    as Opacus keeps them (ghost clipping keeps none). Its activations: every tensor one batch's forward pass creates,
+    as Opacus keeps them (ghost clipping keeps none). Its activations: every tensor a batch's forward pass creates,
     which backward keeps or frees. Against one real training step's peak: 0.5x to 1.7x, median 1.0x (BENCHMARKS.md);
-    the data itself is not counted."""
-    with torch.device("meta"):
-        model = build_model(study)
-        batch = get_task(study.task).example_input(study, study.train.batch_size)
-        created = _Created()
-        try:
-            with created:
-                model(batch)
-            activations: int | None = created.bytes
-        except (RuntimeError, NotImplementedError) as exc:  # data-dependent code (a Hugging Face encoder's masks)
-            log.debug("study '%s': activations not measured on the meta device (%s)", study.name, exc)
-            activations = None
+    the data itself is not counted. A model too large for torch to describe is refused by name."""
+    try:
+        with torch.device("meta"):
+            model = build_model(study)
+            activations = _activation_bytes(study, model)
+    except RuntimeError as exc:  # e.g. "Storage size calculation overflowed": more than 2^63 bytes
+        raise ConfigError("model", f"is too large for a site to size its training ({exc})") from exc
     tensors = [*model.parameters(), *model.buffers()]
     trained = [p for p in model.parameters() if p.requires_grad]
     per_example = study.privacy.mode == "local" and study.privacy.grad_sample_mode != "ghost"
@@ -77,3 +74,23 @@ def model_footprint(study: StudyConfig) -> Footprint:
         + copies * sum(p.numel() * p.element_size() for p in trained),
         activation_bytes=activations,
     )
+
+
+def _activation_bytes(study: StudyConfig, model: nn.Module) -> int | None:
+    """What a forward pass of `train.batch-size` examples creates, from passes of 2 and 3 (it grows with the batch in a
+    straight line), so that no batch a study names overflows torch's sizes. None only for a Hugging Face encoder,
+    whose attention masks look at the data; any other model that cannot run on `meta` is refused by its error."""
+    task = get_task(study.task)
+    sizes = []
+    for n in (2, 3):
+        created = _Created()
+        try:
+            with created:
+                model(task.example_input(study, n))
+        except (RuntimeError, NotImplementedError) as exc:
+            if not any(type(m).__module__.startswith("transformers.") for m in model.modules()):
+                raise
+            log.debug("study '%s': activations not measured on the meta device (%s)", study.name, exc)
+            return None
+        sizes.append(created.bytes)
+    return sizes[0] + (sizes[1] - sizes[0]) * (study.train.batch_size - 2)

@@ -122,6 +122,13 @@ def test_a_model_too_large_for_the_site_is_refused_before_its_data_is_read_or_it
     assert "never-read.csv" in handle(msg, roomy, train=train).error.reason  # past the cap: on to the data
 
 
+def test_a_model_past_torchs_sizes_is_a_named_refusal_not_an_internal_error(study, tmp_path):
+    beyond = dataclasses.replace(study, model={**study.model, "hidden": [10**10, 10**10]})
+    msg = server_message(beyond, arrays=ArrayRecord({"w": Array(np.zeros(1, np.float32))}))
+    reply = handle(msg, SiteConfig("west", tmp_path / "never-read.csv"), train=True)
+    assert reply.has_error() and "'model' is too large for a site to size its training" in reply.error.reason
+
+
 def test_capped_site_refuses_a_study_without_local_dp(study, demo_sites, tmp_path):
     site = dataclasses.replace(demo_sites[0], ledger_dir=tmp_path, max_epsilon=3.0)
     reply = handle(server_message(study), site, train=True)  # the demo study has privacy.mode = "off"

@@ -79,3 +79,11 @@ def test_a_model_larger_than_the_machine_is_sized_without_allocating_it():
     assert size.parameters == (inputs + 1) * 50_000 + 50_001 * 50_000 + 50_001 * 2  # a logit per class
     assert size.training_mib > 16 * size.parameters / 2**20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200 * 1024  # KiB: not the 9 GiB of weights
+
+
+def test_a_batch_past_torchs_sizes_is_still_measured_and_a_model_past_them_is_refused_by_name():
+    crowded = changed("imaging", "train", batch_size=10**13)  # 10^13 x 28^2 floats: more bytes than 2^63
+    assert model_footprint(crowded).training_mib > 10**12  # measured from batches of 2 and 3, in a straight line
+    for study in (changed("text", "data", max_length=10**10), changed("tabular", "model", hidden=[10**10, 10**10])):
+        with pytest.raises(ConfigError, match="'model' is too large for a site to size its training"):
+            model_footprint(study)
