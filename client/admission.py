@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+from typing import TYPE_CHECKING
+
 from flwr.app import Error, Message
 
 from client.site import SiteConfig
 from shared.config import StudyConfig
 from shared.errors import PolicyError
+
+if TYPE_CHECKING:
+    from shared.tasks.footprint import Footprint
 
 SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
 
@@ -31,11 +37,19 @@ def admit_model(study: StudyConfig, site: SiteConfig) -> None:
     `meta` device, before any tensor is allocated or any patient row read."""
     from shared.models import offer
     from shared.tasks import get_task  # torch: only once a study has passed the site's other rules
-    from shared.tasks.footprint import model_footprint
 
     get_task(study.task).check_study(study)
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
-    site.policy.check_model(study, site.name, model_footprint(study))
+    site.policy.check_model(study, site.name, _footprint(study.to_json(), frozenset(site.models.items())))
+
+
+@functools.lru_cache(maxsize=32)
+def _footprint(study: str, offered: frozenset) -> Footprint:
+    """A study's footprint, once per study and set of offered models (which `offer` just made this process's): every
+    message of every round asks."""
+    from shared.tasks.footprint import model_footprint
+
+    return model_footprint(StudyConfig.from_json(study))
 
 
 def refusal(msg: Message, site: SiteConfig, reason: str) -> Message:

@@ -64,9 +64,8 @@ def measure(task_name: str, changes: dict) -> dict[str, float]:
     study = StudyConfig.from_dict(raw)
     size = model_footprint(study)
     batch = study.train.batch_size
-    inputs = get_task(task_name).example_input(study, batch)
-    data = TensorDataset(inputs, torch.zeros(batch))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the batch counts, as in the figure
+    data = TensorDataset(get_task(task_name).example_input(study, batch), torch.zeros(batch))
     model = build_model(study)
     optimizer, loader, loss_fn = make_optimizer(model, study.train), make_loader(data, batch, 0), SquareLoss()
     if study.privacy.mode == "local":
@@ -85,7 +84,7 @@ def main(out: Annotated[Path, typer.Option(help="JSON results")] = Path("footpri
     results = {}
     for name, (task_name, changes) in SETTINGS.items():
         code = (
-            "import json, sys; from simulations.benchmarks.footprint import measure; "
+            "import json; from simulations.benchmarks.footprint import measure; "
             f"print(json.dumps(measure({task_name!r}, {changes!r})))"
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
