@@ -75,7 +75,7 @@ class SitePolicy:
         if footprint.training_mib > self.max_training_mib:
             raise PolicyError(
                 f"site '{site}' refuses study '{study.name}': training its model ({footprint.parameters:,} "
-                f"parameters, {footprint.trainable:,} trained) would hold about {footprint.training_mib:,.0f} MiB, "
+                f"parameters, {footprint.trainable:,} trained) would hold about {footprint.training_mib:,.1f} MiB, "
                 f"over this site's policy.max-training-mib = {self.max_training_mib:g}"
             )
 
