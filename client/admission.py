@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flwr.app import Error, Message
 
-from client.site import SiteConfig
+from client.site import SiteConfig, data_fingerprint
 from shared.config import StudyConfig
 from shared.errors import PolicyError
 
@@ -32,15 +33,18 @@ def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
     study.privacy.check_cap(site.name, site.max_epsilon)
 
 
-def admit_model(study: StudyConfig, site: SiteConfig) -> None:
-    """Refuse a study whose model would take more memory to train than the site's policy allows: sized on torch's
-    `meta` device, before any tensor is allocated or any patient row read."""
+def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) -> None:
+    """Refuse a study whose training would take more memory than the site's policy allows: its model sized on torch's
+    `meta` device and its data (the site's own, or `data` for predict) counted, not decoded, before any tensor is
+    allocated or any patient's values read."""
     from shared.models import offer
     from shared.tasks import get_task  # torch: only once a study has passed the site's other rules
 
     get_task(study.task).check_study(study)
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
-    site.policy.check_model(study, site.name, _footprint(study.to_json(), frozenset(site.models.items())))
+    path = data or site.data_path
+    footprint = _footprint(study.to_json(), frozenset(site.models.items()))
+    site.policy.check_model(study, site.name, footprint, _examples(path, data_fingerprint(path)))
 
 
 @functools.lru_cache(maxsize=32)
@@ -50,6 +54,14 @@ def _footprint(study: str, offered: frozenset) -> Footprint:
     from shared.tasks.footprint import model_footprint
 
     return model_footprint(StudyConfig.from_json(study))
+
+
+@functools.lru_cache(maxsize=32)
+def _examples(path: Path, fingerprint: str) -> int:
+    """The examples a data file or folder holds, counted again only when its files change."""
+    from shared.tasks.counting import count_examples
+
+    return count_examples(path)
 
 
 def refusal(msg: Message, site: SiteConfig, reason: str) -> Message:

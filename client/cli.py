@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from client.admission import admit_model
 from client.agent import connection_failure, run_agent, run_preflight
 from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
@@ -98,6 +99,8 @@ def _preflight(
     study_config = load_study(study) if study else None
     if config is not None:
         site_file = load_site_file(config)
+        if study_config is not None:  # loading at the study's sizes is what the memory cap guards
+            admit_model(study_config, SiteConfig.from_site_file(site_file))
         return preflight(site_file, study_config), site_file.name
     if data is None:
         raise ConfigError(
@@ -109,6 +112,7 @@ def _preflight(
         from client.describe import describe_data
 
         return describe_data(data, site, modalities, min_cell), site
+    admit_model(study_config, SiteConfig(site, data))
     return load_site_data(SiteConfig(site, data), study_config).report, site
 
 

@@ -27,7 +27,7 @@ def predict_file(
 ) -> pd.DataFrame:
     """One row per input row (or image): its id, then the task's prediction columns."""
     task = get_task(study.task)
-    admit_model(study, site)  # the size the site's policy allows, and its own [models] for a pretrained encoder
+    admit_model(study, site, data)  # the size the site's policy allows; its own [models] for a pretrained encoder
     model = build_model(study)
     load_model_file(model, model_file)
     kept = load_kept(site, study, required=task.keeps_statistics)

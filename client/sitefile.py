@@ -6,6 +6,7 @@ it, so nothing a study or an app author sends can change what the site accepts.
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -20,8 +21,11 @@ from shared.privacy.caps import PrivacyCaps
 if TYPE_CHECKING:  # torch loads only once a study gets past the site's other rules
     from shared.tasks.footprint import Footprint
 
-# What training a study's model may hold here by default (shared.tasks.footprint): a full-width ResNet-18 on
-# 224-pixel images in batches of 32 fits (about 12 GiB), a model as large as the machine does not.
+log = logging.getLogger("medfed.site")
+
+# What training a study's model, with the site's data loaded at the study's sizes, may hold here by default
+# (shared.tasks.footprint): a full-width ResNet-18 on 224-pixel images in batches of 32 (about 12 GiB) with 3,000 colour
+# images (3.4 GiB at the loader's peak) fits, a model or an image size as large as the machine does not.
 MAX_TRAINING_MIB = 16384.0
 
 
@@ -70,14 +74,30 @@ class SitePolicy:
                 f"at least {self.min_sites}"
             )
 
-    def check_model(self, study: StudyConfig, site: str, footprint: Footprint) -> None:
-        """Refuse a study whose training would hold more memory than `max-training-mib`, naming the size."""
-        if footprint.training_mib > self.max_training_mib:
-            raise PolicyError(
-                f"site '{site}' refuses study '{study.name}': training its model ({footprint.parameters:,} "
-                f"parameters, {footprint.trainable:,} trained) would hold about {footprint.training_mib:,.1f} MiB, "
-                f"over this site's policy.max-training-mib = {self.max_training_mib:g}"
+    def check_model(self, study: StudyConfig, site: str, footprint: Footprint, examples: int = 0) -> None:
+        """Refuse a study whose training, with the site's `examples` loaded at the study's sizes, would hold more
+        memory than `max-training-mib`. The refusal names the model's figure; the data's, which would tell the server
+        the site's row count, stays in the site's own log."""
+        model, data = footprint.training_mib, footprint.data_mib(examples)
+        if model + data <= self.max_training_mib:
+            return
+        refusal = (
+            f"site '{site}' refuses study '{study.name}': training its model ({footprint.parameters:,} parameters, "
+            f"{footprint.trainable:,} trained) would hold about {model:,.1f} MiB"
+        )
+        if model <= self.max_training_mib:
+            log.error(
+                "site '%s': its %d examples would take about %.1f MiB to load at the sizes of study '%s'",
+                site,
+                examples,
+                data,
+                study.name,
             )
+            left = self.max_training_mib - model
+            refusal += f", and this site's data, loaded at the study's sizes, more than the {left:,.1f} MiB left of"
+        else:
+            refusal += ", over"
+        raise PolicyError(f"{refusal} this site's policy.max-training-mib = {self.max_training_mib:g}")
 
 
 @dataclass(frozen=True)

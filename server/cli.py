@@ -69,13 +69,18 @@ def _model_size(study: StudyConfig) -> str:
     except MedfedError as exc:  # a pretrained encoder lives only at the sites that offer it
         return f"model size: measured by each site ({exc})"
     activations = "" if size.activation_bytes is not None else ", one batch's activations not included"
-    over = ""
     if size.training_mib > MAX_TRAINING_MIB:
-        over = "; [yellow]over the default: a site that keeps it refuses this study[/]"
+        room = "; [yellow]over the default: a site that keeps it refuses this study[/]"
+    else:
+        fits = int((MAX_TRAINING_MIB - size.training_mib) / size.data_mib(1))
+        room = (
+            f"; an example takes {size.example_bytes:,} bytes at the study's sizes, so under the default a site "
+            f"may hold up to {fits:,} of them (each counted twice, for loading)"
+        )
     return (
         f"model: {size.parameters:,} parameters, {size.trainable:,} trained; training holds about "
         f"{size.training_mib:,.1f} MiB at a site{activations} (a site refuses above its policy.max-training-mib, "
-        f"{MAX_TRAINING_MIB:g} by default){over}"
+        f"{MAX_TRAINING_MIB:g} by default){room}"
     )
 
 

@@ -215,7 +215,7 @@ max-epsilon = 8.0                # the most (ε) a study may spend of this site'
 max-delta = 0                    # 0: δ ≤ 1/(10·n) of the site's n training rows
 lifetime-epsilon = 0             # the most ε all studies together may spend; 0: the same as max-epsilon
 min-sites = 3                    # refuse studies that aggregate fewer sites than this
-max-training-mib = 16384         # refuse studies whose training would hold more memory (MiB) on this machine
+max-training-mib = 16384         # refuse studies whose model and data would hold more memory (MiB) here
 trusted-publishers = ""          # only with app-code = "server": Flower trusted-entities YAML of app signers
 
 [models]                         # pretrained folders this site offers to studies, by name (a study never names a path)

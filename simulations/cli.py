@@ -90,7 +90,9 @@ def run(
     site_max_epsilon: Annotated[float, typer.Option(help="Each simulated site's own ε cap")] = math.inf,
     site_max_training_mib: Annotated[
         float,
-        typer.Option(help="Each simulated site's policy.max-training-mib: the memory its model may take to train"),
+        typer.Option(
+            help="Each simulated site's policy.max-training-mib: the memory training may take, its data included"
+        ),
     ] = MAX_TRAINING_MIB,
     out: Annotated[Path | None, typer.Option(help="Output folder; default: <output-dir>/<name>-<time>")] = None,
     workers: Annotated[
@@ -183,7 +185,8 @@ def run(
             for s in plan.write(folder)
         ]
         try:  # said before the server builds the model in this process, not by every site at round 1
-            admit_model(plan.study, site_list[0])
+            for site in site_list:
+                admit_model(plan.study, site)
         except PolicyError as exc:
             raise PolicyError(f"{exc} (--site-max-training-mib sets the simulated sites' cap)") from exc
         if check:

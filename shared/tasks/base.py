@@ -183,6 +183,17 @@ class Task(ABC):
         """`n` random inputs of the shape and type the study's model takes (to trace it for export)."""
         raise ConfigError("task", f"'{self.name}' has no example input")
 
+    def example_bytes(self, study: StudyConfig) -> int:
+        """Bytes one example holds once loaded at the study's sizes: its model input and its target; measured on the
+        `meta` device, so no study's sizes allocate anything."""
+        with torch.device("meta"):
+            x = self.example_input(study, 1)
+        return x.numel() * x.element_size() + self.target_bytes(study)
+
+    def target_bytes(self, study: StudyConfig) -> int:
+        """Bytes of one example's target once loaded: an int64 class index (survival: a float32 time and event)."""
+        return 8
+
     def class_names(self, study: StudyConfig) -> list[str]:
         """The study's classes as strings; index i is class i."""
         raise ConfigError("task", f"'{self.name}' has no classes")

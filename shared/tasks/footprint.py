@@ -18,6 +18,8 @@ log = logging.getLogger("medfed.site")
 
 # Besides its weights, training holds each trained value's gradient and Adam's two moments (SGD holds fewer).
 TRAINING_COPIES = 3
+# A loader holds a site's examples twice at its peak: converted to the study's sizes, then split into train and test.
+LOADING_COPIES = 2
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,16 @@ class Footprint:
     trainable: int
     state_bytes: int  # weights, gradients, optimizer state; under local DP, per-example gradients
     activation_bytes: int | None  # None: the model's forward cannot run on `meta` (a pretrained encoder's cannot)
+    example_bytes: int  # one loaded example at the study's sizes: its model input and target
 
     @property
     def training_mib(self) -> float:
         """What training holds, in MiB."""
         return (self.state_bytes + (self.activation_bytes or 0)) / 2**20
+
+    def data_mib(self, examples: int) -> float:
+        """What loading `examples` of a site's examples at the study's sizes holds at its peak, in MiB."""
+        return examples * self.example_bytes * LOADING_COPIES / 2**20
 
 
 class _Created(TorchDispatchMode):
@@ -55,12 +62,14 @@ def model_footprint(study: StudyConfig) -> Footprint:
     """The study's model and its training batches built on the `meta` device (shapes only: no memory, no weights
     read). Its state: weights, gradients and optimizer state, plus under local DP one gradient per example of a batch
     as Opacus keeps them (ghost clipping keeps none). Its activations: every tensor a batch's forward pass creates,
-    which backward keeps or frees. Against one real training step's peak: 0.5x to 1.7x, median 1.0x (BENCHMARKS.md);
-    the data itself is not counted. A model too large for torch to describe is refused by name."""
+    which backward keeps or frees. Against one real training step's peak: 0.5x to 1.7x, median 1.0x (BENCHMARKS.md).
+    The data is weighed by `data_mib`, from one example's bytes. A model too large for torch to describe is refused
+    by name."""
     try:
         with torch.device("meta"):
             model = build_model(study)
             activations = _activation_bytes(study, model)
+            example = get_task(study.task).example_bytes(study)
     except RuntimeError as exc:  # e.g. "Storage size calculation overflowed": more than 2^63 bytes
         raise ConfigError("model", f"is too large for a site to size its training ({exc})") from exc
     tensors = [*model.parameters(), *model.buffers()]
@@ -73,6 +82,7 @@ def model_footprint(study: StudyConfig) -> Footprint:
         state_bytes=sum(t.numel() * t.element_size() for t in tensors)
         + copies * sum(p.numel() * p.element_size() for p in trained),
         activation_bytes=activations,
+        example_bytes=example,
     )
 
 

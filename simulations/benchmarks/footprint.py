@@ -37,6 +37,15 @@ SETTINGS = {
     "text 256 tokens": ("text", {"data": {"max-length": 256}}),
     "text 1024 tokens": ("text", {"data": {"max-length": 1024}}),
 }
+# name: (task, image size or note length the study asks for, how the site's data is stored)
+DATA_SETTINGS = {
+    "imaging: 2,000 28-px images (.npz) at 256 px": ("imaging", 256, "npz"),
+    "imaging: 2,000 28-px images (.npz) at 512 px": ("imaging", 512, "npz"),
+    "imaging: 2,000 28-px PNG files at 256 px": ("imaging", 256, "png"),
+    "segmentation: 1,000 28-px images and masks (.npz) at 256 px": ("segmentation", 256, "npz"),
+    "text: 900 notes at 4,096 tokens": ("text", 4096, "csv"),
+    "multimodal: the demo's patients, images at 256 px": ("multimodal", 256, "csv"),
+}
 console = Console()
 
 
@@ -79,24 +88,78 @@ def measure(task_name: str, changes: dict) -> dict[str, float]:
     return {"estimate_mib": size.training_mib, "measured_mib": grown, "ratio": size.training_mib / grown}
 
 
+def measure_data(task_name: str, size: int, stored: str, folder: str) -> dict[str, float]:
+    """In this process: the data figure for the site's examples at the study's size, then loading them for real
+    (`Task.load_site`); the growth of peak memory over the load is the measured figure."""
+    from PIL import Image
+
+    from shared.config import StudyConfig
+    from shared.tasks import get_task
+    from shared.tasks.counting import count_examples
+    from shared.tasks.footprint import model_footprint
+    from shared.tasks.imaging.demo import synthetic_images, write_demo_sites
+
+    task, root = get_task(task_name), Path(folder)
+    raw = task.demo_study().to_dict()
+    raw["data"]["max-length" if task_name == "text" else "image-size"] = size
+    study = StudyConfig.from_dict(raw)
+    if stored == "csv":  # the task's own demo table
+        path = task.write_demo_sites(root, 1)[0]
+    elif stored == "npz":
+        n = 2000 if task_name == "imaging" else 1000
+        path = write_demo_sites(root, 1, n_images=n, target="label" if task_name == "imaging" else "mask")[0]
+    else:
+        path = root / "images"
+        path.mkdir()
+        images, labels, _ = synthetic_images(2000, seed=2)
+        for i, image in enumerate(images):
+            Image.fromarray(image).save(path / f"{i}.png")
+        classes = task.demo_study().data["classes"]
+        rows = "".join(f"{i}.png,{classes[label]}\n" for i, label in enumerate(labels))
+        (path / "labels.csv").write_text("file,label\n" + rows)
+    examples = count_examples(path)
+    figure = model_footprint(study).data_mib(examples)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    task.load_site(path, "bench", study)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    return {"examples": examples, "estimate_mib": figure, "measured_mib": grown, "ratio": figure / grown}
+
+
+def _in_fresh_process(call: str) -> dict[str, float]:
+    code = f"import json; from simulations.benchmarks.footprint import *; print(json.dumps({call}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(out: Annotated[Path, typer.Option(help="JSON results")] = Path("footprint.json")) -> None:
     """Every setting in its own process, the figure beside the measured peak."""
-    results = {}
+    results, data = {}, {}
     for name, (task_name, changes) in SETTINGS.items():
-        code = (
-            "import json; from simulations.benchmarks.footprint import measure; "
-            f"print(json.dumps(measure({task_name!r}, {changes!r})))"
-        )
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        r = results[name]
+        results[name] = r = _in_fresh_process(f"measure({task_name!r}, {changes!r})")
         console.print(
             f"{name}: figure {r['estimate_mib']:,.0f} MiB, measured {r['measured_mib']:,.0f} MiB, x{r['ratio']:.2f}"
         )
-    ratios = [r["ratio"] for r in results.values()]
-    summary = {"settings": results, "median_ratio": statistics.median(ratios), "min_ratio": min(ratios)}
+    for name, (task_name, size, stored) in DATA_SETTINGS.items():
+        with tempfile.TemporaryDirectory() as folder:
+            data[name] = r = _in_fresh_process(f"measure_data({task_name!r}, {size}, {stored!r}, {folder!r})")
+        console.print(
+            f"{name}: {r['examples']} examples, figure {r['estimate_mib']:,.0f} MiB, "
+            f"measured {r['measured_mib']:,.0f} MiB, x{r['ratio']:.2f}"
+        )
+    ratios, data_ratios = [r["ratio"] for r in results.values()], [r["ratio"] for r in data.values()]
+    summary = {
+        "settings": results,
+        "median_ratio": statistics.median(ratios),
+        "min_ratio": min(ratios),
+        "data": data,
+        "data_median_ratio": statistics.median(data_ratios),
+        "data_min_ratio": min(data_ratios),
+    }
     out.write_text(json.dumps(summary, indent=2))
     console.print(f"figure / measured: median x{summary['median_ratio']:.2f}, lowest x{summary['min_ratio']:.2f}")
+    console.print(
+        f"data figure / measured: median x{summary['data_median_ratio']:.2f}, lowest x{summary['data_min_ratio']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from client.cli import cli
 from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
-from shared.tasks import build_model
+from shared.tasks import build_model, get_task
 from tests.shared.tasks.imaging import test_data as imaging
 from tests.shared.tasks.multimodal.patients import matrix_study, write_matrix_site
 
@@ -81,6 +81,19 @@ def test_check_with_a_site_config_describes_the_data_without_a_study(tmp_path, d
     assert "pre-flight report for site 'north'" in result.output and "class-counts" in result.output
     missing = CliRunner().invoke(cli, ["start", "--config", str(config)])
     assert missing.exit_code == 2 and "ca.crt from the site kit is missing" in missing.output
+
+
+def test_check_against_a_study_applies_the_sites_memory_cap_before_loading(tmp_path, demo_sites):
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n'
+        "[policy]\nmax-training-mib = 0.01\n"
+    )
+    study = write_study(tmp_path, StudyConfig.from_dict({**get_task("tabular").demo_study().to_dict(), "name": "s"}))
+    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--study", str(study)])
+    assert result.exit_code == 2 and "not ready" in result.output
+    assert "site 'north' refuses study 's'" in result.output and "max-training-mib = 0.01" in result.output
 
 
 @pytest.mark.parametrize(

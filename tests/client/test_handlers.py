@@ -12,13 +12,16 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
-from client.admission import SITE_REFUSED
+from client.admission import SITE_REFUSED, admit_model
 from client.handlers import handle
 from client.site import SiteConfig
+from client.sitefile import SitePolicy
 from shared.arrays import model_arrays
 from shared.assessment import FINAL_FLAG, RECORD, read_assessment
 from shared.config import PrivacyConfig
 from shared.tasks import get_task
+from shared.tasks.counting import count_examples
+from shared.tasks.footprint import model_footprint
 from tests.conftest import with_federation
 from tests.messages import assert_only_model_and_aggregates, server_message
 from tests.shared.tasks.survival.tables import survival_study, survival_table, write
@@ -120,6 +123,25 @@ def test_a_model_too_large_for_the_site_is_refused_before_its_data_is_read_or_it
     assert "policy.max-training-mib = 16384" in reply.error.reason
     roomy = dataclasses.replace(site, policy=dataclasses.replace(site.policy, max_training_mib=50_000))
     assert "never-read.csv" in handle(msg, roomy, train=train).error.reason  # past the cap: on to the data
+
+
+def test_data_a_study_would_blow_up_past_the_cap_is_refused_before_it_is_read(tmp_path, monkeypatch, caplog):
+    task = get_task("imaging")
+    demo = task.demo_study()
+    big = dataclasses.replace(demo, data={**demo.data, "image-size": 256})  # 28 px images held at 256 px
+    site = SiteConfig("west", task.write_demo_sites(tmp_path, 3)[0])
+    size = model_footprint(big)
+    data_mib = size.data_mib(count_examples(site.data_path))
+    assert data_mib > 100  # 208 images, each 256 KiB at this size, twice at the loader's peak
+    tight = dataclasses.replace(site, policy=SitePolicy(max_training_mib=size.training_mib + data_mib / 2))
+    monkeypatch.setattr("client.handlers.load_site_data", lambda *a: pytest.fail("the data was read"))
+    reply = handle(server_message(big, arrays=ArrayRecord({"w": Array(np.zeros(1, np.float32))})), tight, train=True)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED
+    assert "and this site's data, loaded at the study's sizes, more than the" in reply.error.reason
+    assert "208" not in reply.error.reason  # the count stays in the site's own log
+    assert "site 'west': its 208 examples would take about" in caplog.text
+    roomy = dataclasses.replace(site, policy=SitePolicy(max_training_mib=size.training_mib + data_mib + 1))
+    admit_model(big, roomy)
 
 
 def test_a_model_past_torchs_sizes_is_a_named_refusal_not_an_internal_error(study, tmp_path):

@@ -17,11 +17,14 @@ from client.cli import cli
 from client.kept import kept_path
 from client.predict import predict_file
 from client.site import SiteConfig
+from client.sitefile import SitePolicy
 from shared.config import StudyConfig
-from shared.errors import ConfigError, DataError
+from shared.errors import ConfigError, DataError, PolicyError
 from shared.metrics import classification_metrics
 from shared.partition import split_indices
 from shared.tasks import get_task
+from shared.tasks.counting import count_examples
+from shared.tasks.footprint import model_footprint
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.spec import data_spec as multimodal_spec
 from shared.tasks.tabular.demo import CLASSES, LABEL, demo_study
@@ -87,6 +90,22 @@ def test_another_site_uses_its_own_statistics(trained):
     first, second = (predict_file(study, folder / "model.safetensors", root / "five.csv", s) for s in sites[:2])
     assert first["row"].tolist() == ["1", "2", "3", "4", "5"]
     assert not np.allclose(first["probability-malignant"], second["probability-malignant"])
+
+
+def test_the_new_patients_file_is_what_the_memory_cap_weighs(trained):
+    root, folder, sites, _ = trained
+    study = StudyConfig.from_json((folder / "study.json").read_text())
+    many = pd.concat([held_out_rows(study, sites[0])] * 200)
+    many.to_csv(root / "many.csv", index=False)
+    size = model_footprint(study)
+    own, new = (size.data_mib(count_examples(p)) for p in (sites[0].data_path, root / "many.csv"))
+    assert new > 20 * own
+    cap = size.training_mib + (own + new) / 2  # room for the site's own rows, not for the new ones
+    site = dataclasses.replace(sites[0], policy=SitePolicy(max_training_mib=cap))
+    with pytest.raises(PolicyError, match="this site's data, loaded at the study's sizes"):
+        predict_file(study, folder / "model.safetensors", root / "many.csv", site)
+    held_out_rows(study, sites[0]).head(3).to_csv(root / "three.csv", index=False)
+    assert len(predict_file(study, folder / "model.safetensors", root / "three.csv", site)) == 3
 
 
 def test_bad_rows_get_the_training_errors_and_a_site_that_never_trained_is_told(trained):

@@ -21,6 +21,11 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     parameters = sum(p.numel() for p in model.parameters())
     assert f"model: {parameters:,} parameters, {parameters:,} trained; training holds about " in result.output
     assert "over the default" not in result.output
+    # two float32 features and an int64 label; the default cap's room, less the model's, at twice that per example
+    assert (
+        "an example takes 16 bytes at the study's sizes, so under the default a site may hold up to 536,"
+        in " ".join(result.output.split())
+    )
     huge = tmp_path / "huge.toml"
     huge.write_text(good.read_text() + "[model]\nhidden = [50000, 50000]\n")
     result = CliRunner().invoke(cli, ["validate", str(huge)])

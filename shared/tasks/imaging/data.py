@@ -66,27 +66,36 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
     """The site's train/test images and targets plus a local report; every problem names the site and the file."""
     split_seed = spec.split_seed if spec.split_seed >= 0 else seed
     if path.suffix.lower() == ".npz":
-        train_x, train_y, test_x, test_y, report = _read_npz(path, site, spec, target, split_seed)
+        native, targets, train_idx, test_idx, report = _read_npz(path, site, spec, target, split_seed)
+
+        def images(rows: np.ndarray) -> torch.Tensor:  # each split converted to the study's size on its own
+            return to_image_tensor(native[rows], spec)
     elif path.is_dir():
-        images, targets, report = _read_folder(path, site, spec, target)
+        read, targets, report = _read_folder(path, site, spec, target)
         train_idx, test_idx = split_indices(_strata(targets), spec.test_fraction, split_seed)
-        train_x, train_y, test_x, test_y = images[train_idx], targets[train_idx], images[test_idx], targets[test_idx]
+
+        def images(rows: np.ndarray) -> torch.Tensor:
+            return read[rows]
     else:
         index = TARGETS[target]
         raise DataError(site, f"is neither a .npz file nor a folder holding {index}", file=str(path))
-    check_site_size(site, str(path), len(train_y) + len(test_y), train_y, spec.class_names, spec, unit="images")
-    everything = np.concatenate([train_y, test_y])
+    train_y = targets[train_idx]
+    check_site_size(site, str(path), len(targets), train_y, spec.class_names, spec, unit="images")
     if target == "label":
-        report["class-counts"] = {c: int((everything == i).sum()) for i, c in enumerate(spec.class_names)}
+        report["class-counts"] = {c: int((targets == i).sum()) for i, c in enumerate(spec.class_names)}
     else:
-        report["pixel-share"] = {c: round(float((everything == i).mean()), 4) for i, c in enumerate(spec.class_names)}
+        report["pixel-share"] = {c: round(float((targets == i).mean()), 4) for i, c in enumerate(spec.class_names)}
     fit, val = validation_split(train_y, len(spec.class_names), spec.validation_fraction, split_seed)
-    report.update({"train-images": len(fit), "validation-images": len(val), "test-images": len(test_y)})
+    del train_y
+    report.update({"train-images": len(fit), "validation-images": len(val), "test-images": len(test_idx)})
+    # Each split is gathered once, so loading holds at most two copies of the images at the study's size (a .npz's,
+    # converted split by split from the file's own size, about one).
+    fit, val = train_idx[fit], train_idx[val]
     return SiteData(
-        train=ImageDataset(train_x[fit], torch.from_numpy(train_y[fit]), spec.augment),
-        test=ImageDataset(test_x, torch.from_numpy(test_y), False),
+        train=ImageDataset(images(fit), torch.from_numpy(targets[fit]), spec.augment),
+        test=ImageDataset(images(test_idx), torch.from_numpy(targets[test_idx]), False),
         report=report,
-        val=ImageDataset(train_x[val], torch.from_numpy(train_y[val]), False) if len(val) else None,
+        val=ImageDataset(images(val), torch.from_numpy(targets[val]), False) if len(val) else None,
     )
 
 
@@ -152,14 +161,18 @@ def _read_npz(path: Path, site: str, spec: ImagingSpec, target: str, split_seed:
         return images, _mask_classes(raw, spec, site, str(path))
 
     x, y = part([p for p in ("train", "val") if f"{p}_images" in keys])
-    if "test_images" in keys:
+    if "test_images" in keys:  # the file's own split: its test images after the others
         test_x, test_y = part(["test"])
+        train_idx, test_idx = np.arange(len(y)), np.arange(len(y), len(y) + len(test_y))
+        x, y = np.concatenate([x, test_x]), np.concatenate([y, test_y])
     else:
         train_idx, test_idx = split_indices(_strata(y), spec.test_fraction, split_seed)
-        x, y, test_x, test_y = x[train_idx], y[train_idx], x[test_idx], y[test_idx]
     if target == "mask":
-        y, test_y = (np.stack([resize_mask(m, spec.image_size) for m in masks]) for masks in (y, test_y))
-    return to_image_tensor(x, spec), y, to_image_tensor(test_x, spec), test_y, {"file": str(path), "format": "npz"}
+        masks = np.empty((len(y), spec.image_size, spec.image_size), np.int64)  # filled in place: held once
+        for i, mask in enumerate(y):
+            masks[i] = resize_mask(mask, spec.image_size)
+        y = masks
+    return x, y, train_idx, test_idx, {"file": str(path), "format": "npz"}
 
 
 def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
@@ -183,7 +196,11 @@ def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
     missing = [f for f in listed if not (folder / f).is_file()]
     if missing:
         raise DataError(site, f"{len(missing)} listed file(s) do not exist, first '{missing[0]}'", file=str(index))
-    images, targets, skipped, first_with = [], [], [], {}
+    # Filled in place, so the images are held once at the study's size (pages past the last readable one stay unused).
+    shape = (len(table), spec.image_size, spec.image_size)
+    images = np.empty((shape[0], spec.channels, *shape[1:]), np.float32)
+    masks = np.empty(shape, np.int64) if target == "mask" else None
+    labels, skipped, first_with, kept = [], [], {}, 0
     for file, value in zip(table["file"], table[target], strict=True):
         try:
             image = read_image(folder / file, spec.window)
@@ -208,19 +225,19 @@ def _read_folder(folder: Path, site: str, spec: ImagingSpec, target: str):
                 f"mask is {mask.shape[1]}x{mask.shape[0]} pixels, its image '{file}' {image.shape[1]}x{image.shape[0]}",
                 file=str(folder / value),
             )
-        images.append(resize(image, spec.image_size, spec.channels))
-        targets.append(value if mask is None else resize_mask(_mask_classes(mask, spec, site, value), spec.image_size))
-    if not images:
+        images[kept] = resize(image, spec.image_size, spec.channels)
+        if mask is None:
+            labels.append(value)
+        else:
+            masks[kept] = resize_mask(_mask_classes(mask, spec, site, value), spec.image_size)
+        kept += 1
+    if not kept:
         raise DataError(site, f"no readable image among {len(table)} listed", file=str(index))
-    y = (
-        label_indices(np.asarray(targets), spec.class_names, site, str(index))
-        if target == "label"
-        else np.stack(targets)
-    )
+    y = label_indices(np.asarray(labels), spec.class_names, site, str(index)) if masks is None else masks[:kept]
     report = {"file": str(folder), "format": "folder", "skipped-unreadable": len(skipped)}
     if skipped:
         report["skipped-files"] = skipped[:20]
-    return torch.from_numpy(np.stack(images)), y, report
+    return torch.from_numpy(images[:kept]), y, report
 
 
 def _mask_classes(mask: np.ndarray, spec: ImagingSpec, site: str, file: str) -> np.ndarray:
@@ -245,7 +262,7 @@ def to_image_tensor(images: np.ndarray, spec: ImagingSpec) -> torch.Tensor:
         x = x.mean(1, keepdim=True) if spec.channels == 1 else x[:, :1].expand(-1, 3, -1, -1)
     if x.shape[-2:] != (spec.image_size, spec.image_size):
         x = F.interpolate(x, size=(spec.image_size, spec.image_size), mode="bilinear", antialias=True)
-    return x.clamp(0, 1).contiguous()
+    return x.contiguous().clamp_(0, 1)  # in place: no second copy at the study's size
 
 
 def infer_image_options(path: Path, site: str, target: str, hints: dict) -> dict:

@@ -50,6 +50,10 @@ class SegmentationTask(Task):
         """Images in [0, 1] of the study's size and channels."""
         return image_batch(data_spec(study), n)
 
+    def target_bytes(self, study: StudyConfig) -> int:
+        """A mask: an int64 class index per pixel at the study's size."""
+        return 8 * data_spec(study).image_size ** 2
+
     def loss(self, study: StudyConfig | None = None) -> nn.Module:
         """Cross-entropy plus soft Dice, per image."""
         return DiceCrossEntropyLoss()

@@ -87,3 +87,19 @@ def test_a_batch_past_torchs_sizes_is_still_measured_and_a_model_past_them_is_re
     for study in (changed("text", "data", max_length=10**10), changed("tabular", "model", hidden=[10**10, 10**10])):
         with pytest.raises(ConfigError, match="'model' is too large for a site to size its training"):
             model_footprint(study)
+
+
+@pytest.mark.parametrize("name", KNOWN_TASKS)
+def test_one_examples_bytes_are_what_the_loaded_data_holds_per_example(name, tmp_path):
+    task = get_task(name)
+    study = task.demo_study()
+    data = task.load_site(task.write_demo_sites(tmp_path, 3)[0], "west", study)
+    examples = sum(len(split) for split in (data.train, data.test, data.val) if split is not None)
+    size = model_footprint(study)
+    assert data.nbytes() == examples * size.example_bytes
+    assert size.data_mib(examples) == 2 * data.nbytes() / 2**20  # the loader's peak: two copies
+
+
+def test_the_data_figure_grows_with_the_image_size_a_study_asks_for():
+    small, large = (model_footprint(changed("imaging", "data", image_size=s)).example_bytes for s in (64, 1024))
+    assert large - 8 == 256 * (small - 8)  # pixels (x 16^2 of them), the label's 8 bytes aside
