@@ -103,6 +103,9 @@ class SiteConfig:
             models=site.models,
             ledger_key=site.ledger_key,
             ledger_anchor=site.ledger_anchor,
+            # Its worker serves this one site, one study at a time, and keeps that study's data between messages:
+            # admission has weighed it (twice over) against the same cap, so whatever a study may load stays loaded.
+            data_cache_mib=int(policy.max_training_mib),
         )
 
 

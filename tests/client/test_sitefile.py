@@ -106,6 +106,8 @@ def test_privacy_caps_and_ledger_paths_come_from_the_site_file_and_node_config(t
     default = SiteConfig.from_site_file(load_site_file(write(tmp_path, SITE.format(data="x.csv"))))
     assert default.privacy_caps().lifetime_cap == 4.0  # a capped site: renaming a study buys no budget
     assert default.ledger_files().key.parent == tmp_path / "kit" / "ledgers-keys"  # apart from the journal
+    # the worker keeps any data admission let in: a 2 GiB image set is not read again for every message
+    assert default.data_cache_mib == default.policy.max_training_mib == 512
     node = SiteConfig.from_node_config({"data-path": "x.csv", "max-epsilon": 2.0, "max-delta": 1e-6})
     assert node.privacy_caps() == PrivacyCaps(max_epsilon=2.0, max_delta=1e-6)
     with pytest.raises(ConfigError, match="policy.max-delta"):
