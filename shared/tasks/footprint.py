@@ -29,7 +29,7 @@ class Footprint:
     parameters: int  # parameters and buffers
     trainable: int
     state_bytes: int  # weights, gradients, optimizer state; under local DP, per-example gradients
-    activation_bytes: int | None  # None: the model's forward cannot run on `meta` (a pretrained encoder's cannot)
+    activation_bytes: int | None  # None: a Hugging Face encoder whose forward reads a value `meta` has not
     example_bytes: int  # one loaded example at the study's sizes: its model input and target
 
     @property
@@ -42,27 +42,40 @@ class Footprint:
         return examples * self.example_bytes * LOADING_COPIES / 2**20
 
 
+# Operations that read a tensor's value into Python, which a `meta` tensor has none of.
+_READS_VALUE = (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    return [t for t in (value if isinstance(value, tuple | list) else (value,)) if isinstance(t, torch.Tensor)]
+
+
 class _Created(TorchDispatchMode):
-    """Adds up the bytes of every tensor the operations under it create (views share their base's, so are left out)."""
+    """Adds up the bytes of the tensors the operations under it create that training holds: made from something
+    trained, or made from nothing (the batch). One made only from values that need no gradient (a frozen encoder
+    layer's, a mask's) is freed once used. Views share their base's bytes, so are left out."""
 
     def __init__(self) -> None:
         super().__init__()
         self.bytes = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None) -> Any:
+        if func in _READS_VALUE and args[0].is_meta and args[0].dtype == torch.bool:
+            # A branch on the data: Hugging Face's encoders ask whether the attention mask is all ones, to skip it.
+            # False takes the branch that builds the mask. Any other value read (a length) still fails: not sized.
+            return False
         out = func(*args, **(kwargs or {}))
-        if not func.is_view:
-            for t in out if isinstance(out, tuple | list) else (out,):
-                if isinstance(t, torch.Tensor):
-                    self.bytes += t.numel() * t.element_size()
+        inputs = [t for value in [*args, *(kwargs or {}).values()] for t in _tensors(value)]
+        if not func.is_view and (not inputs or any(t.requires_grad for t in inputs)):
+            self.bytes += sum(t.numel() * t.element_size() for t in _tensors(out))
         return out
 
 
 def model_footprint(study: StudyConfig) -> Footprint:
     """The study's model and its training batches built on the `meta` device (shapes only: no memory, no weights
     read). Its state: weights, gradients and optimizer state, plus under local DP one gradient per example of a batch
-    as Opacus keeps them (ghost clipping keeps none). Its activations: every tensor a batch's forward pass creates,
-    which backward keeps or frees. Against one real training step's peak: 0.5x to 1.7x, median 1.0x (BENCHMARKS.md).
+    as Opacus keeps them (ghost clipping keeps none). Its activations: every tensor a batch's forward pass creates from
+    something trained. Against one real training step's peak: 0.5x to 2.7x, median 1.1x (BENCHMARKS.md).
     The data is weighed by `data_mib`, from one example's bytes. A model too large for torch to describe is refused
     by name."""
     try:
@@ -88,8 +101,9 @@ def model_footprint(study: StudyConfig) -> Footprint:
 
 def _activation_bytes(study: StudyConfig, model: nn.Module) -> int | None:
     """What a forward pass of `train.batch-size` examples creates, from passes of 2 and 3 (it grows with the batch in a
-    straight line), so that no batch a study names overflows torch's sizes. None only for a Hugging Face encoder,
-    whose attention masks look at the data; any other model that cannot run on `meta` is refused by its error."""
+    straight line), so that no batch a study names overflows torch's sizes. None only for a Hugging Face encoder
+    whose forward reads a value from the data (beyond whether its attention mask is all ones); any other model that
+    cannot run on `meta` is refused by its error."""
     task = get_task(study.task)
     sizes = []
     for n in (2, 3):
@@ -100,7 +114,7 @@ def _activation_bytes(study: StudyConfig, model: nn.Module) -> int | None:
         except (RuntimeError, NotImplementedError) as exc:
             if not any(type(m).__module__.startswith("transformers.") for m in model.modules()):
                 raise
-            log.debug("study '%s': activations not measured on the meta device (%s)", study.name, exc)
+            log.warning("study '%s': its encoder's activations not measured on the meta device (%s)", study.name, exc)
             return None
         sizes.append(created.bytes)
     return sizes[0] + (sizes[1] - sizes[0]) * (study.train.batch_size - 2)

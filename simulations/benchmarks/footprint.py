@@ -36,6 +36,18 @@ SETTINGS = {
     "segmentation 128 px": ("segmentation", {"data": {"image-size": 128}}),
     "text 256 tokens": ("text", {"data": {"max-length": 256}}),
     "text 1024 tokens": ("text", {"data": {"max-length": 1024}}),
+    "pretrained BERT-base, 2 layers trained, 512 tokens": (
+        "text",
+        {"data": {"max-length": 512}, "model": {"name": "pretrained", "encoder": "bert", "trainable-layers": 2}},
+    ),
+    "pretrained BERT-base, 12 layers trained, 128 tokens": (
+        "text",
+        {"data": {"max-length": 128}, "model": {"name": "pretrained", "encoder": "bert", "trainable-layers": 12}},
+    ),
+    "pretrained BERT-base, 12 layers trained, 512 tokens": (
+        "text",
+        {"data": {"max-length": 512}, "model": {"name": "pretrained", "encoder": "bert", "trainable-layers": 12}},
+    ),
 }
 # name: (task, image size or note length the study asks for, how the site's data is stored)
 DATA_SETTINGS = {
@@ -70,12 +82,15 @@ def measure(task_name: str, changes: dict) -> dict[str, float]:
     raw = get_task(task_name).demo_study().to_dict()
     for section, values in changes.items():
         raw[section].update(values)
+    if raw["model"].get("name") == "pretrained":
+        raw["train"]["batch-size"] = 8
+        _offer_bert(Path(tempfile.mkdtemp()))
     study = StudyConfig.from_dict(raw)
     size = model_footprint(study)
     batch = study.train.batch_size
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # the batch counts, as in the figure
     data = TensorDataset(get_task(task_name).example_input(study, batch), torch.zeros(batch))
-    model = build_model(study)
+    model = build_model(study).train()  # as training runs it (a loaded encoder comes in eval mode)
     optimizer, loader, loss_fn = make_optimizer(model, study.train), make_loader(data, batch, 0), SquareLoss()
     if study.privacy.mode == "local":
         with tempfile.TemporaryDirectory() as ledgers:
@@ -86,6 +101,20 @@ def measure(task_name: str, changes: dict) -> dict[str, float]:
     optimizer.step()
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024  # Linux reports KiB
     return {"estimate_mib": size.training_mib, "measured_mib": grown, "ratio": size.training_mib / grown}
+
+
+def _offer_bert(folder: Path) -> None:
+    """A randomly initialised encoder of BERT-base's sizes with a two-word tokenizer, offered as 'bert'."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel
+
+    from shared.models import OfferedModel, offer
+
+    tokenizer = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    BertModel(BertConfig()).save_pretrained(folder)
+    offer({"bert": OfferedModel(folder)})
 
 
 def measure_data(task_name: str, size: int, stored: str, folder: str) -> dict[str, float]:

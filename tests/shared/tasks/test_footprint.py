@@ -63,11 +63,22 @@ def test_a_pretrained_encoder_is_sized_from_its_config_without_reading_its_weigh
     study = pretrained_study(folder, trainable_layers)
     size = model_footprint(study)
     assert (size.parameters, size.trainable) == real_counts(study)
-    assert size.activation_bytes is None  # its masks are data-dependent: a Hugging Face forward cannot run on meta
+    assert size.activation_bytes > 0  # its forward runs on meta, past its "is the mask all ones?" question
     (folder / "model.safetensors").write_bytes(b"not weights")
     with pytest.raises(ConfigError, match="cannot be loaded here"):  # a corrupt file is named, not a deep trace
         build_model(study)
     assert model_footprint(study) == size  # sizing never opened them
+
+
+def test_an_encoders_activations_grow_with_the_batch_and_its_frozen_layers_hold_none(tmp_path):
+    pytest.importorskip("transformers")
+    folder = tiny_bert(tmp_path / "bert", layers=4)
+    frozen, tuned = (model_footprint(pretrained_study(folder, n)).activation_bytes for n in (0, 4))
+    assert 0 < 3 * frozen < tuned  # a frozen layer's outputs are freed once used: only the head's input is kept
+    study = pretrained_study(folder, 4)
+    batches = [dataclasses.replace(study, train=dataclasses.replace(study.train, batch_size=b)) for b in (8, 16, 32)]
+    small, medium, large = (model_footprint(b).activation_bytes for b in batches)
+    assert large - medium == 2 * (medium - small) > 0  # a straight line in the batch: no batch escapes the count
 
 
 def test_a_model_larger_than_the_machine_is_sized_without_allocating_it():
