@@ -44,7 +44,7 @@ def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) 
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
     path = data or site.data_path
     footprint = _footprint(study.to_json(), frozenset(site.models.items()))
-    site.policy.check_model(study, site.name, footprint, _examples(path, data_fingerprint(path)))
+    site.policy.check_memory(study, site.name, footprint, _examples(path, data_fingerprint(path)))
 
 
 @functools.lru_cache(maxsize=32)

@@ -74,7 +74,7 @@ class SitePolicy:
                 f"at least {self.min_sites}"
             )
 
-    def check_model(self, study: StudyConfig, site: str, footprint: Footprint, examples: int = 0) -> None:
+    def check_memory(self, study: StudyConfig, site: str, footprint: Footprint, examples: int) -> None:
         """Refuse a study whose training, with the site's `examples` loaded at the study's sizes, would hold more
         memory than `max-training-mib`. The refusal names the model's figure; the data's, which would tell the server
         the site's row count, stays in the site's own log."""
