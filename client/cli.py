@@ -19,7 +19,7 @@ from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, prefligh
 from client.sitefile import load_site_file
 from shared.config import MIN_CELL, load_study
 from shared.errors import ConfigError, MedfedError
-from shared.logs import FORMAT
+from shared.logs import FORMAT, show_medfed_logs
 from shared.privacy.journal import Verdict, recover, verify
 
 # torch and the tasks load only in the commands that read data or a model (check, audit, predict, the worker): the
@@ -223,6 +223,10 @@ def worker(
 
 def main() -> None:
     """Console entry point."""
+    # `start` and `worker` log every level through the root logger, into the site's log. The one-off commands show
+    # medfed's warnings and errors (a refusal's detail), in medfed's format even once Opacus has configured the root.
+    if sys.argv[1:2] not in (["start"], ["worker"]):
+        show_medfed_logs(logging.WARNING)
     cli()
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,6 +18,8 @@ from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.tasks import build_model, get_task
+from shared.tasks.counting import count_examples
+from shared.tasks.footprint import model_footprint
 from tests.shared.tasks.imaging import test_data as imaging
 from tests.shared.tasks.multimodal.patients import matrix_study, write_matrix_site
 
@@ -84,16 +90,26 @@ def test_check_with_a_site_config_describes_the_data_without_a_study(tmp_path, d
 
 
 def test_check_against_a_study_applies_the_sites_memory_cap_before_loading(tmp_path, demo_sites):
+    raw = {**get_task("tabular").demo_study().to_dict(), "name": "s", "privacy": {"mode": "local", "epsilon": 3.0}}
+    study = StudyConfig.from_dict(raw)
+    size = model_footprint(study)
+    cap = size.training_mib + size.data_mib(count_examples(demo_sites[0].data_path)) / 2  # the model fits, not the data
     config = tmp_path / "site.toml"
     config.write_text(
         f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
         f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n'
-        "[policy]\nmax-training-mib = 0.01\n"
+        f"[policy]\nmax-training-mib = {cap!r}\n"
     )
-    study = write_study(tmp_path, StudyConfig.from_dict({**get_task("tabular").demo_study().to_dict(), "name": "s"}))
-    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--study", str(study)])
-    assert result.exit_code == 2 and "not ready" in result.output
-    assert "site 'north' refuses study 's'" in result.output and "max-training-mib = 0.01" in result.output
+    command = [str(Path(sys.executable).parent / "medfed-site"), "check", "--config", str(config)]
+    result = subprocess.run(
+        [*command, "--study", str(write_study(tmp_path, study))], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "not ready: site 'north' refuses study 's'" in result.stdout, result.stdout
+    assert "and this site's data, loaded at the study's sizes, more than the" in result.stdout
+    # the count, for the site's own eyes, in medfed's format although the study's local DP loaded Opacus
+    assert re.search(r"(?m)^ERROR medfed.site: site 'north': its \d+ examples would take about", result.stderr), (
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize(
