@@ -44,7 +44,7 @@ def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) 
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
     path = data or site.data_path
     footprint = _footprint(study.to_json(), frozenset(site.models.items()))
-    site.policy.check_memory(study, site.name, footprint, _examples(path, data_fingerprint(path)))
+    site.policy.check_memory(study, site.name, footprint, _examples(path, data_fingerprint(path), data is not None))
 
 
 @functools.lru_cache(maxsize=32)
@@ -57,11 +57,11 @@ def _footprint(study: str, offered: frozenset) -> Footprint:
 
 
 @functools.lru_cache(maxsize=32)
-def _examples(path: Path, fingerprint: str) -> int:
-    """The examples a data file or folder holds, counted again only when its files change."""
+def _examples(path: Path, fingerprint: str, new: bool) -> int:
+    """The examples a data file or folder holds (`new`: for prediction), counted again only when its files change."""
     from shared.tasks.counting import count_examples
 
-    return count_examples(path)
+    return count_examples(path, new)
 
 
 def refusal(msg: Message, site: SiteConfig, reason: str) -> Message:

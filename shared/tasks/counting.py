@@ -14,14 +14,16 @@ from shared.tasks.tabular.table import PARQUET
 JSON_LINES = (".jsonl", ".json")  # the notes formats read one record per line
 
 
-def count_examples(path: Path) -> int:
+def count_examples(path: Path, new: bool = False) -> int:
     """Rows of a CSV/TSV or Parquet table, lines of a JSON-lines file, images of a .npz (its `*images` arrays) or of
-    a folder (rows of its labels.csv or masks.csv, else its files). 0 when the file cannot be read: its loader then
-    names the problem."""
+    a folder: the rows of its labels.csv or masks.csv, or for `new` images (prediction, which reads them all) its
+    files but a .csv. 0 when the file cannot be read: its loader then names the problem."""
     try:
         if path.is_dir():
             index = next((path / name for name in TARGETS.values() if (path / name).is_file()), None)
-            return _csv_records(index) if index else sum(1 for p in path.iterdir() if p.is_file())
+            if index is None or new:
+                return sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
+            return _csv_records(index)
         suffix = path.suffix.lower()
         if suffix == ".npz":
             return _npz_images(path)

@@ -42,7 +42,8 @@ def test_an_image_folder_counts_its_index_or_else_its_files(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert count_examples(tmp_path) == 3
     (tmp_path / "labels.csv").write_text("file,label\na.png,x\nb.png,y\n")
-    assert count_examples(tmp_path) == 2
+    assert count_examples(tmp_path) == 2  # training reads what the index lists
+    assert count_examples(tmp_path, new=True) == 3  # prediction reads every image file
 
 
 @pytest.mark.parametrize("name", ["missing.csv", "broken.npz"])
