@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.tasks.imaging.data import TARGETS
+from shared.tasks.imaging.data import TARGETS, new_image_files
 from shared.tasks.tabular.table import PARQUET
 
 JSON_LINES = (".jsonl", ".json")  # the notes formats read one record per line
@@ -22,7 +22,7 @@ def count_examples(path: Path, new: bool = False) -> int:
         if path.is_dir():
             index = next((path / name for name in TARGETS.values() if (path / name).is_file()), None)
             if index is None or new:
-                return sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
+                return len(new_image_files(path))
             return _csv_records(index)
         suffix = path.suffix.lower()
         if suffix == ".npz":

@@ -118,7 +118,7 @@ def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], tor
         return ids, torch.cat([to_image_tensor(images, spec) for images in parts.values()])
     if not path.is_dir():
         raise DataError(site, "is neither a .npz file nor a folder of images", file=str(path))
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
+    files = new_image_files(path)
     if not files:
         raise DataError(site, "folder holds no image file", file=str(path))
     resized = []
@@ -128,6 +128,11 @@ def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], tor
         except UnreadableImage as exc:
             raise DataError(site, f"is not a readable image: {exc}", file=str(file)) from exc
     return [f.name for f in files], torch.from_numpy(np.stack(resized))
+
+
+def new_image_files(folder: Path) -> list[Path]:
+    """The files of a folder of new images that prediction reads: every one but a .csv index, by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
 
 
 def _strata(targets: np.ndarray) -> np.ndarray:
