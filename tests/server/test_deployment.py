@@ -59,6 +59,11 @@ def study(name: str, rounds: int, epsilon: float, round_timeout: float = 120.0):
     return dataclasses.replace(base, name=name, federation=federation, privacy=privacy)
 
 
+def story(history: dict) -> str:
+    """A study's events and round timings, a line each: pytest cuts a long list short, but prints a string whole."""
+    return "\n".join(json.dumps(line) for line in history["events"] + history["timings"])
+
+
 def rounds_trained(history: dict) -> list[int]:
     return [r["round"] for r in history["metrics"] if r["site"] == "weighted" and r["kind"] == "train"]
 
@@ -68,7 +73,7 @@ def test_a_study_over_tls_with_authentication_and_a_policy_refusal(loopback):
     (loopback.root / "tls-study.json").write_text(s.to_json())
     streamed = medfed_server(loopback, "submit", "--study", "tls-study.json", timeout=600)  # streams to its end
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 60)
-    assert history["status"] == "completed", history["events"]
+    assert history["status"] == "completed", story(history)
     assert streamed.returncode == 0, streamed.stdout[-3000:]
     summary = streamed.stdout[streamed.stdout.index("study 'tls-study' completed") :]
     assert f"outputs: {loopback.history(s).parent}" in summary
@@ -96,7 +101,7 @@ def test_a_worker_killed_mid_round_is_restarted_and_its_message_answered_with_no
     wait_until(lambda: loopback.busy("north"), 120)  # the worker holds the message
     os.kill(worker_pid(loopback, "north"), signal.SIGKILL)
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 120)
-    assert history["status"] == "completed", history["events"]
+    assert history["status"] == "completed", story(history)
     assert rounds_trained(history) == [1]
     stopped = [e for e in history["events"] if e["site"] == "north" and e["round"] == 1]
     assert stopped and "its worker stopped while handling this message" in stopped[0]["reason"], stopped
@@ -184,7 +189,7 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     wait_until(lambda: train_messages(loopback, "east", run_id, 2) >= 3, 300)
     loopback.kill("east")
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 500)
-    assert history["status"] == "completed", history["events"]
+    assert history["status"] == "completed", story(history)
     assert rounds_trained(history) == [1, 2]  # no round lost, none counted twice
     assert history["timings"][-1]["accepted"] == 3  # round 2 is the unmasked sum of the three that stayed
     resumed = [e for e in history["events"] if e["event"] == "resumed"]
@@ -205,10 +210,10 @@ def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp
     s = study("modified-app", rounds=1, epsilon=3.0, round_timeout=60)  # above west's cap of 2
     submit(flower_home(loopback.fed, f"127.0.0.1:{loopback.port}"), s, stream=False, app=app)
     history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 300)
-    assert history["status"].startswith("stopped: round 1: only 0 usable update(s)"), history["events"]
+    assert history["status"].startswith("stopped: round 1: only 0 usable update(s)"), story(history)
     running = [name for name in SITES if name in loopback.processes]  # an earlier test may have killed one
     refusals = {e["site"]: e["reason"] for e in history["events"] if e["event"] == "refused"}
-    assert set(refusals) == set(running) and len(running) >= 3
+    assert set(refusals) == set(running) and len(running) >= 3, story(history)
     assert all("runs only its own installed medfed" in reason for reason in refusals.values())
     for name in running:
         assert "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py" in loopback.log(name)
