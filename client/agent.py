@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from client.receipts import ReceiptWriter
 from client.sitefile import SiteFile
 from shared.flower import flower_env, tool
 
@@ -140,7 +141,8 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
             text=True,
             preexec_fn=_die_with_parent,
         )
-        echo = threading.Thread(target=_echo, args=(supernode.stdout, tail), daemon=True)
+        receipts = None if tasks is None else ReceiptWriter(tasks)
+        echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
         echo.start()
         while supernode.poll() is None:
             if secret is not None and tasks is not None:
@@ -181,8 +183,10 @@ def _die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _echo(stream: IO[str], tail: collections.deque[str]) -> None:
+def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter | None) -> None:
     for line in stream:
+        if receipts is not None:
+            receipts.read(line)
         sys.stdout.write(line)
         sys.stdout.flush()  # a site's log is often a pipe or a file (systemd, nohup): show each line when it comes
         tail.append(line)

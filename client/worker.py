@@ -40,6 +40,7 @@ from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, 
 
 from client.admission import SITE_REFUSED
 from client.inflight import Inflight
+from client.receipts import receipt
 from client.site import release_site_data
 
 log = logging.getLogger("medfed.site")
@@ -52,6 +53,9 @@ OBJECT_POLL_S = 0.05
 POLL_S = {"running": 0.25, "idle": 1.0}
 RUNNING_S = 30.0
 OBJECT_WAIT_S = 10.0
+# The SuperNode confirms a message right after the worker could read it, so its outcome follows within milliseconds;
+# a SuperLink that went down at that moment holds the confirmation until it is back.
+RECEIPT_WAIT_S = 60.0
 
 
 def installed_code() -> dict[str, str]:
@@ -248,6 +252,22 @@ class SiteWorker:
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
+            taken = receipt(self.inflight.folder, message.metadata.message_id, RECEIPT_WAIT_S)
+            if taken == "dropped":  # the SuperNode waits for no reply to it (client.receipts): none is sent
+                log.info(
+                    "site '%s': the SuperNode let a %s message go as it arrived (its log says why); not run",
+                    self.app.site,
+                    message.metadata.message_type,
+                )
+                details = "the SuperNode let this message go as it arrived"
+                return
+            if taken is None:
+                log.warning(
+                    "site '%s': the SuperNode did not confirm a %s message within %.0f s; running it",
+                    self.app.site,
+                    message.metadata.message_type,
+                    RECEIPT_WAIT_S,
+                )
             kept = self.inflight.keep(token, message, self.app.site)
             with self.running:
                 reply = self.app(message, context, fab)

@@ -150,8 +150,10 @@ def answer(found: bool, available: bool) -> PullObjectResponse:
 class Task:
     """One task through the worker, with Flower's Runtime API calls recorded and the first reply pushes failing."""
 
-    def __init__(self, monkeypatch, tmp_path, failing_pushes: int, pull=None) -> None:
+    def __init__(self, monkeypatch, tmp_path, failing_pushes: int, pull=None, outcome: str = "received") -> None:
         self.pushed, self.outputs, self.failing = [], [], failing_pushes
+        (tmp_path / f"m1.{outcome}").touch()  # what the agent read off the SuperNode's log (client.receipts)
+        self.ran: list[Message] = []
         quiet = type("Heartbeat", (), {"start": lambda self: None, "stop": lambda self: None})
         monkeypatch.setattr(client_worker, "HeartbeatSender", lambda fn: quiet())
         monkeypatch.setattr(
@@ -161,8 +163,12 @@ class Task:
         )
         monkeypatch.setattr(client_worker, "push_message", self.push)
         monkeypatch.setattr(client_worker, "push_task_output", lambda **kw: self.outputs.append(kw["sub_status"]))
-        app = InstalledApp("north", lambda message, context: Message(RecordDict(), reply_to=message))
+        app = InstalledApp("north", self.answer)
         self.worker = client_worker.SiteWorker("127.0.0.1:1", b"secret", app, Inflight(tmp_path))
+
+    def answer(self, message: Message, context) -> Message:
+        self.ran.append(message)
+        return Message(RecordDict(), reply_to=message)
 
     def push(self, task, reply: Message, context) -> None:
         if self.failing:
@@ -184,6 +190,23 @@ def test_a_message_always_gets_a_reply_or_is_left_for_flower_to_answer(monkeypat
     else:  # no reply at all: the task stays open, so that its heartbeat runs out and the SuperNode answers it
         assert task.pushed == [] and task.outputs == []
     assert len(list(tmp_path.glob("*.json"))) == (failing == 2)  # a message not answered stays on record
+
+
+def test_a_message_the_supernode_let_go_is_neither_run_nor_answered(monkeypatch, tmp_path):
+    """Its run ended as the SuperNode took it: a reply would be sent in place of the next message's, and every reply
+    after it one message late."""
+    task = Task(monkeypatch, tmp_path, 0, outcome="dropped")
+    task.worker._run("token")
+    assert task.ran == [] and task.pushed == [] and task.outputs == [SubStatus.FAILED]
+    assert list(tmp_path.iterdir()) == []  # its record read, and nothing left on record as being handled
+
+
+def test_a_message_the_supernode_never_confirms_is_run_after_the_wait(monkeypatch, tmp_path, caplog):
+    task = Task(monkeypatch, tmp_path, 0, outcome="unknown")
+    monkeypatch.setattr(client_worker, "RECEIPT_WAIT_S", 0.05)
+    task.worker._run("token")
+    assert len(task.ran) == 1 and len(task.pushed) == 1 and task.outputs == [SubStatus.COMPLETED]
+    assert "the SuperNode did not confirm a train message within 0 s; running it" in caplog.text
 
 
 def test_a_task_whose_message_never_arrived_is_closed_as_failed(monkeypatch, tmp_path):
