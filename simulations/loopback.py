@@ -27,10 +27,22 @@ FAILED = "Connection attempt failed"  # a SuperNode's call failed: it tries agai
 RETRIES_ENDED = re.compile(r"Connection successful after|Giving up reconnection|not in `RUNNING` status")
 
 
+# A SuperNode takes a message's header, then pulls its content, and waits while the content is "not available yet",
+# without logging: a message the killed ServerApp had not finished pushing holds it until Flower ends that run.
+RECEIVING = "Receiving: "
+RECEIVE_ENDED = re.compile(r"Received successfully|Failed to receive message|not in `RUNNING` status")
+
+
 def retrying(log: str) -> bool:
     """Whether a SuperNode's log ends in a failed call that it is still retrying."""
     last = log.rfind(FAILED)
     return last >= 0 and not RETRIES_ENDED.search(log, last)
+
+
+def receiving(log: str) -> bool:
+    """Whether a SuperNode's log ends in a message it is still receiving."""
+    last = log.rfind(RECEIVING)
+    return last >= 0 and not RECEIVE_ENDED.search(log, last)
 
 
 def free_port() -> int:
@@ -71,16 +83,16 @@ class Loopback:
 
     def restart_server(self, timeout: float = 300) -> None:
         """SIGKILL the server and start it again; returns once every running agent has settled: not still handling
-        a message of the killed server's run, and its SuperNode not waiting out a retry backoff (up to 20 s, which
-        could time out a study's first stage). Only a SuperNode that called while the server was down retries: one
-        busy with a reply all that time reaches the new server at its first try, and logs nothing."""
+        or receiving a message of the killed server's run, and its SuperNode not waiting out a retry backoff (up to
+        20 s, which could time out a study's first stage). Only a SuperNode that called while the server was down
+        retries: one busy with a reply all that time reaches the new server at its first try, and logs nothing."""
         sites = [name for name, proc in self.processes.items() if name != "server" and proc.poll() is None]
         start = {name: len(self.log(name)) for name in sites}
         self.kill("server")
         self.start_server()
 
         def unsettled() -> list[str]:
-            return [n for n in sites if self.busy(n) or retrying(self.log(n)[start[n] :])]
+            return [n for n in sites if not self.idle(n) or retrying(self.log(n)[start[n] :])]
 
         deadline, settled_at = time.monotonic() + timeout, None
         while settled_at is None or time.monotonic() < settled_at + 3:  # a SuperNode with nothing to do calls every 3 s
@@ -95,6 +107,10 @@ class Loopback:
     def busy(self, name: str) -> bool:
         """Whether a site's worker is handling a message (client.inflight keeps one file for each)."""
         return any(self.worker_tasks[name].glob("*.json"))
+
+    def idle(self, name: str) -> bool:
+        """Whether a site is neither handling a message nor still receiving one."""
+        return not self.busy(name) and not receiving(self.log(name))
 
     def log(self, name: str) -> str:
         """A process's log so far."""

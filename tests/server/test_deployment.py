@@ -174,12 +174,31 @@ def medfed_server(loopback: Loopback, *args: str, timeout: float = 120) -> subpr
     )
 
 
+def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp_path):
+    """The server's bundle skips the sites' policy and cap: no site runs it, each says why in its own log."""
+    app = tmp_path / "app"
+    for package in PACKAGES:
+        shutil.copytree(PROJECT_ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", app)
+    with (app / "client" / "admission.py").open("a") as admission:
+        admission.write("\n\ndef admit(*args, **kwargs):\n    return None  # every study admitted, whatever the cap\n")
+    s = study("modified-app", rounds=1, epsilon=3.0, round_timeout=60)  # above west's cap of 2
+    idle(loopback)  # each site must answer within the 60 s, not finish the stopped study's message first
+    submit(flower_home(loopback.fed, f"127.0.0.1:{loopback.port}"), s, stream=False, app=app)
+    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 300)
+    assert history["status"].startswith("stopped: round 1: only 0 usable update(s)"), story(history)
+    refusals = {e["site"]: e["reason"] for e in history["events"] if e["event"] == "refused"}
+    assert set(refusals) == set(SITES), story(history)
+    assert all("runs only its own installed medfed" in reason for reason in refusals.values())
+    for name in SITES:
+        assert "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py" in loopback.log(name)
+
+
 def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a_site_dying_mid_round(loopback):
     s = study("resumed-study", rounds=2, epsilon=1.5, round_timeout=40)  # west accepts this one: four sites
     # Every site must answer within this study's 40 s: a site still finishing a message of an earlier test's study
     # (one that study's stop left behind) would miss a stage on a slow machine, and never get the message awaited below.
-    running = [name for name in SITES if name in loopback.processes]  # an earlier test may have killed one
-    wait_until(lambda: not any(loopback.busy(name) for name in running), 300)
+    idle(loopback)
     loopback.submit(s, loopback.root)
     wait_history(lambda: loopback.history(s), lambda h: 1 in rounds_trained(h), 400)
     loopback.restart_server()  # SIGKILL; the agents reconnect by themselves
@@ -199,24 +218,9 @@ def test_server_killed_after_round_one_resumes_and_secure_aggregation_survives_a
     assert any(re.search(r"(collect-masked-vectors|unmask)", e["reason"]) for e in gone), gone
 
 
-def test_a_server_shipping_a_modified_app_is_refused_by_every_site(loopback, tmp_path):
-    """The server's bundle skips the sites' policy and cap: no site runs it, each says why in its own log."""
-    app = tmp_path / "app"
-    for package in PACKAGES:
-        shutil.copytree(PROJECT_ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", app)
-    with (app / "client" / "admission.py").open("a") as admission:
-        admission.write("\n\ndef admit(*args, **kwargs):\n    return None  # every study admitted, whatever the cap\n")
-    s = study("modified-app", rounds=1, epsilon=3.0, round_timeout=60)  # above west's cap of 2
-    submit(flower_home(loopback.fed, f"127.0.0.1:{loopback.port}"), s, stream=False, app=app)
-    history = wait_history(lambda: loopback.history(s), lambda h: h["status"] != "running", 300)
-    assert history["status"].startswith("stopped: round 1: only 0 usable update(s)"), story(history)
-    running = [name for name in SITES if name in loopback.processes]  # an earlier test may have killed one
-    refusals = {e["site"]: e["reason"] for e in history["events"] if e["event"] == "refused"}
-    assert set(refusals) == set(running) and len(running) >= 3, story(history)
-    assert all("runs only its own installed medfed" in reason for reason in refusals.values())
-    for name in running:
-        assert "differs from this site's medfed 0.1.0 in 1 file(s): client/admission.py" in loopback.log(name)
+def idle(loopback: Loopback) -> None:
+    """Wait until every running site is idle (an earlier test's study may have left one a message to finish)."""
+    wait_until(lambda: all(loopback.idle(name) for name in SITES if name in loopback.processes), 300)
 
 
 def runs(loopback: Loopback) -> list[dict]:
