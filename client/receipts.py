@@ -19,6 +19,7 @@ RECEIVING = re.compile(r"Receiving: \S+ message \(ID: ([0-9a-f]+)\)")
 RECEIVED = "Received successfully"
 DROPPED = re.compile(r"Ignoring message ([0-9a-f]+)\.|Failed to receive message ([0-9a-f]+):")
 OUTCOMES = ("received", "dropped")
+MESSAGE_ID = re.compile(r"[0-9a-f]+")  # Flower's ids are SHA-256 hex digests
 POLL_S = 0.01
 
 
@@ -47,7 +48,10 @@ class ReceiptWriter:
 
 
 def receipt(folder: Path, message_id: str, timeout: float) -> str | None:
-    """'received' or 'dropped' once the agent has recorded it (the record is then removed); None after `timeout` s."""
+    """'received' or 'dropped' once the agent has recorded it (the record is then removed); None after `timeout` s,
+    and at once for an id that is not hex: such an id names no record, nor any file outside the folder."""
+    if not MESSAGE_ID.fullmatch(message_id):
+        return None
     deadline = time.monotonic() + timeout
     while True:
         for outcome in OUTCOMES:

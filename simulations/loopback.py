@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from client.agent import worker_tasks_folder
+from client.receipts import DROPPED, RECEIVED, RECEIVING
 from client.sitefile import load_site_file
 from server.provision import provision
 from shared.config import StudyConfig
@@ -27,12 +28,6 @@ FAILED = "Connection attempt failed"  # a SuperNode's call failed: it tries agai
 RETRIES_ENDED = re.compile(r"Connection successful after|Giving up reconnection|not in `RUNNING` status")
 
 
-# A SuperNode takes a message's header, then pulls its content, and waits while the content is "not available yet",
-# without logging: a message the killed ServerApp had not finished pushing holds it until Flower ends that run.
-RECEIVING = "Receiving: "
-RECEIVE_ENDED = re.compile(r"Received successfully|Failed to receive message|not in `RUNNING` status")
-
-
 def retrying(log: str) -> bool:
     """Whether a SuperNode's log ends in a failed call that it is still retrying."""
     last = log.rfind(FAILED)
@@ -40,9 +35,15 @@ def retrying(log: str) -> bool:
 
 
 def receiving(log: str) -> bool:
-    """Whether a SuperNode's log ends in a message it is still receiving."""
-    last = log.rfind(RECEIVING)
-    return last >= 0 and not RECEIVE_ENDED.search(log, last)
+    """Whether a SuperNode's log ends in a message it is still receiving (client.receipts reads the same lines).
+
+    It pulls a message's header, then its content, and waits without logging while the content is "not available
+    yet": a message the killed ServerApp had not finished pushing holds it until Flower ends that run."""
+    started = [match.end() for match in RECEIVING.finditer(log)]
+    if not started:
+        return False
+    rest = log[started[-1] :]
+    return RECEIVED not in rest and DROPPED.search(rest) is None
 
 
 def free_port() -> int:

@@ -64,3 +64,14 @@ def test_the_agent_records_receipts_as_it_echoes_the_supernode(tmp_path, capsys)
     _echo(io.StringIO(log), tail, ReceiptWriter(tmp_path))
     assert receipt(tmp_path, ID_A, 0) == "received"
     assert capsys.readouterr().out == log and "".join(tail) == log  # the site's log is unchanged
+
+
+def test_an_id_that_is_not_hex_names_no_file(tmp_path):
+    """A crafted message id cannot make the worker look for, or delete, a record outside its folder."""
+    outside = tmp_path / "outside.received"
+    outside.touch()
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    started = time.monotonic()
+    assert receipt(folder, "../outside", 5) is None
+    assert time.monotonic() - started < 1 and outside.exists()

@@ -31,6 +31,7 @@ from server.deployment import PROJECT_ROOT
 from server.provision import provision
 
 VERSION = "0.1.0"
+MESSAGE_ID = "6f6e" * 16  # Flower's message ids are SHA-256 hex digests
 
 
 @functools.cache
@@ -102,7 +103,7 @@ def test_an_app_that_raises_still_replies_naming_the_site():
 
 def train_message() -> Message:
     ask = Message(RecordDict(), dst_node_id=1, message_type="train")
-    ask.metadata.__dict__["_message_id"] = "m1"
+    ask.metadata.__dict__["_message_id"] = MESSAGE_ID
     return ask
 
 
@@ -152,7 +153,7 @@ class Task:
 
     def __init__(self, monkeypatch, tmp_path, failing_pushes: int, pull=None, outcome: str = "received") -> None:
         self.pushed, self.outputs, self.failing = [], [], failing_pushes
-        (tmp_path / f"m1.{outcome}").touch()  # what the agent read off the SuperNode's log (client.receipts)
+        (tmp_path / f"{MESSAGE_ID}.{outcome}").touch()  # what the agent read off the SuperNode's log (client.receipts)
         self.ran: list[Message] = []
         quiet = type("Heartbeat", (), {"start": lambda self: None, "stop": lambda self: None})
         monkeypatch.setattr(client_worker, "HeartbeatSender", lambda fn: quiet())
