@@ -9,7 +9,6 @@ When the SuperNode gives up connecting, `medfed-site start` reads its log and na
 from __future__ import annotations
 
 import collections
-import ctypes
 import os
 import secrets
 import shutil
@@ -23,6 +22,7 @@ from typing import IO, Any
 
 from client.receipts import ReceiptWriter
 from client.sitefile import SiteFile
+from shared.children import die_with_parent, end
 from shared.flower import flower_env, tool
 
 # Flower's own bounds on reconnecting: a wrong CA or an unregistered key fails every attempt, so the agent must stop
@@ -38,7 +38,6 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 
 WORKER_RESTART_PAUSE_S = 1.0
 PREFLIGHT_WAIT_S = 3600.0  # the check reads every row or image once: a large imaging folder takes a while
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MEDFED_SITE = str(Path(sys.executable).with_name("medfed-site"))  # this same installed medfed's command
 
 
@@ -47,7 +46,7 @@ def run_preflight(site: SiteFile) -> str | None:
     not start, or None. The agent that stays running so never holds torch or the site's data."""
     command = [MEDFED_SITE, "check", "--config", str(site.path)]
     try:
-        code = subprocess.run(command, timeout=PREFLIGHT_WAIT_S, check=False, preexec_fn=_die_with_parent).returncode
+        code = subprocess.run(command, timeout=PREFLIGHT_WAIT_S, check=False, preexec_fn=die_with_parent).returncode
     except subprocess.TimeoutExpired:
         return f"the pre-flight check of site '{site.name}' took more than {PREFLIGHT_WAIT_S:.0f} s"
     return None if code == 0 else f"the pre-flight check of site '{site.name}' failed (its reason is above)"
@@ -139,7 +138,7 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         receipts = None if tasks is None else ReceiptWriter(tasks)
         echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
@@ -151,13 +150,7 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
         echo.join(timeout=5)
         return supernode.returncode, "".join(tail)
     finally:
-        for child in children.values():
-            child.terminate()
-        for child in children.values():
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        end(children.values())
         for sig, handler in before.items():
             signal.signal(sig, handler)
         if secret is not None:
@@ -173,14 +166,7 @@ def _keep_worker(site: str, command: list[str], env: dict[str, str], children: d
     if worker is not None:
         print(f"site '{site}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
         time.sleep(WORKER_RESTART_PAUSE_S)
-    children["worker"] = subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """In the child, before it runs: the kernel sends it SIGTERM when the agent dies, even by SIGKILL (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if hasattr(libc, "prctl"):
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    children["worker"] = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
 
 
 def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter | None) -> None:

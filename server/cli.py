@@ -28,6 +28,7 @@ from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
+from shared.children import die_with_parent, end
 from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
@@ -161,9 +162,14 @@ def start(
     keys = {} if insecure else {SITE_KEYS_ENV: str((fed.server / "site-keys").resolve())}
     if (fed.server / "models.toml").is_file():  # pretrained folders the server offers, by name
         keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
-    link = subprocess.Popen(superlink_command(fed, listen, port, insecure), cwd=fed.server, env=flower_env(**keys))
+    link = subprocess.Popen(
+        superlink_command(fed, listen, port, insecure),
+        cwd=fed.server,
+        env=flower_env(**keys),
+        preexec_fn=die_with_parent,
+    )
     signal.signal(signal.SIGTERM, lambda *_: link.terminate())
-    try:
+    try:  # a start that fails (the port, a site's key) ends its SuperLink too: a leftover would hold the port
         _run(lambda: wait_for_port(f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))
         home = flower_home(fed, address, insecure)
         if not insecure:
@@ -172,8 +178,9 @@ def start(
         console.print(f"SuperLink running at {address} (PID {link.pid}); study outputs go to {fed.server / 'outputs'}")
         link.wait()
     except KeyboardInterrupt:
-        link.terminate()
-        link.wait()
+        pass
+    finally:
+        end([link])
 
 
 @cli.command()

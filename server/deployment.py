@@ -60,9 +60,19 @@ def flower_home(fed: Federation, address: str, insecure: bool = False) -> Path:
 
 
 def flwr(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    """Run the `flwr` CLI against the federation's connection."""
-    env = flower_env(FLWR_HOME=str(home))
-    return subprocess.run([tool("flwr"), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    """Run the `flwr` CLI against the federation's connection, from `home` (see `flwr_process`)."""
+    return subprocess.run(**flwr_process(home, *args), capture_output=True, text=True, timeout=timeout)
+
+
+def flwr_process(home: Path, *args: str) -> dict[str, Any]:
+    """A `flwr` command's arguments, environment and folder.
+
+    It runs in `home`, not in the operator's folder: `flwr` takes a connection name for an app folder when a folder of
+    that name holds a pyproject.toml (the medfed checkout beside the federation is one) and then fails its "legacy"
+    migration instead of connecting.
+    """
+    home = home.resolve()
+    return {"args": [tool("flwr"), *args], "env": flower_env(FLWR_HOME=str(home)), "cwd": home}
 
 
 def wait_for_port(address: str, timeout: float) -> None:
@@ -105,7 +115,7 @@ def submit(
     config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
     args = ["run", str(app.resolve()), CONNECTION, "--run-config", str(config.resolve())]
     if stream:
-        return subprocess.Popen([tool("flwr"), *args, "--stream"], env=flower_env(FLWR_HOME=str(home)))
+        return subprocess.Popen(**flwr_process(home, *args, "--stream"))
     result = flwr(home, *args)
     if result.returncode != 0:
         raise MedfedError(f"submitting study '{study.name}' failed: {(result.stdout + result.stderr).strip()[-400:]}")

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from server.outputs import RUNS, recorded_runs
 from server.provision import Federation
+from shared.identity import load_public_key
 
 WIDTH = 80
 NEVER = {"registered": "registered, never connected", "unregistered": "unregistered (its key was removed)"}
@@ -44,7 +46,8 @@ class StudyRun:
 def bound_nodes(fed: Federation, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
     """Each provisioned site's node: the one registered with its public key (nodes as `list_nodes` gives them)."""
     by_key = {_key(node["public-key"]): node for node in nodes if node.get("public-key")}
-    return {name: by_key.get(_key((fed.server / "site-keys" / f"{name}.pub").read_text())) for name in fed.site_names()}
+    keys = {name: load_public_key(fed.server / "site-keys" / f"{name}.pub") for name in fed.site_names()}
+    return {name: by_key.get(_pem(key)) for name, key in keys.items()}
 
 
 def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
@@ -106,10 +109,14 @@ def format_status(sites: list[SiteState], runs: list[StudyRun]) -> str:
 
 
 def _key(text: str) -> bytes:
-    """A public key in one form: PEM SubjectPublicKeyInfo, from either the kit's OpenSSH line or Flower's PEM."""
+    """A node's public key as the SuperLink lists it (PEM, or an OpenSSH line), in `_pem`'s one form."""
     data = text.strip().encode()
     pem = data.startswith(b"-----")
-    key = serialization.load_pem_public_key(data) if pem else serialization.load_ssh_public_key(data)
+    return _pem(serialization.load_pem_public_key(data) if pem else serialization.load_ssh_public_key(data))
+
+
+def _pem(key: PublicKeyTypes) -> bytes:
+    """A public key in one form: PEM SubjectPublicKeyInfo."""
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 

@@ -12,9 +12,11 @@ import base64
 import functools
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from shared.errors import ConfigError
 
 
 def statement(run_id: int, node_id: int, site: str) -> bytes:
@@ -33,9 +35,22 @@ def sign(key_path: Path, run_id: int, node_id: int, site: str) -> str:
     return base64.b64encode(signature).decode()
 
 
+def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
+    """A provisioned site's public key (the OpenSSH line of its kit's `<name>.pub`), or an error naming the file."""
+    try:
+        key = serialization.load_ssh_public_key(path.read_bytes())
+    except (OSError, ValueError, UnsupportedAlgorithm) as exc:
+        problem = f"is not a site's public key ({exc})"
+    else:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            return key
+        problem = f"holds a {type(key).__name__}, not the elliptic-curve key provisioning makes"
+    raise ConfigError(str(path), f"{problem}; copy it again from the site's kit ({path.name})", source="server kit")
+
+
 def load_public_keys(folder: Path) -> dict[str, ec.EllipticCurvePublicKey]:
     """The provisioned sites' public keys, by site name (`<name>.pub` files)."""
-    return {path.stem: serialization.load_ssh_public_key(path.read_bytes()) for path in sorted(folder.glob("*.pub"))}
+    return {path.stem: load_public_key(path) for path in sorted(folder.glob("*.pub"))}
 
 
 def verify(key: ec.EllipticCurvePublicKey, signature: str, run_id: int, node_id: int, site: str) -> bool:

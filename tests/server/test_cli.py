@@ -1,15 +1,19 @@
-"""`medfed-server validate`: a study is checked before it is submitted."""
+"""`medfed-server`'s commands: a study is checked before it is submitted; a failed start leaves nothing running."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
+import psutil
 from typer.testing import CliRunner
 
 from server.cli import cli
+from server.provision import provision
 from shared.config import load_study
 from shared.tasks import build_model
+from simulations.loopback import free_port
 
 
 def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
@@ -53,3 +57,16 @@ def test_the_operators_everyday_commands_load_without_torch():
     code = "import sys, server.cli; print(sorted({'torch', 'matplotlib', 'shared.tasks'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_a_start_that_fails_to_register_a_site_ends_the_superlink_it_started(tmp_path):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"], free_port())
+    (fed.server / "site-keys" / "north.pub").write_text("not a public key\n")
+    command = [str(Path(sys.executable).with_name("medfed-server")), "start", "--federation", str(fed.root)]
+    result = subprocess.run([*command, "--listen", "127.0.0.1"], capture_output=True, text=True, timeout=180)
+    said = result.stdout + result.stderr
+    assert (
+        result.returncode == 2 and "north.pub' is not a site's public key" in result.stdout and "Traceback" not in said
+    )
+    database = str(fed.server / "state.db")
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if database in (p.info["cmdline"] or [])]

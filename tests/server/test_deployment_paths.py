@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import tomllib
 from pathlib import Path
@@ -42,3 +44,20 @@ def test_submit_hands_flwr_run_an_absolute_app_and_run_config(tmp_path, monkeypa
     deployment.submit(home, get_task("tabular").demo_study(), stream=False, app=Path("."))
     args = seen[0]
     assert Path(args[1]).is_absolute() and Path(args[args.index("--run-config") + 1]).is_absolute()
+
+
+def test_a_medfed_checkout_in_the_operators_folder_does_not_turn_flwr_commands_into_app_paths(tmp_path, monkeypatch):
+    # `flwr supernode register KEY medfed`, run from a folder holding the medfed checkout, once failed Flower's
+    # "legacy usage" migration (it read `medfed` as an app folder) and `medfed-server start` stopped there.
+    provision(tmp_path / "federation", ["127.0.0.1"], ["north"])
+    fed = Federation(tmp_path / "federation")
+    (tmp_path / deployment.CONNECTION).mkdir()
+    (tmp_path / deployment.CONNECTION / "pyproject.toml").write_text('[project]\nname = "medfed"\n')
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as probe:  # a port nothing listens on: the command must try it and fail to connect
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    result = deployment.flwr(flower_home(fed, address), "supernode", "ls", deployment.CONNECTION, "--format", "json")
+    said = result.stdout + result.stderr
+    assert "legacy" not in said and "pyproject.toml" not in said, said
+    assert f"Using SuperLink: {deployment.CONNECTION} ({address})" in json.loads(result.stdout)["error-message"]

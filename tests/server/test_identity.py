@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from client.site import SiteConfig, site_record
 from server.provision import provision
 from server.screening import SiteNames, screen
+from shared.errors import ConfigError
 from shared.identity import load_public_keys
 
 GLOBAL = ArrayRecord({"w": Array(np.zeros(3, np.float32))})
@@ -100,3 +103,17 @@ def test_a_refusal_is_recorded_under_its_site_unless_another_node_is_that_site(f
 
     result = screen([refusal(2, "south"), refusal(3, "north"), refusal(4, "west")], GLOBAL, names)
     assert [p["site"] for p in result.problems] == ["south", "node-3 (claims 'north')", "node-4 (claims 'west')"]
+
+
+def test_a_damaged_or_foreign_key_in_the_server_kit_is_named_not_a_traceback(tmp_path):
+    folder = tmp_path / "site-keys"
+    folder.mkdir()
+    (folder / "north.pub").write_text("ssh-ed25519 AAAA-truncated\n")
+    with pytest.raises(ConfigError, match=r"north\.pub' is not a site's public key .*copy it again"):
+        load_public_keys(folder)
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    (folder / "north.pub").write_bytes(
+        rsa_key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    )
+    with pytest.raises(ConfigError, match=r"north\.pub' holds a .*RSA.*not the elliptic-curve key"):
+        load_public_keys(folder)
