@@ -25,7 +25,11 @@ from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode, SubStatus
 from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
-from flwr.proto.runtime_pb2 import AcquireTaskRequest  # pylint: disable=E0611
+from flwr.proto.runtime_pb2 import (  # pylint: disable=E0611
+    AcquireTaskRequest,
+    PushAppMessagesRequest,
+    PushAppMessagesResponse,
+)
 from flwr.supercore.constant import TaskType
 from flwr.supercore.fab import Fab
 from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
@@ -112,13 +116,30 @@ def release() -> None:
 
 
 class RuntimeClient(RuntimeHttpClient):
-    """The SuperNode's Runtime API, asking again every 50 ms for an object the SuperNode is still receiving.
+    """The SuperNode's Runtime API, asking again every 50 ms for an object the SuperNode is still receiving, and
+    noting when it took a task's reply.
 
     The SuperNode offers a task as soon as the message's header arrives and only then downloads its content from
     the SuperLink. Flower's object pull backs off 1 s, then 2 s, on each miss: a warm worker, which asks at once,
     lost 1 to 3.5 s per message to that backoff. After OBJECT_WAIT_S the miss is Flower's again (its backoff and
     its limits on tries and time).
+
+    A task has its reply once the SuperNode took the reply's header (`PushMessages`), whatever becomes of its
+    content: the SuperNode may send it, or let it go because its run ended as it was sent (it then drops the
+    content the worker is still pushing). A second reply to that task would wait in the SuperNode and go out in
+    place of the next message's reply, and every reply after it one message late.
     """
+
+    reply_taken = False
+    record: Path | None = None  # the in-flight record of the task's message: it needs no other answer once taken
+
+    def PushMessages(self, request: PushAppMessagesRequest) -> PushAppMessagesResponse:
+        """Hand the SuperNode the task's reply; from then on the task has one."""
+        response = super().PushMessages(request)
+        self.reply_taken = True
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+        return response
 
     def PullObject(self, request: PullObjectRequest) -> PullObjectResponse:
         """The object, or Flower's "not available yet" once it has been missing for OBJECT_WAIT_S."""
@@ -248,7 +269,6 @@ class SiteWorker:
         heartbeat.start()
         message: Message | None = None
         context: Context | None = None
-        kept: Path | None = None
         status, details = SubStatus.FAILED, "the site worker failed"
         try:
             message, context, _run, fab = pull_task_input(task)
@@ -268,18 +288,25 @@ class SiteWorker:
                     message.metadata.message_type,
                     RECEIPT_WAIT_S,
                 )
-            kept = self.inflight.keep(token, message, self.app.site)
+            task.record = self.inflight.keep(token, message, self.app.site)
             with self.running:
                 reply = self.app(message, context, fab)
             push_message(task, reply, context)
-            kept.unlink()
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # a task's failure must not end the worker: the next message is served as usual
-            log.exception("site '%s': a task failed in the worker", self.app.site)
-            if message is not None and context is not None:
-                status = self._reply_error(task, message, context, exc)
-                if status is not None and kept is not None:
-                    kept.unlink()  # answered: a restarted worker has nothing to say for it
+            if task.reply_taken:  # its content was cut off: the SuperNode let the reply go, or lost its link
+                log.warning(
+                    "site '%s': the SuperNode took the reply to a %s message but not all its content (%s); its run "
+                    "has probably ended. No second reply is sent",
+                    self.app.site,
+                    message.metadata.message_type,
+                    type(exc).__name__,
+                )
+                details = f"the reply's content could not be handed over ({type(exc).__name__})"
+            else:
+                log.exception("site '%s': a task failed in the worker", self.app.site)
+                if message is not None and context is not None:
+                    status = self._reply_error(task, message, context, exc)
         finally:
             heartbeat.stop()
             try:
@@ -300,6 +327,8 @@ class SiteWorker:
                 context,
             )
         except Exception:
+            if task.reply_taken:
+                return SubStatus.FAILED
             log.warning(
                 "site '%s': no reply could be pushed; the SuperNode answers once the task expires", self.app.site
             )

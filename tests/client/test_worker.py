@@ -18,7 +18,13 @@ import pytest
 from flwr.app import Context, Message, RecordDict
 from flwr.cli.build import build_fab_from_disk
 from flwr.common.constant import SubStatus
-from flwr.proto.message_pb2 import PullObjectRequest, PullObjectResponse  # pylint: disable=E0611
+from flwr.common.serde import message_from_proto
+from flwr.proto.message_pb2 import (  # pylint: disable=E0611
+    PullObjectRequest,
+    PullObjectResponse,
+    PushObjectResponse,
+)
+from flwr.proto.runtime_pb2 import PushAppMessagesRequest, PushAppMessagesResponse  # pylint: disable=E0611
 from flwr.supercore.fab import Fab
 from flwr.supercore.runtime import RuntimeHttpClient
 
@@ -162,7 +168,8 @@ class Task:
             "pull_task_input",
             pull or (lambda task: (train_message(), Context(0, 1, {}, RecordDict(), {}), None, bundle())),
         )
-        monkeypatch.setattr(client_worker, "push_message", self.push)
+        monkeypatch.setattr(RuntimeHttpClient, "PushMessages", lambda _, request: self.push(request))  # Flower's push
+        monkeypatch.setattr(RuntimeHttpClient, "PushObject", lambda _, request: PushObjectResponse(stored=True))
         monkeypatch.setattr(client_worker, "push_task_output", lambda **kw: self.outputs.append(kw["sub_status"]))
         app = InstalledApp("north", self.answer)
         self.worker = client_worker.SiteWorker("127.0.0.1:1", b"secret", app, Inflight(tmp_path))
@@ -171,11 +178,13 @@ class Task:
         self.ran.append(message)
         return Message(RecordDict(), reply_to=message)
 
-    def push(self, task, reply: Message, context) -> None:
+    def push(self, request: PushAppMessagesRequest) -> PushAppMessagesResponse:
+        """The SuperNode's side of a reply's header: it takes it, or the first `failing` times, cannot be reached."""
         if self.failing:
             self.failing -= 1
             raise ConnectionError("runtime API")
-        self.pushed.append(reply)
+        self.pushed.append(message_from_proto(request.messages_list[0]))
+        return PushAppMessagesResponse(objects_to_push=[request.message_object_trees[0].object_id], session_id="s")
 
 
 @pytest.mark.parametrize("failing", [0, 1, 2])
@@ -208,6 +217,21 @@ def test_a_message_the_supernode_never_confirms_is_run_after_the_wait(monkeypatc
     task.worker._run("token")
     assert len(task.ran) == 1 and len(task.pushed) == 1 and task.outputs == [SubStatus.COMPLETED]
     assert "the SuperNode did not confirm a train message within 0 s; running it" in caplog.text
+
+
+def test_a_reply_whose_content_the_supernode_dropped_gets_no_second_reply(monkeypatch, tmp_path, caplog):
+    """The operator stopped the study as the reply went out: the SuperNode took the reply's header, found the run
+    ended, and dropped the reply and its content mid-push. An error reply after it would be sent in place of the
+    next message's reply, and every reply after it one message late. Flower's own `push_message` runs here, over
+    a Runtime API that takes the header and stores no content, as the SuperNode's did."""
+    task = Task(monkeypatch, tmp_path, 0)
+    monkeypatch.setattr(RuntimeHttpClient, "PushObject", lambda _, request: PushObjectResponse(stored=False))
+    task.worker._run("token")
+    assert len(task.ran) == 1 and len(task.pushed) == 1 and not task.pushed[0].has_error()  # no error reply after it
+    assert task.outputs == [SubStatus.FAILED]  # the task is closed, so Flower does not answer it either
+    assert list(tmp_path.glob("*.json")) == []  # a restarted worker has nothing to answer for it
+    assert "took the reply to a train message but not all its content (ObjectPushError)" in caplog.text
+    assert "No second reply is sent" in caplog.text
 
 
 def test_a_task_whose_message_never_arrived_is_closed_as_failed(monkeypatch, tmp_path):
