@@ -67,6 +67,9 @@ def run(
         str | None, typer.Option(help="The table's decimal separator: . or , (default: sniffed)")
     ] = None,
     na_values: Annotated[str | None, typer.Option(help="Comma-separated values that mean missing (default: ?)")] = None,
+    missing: Annotated[
+        str | None, typer.Option(help="Rows missing a feature value: drop or impute (override data.missing)")
+    ] = None,
     partition: Annotated[
         str | None, typer.Option(help=f"Without --site-column: {', '.join(SCHEMES)} (default: dirichlet)")
     ] = None,
@@ -125,6 +128,7 @@ def run(
         "delimiter": "\t" if delimiter == "tab" else delimiter,
         "decimal": decimal,
         "na-values": [v.strip() for v in na_values.split(",")] if na_values is not None else None,
+        "missing": missing,
         "image-column": image_column,
         "note-column": note_column,
         "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,

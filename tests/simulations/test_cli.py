@@ -200,6 +200,25 @@ def test_a_model_over_the_simulated_sites_size_cap_is_refused_before_the_server_
     assert roomy.exit_code == 0 and "checked: 3 sites, nothing trained" in roomy.output, roomy.output
 
 
+def test_a_site_that_dropping_rows_leaves_one_class_is_told_the_remedy_and_missing_impute_keeps_them(tmp_path):
+    frame = hospitals(90)
+    frame["bmi"] = np.resize([24.0, 31.5, 27.2], 90)
+    frame.loc[(frame["hospital"] == "east") & (frame["outcome"] == "yes"), "bmi"] = np.nan  # recorded for "no" only
+    path = tmp_path / "patients.csv"
+    path.write_text(csv_text(frame))
+    out = tmp_path / "run"
+    args = ["--data", str(path), "--label", "outcome", "--site-column", "hospital", "--out", str(out), "--check"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and refused.output.endswith(
+        f"error: site 'east', file '{path}', column 'outcome': only one class left after cleaning; a site needs rows "
+        'of two classes; rows missing a feature value were dropped (data.missing = "drop"), and data.missing = '
+        '"impute" keeps them\n'
+    ), refused.output
+    kept = CliRunner().invoke(cli, [*args, "--missing", "impute"])
+    assert kept.exit_code == 0 and "checked: 3 sites, nothing trained" in kept.output, kept.output
+    assert json.loads((out / "study.json").read_text())["data"]["missing"] == "impute"
+
+
 def test_medmnist_style_npz_is_split_into_sites(tmp_path):
     images, labels, _ = synthetic_images(300, seed=4)
     path = tmp_path / "lesions.npz"

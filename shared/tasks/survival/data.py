@@ -14,6 +14,9 @@ from torch.utils.data import TensorDataset
 from shared.tasks.base import SiteData
 from shared.tasks.survival.spec import SurvivalSpec
 from shared.tasks.tabular.data import (
+    MISSING_DROPPED,
+    drop_hint,
+    dropped_notes,
     encode_features,
     failer,
     first_row,
@@ -33,21 +36,23 @@ def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> 
     fail = failer(site, str(path))
     read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
     table, report = select_features(read.frame, str(path), spec, [spec.time, spec.event], fail)
-    report["notes"] = read.notes
     time = _times(table[spec.time], fail, spec.time)
     event = _events(table[spec.event], fail, spec.event)
+    dropped = 0
     if spec.missing == "drop":
         keep = table[spec.features].notna().all(axis=1).to_numpy()
-        table, time, event = table[keep], time[keep], event[keep]
+        table, time, event, dropped = table[keep], time[keep], event[keep], int((~keep).sum())
     report["rows-used"] = len(table)
+    report["rows-dropped"] = {MISSING_DROPPED: dropped} if dropped else {}
+    report["notes"] = read.notes + dropped_notes(report, [spec.time, spec.event])
     if len(table) < spec.min_rows:
-        fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on")
+        fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on" + drop_hint(report))
     train_idx, test_idx = held_out_split(table, event, spec, seed, fail)
     if event[train_idx].sum() < spec.min_per_class:
         # No count: the refusal is sent to the server, and a count of one or two events can point at a patient.
         fail(
             f"fewer events in its train split than data.min-per-class = {spec.min_per_class}; a site without events "
-            "has an empty partial likelihood and nothing to learn from",
+            "has an empty partial likelihood and nothing to learn from" + drop_hint(report),
             spec.event,
         )
     x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)

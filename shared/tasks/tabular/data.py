@@ -22,6 +22,7 @@ from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SPLIT_MARKS = ("train", "test")  # the values of data.split-column
+MISSING_DROPPED = 'a missing feature value (data.missing = "drop")'  # why rows were dropped, in the report
 
 
 def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
@@ -60,16 +61,24 @@ def usable_rows(
     y = _labels(table[spec.label], spec, fail)
     if spec.missing == "drop":
         keep = table[spec.features].notna().all(axis=1).to_numpy()
-        dropped['a missing feature value (data.missing = "drop")'] = int((~keep).sum())
+        dropped[MISSING_DROPPED] = int((~keep).sum())
         table, y = table[keep], y[keep]
     report["rows-used"] = len(table)
     report["rows-dropped"] = {why: n for why, n in dropped.items() if n}
-    report["notes"] = _dropped_notes(report, spec.label)
+    report["notes"] = dropped_notes(report, [spec.label])
     if len(table) == 0:
-        fail("no rows left after dropping rows with missing values")
+        fail("no rows left after cleaning" + drop_hint(report))
     if len(np.unique(y)) < 2:
-        fail("only one class left after cleaning; a site needs rows of at least two classes", spec.label)
+        fail("only one class left after cleaning; a site needs rows of two classes" + drop_hint(report), spec.label)
     return table, y, report
+
+
+def drop_hint(report: dict[str, Any]) -> str:
+    """What to try when rows dropped for a missing feature left a site too little to train on (no count: a refusal
+    is sent to the server), or nothing."""
+    if MISSING_DROPPED not in report.get("rows-dropped", {}):
+        return ""
+    return '; rows missing a feature value were dropped (data.missing = "drop"), and data.missing = "impute" keeps them'
 
 
 def split_rows(
@@ -86,7 +95,10 @@ def split_rows(
     for choosing a binary classifier's threshold; the site's size checked and the split's counts reported."""
     train_idx, test_idx = held_out_split(table, y, spec, seed, failer(site, file))
     split_seed = spec.split_seed if spec.split_seed >= 0 else seed
-    check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
+    try:
+        check_site_size(site, file, len(y), y[train_idx], spec.class_names, spec)
+    except DataError as exc:
+        raise DataError(site, exc.problem + drop_hint(report), file) from None
     fit, val = validation_split(y[train_idx], len(spec.class_names), validation_fraction, split_seed)
     report["class-counts"] = _counts(y, spec.class_names)
     report["train-rows"], report["validation-rows"], report["test-rows"] = len(fit), len(val), len(test_idx)
@@ -102,14 +114,14 @@ def _counts(y: np.ndarray, class_names: list[str]) -> dict[str, int]:
     return {name: int((y == i).sum()) for i, name in enumerate(class_names)}
 
 
-def _dropped_notes(report: dict, label: str) -> list[str]:
+def dropped_notes(report: dict, outcomes: list[str]) -> list[str]:
     """What was dropped and why, with `data.missing = "impute"` suggested where it would keep rows."""
     notes = []
     for why, n in report["rows-dropped"].items():
         share = n / max(1, report["rows-read"])
         note = f"{n} of {report['rows-read']} rows ({share:.0%}) dropped: {why}"
-        if why.startswith("a missing feature"):
-            missing = {c: k for c, k in report["missing-per-column"].items() if c != label}
+        if why == MISSING_DROPPED:
+            missing = {c: k for c, k in report["missing-per-column"].items() if c not in outcomes}
             worst = sorted(missing.items(), key=lambda kv: -kv[1])[:3]
             note += f', most in {", ".join(f"{c} ({k})" for c, k in worst)}; data.missing = "impute" keeps them'
         notes.append(note)

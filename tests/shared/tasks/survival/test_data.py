@@ -55,6 +55,25 @@ def test_a_site_without_training_events_is_refused_by_name(tmp_path):
         TASK.load_site(path, "h1", survival_study())
 
 
+def test_rows_dropped_for_a_missing_feature_are_said_and_a_site_they_leave_too_small_is_told_the_remedy(tmp_path):
+    table = survival_table(60)
+    table.loc[:2, "age"] = np.nan
+    report = TASK.load_site(write(table, tmp_path), "h1", survival_study()).report
+    assert report["notes"][-1] == (
+        '3 of 60 rows (5%) dropped: a missing feature value (data.missing = "drop"), most in age (3); '
+        'data.missing = "impute" keeps them'
+    )
+    table.loc[:45, "age"] = np.nan
+    path = write(table, tmp_path)
+    with pytest.raises(DataError) as err:
+        TASK.load_site(path, "h1", survival_study())
+    assert str(err.value).endswith(
+        'too few to train on; rows missing a feature value were dropped (data.missing = "drop"), and '
+        'data.missing = "impute" keeps them'
+    )
+    assert len(TASK.load_site(path, "h1", survival_study(missing="impute")).train) > 0
+
+
 def test_missing_time_column_is_named(tmp_path):
     path = write(survival_table(60).drop(columns=["days"]), tmp_path)
     with pytest.raises(DataError, match="column 'days': column not found"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pandas as pd
@@ -233,6 +234,37 @@ def test_dropped_rows_are_counted_and_said_with_the_remedy(tmp_path):
         '4 of 50 rows (8%) dropped: a missing feature value (data.missing = "drop"), most in chol (3), age (1); '
         'data.missing = "impute" keeps them',
     ]
+
+
+HINT = '; rows missing a feature value were dropped (data.missing = "drop"), and data.missing = "impute" keeps them'
+
+
+@pytest.mark.parametrize(
+    ("missing", "problem"),
+    [  # Fed-Heart-Disease's Hungarian hospital: almost every row lacks `ca`, and the rows that have it are healthy
+        (range(4, 50), "column 'disease': only one class left after cleaning; a site needs rows of two classes"),
+        (range(35), "fewer usable rows than data.min-rows = 20; too few to train on"),
+        (range(0, 50, 2), "no rows left after cleaning"),  # and age is missing from every other row
+    ],
+)
+def test_a_site_left_too_little_by_dropped_rows_is_told_that_imputing_keeps_them(tmp_path, missing, problem):
+    frame = table(50)
+    frame["disease"] = [0] * 4 + [0, 1] * 23
+    frame.loc[list(missing), "chol"] = np.nan
+    if problem.startswith("no rows"):
+        frame.loc[list(range(1, 50, 2)), "age"] = np.nan
+    path = write(tmp_path, frame)
+    with pytest.raises(DataError) as err:
+        load_tabular_site(path, "hungarian", SPEC, seed=0)
+    assert str(err.value).endswith(problem + HINT), str(err.value)
+    assert not re.search(r"\d+ rows|\(\d+\)", str(err.value))  # no count: a refusal is sent to the server
+    load_tabular_site(path, "hungarian", dataclasses.replace(SPEC, missing="impute"), seed=0)
+
+
+def test_a_site_too_small_with_nothing_dropped_gets_no_hint(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_tabular_site(write(tmp_path, table(19)), "hospital-3", SPEC, seed=0)
+    assert "impute" not in str(err.value)
 
 
 @pytest.mark.parametrize(
