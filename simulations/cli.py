@@ -58,6 +58,10 @@ def run(
         typer.Option(help="Multimodal: the column of image paths, relative to --data's folder (implies that task)"),
     ] = None,
     note_column: Annotated[str | None, typer.Option(help="Multimodal: the column of clinical notes")] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Text: the notes' column of --data (default: text, or the one besides label and site)"),
+    ] = None,
     omics: Annotated[str | None, typer.Option(help="Multimodal: comma-separated omics columns")] = None,
     categorical: Annotated[str | None, typer.Option(help="Comma-separated categorical columns")] = None,
     delimiter: Annotated[
@@ -131,6 +135,7 @@ def run(
         "missing": missing,
         "image-column": image_column,
         "note-column": note_column,
+        "text-column": text_column,
         "omics": [c.strip() for c in omics.split(",") if c.strip()] if omics else None,
     }
     # torch, scikit-learn and matplotlib load once a study is read, so that --help and a mistyped option answer at once

@@ -24,7 +24,9 @@ from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
 from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
 from shared.tasks.tabular.table import Table, column_hint, read_with_options
-from shared.tasks.text.data import read_notes
+from shared.tasks.text import study_tokenizer
+from shared.tasks.text.data import infer_text_options, read_notes, text_site_data
+from shared.tasks.text.spec import data_spec as text_spec
 from simulations.report import LISTED_SITES
 from simulations.scenario import (
     IMAGE_TARGETS,
@@ -98,10 +100,14 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
             rows_per_site=images / n_sites if images is not None else None,
         )
     if study.task == "text":
-        label = {"label-column": hints["label"]} if "label" in hints else {}
-        options = get_task("text").infer_data(path, "simulation", {**given, **label})
+        columns = {"label-column": hints.get("label"), "text-column": hints.get("text-column")}
+        named = {**given, **{key: column for key, column in columns.items() if column}}
+        options = infer_text_options(path, "simulation", named, exclude=(source.site_column,))
         study = dataclasses.replace(study, data=options, name=name)
         groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
+        spec, tokenizer = text_spec(study), study_tokenizer(study)
+        for site, rows in groups:  # every site's notes checked as its run will read them, named by the user's file
+            text_site_data(rows, site, str(path), spec, tokenizer, study.seed)
         return Plan(
             study, len(groups), lambda folder: write_sites(groups, folder / "sites"), rows_per_site=_mean_rows(groups)
         )

@@ -270,6 +270,27 @@ def test_notes_file_is_split_into_sites_by_label(tmp_path):
     assert sum(len(pd.read_csv(p)) for p in (out / "sites").glob("*.csv")) == 300
 
 
+def test_a_notes_file_whose_text_column_is_not_text_is_read_and_a_site_it_cannot_train_is_refused_before_ray(
+    tmp_path,
+):
+    notes = synthetic_notes(300, seed=5).rename(columns={"text": "abstract", "label": "service"})
+    notes["hospital"] = np.resize(["north", "south", "east"], 300)
+    notes.loc[notes["hospital"] == "east", "service"] = CLASSES[0]  # east's notes hold one class only
+    path = tmp_path / "abstracts.csv"
+    notes.to_csv(path, index=False)
+    out = tmp_path / "run"
+    args = ["--task", "text", "--data", str(path), "--label", "service", "--site-column", "hospital"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-baselines"])
+    assert result.exit_code == 2 and result.output.startswith(f"error: site 'east', file '{path}': "), result.output
+    assert "a site needs two classes" in result.output
+    assert not out.exists() and not ray.is_initialized()
+    notes.loc[notes["hospital"] == "east", "service"] = np.resize(CLASSES, 100)
+    notes.to_csv(path, index=False)
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "study.json").read_text())["data"]["text-column"] == "abstract"
+
+
 def test_secure_aggregation_with_two_sites_per_round_is_refused_by_name():
     result = CliRunner().invoke(cli, ["--secure-aggregation", "on", "--min-sites", "2"])
     assert result.exit_code == 2 and "federation.min-sites" in result.output

@@ -23,29 +23,35 @@ FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 def load_text_site(path: Path, site: str, spec: TextSpec, tokenizer: Tokenizer, seed: int) -> SiteData:
     """The site's tokenized train/test notes plus a local report (counts only, never a note)."""
-    table = read_notes(path, site)
+    return text_site_data(read_notes(path, site), site, str(path), spec, tokenizer, seed)
+
+
+def text_site_data(
+    table: pd.DataFrame, site: str, file: str, spec: TextSpec, tokenizer: Tokenizer, seed: int
+) -> SiteData:
+    """Validate, tokenize and split one site's notes. Row numbers in messages are 1 + the frame's index, so a site's
+    notes cut from a larger file (a simulation's) are named by their row in that file."""
     for column in (spec.text_column, spec.label_column):
         if column not in table.columns:
-            raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), column)
+            raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", file, column)
     texts = table[spec.text_column].fillna("").astype(str).tolist()
     ids, lengths = encode(tokenizer, texts, spec.max_length)
     empty = np.array([not t.strip() for t in texts]) | (lengths <= framing(tokenizer))
     if empty.any() and spec.on_empty == "fail":
-        raise DataError(
-            site, f"{int(empty.sum())} empty note(s), first at data row {int(np.argmax(empty)) + 1}", str(path)
-        )
+        first = int(table.index[np.argmax(empty)]) + 1
+        raise DataError(site, f"{int(empty.sum())} empty note(s), first at data row {first}", file)
     keep = ~empty
     if not keep.any():
-        raise DataError(site, "holds no non-empty note", str(path), spec.text_column)
-    labels = label_indices(table[spec.label_column].to_numpy()[keep], spec.class_names, site, str(path))
+        raise DataError(site, "holds no non-empty note", file, spec.text_column)
+    labels = label_indices(table[spec.label_column].to_numpy()[keep], spec.class_names, site, file)
     ids, lengths = ids[keep], lengths[keep]
     split_seed = spec.split_seed if spec.split_seed >= 0 else seed
     train_idx, test_idx = split_indices(labels, spec.test_fraction, split_seed)
-    check_site_size(site, str(path), len(labels), labels[train_idx], spec.class_names, spec)
+    check_site_size(site, file, len(labels), labels[train_idx], spec.class_names, spec)
     fit, val = validation_split(labels[train_idx], len(spec.class_names), spec.validation_fraction, split_seed)
     train_idx, val_idx = train_idx[fit], train_idx[val]
     report = {
-        "file": str(path),
+        "file": file,
         "notes": int(keep.sum()),
         "empty-dropped": int(empty.sum()),
         "truncated": int((lengths > spec.max_length).sum()),
@@ -107,10 +113,22 @@ def read_notes(path: Path, site: str) -> pd.DataFrame:
         raise DataError(site, f"cannot be read as {kind} ({str(exc).splitlines()[0][:120]})", str(path)) from exc
 
 
-def infer_text_options(path: Path, site: str, hints: dict) -> dict:
-    """The label column's classes of a notes file; `hints` win (and name the columns if not the defaults)."""
+def infer_text_options(path: Path, site: str, hints: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """The label column's classes of a notes file and its text column: `text`, else the one column that is neither
+    the label nor in `exclude` (a simulation's site column); `hints` win (and name the columns if not the defaults)."""
     table = read_notes(path, site)
-    column = hints.get("label-column", "label")
-    if column not in table.columns:
-        raise DataError(site, f"column not found (has: {', '.join(map(str, table.columns))})", str(path), column)
-    return {"label-column": column, "classes": sorted({str(v).strip() for v in table[column]}), **hints}
+    has = f"has: {', '.join(map(str, table.columns))}"
+    label = hints.get("label-column", "label")
+    if label not in table.columns:
+        raise DataError(site, f"column not found ({has})", str(path), label)
+    others = [c for c in table.columns if c != label and c not in exclude]
+    text = hints.get("text-column") or ("text" if "text" in table.columns or len(others) != 1 else others[0])
+    if text not in table.columns:
+        problem = f"column not found ({has}); name the notes' column: data.text-column (medfed-sim --text-column)"
+        raise DataError(site, problem, str(path), text)
+    return {
+        "label-column": label,
+        "text-column": text,
+        "classes": sorted({str(v).strip() for v in table[label]}),
+        **hints,
+    }

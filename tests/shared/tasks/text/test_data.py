@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shared.errors import DataError
-from shared.tasks.text.data import load_text_site
+from shared.tasks.text.data import infer_text_options, load_text_site
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import HashingTokenizer
 
@@ -90,3 +90,30 @@ def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path):
         DataError, match=r"class\(es\) \['neuro'\] have fewer training rows than data.min-per-class = 2"
     ):
         load(one_neuro, dataclasses.replace(SPEC, min_rows=10))
+
+
+@pytest.mark.parametrize(
+    ("header", "hints", "exclude", "text"),
+    [
+        ("text,label", {}, (), "text"),
+        ("abstract,condition", {"label-column": "condition"}, (), "abstract"),  # the one column besides the label
+        ("hospital,abstract,condition", {"label-column": "condition"}, ("hospital",), "abstract"),  # and the site's
+        ("abstract,summary,condition", {"label-column": "condition", "text-column": "summary"}, (), "summary"),
+    ],
+)
+def test_the_notes_column_is_text_else_the_one_other_column_else_the_one_named(tmp_path, header, hints, exclude, text):
+    columns = header.split(",")
+    path = tmp_path / "notes.csv"
+    path.write_text(header + "\n" + "\n".join(",".join([f"{c}-{i % 2}" for c in columns]) for i in range(4)) + "\n")
+    options = infer_text_options(path, "simulation", hints, exclude)
+    assert options["text-column"] == text and options["label-column"] == columns[-1]
+
+
+def test_two_candidate_notes_columns_and_none_named_text_is_refused_naming_the_setting(tmp_path):
+    path = csv(tmp_path, header="abstract,summary,label")
+    with pytest.raises(DataError) as err:
+        infer_text_options(path, "simulation", {})
+    assert str(err.value) == (
+        f"site 'simulation', file '{path}', column 'text': column not found (has: abstract, summary, label); name "
+        "the notes' column: data.text-column (medfed-sim --text-column)"
+    )
