@@ -20,9 +20,17 @@ from shared.tasks.multimodal.omics import OmicsSource
 from shared.tasks.multimodal.spec import data_spec as multimodal_spec
 from shared.tasks.multimodal.spec import infer_multimodal_options
 from shared.tasks.schedule import with_default_schedule
+from shared.tasks.survival.data import survival_site_data
+from shared.tasks.survival.spec import data_spec as survival_spec
 from shared.tasks.survival.spec import infer_survival_options
 from shared.tasks.tabular.data import tabular_site_data
-from shared.tasks.tabular.spec import data_spec, infer_data_options, label_counts, rare_label_values
+from shared.tasks.tabular.spec import (
+    data_spec,
+    identifier_columns,
+    infer_data_options,
+    label_counts,
+    rare_label_values,
+)
 from shared.tasks.tabular.table import Table, column_hint, read_with_options
 from shared.tasks.text import study_tokenizer
 from shared.tasks.text.data import infer_text_options, read_notes, text_site_data
@@ -150,16 +158,21 @@ def _survival_plan(
     if not given.get("time") or not given.get("event"):
         raise ConfigError("data.time", "is not set: --data needs --time and --event (or data.time and data.event)")
     table = read_with_options(path, None, given)
-    exclude = [study.simulation.site_column] if study.simulation.site_column else None
-    inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, exclude)
+    site_column = study.simulation.site_column
+    outcomes = [given["time"], given["event"], *([site_column] if site_column else [])]
+    ids, left_out = _identifiers(table.frame, outcomes, categorical, path)
+    inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, [*outcomes[2:], *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
     groups = _groups(table.frame, str(path), given["event"], study)  # a partition is stratified on the event
-    lines = [f"{path.name}: {note}" for note in table.notes]
+    spec = survival_spec(study)
+    reports = {site: survival_site_data(rows, site, str(path), spec, study.seed).report for site, rows in groups}
+    lines = [f"{path.name}: {note}" for note in table.notes] + left_out + _site_notes(reports)
     return Plan(
         study,
         len(groups),
         lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal),
         lines,
+        sites={site: {k: r[k] for k in REPORTED if k in r} for site, r in reports.items()},
         rows_per_site=_mean_rows(groups),
     )
 
@@ -192,6 +205,27 @@ def _multimodal_plan(
     )
 
 
+def _site_notes(reports: dict[str, dict[str, Any]]) -> list[str]:
+    """Each site's notes on its rows (what was dropped and why, a small held-out split), the first few in full."""
+    noted = [(site, note) for site, report in reports.items() for note in report["notes"]]
+    lines = [f"site '{site}': {note}" for site, note in noted[:LISTED_SITES]]
+    if len(noted) > LISTED_SITES:
+        lines.append(f"... and {len(noted) - LISTED_SITES} more notes on the sites' rows (summary.json: preflight)")
+    return lines
+
+
+def _identifiers(
+    frame: pd.DataFrame, exclude: list[str], categorical: list[str] | None, path: Path
+) -> tuple[list[str], list[str]]:
+    """The columns left out of inferred features as identifiers, and the lines that say so (none when the user listed
+    the categorical columns: a column they name is theirs to keep)."""
+    if categorical is not None:
+        return [], []
+    ids = identifier_columns(frame, exclude)
+    why = "a different value on every row (an identifier or free text)"
+    return ids, [f"{path.name}: column '{c}' left out of the features: {why}" for c in ids]
+
+
 def _labelled_table(path: Path, given: dict[str, Any]) -> tuple[str, Table]:
     """The label column's name and the user's table, which must hold it."""
     label = given.get("label")
@@ -212,19 +246,18 @@ def _table_plan(
     rare = rare_label_values(counts) if "classes" not in given else []
     if rare:
         raise DataError(None, _rare_problem(rare, counts), file=str(path), column=label)
-    inferred = infer_data_options(frame, label, categorical, exclude=[site_column] if site_column else None)
+    site = [site_column] if site_column else []
+    ids, left_out = _identifiers(frame, [label, *site], categorical, path)
+    inferred = infer_data_options(frame, label, categorical, exclude=[*site, *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
     spec = data_spec(study)
     groups = _groups(frame, str(path), label, study)
     reports = {site: tabular_site_data(rows, site, str(path), spec, study.seed).report for site, rows in groups}
-    lines = [f"{path.name}: {note}" for note in table.notes]
+    lines = [f"{path.name}: {note}" for note in table.notes] + left_out
     shown = ", ".join(f"{c} ({counts.get(c, 0)} rows)" for c in spec.class_names)
     positive = f"; positive class: {spec.class_names[1]}" if len(spec.class_names) == 2 else ""
     lines.append(f"label '{label}': {len(spec.class_names)} classes: {shown}{positive}")
-    noted = [(site, note) for site, report in reports.items() for note in report["notes"]]
-    lines += [f"site '{site}': {note}" for site, note in noted[:LISTED_SITES]]
-    if len(noted) > LISTED_SITES:
-        lines.append(f"... and {len(noted) - LISTED_SITES} more notes on the sites' rows (summary.json: preflight)")
+    lines += _site_notes(reports)
     return Plan(
         study,
         len(groups),

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import ray
 from typer.testing import CliRunner
 
 from simulations.cli import cli
@@ -43,3 +44,31 @@ def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
     for site in ("hospital-1", "hospital-2", "hospital-3"):
         low, high = card[site]["c-index"]["ci95"]
         assert low < card[site]["c-index"]["value"] < high
+
+
+def test_a_users_table_is_checked_site_by_site_before_ray_and_an_id_column_is_no_feature(tmp_path):
+    from shared.tasks.survival.demo import write_demo_sites
+
+    frames = [pd.read_csv(p).assign(hospital=p.stem) for p in write_demo_sites(tmp_path / "demo", 3)]
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "patient", [f"P{i:05d}" for i in range(len(table))])
+    table.loc[600, "time"] = -5
+    path = tmp_path / "gbsg2.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "run"
+    args = ["--data", str(path), "--time", "time", "--event", "event", "--site-column", "hospital", "--out", str(out)]
+    refused = CliRunner().invoke(cli, [*args, "--no-baselines"])
+    site = table.loc[600, "hospital"]
+    assert refused.exit_code == 2 and refused.output.endswith(
+        f"error: site '{site}', file '{path}', column 'time': 1 negative time(s), first at data row 601\n"
+    ), refused.output
+    assert not out.exists() and not ray.is_initialized()
+    table.loc[600, "time"] = 5
+    table.to_csv(path, index=False)
+    checked = CliRunner().invoke(cli, [*args, "--check"])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        "gbsg2.csv: column 'patient' left out of the features: a different value on every row (an identifier or free "
+        "text)" in checked.output
+    )
+    assert "patient" not in json.loads((out / "study.json").read_text())["data"]["features"]

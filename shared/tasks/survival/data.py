@@ -33,9 +33,17 @@ EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}
 def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> SiteData:
     """Train/test tensors (features; outcome rows of [time, event]) split stratified on the event, plus a local
     report; every problem names site, file, column and the first row at fault."""
-    fail = failer(site, str(path))
     read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
-    table, report = select_features(read.frame, str(path), spec, [spec.time, spec.event], fail)
+    data = survival_site_data(read.frame, site, str(path), spec, seed)
+    data.report["notes"] = read.notes + data.report["notes"]
+    return data
+
+
+def survival_site_data(table: pd.DataFrame, site: str, file: str, spec: SurvivalSpec, seed: int) -> SiteData:
+    """Validate, clean, split and encode one site's rows. Row numbers in messages are 1 + the frame's index, so a
+    site's rows cut from a larger file (a simulation's) are named by their row in that file."""
+    fail = failer(site, file)
+    table, report = select_features(table, file, spec, [spec.time, spec.event], fail)
     time = _times(table[spec.time], fail, spec.time)
     event = _events(table[spec.event], fail, spec.event)
     dropped = 0
@@ -44,7 +52,7 @@ def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> 
         table, time, event, dropped = table[keep], time[keep], event[keep], int((~keep).sum())
     report["rows-used"] = len(table)
     report["rows-dropped"] = {MISSING_DROPPED: dropped} if dropped else {}
-    report["notes"] = read.notes + dropped_notes(report, [spec.time, spec.event])
+    report["notes"] = dropped_notes(report, [spec.time, spec.event])
     if len(table) < spec.min_rows:
         fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on" + drop_hint(report))
     train_idx, test_idx = held_out_split(table, event, spec, seed, fail)

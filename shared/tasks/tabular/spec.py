@@ -215,6 +215,19 @@ def infer_feature_options(
     return {"features": features, "categorical": categories}
 
 
+def identifier_columns(table: pd.DataFrame, exclude: list[str], max_categories: int = 20) -> list[str]:
+    """Non-numeric columns with a different value on every row and too many for categories (a patient or record id,
+    free text): never features (simulation only)."""
+    return [
+        str(c)
+        for c in table.columns
+        if c not in set(exclude)
+        and not pd.api.types.is_numeric_dtype(table[c])
+        and table[c].nunique() > max_categories
+        and table[c].dropna().is_unique
+    ]
+
+
 def require_column(table: pd.DataFrame, column: str, name: str) -> None:
     """Raise ConfigError naming the study field when the table the data scientist holds lacks a column."""
     if column not in table.columns:

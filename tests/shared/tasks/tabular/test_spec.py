@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import parse_section
 from shared.errors import ConfigError
-from shared.tasks.tabular.spec import TabularSpec, label_counts, rare_label_values
+from shared.tasks.tabular.spec import TabularSpec, identifier_columns, label_counts, rare_label_values
 
 
 def test_label_counts_are_per_canonical_value_sorted_without_missing():
@@ -44,3 +44,19 @@ def test_a_study_scale_that_cannot_apply_is_refused_naming_the_column(scale, say
     with pytest.raises(ConfigError) as err:
         parse_section(TabularSpec, {**data, "scale": scale}, "data.")
     assert says in str(err.value)
+
+
+def test_identifier_columns_are_text_columns_unique_on_every_row_beyond_a_category_list():
+    n = 30
+    frame = pd.DataFrame(
+        {
+            "mrn": [f"MRN{i:04d}" for i in range(n)],  # an identifier
+            "sex": ["F", "M"] * (n // 2),  # a category
+            "age": range(n),  # unique, but a number: a feature
+            "ward": [f"W{i % 25}" for i in range(n)],  # many values, some repeated: not an id (its error stands)
+            "site": [f"S{i}" for i in range(n)],  # unique, but excluded (the site column)
+        }
+    )
+    frame.loc[3, "mrn"] = None  # a missing id is still an id column
+    assert identifier_columns(frame, ["site"]) == ["mrn"]
+    assert identifier_columns(frame.head(20), ["site"]) == []  # 20 rows: few enough to be categories
