@@ -21,11 +21,11 @@ from shared.tasks.tabular.data import (
     failer,
     first_row,
     held_out_split,
+    load_table_site,
     numeric_column,
     select_features,
 )
 from shared.tasks.tabular.spec import canonical
-from shared.tasks.tabular.table import read_table
 
 EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}
 
@@ -33,10 +33,7 @@ EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}
 def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> SiteData:
     """Train/test tensors (features; outcome rows of [time, event]) split stratified on the event, plus a local
     report; every problem names site, file, column and the first row at fault."""
-    read = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
-    data = survival_site_data(read.frame, site, str(path), spec, seed)
-    data.report["notes"] = read.notes + data.report["notes"]
-    return data
+    return load_table_site(path, site, spec, seed, survival_site_data)
 
 
 def survival_site_data(table: pd.DataFrame, site: str, file: str, spec: SurvivalSpec, seed: int) -> SiteData:

@@ -27,8 +27,16 @@ MISSING_DROPPED = 'a missing feature value (data.missing = "drop")'  # why rows 
 
 def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
     """The site's train/test tensors plus a local report; every problem names site, file and column."""
+    return load_table_site(path, site, spec, seed, tabular_site_data)
+
+
+def load_table_site(
+    path: Path, site: str, spec: Any, seed: int, site_data: Callable[[pd.DataFrame, str, str, Any, int], SiteData]
+) -> SiteData:
+    """A site's table read as it was written (delimiter, decimal, missing values), then checked, split and encoded by
+    `site_data`; what the reading noticed leads the report's notes."""
     table = read_table(path, site, spec.na_values, spec.delimiter, spec.decimal)
-    data = tabular_site_data(table.frame, site, str(path), spec, seed)
+    data = site_data(table.frame, site, str(path), spec, seed)
     data.report["notes"] = table.notes + data.report["notes"]
     return data
 
