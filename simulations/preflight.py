@@ -172,8 +172,9 @@ def _survival_plan(
         len(groups),
         lambda folder: write_sites(groups, folder / "sites", table.delimiter, table.decimal),
         lines,
-        sites={site: {k: r[k] for k in REPORTED if k in r} for site, r in reports.items()},
-        rows_per_site=_mean_rows(groups),
+        {site: r["held-out-caveat"] for site, r in reports.items() if "held-out-caveat" in r},
+        {site: {k: r[k] for k in REPORTED if k in r} for site, r in reports.items()},
+        _mean_rows(groups),
     )
 
 

@@ -70,6 +70,12 @@ def survival_site_data(table: pd.DataFrame, site: str, file: str, spec: Survival
             "test-rows": len(test_idx),
         }
     )
+    test_events = int(event[test_idx].sum())
+    if test_events < spec.min_test_events:  # the same test as its metrics' (shared/tasks/survival/metrics.py)
+        report["held-out-caveat"] = f"held-out split of {test_events} event(s) (under data.min-test-events = " + (
+            f"{spec.min_test_events}), so its C-index is not computed"
+        )
+        report["notes"].append(f"{report['held-out-caveat']}: its metrics are unreliable")
     return SiteData(
         train=TensorDataset(torch.from_numpy(x_train), torch.from_numpy(outcome[train_idx])),
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(outcome[test_idx])),

@@ -144,3 +144,14 @@ def test_a_split_column_named_in_the_hints_is_no_inferred_feature(tmp_path):
     table = survival_table(60).assign(fold="train")
     inferred = TASK.infer_data(write(table, tmp_path), "h1", {"time": "days", "event": "died", "split-column": "fold"})
     assert "fold" not in inferred["features"] and inferred["split-column"] == "fold"
+
+
+def test_a_held_out_split_with_too_few_events_for_a_c_index_is_flagged_in_the_local_report(tmp_path):
+    table = survival_table(60)
+    assert "held-out-caveat" not in TASK.load_site(write(table, tmp_path), "h1", survival_study()).report
+    report = TASK.load_site(write(table, tmp_path), "h1", survival_study(**{"min-test-events": 50})).report
+    events = int(report["held-out-caveat"].split("held-out split of ")[1].split(" ")[0])
+    assert events < 50 and report["held-out-caveat"] == (
+        f"held-out split of {events} event(s) (under data.min-test-events = 50), so its C-index is not computed"
+    )
+    assert report["notes"][-1] == f"{report['held-out-caveat']}: its metrics are unreliable"
