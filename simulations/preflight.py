@@ -77,7 +77,8 @@ def plan_study(study: StudyConfig, from_file: bool, hints: dict[str, Any], categ
     plan = _plan(study, from_file, hints, categorical)
     if study.simulation.data and not from_file:
         plan.study = with_default_schedule(plan.study, plan.rows_per_site)
-        size = "unknown size" if plan.rows_per_site is None else f"about {plan.rows_per_site:.0f} rows each"
+        unit = "images" if study.task in IMAGE_TARGETS else "notes" if study.task == "text" else "rows"
+        size = "unknown size" if plan.rows_per_site is None else f"about {plan.rows_per_site:.0f} {unit} each"
         plan.lines.append(
             f"defaults for {study.task} sites of {size}: FedAvg, {plan.study.federation.rounds} rounds x "
             f"{plan.study.train.local_epochs} local epochs, lr {plan.study.train.lr:g}, batch "

@@ -110,7 +110,7 @@ def test_a_users_image_set_gets_its_tasks_default_schedule_for_its_size(tmp_path
     np.savez(path, train_images=np.zeros((90, 8, 8), np.uint8), train_labels=np.resize([0, 1], (90, 1)))
     study = get_task("imaging").demo_study()
     plan = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(path))), False, {}, None)
-    assert plan.rows_per_site == 30 and plan.lines[-1].startswith("defaults for imaging sites of about 30 rows each")
+    assert plan.rows_per_site == 30 and plan.lines[-1].startswith("defaults for imaging sites of about 30 images each")
     assert (plan.study.federation.rounds, plan.study.train.local_epochs, plan.study.train.lr) == (20, 5, 0.003)
     assert (default_schedule("imaging", 1700).rounds, default_schedule("imaging", None).rounds) == (10, 20)
     from_file = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(path))), True, {}, None)
