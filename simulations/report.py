@@ -15,6 +15,7 @@ TABLE_SITES = 20  # past this many sites the closing table shows the means only
 UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
 WIDEST_TABLE = 1000  # columns: the closing table's width when not printed to a terminal is its own, up to this
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
+NOT_COMPUTED = {"roc-auc": "it needs every class in the site's held-out split, and some class is absent there"}
 ONE_CLASS_MARK = "*"  # beside a headline figure whose model predicts a single class at that site
 ONE_CLASS_ADVICE = (
     "it predicts a single class on the site's held-out split, so its accuracy is that class's share: try more "
@@ -56,7 +57,8 @@ def print_comparison(
 ) -> None:
     """One row per site: the task's headline metrics per method, then the site's ε spent and attack AUC; a site
     whose held-out split is too small to score (`caveats`) shows "unreliable" instead of its figures, and a model
-    predicting a single class at a site is marked, with what to try."""
+    predicting a single class at a site is marked, with what to try; a figure a site's split cannot give (`-`) is
+    explained."""
     caveats = caveats or {}
     one_class = single_class_sites(summary)
     table = Table(title="Held-out test split at each site")
@@ -97,6 +99,16 @@ def print_comparison(
         )
     if len(caveats) > LISTED_SITES:
         console.print(f"... and {len(caveats) - LISTED_SITES} more sites (summary.json: unreliable)", highlight=False)
+    for metric in shown:
+        blank = [
+            s
+            for s in sites
+            if s not in caveats and any(m["per_site"].get(s, {}).get(metric) is None for m in summary.values())
+        ]
+        if blank:
+            named = ", ".join(f"'{s}'" for s in blank[:LISTED_SITES]) + (" ..." if len(blank) > LISTED_SITES else "")
+            why = NOT_COMPUTED.get(metric, "that site's held-out split cannot give it")
+            console.print(f"-: no {metric} at {named}: {why}", highlight=False)
     for method, sites in one_class.items():
         named = ", ".join(f"'{s}'" for s in sites[:LISTED_SITES]) + (" ..." if len(sites) > LISTED_SITES else "")
         console.print(

@@ -1,5 +1,5 @@
 """medfed-sim's closing table: whole when piped or logged, never cut to 80 columns; a model predicting a single
-class at a site is marked, with what to try."""
+class at a site is marked, with what to try; a figure a site cannot give is explained."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import io
 
 from rich.console import Console
 
-from simulations.report import ONE_CLASS_ADVICE, comparison, print_comparison, single_class_sites
+from simulations.report import NOT_COMPUTED, ONE_CLASS_ADVICE, comparison, print_comparison, single_class_sites
 
 
 def test_the_closing_table_keeps_its_headers_when_not_printed_to_a_terminal():
@@ -37,3 +37,17 @@ def test_a_model_predicting_one_class_at_a_site_is_flagged_with_what_to_try():
     text = console.export_text()
     assert "0.731*" in text and "0.900*" not in text
     assert f"* one class: the federated model at 1 site(s) ('south'): {ONE_CLASS_ADVICE}" in " ".join(text.split())
+
+
+def test_a_figure_a_site_cannot_give_is_explained_under_the_table():
+    full = {"accuracy": 0.6, "roc-auc": 0.7, "num-examples": 30}
+    two_of_five = {"accuracy": 0.86, "num-examples": 59}  # its held-out patients hold 2 of the study's 5 classes
+    summary = comparison({"federated": {"cleveland": full, "hungarian": two_of_five}})
+    console = Console(record=True, width=200)
+    print_comparison(console, summary, {}, ("accuracy", "roc-auc"))
+    text = " ".join(console.export_text().split())
+    assert f"-: no roc-auc at 'hungarian': {NOT_COMPUTED['roc-auc']}" in text
+    assert "no accuracy" not in text
+    console = Console(record=True, width=200)
+    print_comparison(console, summary, {}, ("accuracy", "roc-auc"), {"hungarian": "held-out split of 6 rows"})
+    assert "no roc-auc" not in console.export_text()  # an unreliable site's line says why already
