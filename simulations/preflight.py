@@ -159,10 +159,9 @@ def _survival_plan(
     if not given.get("time") or not given.get("event"):
         raise ConfigError("data.time", "is not set: --data needs --time and --event (or data.time and data.event)")
     table = read_with_options(path, None, given)
-    site_column = study.simulation.site_column
-    outcomes = [given["time"], given["event"], *([site_column] if site_column else [])]
-    ids, left_out = _identifiers(table.frame, outcomes, categorical, path)
-    inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, [*outcomes[2:], *ids])
+    by_site = [study.simulation.site_column] if study.simulation.site_column else []
+    ids, left_out = _identifiers(table.frame, [given["time"], given["event"], *by_site], categorical, path)
+    inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, [*by_site, *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
     groups = _groups(table.frame, str(path), given["event"], study)  # a partition is stratified on the event
     spec = survival_spec(study)
@@ -248,9 +247,9 @@ def _table_plan(
     rare = rare_label_values(counts) if "classes" not in given else []
     if rare:
         raise DataError(None, _rare_problem(rare, counts), file=str(path), column=label)
-    site = [site_column] if site_column else []
-    ids, left_out = _identifiers(frame, [label, *site], categorical, path)
-    inferred = infer_data_options(frame, label, categorical, exclude=[*site, *ids])
+    by_site = [site_column] if site_column else []
+    ids, left_out = _identifiers(frame, [label, *by_site], categorical, path)
+    inferred = infer_data_options(frame, label, categorical, exclude=[*by_site, *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
     spec = data_spec(study)
     groups = _groups(frame, str(path), label, study)
