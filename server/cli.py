@@ -15,13 +15,14 @@ from rich.console import Console
 from server.deployment import (
     CONNECTION,
     address_of,
+    check_port_free,
     flower_home,
     flwr,
     list_nodes,
     list_runs,
     register_sites,
     superlink_command,
-    wait_for_port,
+    wait_for_superlink,
 )
 from server.deployment import submit as submit_study
 from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
@@ -162,6 +163,7 @@ def start(
     keys = {} if insecure else {SITE_KEYS_ENV: str((fed.server / "site-keys").resolve())}
     if (fed.server / "models.toml").is_file():  # pretrained folders the server offers, by name
         keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
+    _run(lambda: check_port_free(listen, port))
     link = subprocess.Popen(
         superlink_command(fed, listen, port, insecure),
         cwd=fed.server,
@@ -170,7 +172,7 @@ def start(
     )
     signal.signal(signal.SIGTERM, lambda *_: link.terminate())
     try:  # a start that fails (the port, a site's key) ends its SuperLink too: a leftover would hold the port
-        _run(lambda: wait_for_port(f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))
+        _run(lambda: wait_for_superlink(link, f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))
         home = flower_home(fed, address, insecure)
         if not insecure:
             for name, state in _run(lambda: register_sites(fed, home)).items():

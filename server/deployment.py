@@ -19,6 +19,7 @@ from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env, tool
 
 CONNECTION = "medfed"
+PORT_WAIT_S = 10.0
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml with [tool.flwr.app]
 
 
@@ -75,11 +76,32 @@ def flwr_process(home: Path, *args: str) -> dict[str, Any]:
     return {"args": [tool("flwr"), *args], "env": flower_env(FLWR_HOME=str(home)), "cwd": home}
 
 
-def wait_for_port(address: str, timeout: float) -> None:
-    """Block until something accepts TCP connections at host:port, or raise."""
+def check_port_free(listen: str, port: int, wait: float = PORT_WAIT_S) -> None:
+    """Raise, naming the port, when something on this machine still listens on it after `wait` seconds (a server
+    still running; a SuperLink whose medfed-server was just killed is given that long to close)."""
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to listen on
+            try:
+                probe.bind((listen, port))
+                return
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    raise MedfedError(
+                        f"cannot listen on {listen}:{port} ({exc.strerror}): is another medfed-server or SuperLink "
+                        "running?"
+                    ) from exc
+        time.sleep(0.5)
+
+
+def wait_for_superlink(link: subprocess.Popen, address: str, timeout: float) -> None:
+    """Block until the SuperLink accepts TCP connections at host:port; raise if it exits or takes too long."""
     host, port = address.rsplit(":", 1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if link.poll() is not None:
+            raise MedfedError(f"the SuperLink exited (code {link.returncode}) before opening {address}; see its log")
         try:
             with socket.create_connection((host, int(port)), timeout=1.0):
                 return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -70,3 +71,26 @@ def test_a_start_that_fails_to_register_a_site_ends_the_superlink_it_started(tmp
     )
     database = str(fed.server / "state.db")
     assert not [p.pid for p in psutil.process_iter(["cmdline"]) if database in (p.info["cmdline"] or [])]
+
+
+def test_a_start_on_a_port_something_else_holds_says_so_and_starts_nothing(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"], port)
+        command = [str(Path(sys.executable).with_name("medfed-server")), "start", "--federation", str(fed.root)]
+        result = subprocess.run([*command, "--listen", "127.0.0.1"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2 and result.stdout.startswith(
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use): is another medfed-server or SuperLink "
+        "running?"
+    ), result.stdout + result.stderr
+    assert not (fed.server / "state.db").exists()  # no SuperLink was started
+
+
+def test_a_superlink_that_cannot_start_is_reported_at_once_not_after_the_wait(tmp_path):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"], free_port())
+    (fed.server / "server.pem").write_text("not a certificate\n")
+    command = [str(Path(sys.executable).with_name("medfed-server")), "start", "--federation", str(fed.root)]
+    result = subprocess.run([*command, "--listen", "127.0.0.1"], capture_output=True, text=True, timeout=50)
+    assert result.returncode == 2 and "error: the SuperLink exited (code 1) before opening 127.0.0.1:" in result.stdout
