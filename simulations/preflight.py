@@ -33,7 +33,7 @@ from shared.tasks.tabular.spec import (
 )
 from shared.tasks.tabular.table import Table, column_hint, read_with_options
 from shared.tasks.text import study_tokenizer
-from shared.tasks.text.data import infer_text_options, read_notes, text_site_data
+from shared.tasks.text.data import read_notes, text_options, text_site_data
 from shared.tasks.text.spec import data_spec as text_spec
 from simulations.report import LISTED_SITES
 from simulations.scenario import (
@@ -111,9 +111,10 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
     if study.task == "text":
         columns = {"label-column": hints.get("label"), "text-column": hints.get("text-column")}
         named = {**given, **{key: column for key, column in columns.items() if column}}
-        options = infer_text_options(path, "simulation", named, exclude=(source.site_column,))
+        notes = read_notes(path, "simulation")
+        options = text_options(notes, "simulation", str(path), named, exclude=(source.site_column,))
         study = dataclasses.replace(study, data=options, name=name)
-        groups = _groups(read_notes(path, "simulation"), str(path), options["label-column"], study)
+        groups = _groups(notes, str(path), options["label-column"], study)
         spec, tokenizer = text_spec(study), study_tokenizer(study)
         for site, rows in groups:  # every site's notes checked as its run will read them, named by the user's file
             text_site_data(rows, site, str(path), spec, tokenizer, study.seed)

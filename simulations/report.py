@@ -106,16 +106,19 @@ def print_comparison(
             if s not in caveats and any(m["per_site"].get(s, {}).get(metric) is None for m in summary.values())
         ]
         if blank:
-            named = ", ".join(f"'{s}'" for s in blank[:LISTED_SITES]) + (" ..." if len(blank) > LISTED_SITES else "")
             why = NOT_COMPUTED.get(metric, "that site's held-out split cannot give it")
-            console.print(f"-: no {metric} at {named}: {why}", highlight=False)
+            console.print(f"-: no {metric} at {_named(blank)}: {why}", highlight=False)
     for method, sites in one_class.items():
-        named = ", ".join(f"'{s}'" for s in sites[:LISTED_SITES]) + (" ..." if len(sites) > LISTED_SITES else "")
         console.print(
-            f"[yellow]{ONE_CLASS_MARK} one class[/]: the {method} model at {len(sites)} site(s) ({named}): "
+            f"[yellow]{ONE_CLASS_MARK} one class[/]: the {method} model at {len(sites)} site(s) ({_named(sites)}): "
             f"{ONE_CLASS_ADVICE} (summary.json: single-class)",
             highlight=False,
         )
+
+
+def _named(sites: list[str]) -> str:
+    """The first sites by name, quoted, and "..." when there are more."""
+    return ", ".join(f"'{s}'" for s in sites[:LISTED_SITES]) + (" ..." if len(sites) > LISTED_SITES else "")
 
 
 def _print_whole(console: Console, table: Table) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,7 @@ from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SPLIT_MARKS = ("train", "test")  # the values of data.split-column
+S = TypeVar("S", bound=FeatureSpec)
 MISSING_DROPPED = 'a missing feature value (data.missing = "drop")'  # why rows were dropped, in the report
 
 
@@ -31,7 +32,7 @@ def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> Si
 
 
 def load_table_site(
-    path: Path, site: str, spec: Any, seed: int, site_data: Callable[[pd.DataFrame, str, str, Any, int], SiteData]
+    path: Path, site: str, spec: S, seed: int, site_data: Callable[[pd.DataFrame, str, str, S, int], SiteData]
 ) -> SiteData:
     """A site's table read as it was written (delimiter, decimal, missing values), then checked, split and encoded by
     `site_data`; what the reading noticed leads the report's notes."""

@@ -113,19 +113,23 @@ def read_notes(path: Path, site: str) -> pd.DataFrame:
         raise DataError(site, f"cannot be read as {kind} ({str(exc).splitlines()[0][:120]})", str(path)) from exc
 
 
-def infer_text_options(path: Path, site: str, hints: dict, exclude: tuple[str, ...] = ()) -> dict:
-    """The label column's classes of a notes file and its text column: `text`, else the one column that is neither
+def infer_text_options(path: Path, site: str, hints: dict) -> dict:
+    """The label column's classes of a notes file and its text column (see `text_options`)."""
+    return text_options(read_notes(path, site), site, str(path), hints)
+
+
+def text_options(table: pd.DataFrame, site: str, file: str, hints: dict, exclude: tuple[str, ...] = ()) -> dict:
+    """The label column's classes of a notes table and its text column: `text`, else the one column that is neither
     the label nor in `exclude` (a simulation's site column); `hints` win (and name the columns if not the defaults)."""
-    table = read_notes(path, site)
     has = f"has: {', '.join(map(str, table.columns))}"
     label = hints.get("label-column", "label")
     if label not in table.columns:
-        raise DataError(site, f"column not found ({has})", str(path), label)
+        raise DataError(site, f"column not found ({has})", file, label)
     others = [c for c in table.columns if c != label and c not in exclude]
     text = hints.get("text-column") or ("text" if "text" in table.columns or len(others) != 1 else others[0])
     if text not in table.columns:
         problem = f"column not found ({has}); name the notes' column: data.text-column (medfed-sim --text-column)"
-        raise DataError(site, problem, str(path), text)
+        raise DataError(site, problem, file, text)
     return {
         "label-column": label,
         "text-column": text,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from shared.errors import DataError
-from shared.tasks.text.data import infer_text_options, load_text_site
+from shared.tasks.text.data import infer_text_options, load_text_site, read_notes, text_options
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import HashingTokenizer
 
@@ -105,7 +105,7 @@ def test_the_notes_column_is_text_else_the_one_other_column_else_the_one_named(t
     columns = header.split(",")
     path = tmp_path / "notes.csv"
     path.write_text(header + "\n" + "\n".join(",".join([f"{c}-{i % 2}" for c in columns]) for i in range(4)) + "\n")
-    options = infer_text_options(path, "simulation", hints, exclude)
+    options = text_options(read_notes(path, "simulation"), "simulation", str(path), hints, exclude)
     assert options["text-column"] == text and options["label-column"] == columns[-1]
 
 
