@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from client.receipts import ReceiptWriter
 from client.sitefile import SiteFile
-from shared.children import die_with_parent, end
+from shared.children import dying_with_parent, end
 from shared.flower import flower_env, tool
 
 # Flower's own bounds on reconnecting: a wrong CA or an unregistered key fails every attempt, so the agent must stop
@@ -46,7 +46,7 @@ def run_preflight(site: SiteFile) -> str | None:
     not start, or None. The agent that stays running so never holds torch or the site's data."""
     command = [MEDFED_SITE, "check", "--config", str(site.path)]
     try:
-        code = subprocess.run(command, timeout=PREFLIGHT_WAIT_S, check=False, preexec_fn=die_with_parent).returncode
+        code = subprocess.run(dying_with_parent(command), timeout=PREFLIGHT_WAIT_S, check=False).returncode
     except subprocess.TimeoutExpired:
         return f"the pre-flight check of site '{site.name}' took more than {PREFLIGHT_WAIT_S:.0f} s"
     return None if code == 0 else f"the pre-flight check of site '{site.name}' failed (its reason is above)"
@@ -133,12 +133,11 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     before = {sig: signal.signal(sig, stop) for sig in passed_on}
     try:
         children["supernode"] = supernode = subprocess.Popen(
-            supernode_command(site, insecure, secret),
+            dying_with_parent(supernode_command(site, insecure, secret)),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            preexec_fn=die_with_parent,
         )
         receipts = None if tasks is None else ReceiptWriter(tasks)
         echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
@@ -166,7 +165,7 @@ def _keep_worker(site: str, command: list[str], env: dict[str, str], children: d
     if worker is not None:
         print(f"site '{site}': the site worker exited with code {worker.returncode}; restarting it", flush=True)
         time.sleep(WORKER_RESTART_PAUSE_S)
-    children["worker"] = subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
+    children["worker"] = subprocess.Popen(dying_with_parent(command), env=env)
 
 
 def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter | None) -> None:

@@ -29,7 +29,7 @@ from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
 from server.status import format_status, site_states, study_runs
-from shared.children import die_with_parent, end
+from shared.children import dying_with_parent, end
 from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
@@ -165,10 +165,7 @@ def start(
         keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
     _run(lambda: check_port_free(listen, port))
     link = subprocess.Popen(
-        superlink_command(fed, listen, port, insecure),
-        cwd=fed.server,
-        env=flower_env(**keys),
-        preexec_fn=die_with_parent,
+        dying_with_parent(superlink_command(fed, listen, port, insecure)), cwd=fed.server, env=flower_env(**keys)
     )
     signal.signal(signal.SIGTERM, lambda *_: link.terminate())
     try:  # a start that fails (the port, a site's key) ends its SuperLink too: a leftover would hold the port

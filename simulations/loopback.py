@@ -19,6 +19,7 @@ from client.agent import worker_tasks_folder
 from client.receipts import DROPPED, RECEIVED, RECEIVING
 from client.sitefile import load_site_file
 from server.provision import provision
+from shared.children import dying_with_parent
 from shared.config import StudyConfig
 from shared.tasks import get_task
 
@@ -67,8 +68,13 @@ class Loopback:
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         """Start a process in its own group in the root folder, logging to root/<name>.log."""
         log = (self.root / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True, cwd=self.root
+        proc = subprocess.Popen(  # a test process that dies (a timeout) takes its federation with it
+            dying_with_parent(args),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            cwd=self.root,
         )
         self.processes[name] = proc
         return proc

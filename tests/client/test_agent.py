@@ -16,6 +16,7 @@ from client.agent import CONNECT_RETRIES, CONNECT_WAIT_S, connection_failure, su
 from client.cli import cli
 from client.sitefile import load_site_file
 from shared.tasks import get_task
+from tests.processes import child_pids, ended, wait_for
 
 
 def site_toml(tmp_path, server: str):
@@ -91,7 +92,7 @@ def test_the_supernode_and_the_worker_stop_when_the_agent_is_killed(tmp_path):
         assert "libtorch" not in Path(f"/proc/{agent.pid}/maps").read_text()
         agent.kill()
         agent.wait(timeout=10)
-        wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and not zombie(pid) for pid in children), 20)
+        wait_for(lambda: all(ended(pid) for pid in children), 20)
     finally:
         agent.kill()
 
@@ -109,23 +110,3 @@ def test_a_site_whose_data_fails_the_preflight_check_does_not_start_and_says_why
     assert "not ready:" in result.stdout and "outcome" in result.stdout  # the check's own reason, naming the column
     assert "not starting: the pre-flight check of site 'north' failed (its reason is above)" in result.stdout
     assert "joining" not in result.stdout
-
-
-def child_pids(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []
-
-
-def zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except (OSError, IndexError):
-        return True
-
-
-def wait_for(condition, timeout: float):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return result

@@ -30,6 +30,7 @@ from shared.config import PrivacyConfig
 from shared.privacy.journal import verify
 from shared.tasks import get_task
 from simulations.loopback import BIN, Loopback, wait_history
+from tests.processes import child_pids
 
 SITES = ["north", "south", "east", "west"]
 pytestmark = pytest.mark.timeout(900)
@@ -118,8 +119,7 @@ def test_a_worker_killed_mid_round_is_restarted_and_its_message_answered_with_no
 def worker_pid(loopback: Loopback, site: str) -> int:
     """The PID of the site's worker: the agent's child running `medfed-site worker`."""
     agent = loopback.processes[site].pid
-    children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
-    return next(int(p) for p in children if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes())
+    return next(p for p in child_pids(agent) if b"\0worker\0" in Path(f"/proc/{p}/cmdline").read_bytes())
 
 
 def test_unregistered_site_key_is_refused(loopback):
