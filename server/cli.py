@@ -255,8 +255,8 @@ def export(
         _run(lambda: offer_file(models))
     exported = _run(lambda: export_model(folder, format, out))
     console.print(
-        f"exported to {exported.path}: input 'input' (batch first), output 'output' (the model's raw outputs: "
-        f"logits); onnxruntime within {exported.max_difference:.1e} of torch",
+        f"exported to {exported.path}: input 'input' (batch first), output 'output': {exported.output}; "
+        f"onnxruntime within {exported.max_difference:.1e} of torch",
         highlight=False,
     )
 

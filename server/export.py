@@ -22,9 +22,11 @@ TOLERANCE = 1e-4  # the largest difference from torch's outputs an export may sh
 
 @dataclass(frozen=True)
 class Exported:
-    """Where the ONNX model went and how far onnxruntime's outputs are from torch's on the example inputs."""
+    """Where the ONNX model went, what its output is, and how far onnxruntime's outputs are from torch's on the example
+    inputs."""
 
     path: Path
+    output: str
     max_difference: float
 
 
@@ -69,7 +71,7 @@ def export_onnx(folder: Path, out: Path | None = None) -> Exported:
     if not difference <= TOLERANCE:
         path.unlink(missing_ok=True)
         raise MedfedError(f"{what}: onnxruntime's outputs differ from torch's by {difference:.2e}; not exported")
-    return Exported(path, difference)
+    return Exported(path, task.output_meaning(study), difference)
 
 
 def _export(model: torch.nn.Module, sample: torch.Tensor, path: Path) -> None:

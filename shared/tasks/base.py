@@ -183,6 +183,10 @@ class Task(ABC):
         """`n` random inputs of the shape and type the study's model takes (to trace it for export)."""
         raise ConfigError("task", f"'{self.name}' has no example input")
 
+    def output_meaning(self, study: StudyConfig) -> str:
+        """What the model's raw output is, for whoever runs an exported model."""
+        return "class logits, one per class (softmax gives the probabilities)"
+
     def example_bytes(self, study: StudyConfig) -> int:
         """Bytes one example holds once loaded at the study's sizes: its model input and its target; measured on the
         `meta` device, so no study's sizes allocate anything."""

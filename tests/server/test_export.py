@@ -23,6 +23,7 @@ MODELS = {
     "imaging-resnet18": ("imaging", {"name": "resnet18", "width": 4}, {"image-size": 16, "channels": 3}),
     "segmentation-unet": ("segmentation", {"name": "unet", "width": 4}, {"image-size": 16}),
     "text-transformer": ("text", {"name": "transformer", "dim": 16, "layers": 1, "heads": 2}, {"max-length": 16}),
+    "survival-cox": ("survival", {"name": "cox"}, {}),
     "survival-discrete": ("survival", {"name": "discrete", "hidden": [8]}, {}),
     "multimodal-attention": ("multimodal", {"fusion": "attention", "embedding": 8, "text-dim": 8}, {"max-length": 8}),
     "multimodal-gated": ("multimodal", {"fusion": "gated", "embedding": 8, "text-dim": 8}, {"max-length": 8}),
@@ -67,6 +68,26 @@ def test_a_dp_compatible_model_exports_and_the_command_says_where(tmp_path):
     result = CliRunner().invoke(cli, ["export", str(folder), "--format", "onnx", "--out", str(tmp_path / "m.onnx")])
     assert result.exit_code == 0, result.output
     assert "m.onnx" in result.output and (tmp_path / "m.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("tabular-mlp", "output 'output': class logits, one per class (softmax gives the probabilities)"),
+        ("segmentation-unet", "output 'output': per-pixel class logits, batch x class x height x width"),
+        ("survival-cox", "output 'output': the linear predictor, the log relative hazard (higher: earlier event)"),
+        ("survival-discrete", "output 'output': hazard logits, one per interval (0, c1], (c1, c2], ... up to each of"),
+    ],
+)
+def test_the_command_says_what_the_models_output_is(kind, says, tmp_path):
+    """A Cox model's output is no logit, nor a U-Net's a row per patient: whoever runs the file must know which."""
+    study, folder = study_folder(tmp_path, *MODELS[kind])
+    result = CliRunner().invoke(cli, ["export", str(folder), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert says in " ".join(result.output.split()), result.output
+    if kind == "survival-discrete":
+        intervals = len(study.data["cut-points"])
+        assert f"the study's {intervals} cut points" in " ".join(result.output.split())
 
 
 def test_an_unknown_format_and_a_folder_without_a_model_are_refused_by_name(tmp_path):

@@ -50,6 +50,10 @@ class SegmentationTask(Task):
         """Images in [0, 1] of the study's size and channels."""
         return image_batch(data_spec(study), n)
 
+    def output_meaning(self, study: StudyConfig) -> str:
+        """Per-pixel class logits."""
+        return "per-pixel class logits, batch x class x height x width (softmax over the class axis)"
+
     def target_bytes(self, study: StudyConfig) -> int:
         """A mask: an int64 class index per pixel at the study's size."""
         return 8 * data_spec(study).image_size ** 2

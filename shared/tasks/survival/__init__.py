@@ -73,6 +73,16 @@ class SurvivalTask(Task):
         """Standardised-looking encoded rows."""
         return torch.randn(n, data_spec(study).n_inputs)
 
+    def output_meaning(self, study: StudyConfig) -> str:
+        """The Cox model's linear predictor, or the discrete-time model's hazard logits."""
+        if model_spec(study).name == "cox":
+            return "the linear predictor, the log relative hazard (higher: earlier event)"
+        return (
+            f"hazard logits, one per interval (0, c1], (c1, c2], ... up to each of the study's "
+            f"{len(data_spec(study).cut_points)} cut points (sigmoid gives the interval's hazard; survival to a cut "
+            "point is the product of 1 - hazard up to it)"
+        )
+
     def prediction_columns(
         self, study: StudyConfig, outputs: np.ndarray, threshold: float | None = None
     ) -> dict[str, np.ndarray]:
