@@ -11,6 +11,7 @@ from server.outputs import StudyOutputs
 from server.saved import SavedStudy
 from shared.assessment import SUPPRESSED
 from shared.models import file_sha256
+from shared.tasks import get_task
 from shared.tasks.size import MIN_HELD_OUT
 
 CARD = "model-card"
@@ -29,7 +30,7 @@ def model_card(saved: SavedStudy) -> dict[str, Any]:
     final.pop(WEIGHTED, None)
     spent = site_epsilons(saved.history["metrics"])
     audit = {site: p["mia-auc"] for site, p in saved.summary.get("privacy", {}).items() if "mia-auc" in p}
-    classes = [str(c) for c in study.data.get("classes", [])]
+    classes = get_task(study.task).class_names(study)
     sites = sorted(set(final) | set(examples))
     return {
         "study": study.name,

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from shared.children import dying_with_parent
 from simulations.loopback import free_port
 
 BIN = Path(sys.executable).parent
@@ -28,7 +27,7 @@ def ray_head(cpus: int, timeout: float = 120.0) -> Iterator[str]:
     command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}"]
     with log.open("w") as out:
         head = subprocess.Popen(
-            dying_with_parent([*command, f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"]),
+            [*command, f"--temp-dir={temp}", "--disable-usage-stats", "--include-dashboard=false"],
             stdout=out,  # its address file goes in `temp`, not where every Ray on the machine would find it
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the head's GCS, raylet and workers: one group, killed at the end, nothing else

@@ -102,7 +102,7 @@ class Task(ABC):
         `train` (the site's own train split) when the study weighs classes; otherwise `loss(study)`."""
         if not self.classifies or not study.weighs_classes():
             return self.loss(study)
-        return ClassWeightedLoss(balanced_weights(dataset_labels(train), len(study.data["classes"])))
+        return ClassWeightedLoss(balanced_weights(dataset_labels(train), len(self.class_names(study))))
 
     def evaluate(self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device) -> dict[str, float]:
         """Mean loss and metrics of the model on the site's held-out split (the train split stays available to tasks

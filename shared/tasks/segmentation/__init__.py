@@ -50,6 +50,10 @@ class SegmentationTask(Task):
         """Images in [0, 1] of the study's size and channels."""
         return image_batch(data_spec(study), n)
 
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """The mask's classes (index 0 is the background)."""
+        return data_spec(study).class_names
+
     def output_meaning(self, study: StudyConfig) -> str:
         """Per-pixel class logits."""
         return "per-pixel class logits, batch x class x height x width (softmax over the class axis)"

@@ -73,6 +73,10 @@ class SurvivalTask(Task):
         """Standardised-looking encoded rows."""
         return torch.randn(n, data_spec(study).n_inputs)
 
+    def class_names(self, study: StudyConfig) -> list[str]:
+        """None: a survival model's outputs are a risk or hazards, not classes."""
+        return []
+
     def output_meaning(self, study: StudyConfig) -> str:
         """The Cox model's linear predictor, or the discrete-time model's hazard logits."""
         if model_spec(study).name == "cox":
