@@ -34,7 +34,13 @@ cli = typer.Typer(add_completion=False, help=__doc__)
 @cli.command()
 def run(
     study_file: Annotated[Path | None, typer.Option("--study", help="Study TOML; default: built-in demo")] = None,
-    task: Annotated[str, typer.Option(help=f"Built-in demo without --study: {', '.join(KNOWN_TASKS)}")] = "tabular",
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Built-in demo without --study: {', '.join(KNOWN_TASKS)} (default: tabular; imaging or segmentation "
+            "for an image set's --data)"
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -142,9 +148,12 @@ def run(
     from client.admission import admit_model
     from server.app import study_folder
     from shared.tasks import get_task
+    from shared.tasks.imaging.data import image_set_task
     from simulations.preflight import check_site_count, plan_study
 
     try:
+        if task is None:
+            task = (image_set_task(data) if data is not None and not study_file else None) or "tabular"
         if (time_column or event_column) and not study_file:
             task = "survival"
         if (image_column or note_column or omics) and not study_file:

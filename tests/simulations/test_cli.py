@@ -240,6 +240,19 @@ def test_medmnist_style_npz_is_split_into_sites(tmp_path):
     assert held == [100, 100, 100]
 
 
+@pytest.mark.parametrize(("target", "task"), [("train_labels", "imaging"), ("train_masks", "segmentation")])
+def test_an_image_set_needs_no_task_option(tmp_path, target, task):
+    """A .npz is no table: it once asked for --label COLUMN. Its arrays say which image task it is for."""
+    images, labels, masks = synthetic_images(120, seed=4)
+    path = tmp_path / "set.npz"
+    np.savez(path, train_images=images, **{target: labels[:, None] if target == "train_labels" else masks})
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["--data", str(path), "--partition", "iid", "--out", str(out), "--check"])
+    assert result.exit_code == 0, result.output
+    assert f"defaults for {task} sites of about 40 images each" in result.output
+    assert json.loads((out / "study.json").read_text())["task"] == task
+
+
 def test_an_image_split_that_leaves_a_site_without_a_class_is_refused_by_the_users_file_before_anything_starts(
     tmp_path,
 ):

@@ -140,6 +140,20 @@ def _strata(targets: np.ndarray) -> np.ndarray:
     return targets if targets.ndim == 1 else (targets.reshape(len(targets), -1).max(1) > 0).astype(np.int64)
 
 
+def image_set_task(path: Path) -> str | None:
+    """The task a MedMNIST-style image set (an .npz, or a folder of them, one per site) is for, from its arrays' names:
+    segmentation when it holds `train_masks`, else imaging; None for anything else."""
+    files = [path] if path.suffix == ".npz" else sorted(path.glob("*.npz")) if path.is_dir() else []
+    if not files:
+        return None
+    try:
+        with np.load(files[0]) as archive:
+            keys = set(archive.files)
+    except (OSError, ValueError):
+        return "imaging"  # its loader names what is wrong with the file
+    return "segmentation" if "train_masks" in keys else "imaging"
+
+
 def _read_npz(path: Path, site: str, spec: ImagingSpec, target: str, split_seed: int):
     if not path.is_file():
         raise DataError(site, "file not found", file=str(path))
