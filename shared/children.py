@@ -1,6 +1,6 @@
 """Child processes that end with the command that started them: at its exit, and even when it is killed (Linux).
 
-A child is started through this module (`python -I -m shared.children PARENT_PID COMMAND...`), which asks the kernel
+A child is started through this module (`python -P -m shared.children PARENT_PID COMMAND...`), which asks the kernel
 for SIGTERM when its parent dies, then execs COMMAND; the request outlives the exec. Not Popen's `preexec_fn`: it runs
 Python in a forked copy of a process whose other threads (the agent's log echo, a test runner's) may hold locks the
 copy then waits on forever.
@@ -24,7 +24,8 @@ def dying_with_parent(command: Sequence[str]) -> list[str]:
 
     The parent is the thread that starts the child: start it from one that lives as long as the process.
     """
-    return [sys.executable, "-I", "-m", "shared.children", str(os.getpid()), *command]
+    # -P: the working folder is not first on the path, where a folder named `shared` would stand in for medfed's.
+    return [sys.executable, "-P", "-m", "shared.children", str(os.getpid()), *command]
 
 
 def end(children: Iterable[subprocess.Popen], timeout: float = END_WAIT_S) -> None:

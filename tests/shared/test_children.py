@@ -33,6 +33,15 @@ def test_the_child_execs_its_command_and_ends_when_its_parent_is_killed():
         parent.kill()
 
 
+def test_a_folder_named_shared_where_the_child_starts_is_not_imported(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "__init__.py").write_text("raise SystemExit('the working folder was imported')\n")
+    result = subprocess.run(
+        dying_with_parent(["echo", "ran"]), cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
+
+
 def test_a_child_whose_parent_is_already_gone_does_not_run():
     """The parent died before the child asked to follow it: the child would run on, unwatched."""
     launcher = dying_with_parent(["sleep", "600"])
