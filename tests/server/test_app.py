@@ -12,8 +12,9 @@ from server.deployment import PROJECT_ROOT
 from shared.flower import flower_env, tool
 
 
-def test_flwr_run_trains_the_built_in_study_from_the_flat_keys(tmp_path):
+def test_flwr_run_trains_the_built_in_study_from_the_flat_keys(tmp_path, monkeypatch):
     """`data.classes = "benign,malignant"` once reached the class weights as 16 characters: every site failed."""
+    monkeypatch.delenv("RAY_ADDRESS")  # Flower starts a Ray of its own, as for a user: the suite's offers one CPU
     home, out = tmp_path / "flwr-home", tmp_path / "outputs"
     env = flower_env(FLWR_HOME=str(home), FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1")
     command = [
