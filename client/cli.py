@@ -118,7 +118,9 @@ def _preflight(
 
 def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:
     if config is None:
-        raise ConfigError("schema-out", "needs --config site.toml (the site's name and label column)")
+        raise ConfigError(
+            "schema-out", "needs --config site.toml (the site's name and label column)", "medfed-site check"
+        )
     from shared.tasks import get_task
 
     site_file = load_site_file(config)
@@ -126,7 +128,7 @@ def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:
     try:
         out.write_text(json.dumps(schema, indent=2) + "\n")
     except OSError as exc:
-        raise ConfigError("schema-out", f"cannot write {out} ({exc.strerror})") from exc
+        raise ConfigError("schema-out", f"cannot write {out} ({exc.strerror})", "medfed-site check") from exc
 
 
 def _print_report(report: dict, site: str) -> None:

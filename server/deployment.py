@@ -15,7 +15,7 @@ from typing import Any
 from server.provision import Federation
 from server.status import bound_nodes
 from shared.config import StudyConfig
-from shared.errors import ConfigError, MedfedError
+from shared.errors import COMMAND_LINE, ConfigError, MedfedError
 from shared.flower import flower_env, tool
 
 CONNECTION = "medfed"
@@ -148,7 +148,7 @@ def address_of(fed: Federation) -> str:
     """The address sites connect to, as provisioned."""
     path = fed.server / "address.txt"
     if not path.is_file():
-        raise ConfigError("federation", f"'{fed.root}' is not provisioned (no server/address.txt)")
+        raise ConfigError("--federation", f"'{fed.root}' is not provisioned (no server/address.txt)", COMMAND_LINE)
     return path.read_text().strip()
 
 

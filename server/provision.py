@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.atomic import atomic_write_bytes
-from shared.errors import ConfigError
+from shared.errors import COMMAND_LINE, ConfigError
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 CA_DAYS, SERVER_DAYS = 3650, 825  # 825 days: the longest TLS server certificate lifetime clients widely accept
@@ -76,9 +76,15 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
     """Create the CA, the server kit and one kit per site; refuses to overwrite an existing federation."""
     fed = Federation(root)
     if fed.ca_key.exists():
-        raise ConfigError("federation", f"'{root}' is already provisioned; add sites with `medfed-server add-site`")
+        raise ConfigError(
+            "--out", f"'{root}' is already provisioned; add sites with `medfed-server add-site`", source=COMMAND_LINE
+        )
     if not hosts:
-        raise ConfigError("host", "give at least one host name or IP address the sites will connect to")
+        raise ConfigError("--host", "give at least one host name or IP address the sites will connect to", COMMAND_LINE)
+    for name in sites:  # all checked before anything is written: a bad name must not leave half a federation
+        _check_site_name(name)
+    if twice := sorted({name for name in sites if sites.count(name) > 1}):
+        raise ConfigError("--site", f"'{twice[0]}' is given more than once", source=COMMAND_LINE)
     ca_key = ec.generate_private_key(ec.SECP384R1())
     ca_cert = _certificate(
         _name("medfed federation CA"), _name("medfed federation CA"), ca_key.public_key(), ca_key, CA_DAYS, ca=True
@@ -100,16 +106,22 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
     return fed
 
 
+def _check_site_name(name: str) -> None:
+    if not SITE_NAME.match(name):
+        raise ConfigError("site", f"'{name}' must be lower-case letters, digits and dashes (at most 63)", COMMAND_LINE)
+
+
 def add_site(root: Path, name: str) -> Path:
     """One more hospital: its authentication key pair and kit; its public key joins the server's list."""
     fed = Federation(root)
     if not fed.ca_cert.is_file():
-        raise ConfigError("federation", f"'{root}' is not provisioned; run `medfed-server provision` first")
-    if not SITE_NAME.match(name):
-        raise ConfigError("site", f"'{name}' must be lower-case letters, digits and dashes (at most 63)")
+        raise ConfigError(
+            "--federation", f"'{root}' is not provisioned; run `medfed-server provision` first", source=COMMAND_LINE
+        )
+    _check_site_name(name)
     kit = fed.site(name)
     if kit.exists():
-        raise ConfigError("site", f"'{name}' already has a kit at {kit}")
+        raise ConfigError("site", f"'{name}' already has a kit at {kit}", source=COMMAND_LINE)
     key = ec.generate_private_key(ec.SECP384R1())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     public += f" medfed-site-{name}\n".encode()

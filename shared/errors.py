@@ -7,6 +7,9 @@ class MedfedError(Exception):
     """Base of every error medfed raises on purpose; its text is safe to log and to send."""
 
 
+COMMAND_LINE = "command line"  # the source a ConfigError names for a command's own options and arguments
+
+
 class ConfigError(MedfedError):
     """A study or site configuration value is missing or invalid."""
 

@@ -20,7 +20,7 @@ from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
 from server.tracking import Tracker
 from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
-from shared.errors import ConfigError, MedfedError, PolicyError
+from shared.errors import COMMAND_LINE, ConfigError, MedfedError, PolicyError
 from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
 
@@ -189,9 +189,7 @@ def run(
     fresh = not folder.exists()
     try:
         if check and (folder / "history.json").exists():  # its study.json and sites are that run's record
-            raise ConfigError(
-                "--out", f"{folder} holds a run's outputs; --check writes to a new folder", "command line"
-            )
+            raise ConfigError("--out", f"{folder} holds a run's outputs; --check writes to a new folder", COMMAND_LINE)
         # Each simulated site keeps its privacy ledger under the run's folder, with its own ε cap and model size cap.
         site_list = [
             dataclasses.replace(

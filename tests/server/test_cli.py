@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 from typer.testing import CliRunner
 
 from server.cli import cli
@@ -51,6 +52,32 @@ def test_provision_and_add_site_commands(tmp_path):
     assert result.exit_code == 0 and (out / "sites" / "east" / "east.key").is_file()
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "already provisioned" in again.output and "Traceback" not in again.output
+
+
+@pytest.mark.parametrize(
+    ("sites", "says"),
+    [
+        (["north", "South Wing"], "error: command line: 'site' 'South Wing' must be lower-case letters"),
+        (["north", "south", "north"], "error: command line: '--site' 'north' is given more than once"),
+    ],
+)
+def test_a_bad_site_name_provisions_nothing_so_the_corrected_command_runs(tmp_path, sites, says):
+    out = tmp_path / "fed"
+    result = CliRunner().invoke(cli, ["provision", "--out", str(out), "--host", "127.0.0.1", *_sites(sites)])
+    assert result.exit_code == 2 and result.output.startswith(says), result.output
+    assert not out.exists()  # no CA or server kit that would make the corrected command "already provisioned"
+    fixed = CliRunner().invoke(cli, ["provision", "--out", str(out), "--host", "127.0.0.1", *_sites(["north"])])
+    assert fixed.exit_code == 0, fixed.output
+
+
+def _sites(names: list[str]) -> list[str]:
+    return [arg for name in names for arg in ("--site", name)]
+
+
+def test_an_unprovisioned_federation_is_named_as_the_option_it_came_from(tmp_path):
+    result = CliRunner().invoke(cli, ["status", "--federation", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: command line: '--federation' '{tmp_path / 'nowhere'}' is not provisioned")
 
 
 def test_the_operators_everyday_commands_load_without_torch():
