@@ -140,24 +140,36 @@ def _print_report(report: dict, site: str) -> None:
     console.print(table)
 
 
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="This site's site.toml (ledger-dir, key, anchor)")]
+LedgerDirOption = Annotated[Path | None, typer.Option(help="Without --config: the site's ledger-dir")]
+SiteOption = Annotated[str, typer.Option(help="Without --config: this site's name")]
+
+
 @cli.command()
 def audit(
-    data: Annotated[Path, typer.Option(help="The site's data file")],
     study: Annotated[Path, typer.Option(help="The study TOML (or study.json) the model was trained in")],
     model: Annotated[Path, typer.Option(help="The trained model (model.safetensors)")],
-    site: Annotated[str, typer.Option(help="This site's name")] = "site",
+    config: Annotated[Path | None, typer.Option("--config", help="This site's site.toml (its data)")] = None,
+    data: Annotated[Path | None, typer.Option(help="Without --config: the site's data file")] = None,
+    site: SiteOption = "site",
 ) -> None:
     """Privacy audit: membership-inference (loss-threshold) attack AUC on this site's train vs held-out rows."""
     from client.audit import audit_site
 
     try:
-        auc = audit_site(load_study(study), SiteConfig(site, data), model)
+        if config is not None:
+            own = SiteConfig.from_site_file(load_site_file(config))
+        elif data is not None:
+            own = SiteConfig(site, data)
+        else:
+            raise ConfigError("config", "give --config site.toml, or --data (and --site)", "medfed-site audit")
+        auc = audit_site(load_study(study), own, model)
     except MedfedError as exc:
         console.print(f"[red]audit failed:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
     verdict = "no measurable leak" if auc < 0.55 else "the model reveals who it was trained on"
     console.print(
-        f"site '{site}': membership-inference attack AUC {auc:.3f} (0.5 = attacker learns nothing; {verdict})"
+        f"site '{own.name}': membership-inference attack AUC {auc:.3f} (0.5 = attacker learns nothing; {verdict})"
     )
 
 
@@ -234,10 +246,6 @@ def main() -> None:
 
 ledger = typer.Typer(no_args_is_help=True, help="This site's privacy journal: what was spent, whether it verifies.")
 cli.add_typer(ledger, name="ledger")
-
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="This site's site.toml (ledger-dir, key, anchor)")]
-LedgerDirOption = Annotated[Path | None, typer.Option(help="Without --config: the site's ledger-dir")]
-SiteOption = Annotated[str, typer.Option(help="Without --config: this site's name")]
 
 
 def _ledger_site(config: Path | None, ledger_dir: Path | None, site: str) -> SiteConfig:

@@ -70,6 +70,20 @@ def test_audit_reports_attack_auc(tmp_path, study, demo_sites):
     assert "membership-inference attack AUC 0." in result.output
 
 
+def test_audit_reads_the_site_from_its_site_toml_or_asks_for_it(tmp_path, study, demo_sites):
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n'
+    )
+    model = StudyOutputs(tmp_path / "run").save_model("model.safetensors", model_arrays(build_model(study)))
+    args = ["audit", "--study", str(write_study(tmp_path, study)), "--model", str(model)]
+    result = CliRunner().invoke(cli, [*args, "--config", str(config)])
+    assert result.exit_code == 0 and "site 'north': membership-inference attack AUC 0." in result.output, result.output
+    neither = CliRunner().invoke(cli, args)
+    assert neither.exit_code == 2 and "give --config site.toml, or --data (and --site)" in neither.output
+
+
 def test_audit_refuses_a_foreign_model(tmp_path, study, demo_sites):
     other = dataclasses.replace(study, model={"name": "logreg"})
     result = audit(tmp_path, study, demo_sites[0].data_path, trained_as=other)
