@@ -47,7 +47,11 @@ def _launch(parent: int, command: list[str]) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request was made: nobody would send the signal
         sys.exit(128 + signal.SIGTERM)
-    os.execvp(command[0], command)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:  # as a shell says it: the parent sees the exit code and this line in the child's output
+        print(f"cannot run {command[0]}: {exc.strerror}", file=sys.stderr, flush=True)
+        sys.exit(127)
 
 
 if __name__ == "__main__":

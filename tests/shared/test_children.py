@@ -42,6 +42,11 @@ def test_a_folder_named_shared_where_the_child_starts_is_not_imported(tmp_path):
     assert result.returncode == 0 and result.stdout == "ran\n", result.stderr
 
 
+def test_a_command_that_cannot_run_is_named_not_a_traceback(tmp_path):
+    result = subprocess.run(dying_with_parent([str(tmp_path / "gone")]), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 127 and result.stderr == f"cannot run {tmp_path / 'gone'}: No such file or directory\n"
+
+
 def test_a_child_whose_parent_is_already_gone_does_not_run():
     """The parent died before the child asked to follow it: the child would run on, unwatched."""
     launcher = dying_with_parent(["sleep", "600"])
