@@ -117,14 +117,23 @@ def methods_compared(summary: dict[str, Any], metric: str) -> Figure | None:
     sites = sorted({s for m in methods for s in summary[m]["per_site"]})
     if len(methods) < 2 or not sites:
         return None
+    unreliable, starred = summary.get("unreliable", {}), summary.get("single-class", {}).get("sites", {})
     figure = Figure(figsize=(max(5.0, 1.2 * len(sites) + 2), 3.4), layout="constrained")
     ax = figure.subplots()
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
-        values = [summary[method]["per_site"].get(s, {}).get(metric, np.nan) for s in sites]
-        ax.bar(np.arange(len(sites)) + i * width, values, width, label=method)
+        values = [
+            np.nan if s in unreliable else summary[method]["per_site"].get(s, {}).get(metric, np.nan) for s in sites
+        ]
+        bars = ax.bar(np.arange(len(sites)) + i * width, values, width, label=method)
+        for bar, site in zip(bars, sites, strict=True):
+            if site in starred.get(method, ()):
+                bar.set_hatch("//")
     ax.set_xticks(np.arange(len(sites)) + width * (len(methods) - 1) / 2, sites)
     ax.set(title=f"{metric} on each site's held-out split", ylabel=metric)
+    said = ["hatched: the model predicts one class there"] if starred else []
+    said += ["no bars: the site is too small to score"] if unreliable else []
+    ax.set_xlabel("; ".join(said) + (" (see the table)" if said else ""))
     ax.grid(alpha=0.3, axis="y")
     _legend(figure)
     return figure

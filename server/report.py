@@ -168,12 +168,29 @@ def _final_table(saved: SavedStudy) -> str:
 
 
 def _comparison(saved: SavedStudy, drawn: dict[str, str]) -> str:
+    """The closing table's figures, with its marks: a site too small to score shows "unreliable", and a model that
+    predicts a single class at a site is starred, each with why."""
     summary, shown = saved.summary, saved.shown
     methods = [m for m in ("federated", "pooled", "local") if m in summary]
     sites = sorted({s for m in methods for s in summary[m]["per_site"]})
-    rows = [(s, *(_num(summary[m]["per_site"].get(s, {}).get(k)) for m in methods for k in shown)) for s in sites]
+    unreliable = summary.get("unreliable", {})
+    single = summary.get("single-class", {})
+    starred = single.get("sites", {})
+
+    def cell(method: str, site: str, metric: str) -> str:
+        if site in unreliable:
+            return "unreliable"
+        return _num(summary[method]["per_site"].get(site, {}).get(metric)) + (
+            "*" if site in starred.get(method, ()) else ""
+        )
+
+    rows = [(s, *(cell(m, s, k) for m in methods for k in shown)) for s in sites]
     header = ["site", *(f"{m} {k}" for m in methods for k in shown)]
-    return _figure(drawn, "comparison", "") + _table(header, rows)
+    notes = [f"unreliable: site '{site}': {why}" for site, why in sorted(unreliable.items())]
+    notes += [f"* the {m} model predicts one class at {', '.join(starred[m])}: {single['try']}" for m in starred]
+    return (
+        _figure(drawn, "comparison", "") + _table(header, rows) + "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
+    )
 
 
 def _events_table(events: list[dict[str, Any]]) -> str:

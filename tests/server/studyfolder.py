@@ -13,7 +13,7 @@ from server.outputs import StudyOutputs
 from shared.assessment import class_counts, score_bins
 from shared.config import PrivacyConfig
 from shared.tasks.tabular.demo import demo_study
-from simulations.report import comparison
+from simulations.report import ONE_CLASS_ADVICE, comparison
 
 SITES = {"north": 40, "south": 120, "tiny": 8}  # training examples; "tiny" has a held-out split of 3
 EXPECTED_FIGURES = ("learning-curves", "privacy", "roc-pr", "calibration", "comparison", "timing")
@@ -58,7 +58,9 @@ def write_study_folder(folder: Path) -> Path:
     methods = {m: {s: {**final[s], "accuracy": final[s]["accuracy"] - d} for s in SITES} for m, d in _METHODS.items()}
     privacy = {s: {"mia-auc": 0.5 + i / 100, "epsilon": 2.2} for i, s in enumerate(SITES)}
     unreliable = {"tiny": "held-out split of 3 rows (under 10)"}
-    outputs.write_json("summary.json", {**comparison(methods), "privacy": privacy, "unreliable": unreliable})
+    single = {"sites": {"local": ["north"]}, "try": ONE_CLASS_ADVICE}  # the local model predicts one class there
+    summary = {**comparison(methods), "privacy": privacy, "unreliable": unreliable, "single-class": single}
+    outputs.write_json("summary.json", summary)
     return folder
 
 

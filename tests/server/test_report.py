@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -59,6 +60,19 @@ def test_the_report_has_every_section_and_each_figure_inline(report):
     assert page.external == []  # self-contained: nothing to fetch
     assert "0.900 (0.800–0.970)" in text  # the site's interval beside its figure
     assert "site &#x27;tiny&#x27;: budget exhausted" in text  # the refusal, with its site and reason
+
+
+def test_the_comparison_marks_what_the_closing_table_marks(report):
+    """A site too small to score and a model predicting one class are flagged, with why, as in the terminal."""
+    text = report.read_text(encoding="utf-8")
+    comparison = text[text.index("<section id='comparison'>") :]
+    comparison = comparison[: comparison.index("</section>")]
+    tiny = comparison[comparison.index("<td>tiny</td>") :].split("</tr>")[0]
+    assert tiny.count("<td>unreliable</td>") == 6  # 3 methods x 2 shown metrics
+    north = comparison[comparison.index("<td>north</td>") :].split("</tr>")[0]
+    assert [c.endswith("*") for c in re.findall(r"<td>([^<]*)</td>", north)[1:]] == [False] * 4 + [True] * 2
+    assert "unreliable: site &#x27;tiny&#x27;: held-out split of 3 rows (under 10)" in comparison
+    assert "* the local model predicts one class at north: it predicts a single class" in comparison
 
 
 def test_the_report_renders_in_a_real_browser(report, tmp_path):
