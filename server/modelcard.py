@@ -112,14 +112,20 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Use: {use['use']}.",
         "",
         "## Data (per site, counts only)",
-        "| site | training examples | held-out examples | training class counts |",
-        "|---|---:|---:|---|",
     ]
+    # A task with no classes (survival) or whose sites send no class counts (segmentation) has no such column.
+    counted = any(data["training-class-counts"] for data in card["data"].values())
+    lines += ["| site | training examples | held-out examples |" + (" training class counts |" if counted else "")]
+    lines += ["|---|---:|---:|" + ("---|" if counted else "")]
     for site, data in card["data"].items():
-        counts = data["training-class-counts"]
-        shown = ", ".join(f"{k}: {v}" for k, v in counts.items()) if counts else "not reported"
-        lines.append(f"| {site} | {_md(data['training-examples'])} | {_md(data['held-out-examples'])} | {shown} |")
-    lines += ["", "Class counts under the study's report.min-cell are shown as `suppressed`.", "", "## Training"]
+        row = f"| {site} | {_md(data['training-examples'])} | {_md(data['held-out-examples'])} |"
+        if counted:
+            counts = data["training-class-counts"]
+            row += f" {', '.join(f'{k}: {v}' for k, v in counts.items()) if counts else 'not reported'} |"
+        lines.append(row)
+    if counted:
+        lines += ["", "Class counts under the study's report.min-cell are shown as `suppressed`."]
+    lines += ["", "## Training"]
     lines += [f"- {key}: {_md(value)}" for key, value in card["training"].items()]
     lines += [
         "",

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from server.history import site_epsilons
-from server.modelcard import CARD, write_model_card
+from server.modelcard import CARD, card_markdown, write_model_card
 from server.saved import SavedStudy
 from tests.server.studyfolder import SITES, write_study_folder
 
@@ -33,3 +33,16 @@ def test_the_model_card_matches_the_study_outputs(tmp_path):
     assert set(card["versions"]) == {"medfed", "flower", "torch", "opacus"}
     text = (folder / f"{CARD}.md").read_text()
     assert card["sha256"]["model"] in text and "north 2.200" in text and "0.900 (0.800–0.970)" in text
+
+
+def test_a_card_whose_sites_send_no_class_counts_has_no_such_column(tmp_path):
+    """A survival study has no classes, and a segmentation study's sites send no counts: no column of 'not reported'."""
+    folder = write_study_folder(tmp_path)
+    write_model_card(SavedStudy.read(folder))
+    card = json.loads((folder / f"{CARD}.json").read_text())
+    assert "training class counts |" in card_markdown(card)
+    for data in card["data"].values():
+        data["training-class-counts"] = None
+    text = card_markdown(card)
+    assert "| site | training examples | held-out examples |\n|---|---:|---:|\n| north | 40 |" in text
+    assert "class counts" not in text.lower() and "not reported" not in text
