@@ -8,7 +8,7 @@ import tomli_w
 
 from shared.config import StudyConfig
 from shared.tasks import get_task
-from shared.tasks.tabular.schema import agreed_data, rare_left_out
+from shared.tasks.tabular.schema import agreed_data, imputing_sites, rare_left_out
 
 
 def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
@@ -21,6 +21,11 @@ def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
         "# Review the classes (class 1 is the positive class), then add [federation], [train], [privacy] and\n"
         "# [model] as the README's study config shows.\n"
     )
+    if imputing := imputing_sites(schemas):
+        header += (
+            f'# missing = "impute": site(s) {", ".join(imputing)} impute a missing feature value from their own train '
+            "split rather than drop the row; the study must too, or they refuse it\n"
+        )
     for column, holders in rare_left_out(schemas).items():
         header += (
             f"# '{column}': site(s) {', '.join(holders)} left out labels seen fewer than their min-cell times; "

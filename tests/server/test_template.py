@@ -17,12 +17,13 @@ SITE = 'name = "{name}"\nserver = "fl.example.org:9092"\nprivate-key = "k.key"\n
 SITE += 'task = "tabular"\nlabel = "outcome"\n'
 
 
-def site_schema(tmp_path, name: str, frame) -> str:
-    """Write the site's table and site.toml, and run `medfed-site check --schema-out`; the schema's path."""
+def site_schema(tmp_path, name: str, frame, data: str = "") -> str:
+    """Write the site's table and site.toml (`data`: more [data] lines), and run `medfed-site check --schema-out`;
+    the schema's path."""
     kit = tmp_path / name
     kit.mkdir()
     frame.to_csv(kit / "data.csv", index=False)
-    (kit / "site.toml").write_text(SITE.format(name=name, data=kit / "data.csv"))
+    (kit / "site.toml").write_text(SITE.format(name=name, data=kit / "data.csv") + data)
     out = kit / "schema.json"
     result = CliRunner().invoke(site_cli, ["check", "--config", str(kit / "site.toml"), "--schema-out", str(out)])
     assert result.exit_code == 0, result.output
@@ -37,6 +38,7 @@ def test_sites_schemas_round_trip_into_a_study_their_data_fits(tmp_path):
     assert result.exit_code == 0, result.output
     study = load_study(out)
     assert study.data["features"] == ["age", "sex", "stage"] and study.data["categorical"] == {"sex": ["F", "M"]}
+    assert "missing" not in study.data  # no site asked for anything but the default
     for name in ("north", "south"):
         report = preflight(load_site_file(tmp_path / name / "site.toml"), study)
         assert report["rows-used"] > 0
@@ -48,6 +50,22 @@ def test_the_template_says_which_sites_left_rare_labels_out(tmp_path):
     assert result.exit_code == 0, result.output
     assert "# 'sex': site(s) north left out labels seen fewer than their min-cell times" in result.output
     assert "X" not in result.output.split("[data]")[1]
+
+
+def test_a_site_that_imputes_gets_a_study_that_imputes_and_is_named(tmp_path):
+    """A site whose rows lack values imputes them (its site.toml); a study that drops those rows it would refuse."""
+    gaps = table(rare="M")  # no label the study would not list
+    gaps.loc[: len(gaps) - 5, "age"] = None  # all but 4 rows lack an age: dropping them leaves too few
+    north = site_schema(tmp_path, "north", table())
+    south = site_schema(tmp_path, "south", gaps, 'missing = "impute"\n')
+    assert json.loads(open(south).read())["missing"] == "impute" and "missing" not in json.loads(open(north).read())
+    out = tmp_path / "study.toml"
+    result = CliRunner().invoke(server_cli, ["study-template", north, south, "--out", str(out), "--name", "trial"])
+    assert result.exit_code == 0, result.output
+    assert '# missing = "impute": site(s) south impute a missing feature value' in out.read_text()
+    study = load_study(out)
+    assert study.data["missing"] == "impute"
+    assert preflight(load_site_file(tmp_path / "south" / "site.toml"), study)["rows-used"] == len(gaps)
 
 
 def test_a_site_without_a_column_is_named(tmp_path):

@@ -47,7 +47,10 @@ class TabularTask(Task):
             raise ConfigError("data.label", "must name the label column of a table")
         table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")
-        return table_schema(table, site, hints["label"], list(categorical or []), min_cell)
+        schema = table_schema(table, site, hints["label"], list(categorical or []), min_cell)
+        if hints.get("missing"):  # the site's own choice for rows missing a value: the study should agree with it
+            schema["missing"] = hints["missing"]
+        return schema
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's table."""

@@ -58,6 +58,11 @@ def rare_left_out(schemas: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
     return {column: sorted(sites) for column, sites in sorted(out.items())}
 
 
+def imputing_sites(schemas: dict[str, dict[str, Any]]) -> list[str]:
+    """The sites whose site.toml imputes missing feature values (`missing = "impute"`) rather than dropping rows."""
+    return sorted(s["site"] for s in schemas.values() if s.get("missing") == "impute")
+
+
 def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The `[data]` of a study over these sites (schemas by source file): the label, its classes, the features and
     each categorical column's categories (the union over sites). Sites that disagree on the label, a column's
@@ -95,6 +100,7 @@ def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
     categorical = {c: union(c) for c in features if first["columns"][c]["type"] == "categorical"}
     return {
         "label": label,
+        **({"missing": "impute"} if imputing_sites(schemas) else {}),
         "label-type": "binary" if len(classes) == 2 else "categorical",
         "classes": classes,
         "features": [c for c in features if c not in categorical or categorical[c]],
