@@ -131,6 +131,8 @@ def _run_rounds(
         outputs.write_study(study)
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
         plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
+        if plan is not None and (too_noisy := robust.central_noise_problem(plan, study.privacy, arrays, fed)):
+            raise StudyStopped(too_noisy)
         strategy = build_strategy(fed, study.privacy, plan)
         if saved is not None:
             restore_strategy_state(strategy, saved.strategy)

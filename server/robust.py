@@ -14,8 +14,9 @@ from server.screening import SiteNames
 from server.strategies import restore_strategy_state, strategy_state
 from server.weights import weigh
 from shared.arrays import non_finite, scale_update, update_norm
-from shared.config import FederationConfig
+from shared.config import FederationConfig, PrivacyConfig
 from shared.groups import divide_groups, groups
+from shared.privacy.central import CentralPlan
 
 REJECTED = "aggregate-rejected"
 
@@ -70,6 +71,27 @@ def bound_updates(
                 }
             )
     return events
+
+
+def central_noise_problem(
+    plan: CentralPlan, privacy: PrivacyConfig, model: ArrayRecord, federation: FederationConfig
+) -> str | None:
+    """Why central DP's noise alone would have every round's aggregate rejected (`screen_aggregate`), each round
+    spending ε for nothing; else None."""
+    size = update_norm(model)
+    if not federation.max_aggregate_change or size == 0:
+        return None
+    values = [a.numpy() for a in model.values()]
+    noise = plan.noise_norm(privacy, sum(v.size for v in values if np.issubdtype(v.dtype, np.floating)))
+    if noise <= federation.max_aggregate_change * size:
+        return None
+    return (
+        f"central DP's noise would move the global model by about {noise:.3g} a round (noise multiplier "
+        f"{plan.noise_multiplier:.3g} x privacy.clip-norm {privacy.clip_norm:g} / {plan.sampled} sites a round, over "
+        f"the model's parameters), more than federation.max-aggregate-change = {federation.max_aggregate_change:g} "
+        f"x its norm {size:.3g}: every round would be rejected while spending ε. Sample more sites a round, raise "
+        'privacy.epsilon, or use local DP (privacy.mode = "local")'
+    )
 
 
 def screen_aggregate(aggregate: ArrayRecord, previous: ArrayRecord, federation: FederationConfig) -> str | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import warnings
+from collections.abc import Iterator
 
 from shared.errors import MedfedError
 
@@ -43,7 +46,8 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
 
     acc = create_accountant(mechanism=accountant)
     acc.history = list(history)
-    return float(acc.get_epsilon(delta=delta))
+    with _quiet(accountant):
+        return float(acc.get_epsilon(delta=delta))
 
 
 @functools.lru_cache(maxsize=256)
@@ -52,17 +56,29 @@ def plan_noise(target_epsilon: float, delta: float, sample_rate: float, steps: i
     from opacus.accountants.utils import get_noise_multiplier
 
     try:
-        return float(
-            get_noise_multiplier(
+        with _quiet(accountant):
+            noise = get_noise_multiplier(
                 target_epsilon=target_epsilon,
                 target_delta=delta,
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant=accountant,
             )
-        )
+        return float(noise)
     except ValueError as exc:
         raise BudgetError(
             f"ε = {target_epsilon} at δ = {delta} is too small for {steps} steps at sample rate "
             f"{sample_rate:.4f}: no usable noise multiplier exists"
         ) from exc
+
+
+@contextlib.contextmanager
+def _quiet(accountant: str) -> Iterator[None]:
+    """Opacus's PRV accountant at sample rate 1 (central DP sampling every site) evaluates log(1 - q) = log 0 in a
+    branch it then discards, and bounds its domain with RDP orders that end at the largest: two warnings on every
+    call, neither about the result, printed to a data scientist's terminal."""
+    with warnings.catch_warnings():
+        if accountant == "prv":
+            warnings.filterwarnings("ignore", "divide by zero encountered in log", RuntimeWarning)
+            warnings.filterwarnings("ignore", "Optimal order is the largest alpha", UserWarning)
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from shared.config import FederationConfig, PrivacyConfig
@@ -19,6 +20,11 @@ class CentralPlan:
     def epsilon(self, rounds: int, privacy: PrivacyConfig) -> float:
         """Site-level ε after `rounds` rounds (each site's whole update is the protected unit)."""
         return epsilon([(self.noise_multiplier, self.sample_rate, rounds)], privacy.delta, privacy.accountant)
+
+    def noise_norm(self, privacy: PrivacyConfig, parameters: int) -> float:
+        """The expected L2 norm of the noise on each round's aggregate: Flower's fixed-clipping wrappers add
+        N(0, (noise multiplier x clip-norm / sampled sites)^2) to each of the model's `parameters`."""
+        return self.noise_multiplier * privacy.clip_norm / self.sampled * math.sqrt(parameters)
 
 
 def central_plan(privacy: PrivacyConfig, federation: FederationConfig, n_sites: int) -> CentralPlan:

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 from server.loop import run_study
 from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
-from shared.config import SimulationConfig
+from shared.config import PrivacyConfig, SimulationConfig
 from shared.tasks import build_model
 from tests.conftest import with_federation
 from tests.grid import LocalGrid
@@ -159,3 +159,21 @@ def test_average_last_releases_the_mean_of_the_last_rounds_and_a_resumed_study_r
     resumed, history = run_study(grid, study, StudyOutputs(tmp_path / "resumed"))
     assert history.status == "completed"
     assert all(np.allclose(resumed[k].numpy(), arrays[k].numpy(), atol=1e-6) for k in arrays)
+
+
+@pytest.mark.parametrize(("epsilon", "stops"), [(0.5, True), (50.0, False)])
+def test_central_dp_whose_noise_alone_would_be_rejected_stops_before_spending_anything(study, tmp_path, epsilon, stops):
+    """Three sites a round at ε = 0.5: the noise on the aggregate is many times the model's norm, so every round
+    would be rejected by max-aggregate-change while the sites' ε is spent. At ε = 50 the study runs."""
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=1)
+    study = dataclasses.replace(study, privacy=PrivacyConfig(mode="central-server", epsilon=epsilon))
+    grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c")})
+    _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"))
+    spent = [r for r in history.rows if r["kind"] == "privacy"]
+    if stops:
+        assert history.status.startswith("stopped: central DP's noise would move the global model by about")
+        assert "more than federation.max-aggregate-change = 10 x its norm" in history.status
+        assert not spent and not [r for r in history.rows if r["kind"] == "train"]  # no round ran, nothing spent
+    else:
+        assert history.status == "completed" and spent
+        assert not [e for e in history.events if e["event"] == "aggregate-rejected"]
