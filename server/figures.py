@@ -111,13 +111,15 @@ def calibration(assessments: dict[str, dict[str, Any]]) -> Figure | None:
     return figure
 
 
-def methods_compared(summary: dict[str, Any], metric: str) -> Figure | None:
-    """The simulation's federated, pooled and local-only models per site, on one metric."""
+def methods_compared(
+    summary: dict[str, Any], metric: str, unreliable: dict[str, str], one_class: dict[str, list[str]]
+) -> Figure | None:
+    """The simulation's federated, pooled and local-only models per site, on one metric; no bars for an `unreliable`
+    site, and a hatched one where a model predicts a single class (`one_class`, per method)."""
     methods = [m for m in ("federated", "pooled", "local") if m in summary]
     sites = sorted({s for m in methods for s in summary[m]["per_site"]})
     if len(methods) < 2 or not sites:
         return None
-    unreliable, starred = summary.get("unreliable", {}), summary.get("single-class", {}).get("sites", {})
     figure = Figure(figsize=(max(5.0, 1.2 * len(sites) + 2), 3.4), layout="constrained")
     ax = figure.subplots()
     width = 0.8 / len(methods)
@@ -127,11 +129,11 @@ def methods_compared(summary: dict[str, Any], metric: str) -> Figure | None:
         ]
         bars = ax.bar(np.arange(len(sites)) + i * width, values, width, label=method)
         for bar, site in zip(bars, sites, strict=True):
-            if site in starred.get(method, ()):
+            if site in one_class.get(method, ()):
                 bar.set_hatch("//")
     ax.set_xticks(np.arange(len(sites)) + width * (len(methods) - 1) / 2, sites)
     ax.set(title=f"{metric} on each site's held-out split", ylabel=metric)
-    said = ["hatched: the model predicts one class there"] if starred else []
+    said = ["hatched: the model predicts one class there"] if one_class else []
     said += ["no bars: the site is too small to score"] if unreliable else []
     ax.set_xlabel("; ".join(said) + (" (see the table)" if said else ""))
     ax.grid(alpha=0.3, axis="y")

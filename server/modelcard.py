@@ -161,10 +161,8 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 def _limitations(saved: SavedStudy, final: dict[str, dict[str, float]]) -> list[str]:
-    out = [
-        f"site '{site}': {why}; its metrics are unreliable" for site, why in saved.summary.get("unreliable", {}).items()
-    ]
-    listed = set(saved.summary.get("unreliable", {}))
+    out = [f"site '{site}': {why}; its metrics are unreliable" for site, why in saved.unreliable.items()]
+    listed = set(saved.unreliable)
     for site, metrics in sorted(final.items()):
         if site not in listed and metrics.get("num-examples", MIN_HELD_OUT) < MIN_HELD_OUT:
             out.append(f"site '{site}': held-out split of {metrics['num-examples']:.0f} (under {MIN_HELD_OUT})")

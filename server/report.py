@@ -15,7 +15,7 @@ from server import figures
 from server.history import WEIGHTED, site_epsilons
 from server.modelcard import write_model_card
 from server.outputs import StudyOutputs
-from server.saved import SavedStudy
+from server.saved import ONE_CLASS_MARK, UNRELIABLE, SavedStudy
 
 REPORT = "report.html"
 FIRST_REFRESH_S = 20.0  # a study shorter than this gets its report at the end only
@@ -42,7 +42,7 @@ def report_figures(saved: SavedStudy) -> dict[str, Figure]:
         "privacy": figures.epsilon_spent(saved.history["metrics"], privacy.epsilon) if privacy.mode != "off" else None,
         "roc-pr": figures.roc_pr(saved.assessments()),
         "calibration": figures.calibration(saved.assessments()),
-        "comparison": figures.methods_compared(saved.summary, saved.shown[0]),
+        "comparison": figures.methods_compared(saved.summary, saved.shown[0], saved.unreliable, saved.one_class),
         "timing": figures.round_timing(saved.history["timings"]),
     }
     return {name: figure for name, figure in drawn.items() if figure is not None}
@@ -170,24 +170,23 @@ def _final_table(saved: SavedStudy) -> str:
 def _comparison(saved: SavedStudy, drawn: dict[str, str]) -> str:
     """The closing table's figures, with its marks: a site too small to score shows "unreliable", and a model that
     predicts a single class at a site is starred, each with why."""
-    summary, shown = saved.summary, saved.shown
+    summary, shown, unreliable, one_class = saved.summary, saved.shown, saved.unreliable, saved.one_class
     methods = [m for m in ("federated", "pooled", "local") if m in summary]
     sites = sorted({s for m in methods for s in summary[m]["per_site"]})
-    unreliable = summary.get("unreliable", {})
-    single = summary.get("single-class", {})
-    starred = single.get("sites", {})
 
     def cell(method: str, site: str, metric: str) -> str:
         if site in unreliable:
-            return "unreliable"
-        return _num(summary[method]["per_site"].get(site, {}).get(metric)) + (
-            "*" if site in starred.get(method, ()) else ""
-        )
+            return UNRELIABLE
+        figure = _num(summary[method]["per_site"].get(site, {}).get(metric))
+        return figure + (ONE_CLASS_MARK if site in one_class.get(method, ()) else "")
 
     rows = [(s, *(cell(m, s, k) for m in methods for k in shown)) for s in sites]
     header = ["site", *(f"{m} {k}" for m in methods for k in shown)]
-    notes = [f"unreliable: site '{site}': {why}" for site, why in sorted(unreliable.items())]
-    notes += [f"* the {m} model predicts one class at {', '.join(starred[m])}: {single['try']}" for m in starred]
+    notes = [f"{UNRELIABLE}: site '{site}': {why}" for site, why in sorted(unreliable.items())]
+    advice = summary.get("single-class", {}).get("try", "")
+    notes += [
+        f"{ONE_CLASS_MARK} the {m} model predicts one class at {', '.join(one_class[m])}: {advice}" for m in one_class
+    ]
     return (
         _figure(drawn, "comparison", "") + _table(header, rows) + "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
     )

@@ -13,6 +13,9 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks import get_task
 
+UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
+ONE_CLASS_MARK = "*"  # beside a headline figure whose model predicts a single class at that site
+
 
 @dataclass
 class SavedStudy:
@@ -57,6 +60,16 @@ class SavedStudy:
             for r in self.history["metrics"]
             if r["kind"] == "train" and r["site"] != WEIGHTED and "num-examples" in r
         }
+
+    @property
+    def unreliable(self) -> dict[str, str]:
+        """A simulation's sites whose held-out split is too small to score, and why."""
+        return self.summary.get("unreliable", {})
+
+    @property
+    def one_class(self) -> dict[str, list[str]]:
+        """Per method of a simulation, the sites where its model predicted a single class."""
+        return self.summary.get("single-class", {}).get("sites", {})
 
     def assessments(self) -> dict[str, dict[str, Any]]:
         """Each site's final assessment (intervals, score bins, class counts)."""

@@ -9,14 +9,13 @@ from rich.table import Table
 
 from server.history import weighted_mean
 from server.loop import RoundReport
+from server.saved import ONE_CLASS_MARK, UNRELIABLE
 
 LISTED_SITES = 6  # past this many sites, round lines and the closing table summarise instead of listing
 TABLE_SITES = 20  # past this many sites the closing table shows the means only
-UNRELIABLE = "unreliable"  # shown for a site whose held-out split is too small to score
 WIDEST_TABLE = 1000  # columns: the closing table's width when not printed to a terminal is its own, up to this
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
 NOT_COMPUTED = {"roc-auc": "it needs every class in the site's held-out split, and some class is absent there"}
-ONE_CLASS_MARK = "*"  # beside a headline figure whose model predicts a single class at that site
 ONE_CLASS_ADVICE = (
     "it predicts a single class on the site's held-out split, so its accuracy is that class's share: try more "
     "rounds or local epochs (--rounds, --local-epochs), check that site's label balance, "
