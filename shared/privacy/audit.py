@@ -8,20 +8,26 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+BATCH = 1024
 
 
 @torch.no_grad()
-def per_sample_loss(model: nn.Module, dataset: Dataset, loss: nn.Module, device: torch.device) -> np.ndarray:
-    """Each row's loss under the model (kept at the site)."""
+def per_sample_loss(
+    model: nn.Module, dataset: Dataset, loss: nn.Module, device: torch.device, order: list[int]
+) -> np.ndarray:
+    """Each row's loss under the model (kept at the site), in stored order; the rows are batched in `order`."""
     loss = copy.copy(loss)
     loss.reduction = "none"
     model.to(device).eval()
     out = [
         loss(model(x.to(device)), y.to(device)).reshape(len(y), -1).mean(1).cpu().numpy()
-        for x, y in DataLoader(dataset, batch_size=1024)
+        for x, y in DataLoader(dataset, batch_size=BATCH, sampler=order)
     ]
-    return np.concatenate(out)
+    in_place = np.empty(len(order))
+    in_place[order] = np.concatenate(out)
+    return in_place
 
 
 def membership_auc(
@@ -29,9 +35,12 @@ def membership_auc(
 ) -> float:
     """ROC AUC of the loss-threshold attack (Yeom et al. 2018): lower loss means "was trained on".
 
-    0.5 means the attacker learns nothing; 1.0 means every training row is recognised.
+    0.5 means the attacker learns nothing; 1.0 means every training row is recognised. Both kinds are scored in one
+    shuffled pool: a loss that couples the rows of a batch (Cox's risk sets) then treats them alike, where scoring
+    each split on its own would tell them apart by the splits' sizes.
     """
-    inside = per_sample_loss(model, members, loss, device)
-    outside = per_sample_loss(model, non_members, loss, device)
-    truth = np.concatenate([np.ones(len(inside)), np.zeros(len(outside))])
-    return float(roc_auc_score(truth, -np.concatenate([inside, outside])))
+    pool = ConcatDataset([members, non_members])
+    order = np.random.default_rng(0).permutation(len(pool)).tolist()
+    losses = per_sample_loss(model, pool, loss, device, order)
+    truth = np.arange(len(pool)) < len(members)
+    return float(roc_auc_score(truth, -losses))

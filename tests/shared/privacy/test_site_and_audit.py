@@ -19,6 +19,7 @@ from shared.privacy.audit import membership_auc
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import LedgerFiles
 from shared.privacy.site import SitePrivacy, dp_compatible, grad_sample_mode
+from shared.tasks.survival.loss import CoxPartialLikelihood
 from shared.tasks.tabular.demo import demo_study
 from shared.training import make_loader, make_optimizer, train_epochs
 
@@ -98,6 +99,23 @@ def test_membership_attack_sees_overfitting_and_dp_hides_it(tmp_path):
     protected = (overfit(tmp_path / "a", private=True) + overfit(tmp_path / "b", private=True)) / 2
     assert exposed > 0.75
     assert protected < 0.62 and protected < exposed - 0.15
+
+
+def test_membership_attack_on_cox_compares_patients_not_split_sizes():
+    """Cox's loss divides by the risk set: scored split by split, a 4x larger train split alone gave its events larger
+    losses (AUC 0.37 here for a model that never saw either split); scored in one pool it is chance."""
+    g = torch.Generator().manual_seed(0)
+
+    def patients(n: int) -> TensorDataset:
+        x = torch.randn(n, 3, generator=g)
+        time = torch.rand(n, generator=g) * 100 + 1
+        event = (torch.rand(n, generator=g) < 0.6).float()
+        return TensorDataset(x, torch.stack([time, event], 1))
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    auc = membership_auc(model, patients(400), patients(100), CoxPartialLikelihood(), torch.device("cpu"))
+    assert abs(auc - 0.5) < 0.08
 
 
 WARNINGS_SEEN = """
