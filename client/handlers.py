@@ -83,7 +83,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     if not train and _final(config, site):  # once per study: bounded work, aggregates only (shared.assessment)
         threshold = task.threshold(study, model, data, device)
         assessment = task.assess(study, model, data, device, threshold)
-        keep(site, study, {"threshold": threshold})  # the final model's (None: the likelier class), for predict
+        # The final model's threshold (None: the likelier class) and the task's statistics, for predict.
+        keep(site, study, {"threshold": threshold, **task.final_statistics(study, model, data, device)})
     if train:
         rnd = int(config.get("server-round", 0))
         released = ReleasedUpdates(site.ledger_dir, site.name, study.name) if study.privacy.mode == "local" else None

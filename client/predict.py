@@ -38,7 +38,7 @@ def predict_file(
     model.to(device).eval()
     with torch.no_grad():
         batches = [model(new.inputs[i : i + BATCH].to(device)).cpu() for i in range(0, len(new.inputs), BATCH)]
-    columns = task.prediction_columns(study, torch.cat(batches).double().numpy(), kept.get("threshold"))
+    columns = task.prediction_columns(study, torch.cat(batches).double().numpy(), kept)
     predicted = pd.DataFrame(columns, index=np.flatnonzero(new.usable))
     # A row training would have dropped keeps its place, with empty cells.
     return pd.concat([pd.DataFrame({id_column or "row": new.ids}), predicted.reindex(range(len(new.ids)))], axis=1)

@@ -118,6 +118,13 @@ class Task(ABC):
         _, y_val, val_scores = predict(model, data.val, self.loss(study), device)
         return choose_threshold(y_val, val_scores[:, 1], study.train.threshold)
 
+    def final_statistics(
+        self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device
+    ) -> dict[str, Any]:
+        """What else the site keeps of the final model for its own predictions, computed from its train split and
+        never sent (survival's Cox baseline); none by default."""
+        return {}
+
     def assess(
         self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device, threshold: float | None = None
     ) -> dict[str, Any]:
@@ -203,15 +210,15 @@ class Task(ABC):
         raise ConfigError("task", f"'{self.name}' has no classes")
 
     def prediction_columns(
-        self, study: StudyConfig, outputs: np.ndarray, threshold: float | None = None
+        self, study: StudyConfig, outputs: np.ndarray, kept: dict[str, Any]
     ) -> dict[str, np.ndarray]:
         """The model's outputs for new patients as a prediction file's columns: each class's probability and the
-        predicted class (a binary classifier's from the threshold its site chose for the final model)."""
+        predicted class (a binary classifier's from the threshold its site chose for the final model, in `kept`)."""
         names = self.class_names(study)
         probs = torch.softmax(torch.from_numpy(outputs).double(), dim=1).numpy()
         return {
             **{f"probability-{n}": probs[:, i] for i, n in enumerate(names)},
-            "predicted": np.array(names)[predicted_classes(probs, threshold)],
+            "predicted": np.array(names)[predicted_classes(probs, kept.get("threshold"))],
         }
 
     @abstractmethod

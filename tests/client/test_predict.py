@@ -131,7 +131,7 @@ def test_survival_predicts_a_risk_and_survival_at_each_horizon():
     spec = discrete.data
     logits = torch.zeros(3, len(spec["cut-points"])).numpy()
     logits[1] += 2.0  # a higher hazard in every interval: an earlier event
-    columns = task.prediction_columns(discrete, logits.astype(float))
+    columns = task.prediction_columns(discrete, logits.astype(float), {})
     assert list(columns) == ["risk", *[f"survival@{t:g}" for t in spec["horizons"]]]
     assert columns["risk"][1] > columns["risk"][0]
     assert all(np.all(np.diff([columns[k][i] for k in list(columns)[1:]]) <= 0) for i in range(3))

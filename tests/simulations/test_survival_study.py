@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import ray
 from typer.testing import CliRunner
 
+from client.cli import cli as site_cli
 from simulations.cli import cli
 
 pytest.importorskip("sksurv")
@@ -44,6 +46,18 @@ def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
     for site in ("hospital-1", "hospital-2", "hospital-3"):
         low, high = card[site]["c-index"]["ci95"]
         assert low < card[site]["c-index"]["value"] < high
+    # A hospital predicts for its own patients: the Cox risk, and survival from the baseline it kept.
+    frames[0].drop(columns=["time", "event"]).to_csv(tmp_path / "new.csv", index=False)
+    args = ["predict", "--study", str(out / "study.json"), "--model", str(out / "model.safetensors")]
+    args += ["--site", "hospital-1", "--ledger-dir", str(out / "ledgers"), "--data", str(tmp_path / "new.csv")]
+    predicted = CliRunner().invoke(site_cli, [*args, "--out", str(tmp_path / "predictions.csv")])
+    assert predicted.exit_code == 0, predicted.output
+    rows = pd.read_csv(tmp_path / "predictions.csv")
+    survival = rows[[f"survival@{t:g}" for t in study["data"]["horizons"]]].to_numpy()
+    assert len(rows) == len(frames[0]) and ((0 < survival) & (survival < 1)).all()
+    assert (np.diff(survival, axis=1) <= 0).all()  # survival falls with time
+    earlier, later = rows["risk"].idxmax(), rows["risk"].idxmin()
+    assert (survival[earlier] < survival[later]).all()
 
 
 def test_a_users_table_is_checked_site_by_site_before_ray_and_an_id_column_is_no_feature(tmp_path):

@@ -17,7 +17,7 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.survival import demo
-from shared.tasks.survival.curves import Predictions, cox_predictions, discrete_predictions
+from shared.tasks.survival.curves import Predictions, breslow_baseline, cox_predictions, discrete_predictions
 from shared.tasks.survival.cuts import HISTOGRAM, event_histogram, histogram_problem, quantile_cuts
 from shared.tasks.survival.data import load_survival_site
 from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
@@ -27,6 +27,8 @@ from shared.tasks.survival.spec import check_survival_study, data_spec, infer_su
 from shared.tasks.tabular.data import encode_new_rows
 from shared.tasks.tabular.spec import split_columns
 from shared.tasks.tabular.table import read_with_options
+
+BASELINE = "cox-baseline-survival"  # the key of a site's kept Cox baseline, by horizon
 
 
 class SurvivalTask(Task):
@@ -88,18 +90,35 @@ class SurvivalTask(Task):
         )
 
     def prediction_columns(
-        self, study: StudyConfig, outputs: np.ndarray, threshold: float | None = None
+        self, study: StudyConfig, outputs: np.ndarray, kept: dict[str, Any]
     ) -> dict[str, np.ndarray]:
-        """The risk score (higher: earlier event); for the discrete-time model, survival at each horizon too. A Cox
-        model's survival needs the site's baseline hazard from its training data, so it gives the risk only."""
-        if model_spec(study).name == "cox":
-            return {"risk": outputs[:, 0]}
+        """The risk score (higher: earlier event) and survival at each horizon. A Cox model's survival uses the
+        baseline the site kept from its train split with the final model (`final_statistics`); a horizon past that
+        split's last time is left empty, and a site that kept no baseline gives the risk only."""
         spec = data_spec(study)
-        predicted = discrete_predictions(outputs, spec.cut_points, np.asarray(spec.horizons, float))
+        if model_spec(study).name == "cox":
+            baseline = kept.get(BASELINE)
+            if baseline is None:
+                return {"risk": outputs[:, 0]}
+            s0 = np.array([np.nan if baseline.get(f"{t:g}") is None else baseline[f"{t:g}"] for t in spec.horizons])
+            predicted = Predictions(outputs[:, 0], s0[None, :] ** np.exp(outputs[:, :1]), np.asarray(spec.horizons))
+        else:
+            predicted = discrete_predictions(outputs, spec.cut_points, np.asarray(spec.horizons, float))
         return {
             "risk": predicted.risk,
             **{f"survival@{t:g}": predicted.survival[:, i] for i, t in enumerate(spec.horizons)},
         }
+
+    def final_statistics(
+        self, study: StudyConfig, model: nn.Module, data: SiteData, device: torch.device
+    ) -> dict[str, Any]:
+        """Cox: the site's baseline survival at each horizon (Breslow's estimator on its train split, with the final
+        model), None past the split's last time; it stays at the site, for `medfed-site predict`."""
+        if model_spec(study).name != "cox":
+            return {}
+        outputs, outcome = _outputs(model, data.train, device)
+        s0 = breslow_baseline(outputs[:, 0], outcome)
+        return {BASELINE: {f"{t:g}": float(s0(t)) if t <= s0.domain[1] else None for t in data_spec(study).horizons}}
 
     def build_model(self, study: StudyConfig) -> nn.Module:
         """The Cox risk or the discrete-time hazard model, sized from the agreed schema and cut points."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,13 +24,18 @@ def cox_predictions(
 ) -> Predictions:
     """Cox: the linear predictor is the risk; survival is S0(t)^exp(eta), with the site's own baseline S0 from its
     train split (Breslow's estimator), as a Cox model stratified by site has."""
+    s0 = breslow_baseline(eta_train, outcome_train)
+    # Beyond the site's last training time the baseline is unknown; it is held at its last value.
+    baseline = s0(np.clip(np.asarray(times, float), 0.0, s0.domain[1]))
+    return Predictions(eta_test, baseline[None, :] ** np.exp(eta_test)[:, None], times)
+
+
+def breslow_baseline(eta_train: np.ndarray, outcome_train: np.ndarray) -> Any:
+    """The Cox baseline survival S0 (a step function of time, defined up to the split's last time): Breslow's
+    estimator on the site's train split with the model's linear predictor."""
     breslow = sksurv("linear_model.coxph").BreslowEstimator()
     breslow.fit(eta_train, outcome_train[:, 1] > 0.5, outcome_train[:, 0])
-    functions = breslow.get_survival_function(eta_test)
-    # Beyond the site's last training time the baseline is unknown; it is held at its last value.
-    clipped = np.clip(times, 0.0, functions[0].domain[1]) if len(functions) else times
-    survival = np.array([[f(t) for t in clipped] for f in functions]).reshape(len(eta_test), len(times))
-    return Predictions(eta_test, survival, times)
+    return breslow.baseline_survival_
 
 
 def discrete_predictions(hazard_logits: np.ndarray, cut_points: list[float], times: np.ndarray) -> Predictions:

@@ -14,6 +14,7 @@ from shared.config import PrivacyConfig
 from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Journal, LedgerFiles
 from shared.tasks import build_model, get_task
+from shared.tasks.survival import BASELINE
 from shared.tasks.survival.curves import Predictions
 from shared.tasks.survival.demo import gbsg2_table, write_demo_sites
 from shared.tasks.survival.metrics import survival_metrics
@@ -73,12 +74,34 @@ def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model):
     assert {"auc@250", "km@250", "predicted@250"} <= set(metrics)
     assert abs(metrics["km@500"] - metrics["predicted@500"]) < 0.1  # calibrated next to the site's Kaplan–Meier
     assert all(np.isfinite(v) for v in metrics.values())
+    # What the site keeps for `medfed-site predict` gives its held-out patients the survival its evaluation reported.
+    kept = TASK.final_statistics(study, net, data, torch.device("cpu"))
+    assert set(kept) == ({BASELINE} if model == "cox" else set())
+    with torch.no_grad():
+        outputs = net(data.test.tensors[0]).double().numpy()
+    columns = TASK.prediction_columns(study, outputs, kept)
+    assert list(columns) == ["risk", *(f"survival@{t:g}" for t in study.data["horizons"])]
+    for t in study.data["horizons"]:
+        assert columns[f"survival@{t:g}"].mean() == pytest.approx(metrics[f"predicted@{t:g}"], abs=1e-9)
     # The report's intervals: each headline metric's bootstrap interval holds its value, the only keys sent.
     assessment = read_assessment(TASK.assess(study, net, data, torch.device("cpu")))
     assert set(assessment) == {f"ci-{m}-{end}" for m in ("c-index", "integrated-brier") for end in ("low", "high")}
     for metric in ("c-index", "integrated-brier"):
         low, high = assessment[f"ci-{metric}-low"], assessment[f"ci-{metric}-high"]
         assert low < metrics[metric] < high and high - low < 0.25
+
+
+def test_a_cox_site_keeps_no_baseline_past_its_follow_up_and_predicts_nothing_there(tmp_path):
+    study = survival_study("cox", horizons=[250.0, 5000.0])  # the table's follow-up ends before 3000
+    data = TASK.load_site(write(survival_table(200), tmp_path), "h1", study)
+    net = build_model(study)
+    kept = TASK.final_statistics(study, net, data, torch.device("cpu"))
+    assert kept[BASELINE]["5000"] is None and 0 < kept[BASELINE]["250"] < 1
+    columns = TASK.prediction_columns(study, np.array([[0.0], [1.0]]), kept)
+    assert np.isnan(columns["survival@5000"]).all()
+    assert columns["survival@250"][0] == pytest.approx(kept[BASELINE]["250"])  # S0 ** exp(0)
+    assert columns["survival@250"][1] < columns["survival@250"][0]  # a higher risk: lower survival
+    assert list(TASK.prediction_columns(study, np.array([[0.0]]), {})) == ["risk"]  # kept before baselines were
 
 
 def test_a_held_out_split_with_too_few_events_is_flagged_not_scored(tmp_path):
