@@ -111,6 +111,39 @@ def calibration(assessments: dict[str, dict[str, Any]]) -> Figure | None:
     return figure
 
 
+def survival_curves(assessments: dict[str, dict[str, Any]]) -> Figure | None:
+    """Each site's Kaplan–Meier survival on its held-out split (solid, steps; suppressed values left out) next to the
+    model's mean predicted survival there (dashed), on the study's fixed time grid."""
+    sites = {site: a for site, a in assessments.items() if "curve-times" in a}
+    if not sites:
+        return None
+    figure = Figure(figsize=(6.4, 4), layout="constrained")
+    ax = figure.subplots()
+    for site, a in sites.items():
+        times, km, predicted = (np.asarray(a[k], dtype=float) for k in ("curve-times", "curve-km", "curve-predicted"))
+        shown = km >= 0
+        (line,) = ax.step(
+            np.concatenate([[0.0], times[shown]]),
+            np.concatenate([[1.0], km[shown]]),
+            where="post",
+            label=site,
+            **SITE_STYLE,
+        )
+        ax.plot(
+            np.concatenate([[0.0], times]),
+            np.concatenate([[1.0], predicted]),
+            color=line.get_color(),
+            linestyle="--",
+            **SITE_STYLE,
+        )
+    ax.set(
+        title="survival: Kaplan–Meier (solid) and the model (dashed)", xlabel="time", ylabel="survival", ylim=(0, 1.02)
+    )
+    ax.grid(alpha=0.3)
+    _legend(figure)
+    return figure
+
+
 def methods_compared(
     summary: dict[str, Any], metric: str, unreliable: dict[str, str], one_class: dict[str, list[str]]
 ) -> Figure | None:

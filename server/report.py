@@ -16,6 +16,8 @@ from server.history import WEIGHTED, site_epsilons
 from server.modelcard import write_model_card
 from server.outputs import StudyOutputs
 from server.saved import ONE_CLASS_MARK, UNRELIABLE, SavedStudy
+from shared.assessment import CURVE_POINTS
+from shared.config import MIN_CELL
 
 REPORT = "report.html"
 FIRST_REFRESH_S = 20.0  # a study shorter than this gets its report at the end only
@@ -42,6 +44,7 @@ def report_figures(saved: SavedStudy) -> dict[str, Figure]:
         "privacy": figures.epsilon_spent(saved.history["metrics"], privacy.epsilon) if privacy.mode != "off" else None,
         "roc-pr": figures.roc_pr(saved.assessments()),
         "calibration": figures.calibration(saved.assessments()),
+        "survival": figures.survival_curves(saved.assessments()),
         "comparison": figures.methods_compared(saved.summary, saved.shown[0], saved.unreliable, saved.one_class),
         "timing": figures.round_timing(saved.history["timings"]),
     }
@@ -60,18 +63,7 @@ def render_report(saved: SavedStudy, pngs: dict[str, bytes]) -> str:
         _section("learning", "Learning curves", _figure(drawn, "learning-curves", "No round finished yet.")),
         _section("privacy", "Privacy spent", _privacy_text(saved) + _figure(drawn, "privacy", "")),
         _section("final", "Final model at each site", _final_table(saved)),
-        _section(
-            "curves",
-            "ROC, precision-recall and calibration",
-            f"<p class='note'>Each site sends counts per score bin; bins of fewer than report.min-cell = "
-            f"{study.report.min_cell} patients are merged with their neighbours before they leave the site.</p>"
-            + _figure(drawn, "roc-pr", "")
-            + _figure(
-                drawn,
-                "calibration",
-                "No site sent score bins (a task without class scores, or too few held-out patients).",
-            ),
-        ),
+        _curves_section(saved, drawn),
     ]
     if saved.summary:
         parts.append(_section("comparison", "Federated, pooled and local-only", _comparison(saved, drawn)))
@@ -189,6 +181,31 @@ def _comparison(saved: SavedStudy, drawn: dict[str, str]) -> str:
     ]
     return (
         _figure(drawn, "comparison", "") + _table(header, rows) + "".join(f"<p class='note'>{_e(n)}</p>" for n in notes)
+    )
+
+
+def _curves_section(saved: SavedStudy, drawn: dict[str, str]) -> str:
+    """Survival curves for a task that sends them, else ROC, precision-recall and calibration from score bins."""
+    if "survival" in drawn:
+        return _section(
+            "curves",
+            "Survival curves",
+            "<p class='note'>Each site sends its held-out split's Kaplan–Meier survival and the model's mean predicted "
+            f"survival at {CURVE_POINTS} times up to the study's last horizon; a Kaplan–Meier value with fewer "
+            f"patients at risk than the study's data.km-min-at-risk (never under {MIN_CELL}) is suppressed at the site "
+            "and missing here.</p>" + _figure(drawn, "survival", ""),
+        )
+    return _section(
+        "curves",
+        "ROC, precision-recall and calibration",
+        f"<p class='note'>Each site sends counts per score bin; bins of fewer than report.min-cell = "
+        f"{saved.study.report.min_cell} patients are merged with their neighbours before they leave the site.</p>"
+        + _figure(drawn, "roc-pr", "")
+        + _figure(
+            drawn,
+            "calibration",
+            "No site sent score bins (a task without class scores, or too few held-out patients).",
+        ),
     )
 
 

@@ -1,8 +1,11 @@
-"""A site's final assessment for the study's report: bootstrap CIs, score-bin counts and class counts, all aggregates.
+"""A site's final assessment for the study's report: bootstrap CIs, score-bin counts, class counts and survival
+curves, all aggregates.
 
-The site computes it once, on the final evaluation, from its held-out split. Only intervals and counts leave the
-site: score bins on a grid fixed here (never by the study), merged until each holds at least `report.min-cell`
-patients, and class counts with small cells (and the cell that would give them away) suppressed. The server reads a
+The site computes it once, on the final evaluation, from its held-out split. Only intervals, counts and curves leave
+the site: score bins on a grid fixed here (never by the study), merged until each holds at least `report.min-cell`
+patients; class counts with small cells (and the cell that would give them away) suppressed; a survival split's
+Kaplan–Meier values at CURVE_POINTS times, each suppressed where few patients remain at risk, and the model's mean
+predicted survival there. The server reads a
 site's record back through `read_assessment`, which bounds every list and value.
 """
 
@@ -17,10 +20,12 @@ import numpy as np
 BOOTSTRAP_REPLICATES = 200  # fixed by the site's code: the study cannot make a site's final evaluation longer
 CI_LEVEL = 0.95
 SCORE_BINS = 20  # the finest score grid a site releases: bins of width 0.05 over [0, 1]
+CURVE_POINTS = 20  # the times a survival site's Kaplan–Meier and predicted curves are released at
 MAX_CLASSES = 1000  # bound on the class counts the server accepts from a site
 SUPPRESSED = -1  # a class count not released (under min-cell, or one that would give such a count away)
 FINAL_FLAG = "final-assessment"  # the evaluate config key by which the server asks for the final assessment
 RECORD = "assessment"  # the reply's MetricRecord holding it
+CURVES = ("curve-times", "curve-km", "curve-predicted")
 
 Metrics = Callable[[np.ndarray, np.ndarray], Mapping[str, float]]
 
@@ -118,7 +123,7 @@ def read_assessment(record: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = float(value)
         elif key == "bins-top-label":
             out[key] = _bounded_int(key, value, 0, 1)
-        elif key in ("bins-edges", "bins-positive", "bins-negative", "class-counts"):
+        elif key in ("bins-edges", "bins-positive", "bins-negative", "class-counts", *CURVES):
             out[key] = _bounded_list(key, value)
         else:
             raise ValueError(f"'{key[:40]}' is not part of an assessment")
@@ -133,7 +138,21 @@ def read_assessment(record: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError("bin counts must be whole numbers >= 0")
     if any(c != SUPPRESSED and (not float(c).is_integer() or c < 0) for c in out.get("class-counts", [])):
         raise ValueError("class-counts must be whole numbers >= 0, or -1 (suppressed)")
+    _check_curves(out)
     return out
+
+
+def _check_curves(out: dict[str, Any]) -> None:
+    curves = [out.get(k) for k in CURVES]
+    if all(c is None for c in curves):
+        return
+    times, km, predicted = curves
+    if times is None or km is None or predicted is None or not len(times) == len(km) == len(predicted) > 0:
+        raise ValueError(f"{', '.join(CURVES)} must come together, of one length")
+    if times[0] <= 0 or any(b <= a for a, b in zip(times, times[1:], strict=False)):
+        raise ValueError("curve-times must be positive and rise")
+    if any(v != SUPPRESSED and not 0 <= v <= 1 for v in km) or not all(0 <= v <= 1 for v in predicted):
+        raise ValueError("curve-km and curve-predicted must be survival probabilities in [0, 1] (-1: suppressed)")
 
 
 def _bounded_int(key: str, value: Any, low: int, high: int) -> int:
@@ -143,7 +162,7 @@ def _bounded_int(key: str, value: Any, low: int, high: int) -> int:
 
 
 def _bounded_list(key: str, value: Any) -> list[float]:
-    limit = MAX_CLASSES if key == "class-counts" else SCORE_BINS + 1
+    limit = MAX_CLASSES if key == "class-counts" else CURVE_POINTS if key in CURVES else SCORE_BINS + 1
     if not isinstance(value, list) or len(value) > limit:
         raise ValueError(f"{key} must be a list of at most {limit} values")
     if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value):

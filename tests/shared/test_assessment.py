@@ -94,6 +94,11 @@ def test_the_bootstrap_is_bounded_seeded_and_brackets_the_estimate():
         ({"ci-accuracy-low": float("nan")}, "finite"),
         ({"class-counts": [3.5, 2]}, "whole numbers"),
         ({"per-patient-scores": [0.1, 0.2]}, "not part of"),
+        ({"curve-times": [1.0, 2.0], "curve-km": [0.9, 0.8]}, "come together"),
+        ({"curve-times": [2.0, 1.0], "curve-km": [0.9, 0.8], "curve-predicted": [0.9, 0.8]}, "rise"),
+        ({"curve-times": [1.0, 2.0], "curve-km": [0.9, 1.5], "curve-predicted": [0.9, 0.8]}, "probabilities"),
+        ({"curve-times": [1.0, 2.0], "curve-km": [-1.0, 0.8], "curve-predicted": [-1.0, 0.8]}, "probabilities"),
+        ({"curve-times": [float(t) for t in range(1, 100)]}, "at most"),
     ],
 )
 def test_the_server_refuses_a_malformed_or_oversized_assessment(record, problem):

@@ -12,6 +12,7 @@ import ray
 from typer.testing import CliRunner
 
 from client.cli import cli as site_cli
+from shared.assessment import CURVES
 from simulations.cli import cli
 
 pytest.importorskip("sksurv")
@@ -46,6 +47,11 @@ def test_federated_cox_on_a_users_table_ranks_held_out_patients(tmp_path):
     for site in ("hospital-1", "hospital-2", "hospital-3"):
         low, high = card[site]["c-index"]["ci95"]
         assert low < card[site]["c-index"]["value"] < high
+    # The report draws each site's Kaplan–Meier curve next to the model's, from the curves the sites sent.
+    assert all(set(CURVES) <= set(a) for a in history["assessments"].values())
+    page = (out / "report.html").read_text()
+    assert "<h2>Survival curves</h2>" in page and "ROC, precision-recall" not in page
+    assert "data:image/png" in page[page.index("<h2>Survival curves</h2>") :].split("</section>")[0]
     # A hospital predicts for its own patients: the Cox risk, and survival from the baseline it kept.
     frames[0].drop(columns=["time", "event"]).to_csv(tmp_path / "new.csv", index=False)
     args = ["predict", "--study", str(out / "study.json"), "--model", str(out / "model.safetensors")]

@@ -21,7 +21,7 @@ from shared.tasks.survival.curves import Predictions, breslow_baseline, cox_pred
 from shared.tasks.survival.cuts import HISTOGRAM, event_histogram, histogram_problem, quantile_cuts
 from shared.tasks.survival.data import load_survival_site
 from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
-from shared.tasks.survival.metrics import evaluation_times, survival_metrics
+from shared.tasks.survival.metrics import evaluation_times, survival_curves, survival_metrics
 from shared.tasks.survival.model import build_survival_model
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
 from shared.tasks.tabular.data import encode_new_rows
@@ -149,7 +149,7 @@ class SurvivalTask(Task):
     ) -> dict[str, Any]:
         """Bootstrap intervals of the headline metrics over the held-out patients, the model and the train split's
         censoring distribution held fixed; only for a metric the split itself reports (never for a C-index flagged
-        unreliable)."""
+        unreliable). With them, the split's Kaplan–Meier and the model's mean predicted survival on the curves' grid."""
         outputs_train, outcome_train = _outputs(model, data.train, device)
         outputs_test, outcome_test = _outputs(model, data.test, device)
         spec = data_spec(study)
@@ -160,7 +160,8 @@ class SurvivalTask(Task):
             return survival_metrics(spec, outcome_train, outcome, drawn, headline_only=True)
 
         reported = tuple(m for m in self.headline if m in resampled(outcome_test, np.arange(len(outcome_test))))
-        return bootstrap_ci(outcome_test, np.arange(len(outcome_test)), resampled, reported, study.seed)
+        intervals = bootstrap_ci(outcome_test, np.arange(len(outcome_test)), resampled, reported, study.seed)
+        return {**intervals, **survival_curves(spec, outcome_test, predicted)}
 
     def predictions(
         self, study: StudyConfig, outputs_train: np.ndarray, outcome_train: np.ndarray, outputs: np.ndarray

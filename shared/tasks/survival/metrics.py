@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.assessment import CURVE_POINTS, SUPPRESSED
 from shared.errors import MedfedError
 from shared.tasks.survival.curves import Predictions
 from shared.tasks.survival.extra import sksurv
@@ -58,11 +59,43 @@ def survival_metrics(
     return out
 
 
+def curve_times(spec: SurvivalSpec) -> np.ndarray:
+    """The fixed grid a site's survival curves are released on: CURVE_POINTS equal steps up to the study's last
+    horizon (else its last cut point); none without either."""
+    end = spec.horizons[-1] if spec.horizons else spec.cut_points[-1] if spec.cut_points else 0.0
+    return np.linspace(0.0, end, CURVE_POINTS + 1)[1:] if end else np.zeros(0)
+
+
 def evaluation_times(spec: SurvivalSpec) -> np.ndarray:
-    """The times a site predicts survival at: the horizons and the integrated Brier score's grid."""
+    """The times a site predicts survival at: the horizons, the integrated Brier score's grid and the curves' grid."""
+    times = np.union1d(spec.horizons, curve_times(spec))
     if len(spec.horizons) < 2:
-        return np.asarray(spec.horizons, float)
-    return np.union1d(spec.horizons, np.linspace(spec.horizons[0], spec.horizons[-1], IBS_POINTS))
+        return times
+    return np.union1d(times, np.linspace(spec.horizons[0], spec.horizons[-1], IBS_POINTS))
+
+
+def survival_curves(spec: SurvivalSpec, outcome_test: np.ndarray, predicted: Predictions) -> dict[str, list[float]]:
+    """The held-out split's Kaplan–Meier survival (SUPPRESSED where fewer than `km-min-at-risk` patients remain at
+    risk) and the model's mean predicted survival on the curves' grid, for the report."""
+    times = curve_times(spec)
+    if not len(times):
+        return {}
+    km = kaplan_meier_at(outcome_test[:, 0], outcome_test[:, 1] > 0.5, times, spec.km_min_at_risk)
+    at = {t: i for i, t in enumerate(predicted.times)}
+    return {
+        "curve-times": times.tolist(),
+        "curve-km": np.where(np.isnan(km), SUPPRESSED, km).tolist(),
+        "curve-predicted": predicted.survival[:, [at[t] for t in times]].mean(axis=0).tolist(),
+    }
+
+
+def kaplan_meier_at(time: np.ndarray, event: np.ndarray, times: np.ndarray, min_at_risk: int) -> np.ndarray:
+    """The Kaplan–Meier survival at each of `times`; NaN where fewer than `min_at_risk` patients remain at risk."""
+    km_times, km_survival = sksurv("nonparametric").kaplan_meier_estimator(event, time)
+    passed = np.searchsorted(km_times, times, side="right")
+    values = np.where(passed > 0, km_survival[np.maximum(passed - 1, 0)], 1.0)
+    at_risk = (time[None, :] >= np.asarray(times)[:, None]).sum(axis=1)
+    return np.where(at_risk >= min_at_risk, values, np.nan)
 
 
 def _interpolate(predicted: Predictions, grid: np.ndarray) -> np.ndarray:
@@ -72,14 +105,13 @@ def _interpolate(predicted: Predictions, grid: np.ndarray) -> np.ndarray:
 def _kaplan_meier(spec: SurvivalSpec, time: np.ndarray, event: np.ndarray, predicted: Predictions) -> dict[str, float]:
     """The held-out split's Kaplan–Meier survival and the model's mean predicted survival at each horizon with at
     least `km-min-at-risk` patients still at risk."""
-    km_times, km_survival = sksurv("nonparametric").kaplan_meier_estimator(event, time)
+    km = kaplan_meier_at(time, event, np.asarray(spec.horizons, float), spec.km_min_at_risk)
+    at = {t: i for i, t in enumerate(predicted.times)}
     out = {}
-    for h in spec.horizons:
-        if (time >= h).sum() < spec.km_min_at_risk:
-            continue
-        passed = np.searchsorted(km_times, h, side="right")
-        out[f"km@{h:g}"] = float(km_survival[passed - 1]) if passed else 1.0
-        out[f"predicted@{h:g}"] = float(predicted.survival[:, list(predicted.times).index(h)].mean())
+    for h, value in zip(spec.horizons, km, strict=True):
+        if not np.isnan(value):
+            out[f"km@{h:g}"] = float(value)
+            out[f"predicted@{h:g}"] = float(predicted.survival[:, at[h]].mean())
     return out
 
 

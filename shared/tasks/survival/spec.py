@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shared.config import StudyConfig, parse_section, raise_first
+from shared.config import MIN_CELL, StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError
 from shared.tasks.tabular.spec import FeatureSpec, infer_feature_options, require_column
 
@@ -66,7 +66,12 @@ class SurvivalSpec(FeatureSpec):
                     "must be at least 1 and at most data.cut-grid-bins",
                 ),
                 (self.min_test_events < 1, "data.min-test-events", "must be at least 1"),
-                (self.km_min_at_risk < 1, "data.km-min-at-risk", "must be at least 1"),
+                # A Kaplan–Meier value leaves the site: small-cell suppression holds against any study.
+                (
+                    self.km_min_at_risk < MIN_CELL,
+                    "data.km-min-at-risk",
+                    f"must be at least {MIN_CELL} (small-cell suppression)",
+                ),
             ]
         )
         self.check_categories()

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from shared.assessment import read_assessment
+from shared.assessment import CURVE_POINTS, CURVES, SUPPRESSED, read_assessment
 from shared.config import PrivacyConfig
 from shared.errors import ConfigError, MedfedError
 from shared.privacy.journal import Journal, LedgerFiles
@@ -83,9 +83,10 @@ def test_a_trained_model_ranks_patients_and_reports_aggregates(tmp_path, model):
     assert list(columns) == ["risk", *(f"survival@{t:g}" for t in study.data["horizons"])]
     for t in study.data["horizons"]:
         assert columns[f"survival@{t:g}"].mean() == pytest.approx(metrics[f"predicted@{t:g}"], abs=1e-9)
-    # The report's intervals: each headline metric's bootstrap interval holds its value, the only keys sent.
+    # The report's intervals (each headline metric's bootstrap interval holds its value) and curves: all it sends.
     assessment = read_assessment(TASK.assess(study, net, data, torch.device("cpu")))
-    assert set(assessment) == {f"ci-{m}-{end}" for m in ("c-index", "integrated-brier") for end in ("low", "high")}
+    intervals = {f"ci-{m}-{end}" for m in ("c-index", "integrated-brier") for end in ("low", "high")}
+    assert set(assessment) == intervals | set(CURVES)
     for metric in ("c-index", "integrated-brier"):
         low, high = assessment[f"ci-{metric}-low"], assessment[f"ci-{metric}-high"]
         assert low < metrics[metric] < high and high - low < 0.25
@@ -111,7 +112,8 @@ def test_a_held_out_split_with_too_few_events_is_flagged_not_scored(tmp_path):
     metrics = TASK.evaluate(study, build_model(study), data, torch.device("cpu"))
     assert metrics["c-index-unreliable"] == 1.0
     assert not {"c-index", "uno-c-index", "integrated-brier"} & set(metrics)
-    assert TASK.assess(study, build_model(study), data, torch.device("cpu")) == {}  # no interval either
+    assessed = TASK.assess(study, build_model(study), data, torch.device("cpu"))
+    assert not [k for k in assessed if k.startswith("ci-")]  # no interval either, only the curves
 
 
 def test_kaplan_meier_values_with_few_patients_at_risk_are_suppressed(tmp_path):
@@ -122,6 +124,28 @@ def test_kaplan_meier_values_with_few_patients_at_risk_are_suppressed(tmp_path):
     for h, n in at_risk.items():
         assert (f"km@{h}" in metrics) == (n >= 15)
     assert min(at_risk.values()) < 15 <= max(at_risk.values())
+    # The report's curves: the same rule at each of the grid's times, up to the last horizon.
+    curves = read_assessment(TASK.assess(study, build_model(study), data, torch.device("cpu")))
+    times = np.asarray(curves["curve-times"])
+    assert len(times) == CURVE_POINTS and times[-1] == 1000
+    at_risk_on_grid = (data.test.tensors[1][:, 0].numpy()[None, :] >= times[:, None]).sum(axis=1)
+    assert ((np.asarray(curves["curve-km"]) == SUPPRESSED) == (at_risk_on_grid < 15)).all()
+    assert curves["curve-km"][0] == pytest.approx(km_by_hand(data, times[0]))
+    assert all(0 < v <= 1 for v in curves["curve-predicted"])
+
+
+def km_by_hand(data, t: float) -> float:
+    """The held-out split's Kaplan–Meier survival at `t`, computed by hand."""
+    time, event = data.test.tensors[1][:, 0].numpy(), data.test.tensors[1][:, 1].numpy()
+    survival = 1.0
+    for u in np.unique(time[(event > 0.5) & (time <= t)]):
+        survival *= 1 - ((time == u) & (event > 0.5)).sum() / (time >= u).sum()
+    return survival
+
+
+def test_a_study_cannot_lower_kaplan_meier_suppression_below_the_small_cell_floor():
+    with pytest.raises(ConfigError, match="data.km-min-at-risk.*small-cell"):
+        data_spec(survival_study("cox", **{"km-min-at-risk": 1}))
 
 
 def test_the_survival_loss_needs_the_study():
