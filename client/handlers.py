@@ -71,6 +71,8 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     data = load_site_data(site, study)
     if train:
         keep(site, study, data.kept)  # the statistics its rows were encoded with, for the site's own predictions
+        if data.sits_out:  # before any training or privacy spending; its evaluations still answer
+            raise MedfedError(f"site '{site.name}' {data.sits_out}")
     device = resolve_device(site.device)
     model = build_model(study)
     try:

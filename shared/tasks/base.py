@@ -32,6 +32,7 @@ class SiteData:
     report: dict[str, Any] = field(default_factory=dict)
     kept: dict[str, Any] = field(default_factory=dict)
     val: Dataset | None = None
+    sits_out: str = ""  # why the site trains nothing in this study (it still evaluates); empty: it trains
 
     def nbytes(self) -> int:
         """Memory held by the tensors and arrays of every split (what a cache of loaded sites has to budget)."""

@@ -240,6 +240,24 @@ def test_a_site_whose_journal_was_deleted_refuses_without_revealing_its_files(st
     assert str(tmp_path) not in reply.error.reason and ".journal" not in reply.error.reason
 
 
+def test_a_survival_site_without_train_events_sits_training_out_when_the_study_says_and_still_evaluates(tmp_path):
+    table = survival_table(80)
+    table["died"] = 0
+    ledgers = tmp_path / "ledgers"
+    site = SiteConfig("h1", write(table, tmp_path), ledger_dir=ledgers)
+    study = survival_study("discrete", **{"too-few": "sit-out"})
+    private = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=3.0))
+    trained = handle(server_message(private), site, train=True)
+    assert trained.has_error() and trained.error.code == SITE_REFUSED
+    assert trained.error.reason.startswith("site 'h1' sits training out")
+    assert [f.parent.name for f in ledgers.rglob("*") if f.is_file()] == ["kept"]  # no journal: no ε spent
+    evaluated = handle(server_message(study, train=False), site, train=False)
+    assert not evaluated.has_error(), evaluated.error.reason if evaluated.has_error() else ""
+    assert evaluated.content.metric_records["metrics"]["num-examples"] > 0
+    refused = handle(server_message(survival_study("discrete"), train=False), site, train=False)
+    assert refused.has_error() and "fewer events in its train split" in refused.error.reason  # the default
+
+
 def test_a_setup_answer_holds_only_event_counts_on_the_studys_grid_and_a_needless_or_oversized_query_is_refused(
     tmp_path,
 ):

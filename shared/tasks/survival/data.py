@@ -53,13 +53,17 @@ def survival_site_data(table: pd.DataFrame, site: str, file: str, spec: Survival
     if len(table) < spec.min_rows:
         fail(f"fewer usable rows than data.min-rows = {spec.min_rows}; too few to train on" + drop_hint(report))
     train_idx, test_idx = held_out_split(table, event, spec, seed, fail)
+    sits_out = ""
     if event[train_idx].sum() < spec.min_per_class:
         # No count: the refusal is sent to the server, and a count of one or two events can point at a patient.
-        fail(
+        why = (
             f"fewer events in its train split than data.min-per-class = {spec.min_per_class}; a site without events "
-            "has an empty partial likelihood and nothing to learn from" + drop_hint(report),
-            spec.event,
+            "has an empty partial likelihood and nothing to learn from"
         )
+        if spec.too_few == "refuse":
+            fail(why + drop_hint(report), spec.event)
+        sits_out = f'sits training out (data.too-few = "sit-out"): {why}; it still evaluates'
+        report["notes"].append(sits_out)
     x_train, x_test, encoding = encode_features(table.iloc[train_idx], table.iloc[test_idx], spec)
     outcome = np.stack([time, event.astype(float)], axis=1).astype(np.float32)
     report.update(
@@ -81,6 +85,7 @@ def survival_site_data(table: pd.DataFrame, site: str, file: str, spec: Survival
         test=TensorDataset(torch.from_numpy(x_test), torch.from_numpy(outcome[test_idx])),
         report=report,
         kept=encoding.to_dict(),
+        sits_out=sits_out,
     )
 
 

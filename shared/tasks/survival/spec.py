@@ -15,6 +15,7 @@ from shared.tasks.tabular.spec import FeatureSpec, infer_feature_options, requir
 
 MODELS = ("cox", "discrete")
 TIES = ("efron", "breslow")
+TOO_FEW = ("refuse", "sit-out")
 MIN_TEST_EVENTS = 5  # below this a held-out split's concordance is noise: flagged unreliable, not reported
 KM_MIN_AT_RISK = 10  # a site's Kaplan–Meier value at a time with fewer patients at risk is suppressed
 CUTS = 10  # intervals of the discrete-time model inferred from a table's event-time quantiles
@@ -41,6 +42,7 @@ class SurvivalSpec(FeatureSpec):
     horizons: list[float] = field(default_factory=list)
     min_test_events: int = MIN_TEST_EVENTS
     km_min_at_risk: int = KM_MIN_AT_RISK
+    too_few: str = "refuse"  # a site with fewer train events than min-per-class: refused, or it sits training out
 
     def __post_init__(self) -> None:
         raise_first(
@@ -66,6 +68,7 @@ class SurvivalSpec(FeatureSpec):
                     "must be at least 1 and at most data.cut-grid-bins",
                 ),
                 (self.min_test_events < 1, "data.min-test-events", "must be at least 1"),
+                (self.too_few not in TOO_FEW, "data.too-few", f"must be one of {', '.join(TOO_FEW)}"),
                 # A Kaplan–Meier value leaves the site: small-cell suppression holds against any study.
                 (
                     self.km_min_at_risk < MIN_CELL,

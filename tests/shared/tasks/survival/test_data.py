@@ -53,6 +53,11 @@ def test_a_site_without_training_events_is_refused_by_name(tmp_path):
     path = write(table, tmp_path)
     with pytest.raises(DataError, match=r"site 'h1', file .*, column 'died': fewer events in its train split"):
         TASK.load_site(path, "h1", survival_study())
+    # A study may let such a site sit training out instead: it loads, says why, and still evaluates.
+    data = TASK.load_site(path, "h1", survival_study(**{"too-few": "sit-out"}))
+    assert data.sits_out.startswith('sits training out (data.too-few = "sit-out"): fewer events in its train split')
+    assert data.sits_out in data.report["notes"]
+    assert not TASK.load_site(write(survival_table(60), tmp_path, "h2.csv"), "h2", survival_study()).sits_out
 
 
 def test_rows_dropped_for_a_missing_feature_are_said_and_a_site_they_leave_too_small_is_told_the_remedy(tmp_path):
