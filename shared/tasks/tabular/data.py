@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 SPLIT_MARKS = ("train", "test")  # the values of data.split-column
 S = TypeVar("S", bound=FeatureSpec)
 MISSING_DROPPED = 'a missing feature value (data.missing = "drop")'  # why rows were dropped, in the report
+DECIMAL = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)  # a number as a table writes it
 
 
 def load_tabular_site(path: Path, site: str, spec: TabularSpec, seed: int) -> SiteData:
@@ -188,6 +190,9 @@ def failer(site: str, file: str) -> Callable[..., NoReturn]:
 def numeric_column(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> pd.Series:
     """A column as floats; non-numeric or beyond-float32 values are refused with the first row."""
     converted = pd.to_numeric(values, errors="coerce")
+    # pandas 2 coerces an overflowing number ("1e309") to NaN, pandas 3 to inf: read such a value as Python does.
+    missed = converted.isna() & values.notna()
+    converted[missed] = values[missed].map(_as_float)
     bad = converted.isna() & values.notna()
     if bad.any():
         # Row numbers, never the values themselves: the message may leave the site.
@@ -201,6 +206,10 @@ def numeric_column(values: pd.Series, fail: Callable[..., NoReturn], column: str
             column,
         )
     return converted.astype(float)
+
+
+def _as_float(value: object) -> float:
+    return float(value) if isinstance(value, str) and DECIMAL.fullmatch(value) else np.nan
 
 
 def _categories(values: pd.Series, agreed: list[str], fail: Callable[..., NoReturn], column: str) -> pd.Series:

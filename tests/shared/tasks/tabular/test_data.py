@@ -186,6 +186,15 @@ def test_infinite_or_float32_overflowing_value_names_column_and_first_row(tmp_pa
     )
 
 
+@pytest.mark.parametrize("value", ["1_000", "١٢", "0x10"])
+def test_what_python_alone_would_read_as_a_number_stays_non_numeric(tmp_path, value):
+    """The overflow fallback (pandas 2 reads "1e309" as NaN) takes plain decimal numbers only."""
+    frame = table().astype({"chol": object})
+    frame.loc[4, "chol"] = value
+    with pytest.raises(DataError, match="column 'chol': 1 non-numeric value.*first at data row 5"):
+        load_tabular_site(write(tmp_path, frame), "hospital-2", SPEC, seed=0)
+
+
 def test_values_at_float32s_edge_still_train_finite(tmp_path):
     frame = table()
     frame.loc[5, "chol"] = 3.0e38
