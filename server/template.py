@@ -6,21 +6,28 @@ from typing import Any
 
 import tomli_w
 
-from shared.config import StudyConfig
+from shared.config import KNOWN_TASKS, StudyConfig
+from shared.errors import ConfigError
 from shared.tasks import get_task
-from shared.tasks.tabular.schema import agreed_data, imputing_sites, rare_left_out
+from shared.tasks.tabular.schema import imputing_sites, rare_left_out
 
 
 def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
     """The study (name, task, agreed [data]) as TOML, checked to load as a valid study; schemas by source file."""
-    study = {"name": name, "task": "tabular", "data": agreed_data(schemas)}
-    get_task("tabular").check_study(StudyConfig.from_dict(study))
+    if not schemas:
+        raise ConfigError("schema", "give at least one site's schema file")
+    for source, schema in schemas.items():
+        if not isinstance(schema, dict) or schema.get("task") not in KNOWN_TASKS:
+            raise ConfigError("schema", "is not a schema from `medfed-site check --schema-out`", source)
+    tasks = sorted({schema["task"] for schema in schemas.values()})
+    if len(tasks) > 1:
+        raise ConfigError("schema", f"the schemas are of different tasks ({', '.join(tasks)}): a study has one")
+    task = get_task(tasks[0])
+    data, advice = task.study_template(schemas)
+    study = {"name": name, "task": task.name, "data": data}
+    task.check_study(StudyConfig.from_dict(study))
     sites = ", ".join(sorted(s["site"] for s in schemas.values()))
-    header = (
-        f"# Study template from the schemas of sites {sites} (medfed-server study-template).\n"
-        "# Review the classes (class 1 is the positive class), then add [federation], [train], [privacy] and\n"
-        "# [model] as the README's study config shows.\n"
-    )
+    header = f"# Study template from the schemas of sites {sites} (medfed-server study-template).\n" + advice
     if imputing := imputing_sites(schemas):
         header += (
             f'# missing = "impute": site(s) {", ".join(imputing)} impute a missing feature value from their own train '

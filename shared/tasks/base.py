@@ -81,6 +81,11 @@ class Task(ABC):
         """The site's shareable schema (columns, types, category labels seen at least `min_cell` times)."""
         raise ConfigError("data.task", f"a schema describes a table; task '{self.name}' has none to share")
 
+    def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """The `[data]` of a study over sites with these schemas (by source file), and what its author must still
+        review or add, as comment lines."""
+        raise ConfigError("schema", f"task '{self.name}' has no study template: write the study's [data] by hand")
+
     @abstractmethod
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split one site's data; raise DataError naming site, file and column."""

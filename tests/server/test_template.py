@@ -11,19 +11,20 @@ from client.site import preflight
 from client.sitefile import load_site_file
 from server.cli import cli as server_cli
 from shared.config import load_study
+from tests.shared.tasks.survival.tables import survival_table
 from tests.shared.tasks.tabular.test_schema import table
 
 SITE = 'name = "{name}"\nserver = "fl.example.org:9092"\nprivate-key = "k.key"\n[data]\npath = "{data}"\n'
-SITE += 'task = "tabular"\nlabel = "outcome"\n'
+TABULAR = 'task = "tabular"\nlabel = "outcome"\n'
 
 
-def site_schema(tmp_path, name: str, frame, data: str = "") -> str:
-    """Write the site's table and site.toml (`data`: more [data] lines), and run `medfed-site check --schema-out`;
-    the schema's path."""
+def site_schema(tmp_path, name: str, frame, data: str = "", task: str = TABULAR) -> str:
+    """Write the site's table and site.toml (`task`: its task and outcome lines, `data`: more [data] lines), and run
+    `medfed-site check --schema-out`; the schema's path."""
     kit = tmp_path / name
     kit.mkdir()
     frame.to_csv(kit / "data.csv", index=False)
-    (kit / "site.toml").write_text(SITE.format(name=name, data=kit / "data.csv") + data)
+    (kit / "site.toml").write_text(SITE.format(name=name, data=kit / "data.csv") + task + data)
     out = kit / "schema.json"
     result = CliRunner().invoke(site_cli, ["check", "--config", str(kit / "site.toml"), "--schema-out", str(out)])
     assert result.exit_code == 0, result.output
@@ -74,3 +75,20 @@ def test_a_site_without_a_column_is_named(tmp_path):
     result = CliRunner().invoke(server_cli, ["study-template", north, east])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "'columns.stage' is at site 'north' but not at site 'east'" in " ".join(result.output.split())
+
+
+def test_survival_sites_schemas_make_a_study_their_data_fits_once_horizons_are_added(tmp_path):
+    task = 'task = "survival"\ntime = "days"\nevent = "died"\n'
+    schemas = [
+        site_schema(tmp_path, n, survival_table(80, seed=i), task=task) for i, n in enumerate(["north", "south"])
+    ]
+    out = tmp_path / "study.toml"
+    result = CliRunner().invoke(server_cli, ["study-template", *schemas, "--out", str(out), "--name", "trial"])
+    assert result.exit_code == 0, result.output
+    assert "# Add horizons" in out.read_text()
+    study = load_study(out)
+    assert study.task == "survival" and study.data["time"] == "days" and study.data["features"] == ["age", "stage"]
+    for name in ("north", "south"):
+        assert preflight(load_site_file(tmp_path / name / "site.toml"), study)["events"] > 0
+    mixed = CliRunner().invoke(server_cli, ["study-template", schemas[0], site_schema(tmp_path, "east", table())])
+    assert mixed.exit_code == 2 and "different tasks (survival, tabular): a study has one" in mixed.output

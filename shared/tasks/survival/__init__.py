@@ -23,6 +23,7 @@ from shared.tasks.survival.data import load_survival_site
 from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
 from shared.tasks.survival.metrics import evaluation_times, survival_curves, survival_metrics
 from shared.tasks.survival.model import build_survival_model
+from shared.tasks.survival.schema import agreed_survival_data, survival_schema
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
 from shared.tasks.tabular.data import encode_new_rows
 from shared.tasks.tabular.spec import split_columns
@@ -46,19 +47,37 @@ class SurvivalTask(Task):
 
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
         """Features, category lists, cut points and horizons of a table; `hints` must name `time` and `event`."""
-        for key in ("time", "event"):
-            if key not in hints:
-                raise ConfigError(f"data.{key}", "must name the column of a survival table")
+        time, event = _outcome_columns(hints)
         table = read_with_options(path, site, hints).frame
         categorical = hints.get("categorical")
         inferred = infer_survival_options(
             table,
-            hints["time"],
-            hints["event"],
+            time,
+            event,
             list(categorical) if categorical is not None else None,
             split_columns(hints),
         )
         return {**inferred, **{k: v for k, v in hints.items() if k != "categorical"}}
+
+    def schema(self, path: Path, site: str, hints: dict[str, Any], min_cell: int) -> dict[str, Any]:
+        """The table's feature columns, types and category labels seen often enough, and its time and event
+        columns by name."""
+        time, event = _outcome_columns(hints)
+        table = read_with_options(path, site, hints).frame
+        schema = survival_schema(table, site, time, event, list(hints.get("categorical") or []), min_cell)
+        if hints.get("missing"):  # the site's own choice for rows missing a value: the study should agree with it
+            schema["missing"] = hints["missing"]
+        return schema
+
+    def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """The time and event columns, features and categories the sites agree on; the horizons and cut points are
+        the author's to add (a schema holds no time)."""
+        advice = (
+            "# Add horizons = [...] in the time column's units (where Brier, time-dependent AUC and Kaplan-Meier\n"
+            '# are read) and, for model.name = "discrete", cut-points or cut-grid-max (the federated cut-point\n'
+            "# step); then [federation], [train], [privacy] and [model] as the README's study config shows.\n"
+        )
+        return agreed_survival_data(schemas), advice
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split the site's table, stratified on the event."""
@@ -205,6 +224,13 @@ class SurvivalTask(Task):
     def write_demo_sites(self, folder: Path, n_sites: int) -> list[Path]:
         """GBSG2 patients split over hospitals, one CSV each."""
         return demo.write_demo_sites(folder, n_sites)
+
+
+def _outcome_columns(hints: dict[str, Any]) -> tuple[str, str]:
+    for key in ("time", "event"):
+        if key not in hints:
+            raise ConfigError(f"data.{key}", "must name the column of a survival table")
+    return hints["time"], hints["event"]
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
-from shared.tasks.tabular.schema import table_schema
+from shared.tasks.tabular.schema import agreed_data, table_schema
 from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec, split_columns
 from shared.tasks.tabular.table import read_with_options
 
@@ -51,6 +51,14 @@ class TabularTask(Task):
         if hints.get("missing"):  # the site's own choice for rows missing a value: the study should agree with it
             schema["missing"] = hints["missing"]
         return schema
+
+    def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """The label, classes, features and categories the sites agree on."""
+        advice = (
+            "# Review the classes (class 1 is the positive class), then add [federation], [train], [privacy] and\n"
+            "# [model] as the README's study config shows.\n"
+        )
+        return agreed_data(schemas), advice
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read and split the site's table."""

@@ -27,10 +27,17 @@ def table_schema(
     if label not in table.columns:
         raise ConfigError("data.label", f"column '{label}' is not in the table")
     check_min_cell(min_cell)
+    columns = column_schema(table, [label, *(categorical or [])], min_cell)
+    return {FORMAT: VERSION, "task": "tabular", "site": site, "label": label, "min-cell": min_cell, "columns": columns}
+
+
+def column_schema(table: pd.DataFrame, categorical: list[str], min_cell: int) -> dict[str, dict[str, Any]]:
+    """Each column's type and, for a categorical one (non-numeric, or named in `categorical`), its labels seen at
+    least `min_cell` times."""
     columns: dict[str, dict[str, Any]] = {}
     for name in map(str, table.columns):
         values = table[name]
-        if name != label and name not in (categorical or []) and pd.api.types.is_numeric_dtype(values):
+        if name not in categorical and pd.api.types.is_numeric_dtype(values):
             columns[name] = {"type": "numeric"}
             continue
         seen = values.dropna().map(canonical).value_counts()
@@ -39,7 +46,7 @@ def table_schema(
             "categories": sorted(str(v) for v, n in seen.items() if n >= min_cell),
             "rare-left-out": bool((seen < min_cell).any()),  # whether, never which or how many
         }
-    return {FORMAT: VERSION, "task": "tabular", "site": site, "label": label, "min-cell": min_cell, "columns": columns}
+    return columns
 
 
 def check_min_cell(min_cell: int) -> None:
@@ -67,16 +74,35 @@ def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The `[data]` of a study over these sites (schemas by source file): the label, its classes, the features and
     each categorical column's categories (the union over sites). Sites that disagree on the label, a column's
     presence or its type are refused, naming the site, the file and the column."""
+    features = agreed_features(schemas, "tabular", ("label",))
+    label = next(iter(schemas.values()))["label"]
+    classes = _union(schemas, label)
+    if len(classes) < 2:
+        raise ConfigError(f"columns.{label}", "lists fewer than two label values seen often enough at any site")
+    return {
+        "label": label,
+        "label-type": "binary" if len(classes) == 2 else "categorical",
+        "classes": classes,
+        **features,
+    }
+
+
+def agreed_features(schemas: dict[str, dict[str, Any]], task: str, outcome: tuple[str, ...]) -> dict[str, Any]:
+    """The features and categories of a `task` study over these sites: every schema must be that task's and name the
+    same `outcome` columns (its keys: "label", or "time" and "event"), and the sites must agree on each column's
+    presence and type; a categorical column's categories are the union over sites, and one with none is left out.
+    The study imputes missing values when any site's site.toml does."""
     if not schemas:
         raise ConfigError("schema", "give at least one site's schema file")
     for source, schema in schemas.items():
-        if schema.get(FORMAT) != VERSION or schema.get("task") != "tabular" or "columns" not in schema:
-            raise ConfigError("schema", "is not a tabular schema from `medfed-site check --schema-out`", source)
+        if schema.get(FORMAT) != VERSION or schema.get("task") != task or "columns" not in schema:
+            raise ConfigError("schema", f"is not a {task} schema from `medfed-site check --schema-out`", source)
     (first_source, first), *others = schemas.items()
     for source, schema in others:
         where = f"site '{schema['site']}' ({source}) and site '{first['site']}' ({first_source})"
-        if schema["label"] != first["label"]:
-            raise ConfigError("label", f"differs: {where} name '{schema['label']}' and '{first['label']}'", source)
+        for key in outcome:
+            if schema[key] != first[key]:
+                raise ConfigError(key, f"differs: {where} name '{schema[key]}' and '{first[key]}'", source)
         for column in sorted(set(first["columns"]) ^ set(schema["columns"])):
             has, lacks = (first, schema) if column in first["columns"] else (schema, first)
             problem = f"is at site '{has['site']}' but not at site '{lacks['site']}' ({where})"
@@ -88,21 +114,14 @@ def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     f"'{first['site']}' ({where})"
                 )
                 raise ConfigError(f"columns.{column}", problem, source)
-    label = first["label"]
-
-    def union(column: str) -> list[str]:
-        return sorted({c for s in schemas.values() for c in s["columns"][column]["categories"]})
-
-    classes = union(label)
-    if len(classes) < 2:
-        raise ConfigError(f"columns.{label}", "lists fewer than two label values seen often enough at any site")
-    features = [c for c in first["columns"] if c != label]
-    categorical = {c: union(c) for c in features if first["columns"][c]["type"] == "categorical"}
+    features = [c for c in first["columns"] if c != first.get("label")]
+    categorical = {c: _union(schemas, c) for c in features if first["columns"][c]["type"] == "categorical"}
     return {
-        "label": label,
         **({"missing": "impute"} if imputing_sites(schemas) else {}),
-        "label-type": "binary" if len(classes) == 2 else "categorical",
-        "classes": classes,
         "features": [c for c in features if c not in categorical or categorical[c]],
         "categorical": {c: cats for c, cats in categorical.items() if cats},
     }
+
+
+def _union(schemas: dict[str, dict[str, Any]], column: str) -> list[str]:
+    return sorted({c for s in schemas.values() for c in s["columns"][column]["categories"]})
