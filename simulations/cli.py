@@ -89,6 +89,9 @@ def run(
     sites: Annotated[int | None, typer.Option(help="Number of simulated hospitals (default 3)")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override federation.rounds")] = None,
     strategy: Annotated[str | None, typer.Option(help=f"Override: {', '.join(STRATEGIES)}")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Override model.name (e.g. survival: cox | discrete; tabular: mlp | logreg)")
+    ] = None,
     min_sites: Annotated[int | None, typer.Option(help="Override federation.min-sites")] = None,
     fraction: Annotated[
         float | None, typer.Option(help="Override federation.fraction: share of sites per round")
@@ -161,6 +164,7 @@ def run(
         overrides = {
             ("federation", "rounds"): rounds,
             ("federation", "strategy"): strategy,
+            ("model", "name"): model,
             ("federation", "min-sites"): min_sites,
             ("federation", "fraction"): fraction,
             ("federation", "secure-aggregation"): secure_aggregation,

@@ -92,3 +92,14 @@ def test_a_users_table_is_checked_site_by_site_before_ray_and_an_id_column_is_no
         "text)" in checked.output
     )
     assert "patient" not in json.loads((out / "study.json").read_text())["data"]["features"]
+
+
+def test_the_built_in_study_takes_the_discrete_time_model_for_local_dp_from_the_command_line(tmp_path):
+    args = ["--task", "survival", "--dp", "local", "--epsilon", "3", "--check"]
+    refused = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "cox")])
+    assert refused.exit_code == 2 and "use model.name = 'discrete'" in refused.output
+    checked = CliRunner().invoke(cli, [*args, "--model", "discrete", "--out", str(tmp_path / "discrete")])
+    assert checked.exit_code == 0, checked.output
+    study = json.loads((tmp_path / "discrete" / "study.json").read_text())
+    assert study["model"]["name"] == "discrete" and study["privacy"]["mode"] == "local"
+    assert study["data"]["cut-points"]  # the demo's intervals: nothing else to write by hand
