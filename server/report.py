@@ -18,6 +18,7 @@ from server.outputs import StudyOutputs
 from server.saved import ONE_CLASS_MARK, UNRELIABLE, SavedStudy
 from shared.assessment import CURVE_POINTS
 from shared.config import MIN_CELL
+from shared.tasks import get_task
 
 REPORT = "report.html"
 FIRST_REFRESH_S = 20.0  # a study shorter than this gets its report at the end only
@@ -39,12 +40,14 @@ STYLE = (
 def report_figures(saved: SavedStudy) -> dict[str, Figure]:
     """The report's figures by name, those the study has data for."""
     privacy = saved.study.privacy
+    # Only the curves the study's task sends: a site cannot swap one kind of section for the other.
+    scores = get_task(saved.study.task).curves == "scores"
     drawn = {
         "learning-curves": figures.learning_curves(saved.history["metrics"], saved.shown),
         "privacy": figures.epsilon_spent(saved.history["metrics"], privacy.epsilon) if privacy.mode != "off" else None,
-        "roc-pr": figures.roc_pr(saved.assessments()),
-        "calibration": figures.calibration(saved.assessments()),
-        "survival": figures.survival_curves(saved.assessments()),
+        "roc-pr": figures.roc_pr(saved.assessments()) if scores else None,
+        "calibration": figures.calibration(saved.assessments()) if scores else None,
+        "survival": None if scores else figures.survival_curves(saved.assessments()),
         "comparison": figures.methods_compared(saved.summary, saved.shown[0], saved.unreliable, saved.one_class),
         "timing": figures.round_timing(saved.history["timings"]),
     }
@@ -186,14 +189,17 @@ def _comparison(saved: SavedStudy, drawn: dict[str, str]) -> str:
 
 def _curves_section(saved: SavedStudy, drawn: dict[str, str]) -> str:
     """Survival curves for a task that sends them, else ROC, precision-recall and calibration from score bins."""
-    if "survival" in drawn:
+    if get_task(saved.study.task).curves == "survival":
         return _section(
             "curves",
             "Survival curves",
             "<p class='note'>Each site sends its held-out split's Kaplan–Meier survival and the model's mean predicted "
             f"survival at {CURVE_POINTS} times up to the study's last horizon; a Kaplan–Meier value with fewer "
             f"patients at risk than the study's data.km-min-at-risk (never under {MIN_CELL}) is suppressed at the site "
-            "and missing here.</p>" + _figure(drawn, "survival", ""),
+            "and missing here.</p>"
+            + _figure(
+                drawn, "survival", "No site sent survival curves (a study with no horizons or cut points has none)."
+            ),
         )
     return _section(
         "curves",

@@ -65,6 +65,7 @@ class Task(ABC):
     keeps_statistics = False  # whether a site encodes rows with statistics of its train split (SiteData.kept)
     classifies: bool = True  # one class per row: class-weighted training, `predicted-classes` in its metrics
     setup_keys: tuple[str, ...] = ()  # the `[data]` keys the federated setup step fills in (`complete_study`)
+    curves = "scores"  # what its final assessment's curves are: score bins (ROC, calibration) or "survival"
 
     @abstractmethod
     def check_study(self, study: StudyConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -106,6 +107,18 @@ def test_medfed_server_report_rewrites_the_page_and_saves_its_figures(report, tm
     assert result.exit_code == 0, result.output
     assert report.is_file()
     assert sorted(p.stem for p in (tmp_path / "figs").glob("*.png")) == sorted(EXPECTED_FIGURES)
+
+
+def test_a_site_sending_another_tasks_curves_cannot_swap_the_reports_section(tmp_path):
+    """A tabular study's report draws ROC and calibration from score bins, whatever curves a site sent besides."""
+    folder = write_study_folder(tmp_path)
+    history = json.loads((folder / "history.json").read_text())
+    site = next(iter(history["assessments"]))
+    history["assessments"][site] |= {"curve-times": [1.0, 2.0], "curve-km": [0.9, 0.8], "curve-predicted": [0.9, 0.7]}
+    (folder / "history.json").write_text(json.dumps(history))
+    text = write_report(folder).read_text(encoding="utf-8")
+    assert "ROC, precision-recall and calibration" in text and "Survival curves" not in text
+    assert [img["alt"] for img in Page(text).images] == list(EXPECTED_FIGURES)
 
 
 def test_medfed_server_report_names_what_is_missing(tmp_path):

@@ -40,6 +40,7 @@ class SurvivalTask(Task):
     headline = ("c-index", "integrated-brier")
     classifies = False
     setup_keys = ("cut-points",)
+    curves = "survival"
 
     def check_study(self, study: StudyConfig) -> None:
         """Validate `[data]` and `[model]`, and refuse the Cox model under local DP."""
