@@ -23,7 +23,10 @@ def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
     if len(tasks) > 1:
         raise ConfigError("schema", f"the schemas are of different tasks ({', '.join(tasks)}): a study has one")
     task = get_task(tasks[0])
-    data, advice = task.study_template(schemas)
+    try:
+        data, advice = task.study_template(schemas)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a schema file comes from a site: untrusted
+        raise ConfigError("schema", f"a schema file is malformed ({type(exc).__name__}: {exc})") from exc
     study = {"name": name, "task": task.name, "data": data}
     task.check_study(StudyConfig.from_dict(study))
     sites = ", ".join(sorted(s["site"] for s in schemas.values()))

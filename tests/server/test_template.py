@@ -11,6 +11,7 @@ from client.site import preflight
 from client.sitefile import load_site_file
 from server.cli import cli as server_cli
 from shared.config import load_study
+from tests.shared.tasks.multimodal.patients import OMICS, write_site
 from tests.shared.tasks.survival.tables import survival_table
 from tests.shared.tasks.tabular.test_schema import table
 
@@ -92,3 +93,30 @@ def test_survival_sites_schemas_make_a_study_their_data_fits_once_horizons_are_a
         assert preflight(load_site_file(tmp_path / name / "site.toml"), study)["events"] > 0
     mixed = CliRunner().invoke(server_cli, ["study-template", schemas[0], site_schema(tmp_path, "east", table())])
     assert mixed.exit_code == 2 and "different tasks (survival, tabular): a study has one" in mixed.output
+
+
+def test_multimodal_sites_holding_different_modalities_get_one_study_each_of_them_fits(tmp_path):
+    schemas = []
+    for name, drop in (("north", ["note", *OMICS]), ("south", ["image"])):
+        kit = tmp_path / name
+        path, frame = write_site(kit)
+        frame.drop(columns=drop).to_csv(path, index=False)
+        task = 'task = "multimodal"\nlabel = "y"\nimage-column = "image"\nnote-column = "note"\n'
+        (kit / "site.toml").write_text(SITE.format(name=name, data=path) + task + f"omics = {OMICS}\n")
+        out = kit / "schema.json"
+        result = CliRunner().invoke(site_cli, ["check", "--config", str(kit / "site.toml"), "--schema-out", str(out)])
+        assert result.exit_code == 0, result.output
+        schemas.append(str(out))
+    out = tmp_path / "study.toml"
+    result = CliRunner().invoke(server_cli, ["study-template", *schemas, "--out", str(out), "--name", "trial"])
+    assert result.exit_code == 0, result.output
+    study = load_study(out)
+    assert study.task == "multimodal" and study.data["omics"] == OMICS and study.data["image-column"] == "image"
+    for name in ("north", "south"):
+        assert preflight(load_site_file(tmp_path / name / "site.toml"), study)["rows-used"] > 0
+    broken = json.loads(open(schemas[1]).read()) | {"omics-file": {"columns": OMICS}}  # no file, no id column
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    refused = CliRunner().invoke(server_cli, ["study-template", schemas[0], str(tmp_path / "broken.json")])
+    assert (
+        refused.exit_code == 2 and "a schema file is malformed" in refused.output and "Traceback" not in refused.output
+    )

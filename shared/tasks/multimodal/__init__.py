@@ -19,7 +19,7 @@ from shared.groups import COVERAGE, weigh_groups
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.multimodal import demo
 from shared.tasks.multimodal.data import load_multimodal_site, new_patients
-from shared.tasks.multimodal.describe import matrix_columns, multimodal_schema
+from shared.tasks.multimodal.describe import agreed_multimodal_data, matrix_columns, multimodal_schema
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import build_multimodal_model
 from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
@@ -81,6 +81,15 @@ class MultimodalTask(Task):
         """The table's schema as a tabular site's (record columns and label), its image, note, id and omics columns
         named by role only: never their values."""
         return multimodal_schema(path, site, hints, min_cell)
+
+    def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+        """The record's label, classes, features and categories, and the modalities' columns the sites agree on."""
+        advice = (
+            "# Review the classes (class 1 is the positive class) and each modality's settings (image-size,\n"
+            "# max-length, tokenizer, required, min-patients), then add [federation], [train], [privacy] and\n"
+            "# [model] as the README's multimodal section shows.\n"
+        )
+        return agreed_multimodal_data(schemas), advice
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate, split and pack the site's patients."""

@@ -1,6 +1,7 @@
 """What a site's pre-flight check says about a multimodal table before any study: each modality's coverage and what
 would stop training (image paths missing or leaving the folder, a note column that is not text, omics columns
-missing from the table or its matrix file), small counts shown only as a bound; and its shareable schema."""
+missing from the table or its matrix file), small counts shown only as a bound; its shareable schema, and the study
+`[data]` that sites' schemas agree on."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from shared.errors import ConfigError, DataError
 from shared.tasks.multimodal.data import image_problems, named_images
 from shared.tasks.multimodal.omics import OmicsSource
 from shared.tasks.tabular.data import first_row
-from shared.tasks.tabular.schema import check_min_cell, table_schema
+from shared.tasks.tabular.schema import agreed_data, check_min_cell, table_schema
 from shared.tasks.tabular.table import read_with_options
 
 ROLES = {"image-column": "image", "note-column": "note", "id-column": "id"}  # a schema's type for these columns
+KINDS = ("numeric", "categorical")  # a record column's types in a schema; the others are roles
 
 
 def describe_modalities(
@@ -79,6 +81,7 @@ def multimodal_schema(path: Path, site: str, hints: dict[str, Any], min_cell: in
     schema["columns"].update({c: {"type": role} for c, role in held.items()})
     if hints.get("omics-file"):
         schema["omics-file"] = {
+            "file": hints["omics-file"],
             "id-column": hints.get("id-column", ""),
             "columns": list(hints.get("omics") or matrix_columns(path, site, hints)),
         }
@@ -135,3 +138,57 @@ def _share(n: int, total: int, min_cell: int) -> str:
     if 0 < total - n < min_cell:
         return f"all but fewer than {min_cell} of {total} rows"
     return f"{n} of {total} rows ({n / total:.0%})" if total else "0 rows"
+
+
+def agreed_multimodal_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The `[data]` of a multimodal study over these sites: the record's label, classes, features and categories as
+    a table's (every site the same columns), and the image, note and omics columns of the sites that hold them (a
+    site may lack a modality, but the sites holding one must name it alike); refused naming the sites otherwise."""
+    record = {
+        source: {**s, "columns": {c: v for c, v in s.get("columns", {}).items() if v.get("type") in KINDS}}
+        for source, s in schemas.items()
+    }
+    data = agreed_data(record, "multimodal")
+    for key, role in (("image-column", "image"), ("note-column", "note")):
+        held = _held(schemas, role)
+        if len(held) > 1:
+            raise ConfigError(f"data.{key}", f"differs between sites: {_named(held)}; a study names one")
+        if held:
+            data[key] = next(iter(held))
+    # How each site holding omics holds them: its columns, and its matrix file and id column (none: in its table).
+    holds = {}
+    for schema in schemas.values():
+        matrix = schema.get("omics-file")
+        columns = matrix["columns"] if matrix else _held_by(schema, "omics")
+        if columns:
+            source = (matrix.get("file", ""), matrix["id-column"]) if matrix else ("", "")
+            holds[schema["site"]] = (tuple(columns), source)
+    if len(set(holds.values())) > 1:
+        raise ConfigError(
+            "data.omics",
+            f"differ between the sites that hold omics ({', '.join(sorted(holds))}): each must list the same columns, "
+            "read from its table or from a matrix file of the same name keyed by the same id column",
+        )
+    if holds:
+        columns, (file, id_column) = next(iter(holds.values()))
+        data["omics"] = list(columns)
+        if file:
+            data["omics-file"], data["id-column"] = file, id_column
+    return data
+
+
+def _held_by(schema: dict[str, Any], role: str) -> list[str]:
+    return [c for c, v in schema.get("columns", {}).items() if v.get("type") == role]
+
+
+def _held(schemas: dict[str, dict[str, Any]], role: str) -> dict[str, list[str]]:
+    """Per column of that role, the sites holding it."""
+    held: dict[str, list[str]] = {}
+    for schema in schemas.values():
+        for column in _held_by(schema, role):
+            held.setdefault(column, []).append(schema["site"])
+    return held
+
+
+def _named(held: dict[str, list[str]]) -> str:
+    return "; ".join(f"'{c}' at site(s) {', '.join(sorted(sites))}" for c, sites in sorted(held.items()))

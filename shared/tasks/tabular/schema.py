@@ -70,11 +70,11 @@ def imputing_sites(schemas: dict[str, dict[str, Any]]) -> list[str]:
     return sorted(s["site"] for s in schemas.values() if s.get("missing") == "impute")
 
 
-def agreed_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def agreed_data(schemas: dict[str, dict[str, Any]], task: str = "tabular") -> dict[str, Any]:
     """The `[data]` of a study over these sites (schemas by source file): the label, its classes, the features and
     each categorical column's categories (the union over sites). Sites that disagree on the label, a column's
     presence or its type are refused, naming the site, the file and the column."""
-    features = agreed_features(schemas, "tabular", ("label",))
+    features = agreed_features(schemas, task, ("label",))
     label = next(iter(schemas.values()))["label"]
     classes = _union(schemas, label)
     if len(classes) < 2:

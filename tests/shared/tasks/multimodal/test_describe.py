@@ -8,7 +8,7 @@ import pytest
 
 from shared.errors import ConfigError
 from shared.tasks import get_task
-from shared.tasks.multimodal.describe import describe_modalities
+from shared.tasks.multimodal.describe import agreed_multimodal_data, describe_modalities
 from tests.shared.tasks.multimodal.patients import OMICS, write_matrix, write_matrix_site, write_site
 
 ROLES = {"image-column": "image", "note-column": "note", "omics": OMICS}
@@ -89,6 +89,29 @@ def test_the_schema_names_role_columns_by_type_only_and_infer_data_keeps_ids_out
         "note": {"type": "note"},
         "pid": {"type": "id"},
     }
-    assert schema["omics-file"] == {"id-column": "pid", "columns": OMICS}
+    assert schema["omics-file"] == {"file": "omics.csv", "id-column": "pid", "columns": OMICS}
     inferred = get_task("multimodal").infer_data(path, "north", hints)
     assert inferred["features"] == ["age", "crp"] and inferred["omics"] == OMICS
+
+
+def site_schema(folder, name: str, drop: list[str], rename: dict[str, str] | None = None, **hints):
+    """A site's schema, its table holding every modality but the columns in `drop` (and some renamed)."""
+    folder.mkdir()
+    path, table = write_site(folder)
+    table.drop(columns=drop).rename(columns=rename or {}).to_csv(path, index=False)
+    given = {"label": "y", "image-column": "image", "note-column": "note", "omics": OMICS, **hints}
+    return get_task("multimodal").schema(path, name, given, 5)
+
+
+def test_sites_holding_different_modalities_agree_on_a_study_and_disagreeing_ones_are_named(tmp_path):
+    north = site_schema(tmp_path / "north", "north", ["note", *OMICS])  # images and the record
+    south = site_schema(tmp_path / "south", "south", ["image"])  # notes, omics and the record
+    data = agreed_multimodal_data({"north.json": north, "south.json": south})
+    assert data["features"] == ["age", "crp"] and data["classes"] == ["no", "yes"]
+    assert (data["image-column"], data["note-column"], data["omics"]) == ("image", "note", OMICS)
+    scan = site_schema(tmp_path / "east", "east", ["note", *OMICS], {"image": "scan"}, **{"image-column": "scan"})
+    with pytest.raises(ConfigError, match="'data.image-column' differs between sites: 'image' at site.*'scan' at"):
+        agreed_multimodal_data({"north.json": north, "east.json": scan})
+    fewer = site_schema(tmp_path / "west", "west", ["g3"], omics=OMICS[:2])
+    with pytest.raises(ConfigError, match="'data.omics' differ between the sites that hold omics \\(south, west\\)"):
+        agreed_multimodal_data({"south.json": south, "west.json": fewer})
