@@ -5,8 +5,8 @@ The site computes it once, on the final evaluation, from its held-out split. Onl
 the site: score bins on a grid fixed here (never by the study), merged until each holds at least `report.min-cell`
 patients; class counts with small cells (and the cell that would give them away) suppressed; a survival split's
 Kaplan–Meier values at CURVE_POINTS times, each suppressed where few patients remain at risk, and the model's mean
-predicted survival there. The server reads a
-site's record back through `read_assessment`, which bounds every list and value.
+predicted survival there. The server reads a site's record back through `read_assessment`, which bounds every list
+and value.
 """
 
 from __future__ import annotations
