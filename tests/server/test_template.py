@@ -120,3 +120,22 @@ def test_multimodal_sites_holding_different_modalities_get_one_study_each_of_the
     assert (
         refused.exit_code == 2 and "a schema file is malformed" in refused.output and "Traceback" not in refused.output
     )
+
+
+def test_a_static_split_column_is_the_studys_split_not_a_feature_and_sites_must_agree_on_it(tmp_path):
+    def with_fold(frame):
+        return frame.assign(fold=["test" if i % 4 == 0 else "train" for i in range(len(frame))])
+
+    split = 'split-column = "fold"\n'
+    schemas = [site_schema(tmp_path, n, with_fold(table(rare="M")), split) for n in ("north", "south")]
+    assert "fold" not in json.loads(open(schemas[0]).read())["columns"]
+    out = tmp_path / "study.toml"
+    result = CliRunner().invoke(server_cli, ["study-template", *schemas, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    study = load_study(out)
+    assert study.data["split-column"] == "fold" and "fold" not in study.data["features"]
+    assert preflight(load_site_file(tmp_path / "north" / "site.toml"), study)["rows-used"] > 0
+    east = site_schema(tmp_path, "east", table(rare="M"))
+    refused = CliRunner().invoke(server_cli, ["study-template", schemas[0], east])
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "'split-column' differs between sites ('east' none, 'north' fold)" in said

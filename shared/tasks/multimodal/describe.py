@@ -14,7 +14,7 @@ from shared.errors import ConfigError, DataError
 from shared.tasks.multimodal.data import image_problems, named_images
 from shared.tasks.multimodal.omics import OmicsSource
 from shared.tasks.tabular.data import first_row
-from shared.tasks.tabular.schema import agreed_data, check_min_cell, table_schema
+from shared.tasks.tabular.schema import agreed_data, check_min_cell, site_choices, table_schema, without_split
 from shared.tasks.tabular.table import read_with_options
 
 ROLES = {"image-column": "image", "note-column": "note", "id-column": "id"}  # a schema's type for these columns
@@ -70,14 +70,14 @@ def multimodal_schema(path: Path, site: str, hints: dict[str, Any], min_cell: in
     value of theirs, not even a frequent one); a matrix file's omics columns under `omics-file`."""
     if "label" not in hints:
         raise ConfigError("data.label", "must name the label column of a table")
-    frame = read_with_options(path, site, hints).frame
+    frame = without_split(read_with_options(path, site, hints).frame, hints)
     roles = {hints[key]: role for key, role in ROLES.items() if hints.get(key)}
     if not hints.get("omics-file"):
         roles.update({c: "omics" for c in hints.get("omics") or []})
     held = {c: role for c, role in roles.items() if c in frame.columns}
     categorical = list(hints.get("categorical") or [])
     schema = table_schema(frame.drop(columns=list(held)), site, hints["label"], categorical, min_cell)
-    schema["task"] = "multimodal"
+    schema |= {"task": "multimodal", **site_choices(hints)}
     schema["columns"].update({c: {"type": role} for c, role in held.items()})
     if hints.get("omics-file"):
         schema["omics-file"] = {

@@ -26,6 +26,7 @@ from shared.tasks.survival.model import build_survival_model
 from shared.tasks.survival.schema import agreed_survival_data, survival_schema
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
 from shared.tasks.tabular.data import encode_new_rows
+from shared.tasks.tabular.schema import site_choices, without_split
 from shared.tasks.tabular.spec import split_columns
 from shared.tasks.tabular.table import read_with_options
 
@@ -64,11 +65,9 @@ class SurvivalTask(Task):
         """The table's feature columns, types and category labels seen often enough, and its time and event
         columns by name."""
         time, event = _outcome_columns(hints)
-        table = read_with_options(path, site, hints).frame
-        schema = survival_schema(table, site, time, event, list(hints.get("categorical") or []), min_cell)
-        if hints.get("missing"):  # the site's own choice for rows missing a value: the study should agree with it
-            schema["missing"] = hints["missing"]
-        return schema
+        table = without_split(read_with_options(path, site, hints).frame, hints)
+        categorical = list(hints.get("categorical") or [])
+        return survival_schema(table, site, time, event, categorical, min_cell) | site_choices(hints)
 
     def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
         """The time and event columns, features and categories the sites agree on; the horizons and cut points are

@@ -14,7 +14,7 @@ from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
-from shared.tasks.tabular.schema import agreed_data, table_schema
+from shared.tasks.tabular.schema import agreed_data, site_choices, table_schema, without_split
 from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec, split_columns
 from shared.tasks.tabular.table import read_with_options
 
@@ -45,12 +45,9 @@ class TabularTask(Task):
         """The table's columns and types, and the label's and categorical columns' labels seen often enough."""
         if "label" not in hints:
             raise ConfigError("data.label", "must name the label column of a table")
-        table = read_with_options(path, site, hints).frame
+        table = without_split(read_with_options(path, site, hints).frame, hints)
         categorical = hints.get("categorical")
-        schema = table_schema(table, site, hints["label"], list(categorical or []), min_cell)
-        if hints.get("missing"):  # the site's own choice for rows missing a value: the study should agree with it
-            schema["missing"] = hints["missing"]
-        return schema
+        return table_schema(table, site, hints["label"], list(categorical or []), min_cell) | site_choices(hints)
 
     def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
         """The label, classes, features and categories the sites agree on."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from shared.config import MIN_CELL
 from shared.errors import ConfigError
-from shared.tasks.tabular.spec import canonical
+from shared.tasks.tabular.spec import canonical, split_columns
 
 FORMAT = "medfed-schema"
 VERSION = 1
@@ -47,6 +47,17 @@ def column_schema(table: pd.DataFrame, categorical: list[str], min_cell: int) ->
             "rare-left-out": bool((seen < min_cell).any()),  # whether, never which or how many
         }
     return columns
+
+
+def site_choices(hints: dict[str, Any]) -> dict[str, Any]:
+    """What a schema carries of the site's own data settings, which a study must agree with: how it treats a missing
+    value (`missing`) and the column holding a published benchmark's static split (`split-column`)."""
+    return {key: hints[key] for key in ("missing", "split-column") if hints.get(key)}
+
+
+def without_split(table: pd.DataFrame, hints: dict[str, Any]) -> pd.DataFrame:
+    """The table without the site's split column: it says which rows train, it is no feature."""
+    return table.drop(columns=split_columns(hints), errors="ignore")
 
 
 def check_min_cell(min_cell: int) -> None:
@@ -91,7 +102,8 @@ def agreed_features(schemas: dict[str, dict[str, Any]], task: str, outcome: tupl
     """The features and categories of a `task` study over these sites: every schema must be that task's and name the
     same `outcome` columns (its keys: "label", or "time" and "event"), and the sites must agree on each column's
     presence and type; a categorical column's categories are the union over sites, and one with none is left out.
-    The study imputes missing values when any site's site.toml does."""
+    The study imputes missing values when any site's site.toml does, and uses the sites' split column if they name
+    one (all the same)."""
     if not schemas:
         raise ConfigError("schema", "give at least one site's schema file")
     for source, schema in schemas.items():
@@ -114,10 +126,16 @@ def agreed_features(schemas: dict[str, dict[str, Any]], task: str, outcome: tupl
                     f"'{first['site']}' ({where})"
                 )
                 raise ConfigError(f"columns.{column}", problem, source)
+    splits = {s["site"]: s.get("split-column", "") for s in schemas.values()}
+    if len(set(splits.values())) > 1:
+        named = ", ".join(f"'{site}' {column or 'none'}" for site, column in sorted(splits.items()))
+        raise ConfigError("split-column", f"differs between sites ({named}): a study splits every site alike")
+    split = next(iter(splits.values()))
     features = [c for c in first["columns"] if c != first.get("label")]
     categorical = {c: _union(schemas, c) for c in features if first["columns"][c]["type"] == "categorical"}
     return {
         **({"missing": "impute"} if imputing_sites(schemas) else {}),
+        **({"split-column": split} if split else {}),
         "features": [c for c in features if c not in categorical or categorical[c]],
         "categorical": {c: cats for c, cats in categorical.items() if cats},
     }
