@@ -145,7 +145,7 @@ def agreed_multimodal_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]
     a table's (every site the same columns), and the image, note and omics columns of the sites that hold them (a
     site may lack a modality, but the sites holding one must name it alike); refused naming the sites otherwise."""
     record = {
-        source: {**s, "columns": {c: v for c, v in s.get("columns", {}).items() if v.get("type") in KINDS}}
+        source: {**s, "columns": {c: v for c, v in s["columns"].items() if v["type"] in KINDS}}
         for source, s in schemas.items()
     }
     data = agreed_data(record, "multimodal")
@@ -178,7 +178,7 @@ def agreed_multimodal_data(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]
 
 
 def _held_by(schema: dict[str, Any], role: str) -> list[str]:
-    return [c for c, v in schema.get("columns", {}).items() if v.get("type") == role]
+    return [c for c, v in schema["columns"].items() if v["type"] == role]
 
 
 def _held(schemas: dict[str, dict[str, Any]], role: str) -> dict[str, list[str]]:

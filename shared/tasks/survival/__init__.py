@@ -17,7 +17,13 @@ from shared.config import StudyConfig
 from shared.errors import ConfigError
 from shared.tasks.base import NewInputs, SiteData, Task
 from shared.tasks.survival import demo
-from shared.tasks.survival.curves import Predictions, breslow_baseline, cox_predictions, discrete_predictions
+from shared.tasks.survival.curves import (
+    Predictions,
+    breslow_baseline,
+    cox_predictions,
+    cox_survival,
+    discrete_predictions,
+)
 from shared.tasks.survival.cuts import HISTOGRAM, event_histogram, histogram_problem, quantile_cuts
 from shared.tasks.survival.data import load_survival_site
 from shared.tasks.survival.loss import CoxPartialLikelihood, LogisticHazardLikelihood
@@ -120,7 +126,7 @@ class SurvivalTask(Task):
             if baseline is None:
                 return {"risk": outputs[:, 0]}
             s0 = np.array([np.nan if baseline.get(f"{t:g}") is None else baseline[f"{t:g}"] for t in spec.horizons])
-            predicted = Predictions(outputs[:, 0], s0[None, :] ** np.exp(outputs[:, :1]), np.asarray(spec.horizons))
+            predicted = cox_survival(s0, outputs[:, 0], np.asarray(spec.horizons, float))
         else:
             predicted = discrete_predictions(outputs, spec.cut_points, np.asarray(spec.horizons, float))
         return {

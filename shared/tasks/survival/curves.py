@@ -26,8 +26,12 @@ def cox_predictions(
     train split (Breslow's estimator), as a Cox model stratified by site has."""
     s0 = breslow_baseline(eta_train, outcome_train)
     # Beyond the site's last training time the baseline is unknown; it is held at its last value.
-    baseline = s0(np.clip(np.asarray(times, float), 0.0, s0.domain[1]))
-    return Predictions(eta_test, baseline[None, :] ** np.exp(eta_test)[:, None], times)
+    return cox_survival(s0(np.clip(np.asarray(times, float), 0.0, s0.domain[1])), eta_test, times)
+
+
+def cox_survival(baseline: np.ndarray, eta: np.ndarray, times: np.ndarray) -> Predictions:
+    """Cox survival S0(t)^exp(eta) at `times`, from the baseline survival there (NaN stays NaN)."""
+    return Predictions(eta, baseline[None, :] ** np.exp(eta)[:, None], times)
 
 
 def breslow_baseline(eta_train: np.ndarray, outcome_train: np.ndarray) -> Any:
