@@ -9,11 +9,13 @@ import tomli_w
 from shared.config import KNOWN_TASKS, StudyConfig
 from shared.errors import ConfigError
 from shared.tasks import get_task
+from shared.tasks.schedule import default_schedule
 from shared.tasks.tabular.schema import imputing_sites, rare_left_out
 
 
 def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
-    """The study (name, task, agreed [data]) as TOML, checked to load as a valid study; schemas by source file."""
+    """The study (name, task, agreed [data], the task's default schedule) as TOML, checked to load as a valid study;
+    schemas by source file."""
     if not schemas:
         raise ConfigError("schema", "give at least one site's schema file")
     for source, schema in schemas.items():
@@ -27,10 +29,21 @@ def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
         data, advice = task.study_template(schemas)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a schema file comes from a site: untrusted
         raise ConfigError("schema", f"a schema file is malformed ({type(exc).__name__}: {exc})") from exc
-    study = {"name": name, "task": task.name, "data": data}
+    schedule = default_schedule(task.name, None)  # a schema holds no row count
+    study = {
+        "name": name,
+        "task": task.name,
+        "data": data,
+        "federation": {"strategy": "fedavg", "rounds": schedule.rounds},
+        "train": {"local-epochs": schedule.local_epochs, "lr": schedule.lr, "batch-size": schedule.batch_size},
+    }
     task.check_study(StudyConfig.from_dict(study))
     sites = ", ".join(sorted(s["site"] for s in schemas.values()))
-    header = f"# Study template from the schemas of sites {sites} (medfed-server study-template).\n" + advice
+    header = (
+        f"# Study template from the schemas of sites {sites} (medfed-server study-template).\n{advice}"
+        f"# [federation] and [train]: FedAvg with the {task.name} task's default schedule, the one medfed-sim gives\n"
+        '# a table nobody has tuned (README, "Defaults").\n'
+    )
     if imputing := imputing_sites(schemas):
         header += (
             f'# missing = "impute": site(s) {", ".join(imputing)} impute a missing feature value from their own train '

@@ -11,6 +11,7 @@ from client.site import preflight
 from client.sitefile import load_site_file
 from server.cli import cli as server_cli
 from shared.config import load_study
+from shared.tasks.schedule import default_schedule
 from tests.shared.tasks.multimodal.patients import OMICS, write_site
 from tests.shared.tasks.survival.tables import survival_table
 from tests.shared.tasks.tabular.test_schema import table
@@ -41,6 +42,13 @@ def test_sites_schemas_round_trip_into_a_study_their_data_fits(tmp_path):
     study = load_study(out)
     assert study.data["features"] == ["age", "sex", "stage"] and study.data["categorical"] == {"sex": ["F", "M"]}
     assert "missing" not in study.data  # no site asked for anything but the default
+    schedule = default_schedule("tabular", None)
+    assert (study.federation.strategy, study.federation.rounds) == ("fedavg", schedule.rounds)
+    assert (study.train.local_epochs, study.train.lr, study.train.batch_size) == (
+        schedule.local_epochs,
+        schedule.lr,
+        schedule.batch_size,
+    )
     for name in ("north", "south"):
         report = preflight(load_site_file(tmp_path / name / "site.toml"), study)
         assert report["rows-used"] > 0
@@ -89,6 +97,7 @@ def test_survival_sites_schemas_make_a_study_their_data_fits_once_horizons_are_a
     assert "# Add horizons" in out.read_text()
     study = load_study(out)
     assert study.task == "survival" and study.data["time"] == "days" and study.data["features"] == ["age", "stage"]
+    assert study.train.lr == default_schedule("survival", None).lr != default_schedule("tabular", None).lr
     for name in ("north", "south"):
         assert preflight(load_site_file(tmp_path / name / "site.toml"), study)["events"] > 0
     mixed = CliRunner().invoke(server_cli, ["study-template", schemas[0], site_schema(tmp_path, "east", table())])

@@ -86,8 +86,8 @@ class MultimodalTask(Task):
         """The record's label, classes, features and categories, and the modalities' columns the sites agree on."""
         advice = (
             "# Review the classes (class 1 is the positive class) and each modality's settings (image-size,\n"
-            "# max-length, tokenizer, required, min-patients), then add [federation], [train], [privacy] and\n"
-            "# [model] as the README's multimodal section shows.\n"
+            "# max-length, tokenizer, required, min-patients), then add [privacy] and [model] as the\n"
+            "# README's multimodal section shows.\n"
         )
         return agreed_multimodal_data(schemas), advice
 

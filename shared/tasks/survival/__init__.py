@@ -81,7 +81,7 @@ class SurvivalTask(Task):
         advice = (
             "# Add horizons = [...] in the time column's units (where Brier, time-dependent AUC and Kaplan-Meier\n"
             '# are read) and, for model.name = "discrete", cut-points or cut-grid-max (the federated cut-point\n'
-            "# step); then [federation], [train], [privacy] and [model] as the README's study config shows.\n"
+            "# step); then [privacy] and [model] as the README's study config shows.\n"
         )
         return agreed_survival_data(schemas), advice
 

@@ -52,8 +52,8 @@ class TabularTask(Task):
     def study_template(self, schemas: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
         """The label, classes, features and categories the sites agree on."""
         advice = (
-            "# Review the classes (class 1 is the positive class), then add [federation], [train], [privacy] and\n"
-            "# [model] as the README's study config shows.\n"
+            "# Review the classes (class 1 is the positive class), then add [privacy] and [model] as the\n"
+            "# README's study config shows.\n"
         )
         return agreed_data(schemas), advice
 
