@@ -44,8 +44,8 @@ def run(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Your table, notes (CSV/JSONL) or MedMNIST-style .npz, split into sites; or a folder of sites "
-            "(override simulation.data)"
+            help="Your table, notes (CSV/JSONL) or MedMNIST-style .npz, split into sites; or a folder of one file "
+            "(or image sub-folder) per site (override simulation.data)"
         ),
     ] = None,
     label: Annotated[str | None, typer.Option(help="Label column of --data")] = None,

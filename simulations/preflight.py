@@ -33,6 +33,7 @@ from shared.tasks.tabular.spec import (
 )
 from shared.tasks.tabular.table import Table, column_hint, read_with_options
 from shared.tasks.text import study_tokenizer
+from shared.tasks.text.data import FORMATS as NOTE_FORMATS
 from shared.tasks.text.data import read_notes, text_options, text_site_data
 from shared.tasks.text.spec import data_spec as text_spec
 from simulations.report import LISTED_SITES
@@ -41,11 +42,13 @@ from simulations.scenario import (
     image_files,
     image_set_size,
     image_site_entries,
-    site_groups,
     split_image_set,
     write_multimodal_sites,
     write_sites,
 )
+from simulations.source import TABLE_FILES, Source, read_source
+
+NOTE_FILES = tuple(NOTE_FORMATS)
 
 REPORTED = (
     "rows-read",
@@ -96,6 +99,8 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
     if not path.exists():
         raise DataError(None, "not found", file=str(path))
     given = study.data if from_file else {}  # without a study file, describe the user's data, not the demo's
+    if "features" in given:  # the study's features and categories win: infer none (a stray cell would refuse them)
+        categorical = []
     name = study.name if from_file else path.stem
     if study.task in IMAGE_TARGETS:
         options = get_task(study.task).infer_data(path, "simulation", given)
@@ -111,15 +116,19 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
     if study.task == "text":
         columns = {"label-column": hints.get("label"), "text-column": hints.get("text-column")}
         named = {**given, **{key: column for key, column in columns.items() if column}}
-        notes = read_notes(path, "simulation")
-        options = text_options(notes, "simulation", str(path), named, exclude=(source.site_column,))
+        notes = read_source(path, lambda file: Table(read_notes(file, "simulation")), source.site_column, NOTE_FILES)
+        options = text_options(notes.table.frame, "simulation", str(path), named, exclude=(source.site_column,))
         study = dataclasses.replace(study, data=options, name=name)
-        groups = _groups(notes, str(path), options["label-column"], study)
+        groups = notes.groups(options["label-column"], study)
         spec, tokenizer = text_spec(study), study_tokenizer(study)
         for site, rows in groups:  # every site's notes checked as its run will read them, named by the user's file
-            text_site_data(rows, site, str(path), spec, tokenizer, study.seed)
+            text_site_data(rows, site, notes.file(site), spec, tokenizer, study.seed)
         return Plan(
-            study, len(groups), lambda folder: write_sites(groups, folder / "sites"), rows_per_site=_mean_rows(groups)
+            study,
+            len(groups),
+            lambda folder: write_sites(groups, folder / "sites"),
+            notes.lines,
+            rows_per_site=_mean_rows(groups),
         )
     if study.task == "survival":
         return _survival_plan(study, path, {**given, **hints}, categorical, name)
@@ -159,15 +168,18 @@ def _survival_plan(
 ) -> Plan:
     if not given.get("time") or not given.get("event"):
         raise ConfigError("data.time", "is not set: --data needs --time and --event (or data.time and data.event)")
-    table = read_with_options(path, None, given)
+    source = _read_table(path, given, study)
+    table = source.table
     by_site = [study.simulation.site_column] if study.simulation.site_column else []
     ids, left_out = _identifiers(table.frame, [given["time"], given["event"], *by_site], categorical, path)
     inferred = infer_survival_options(table.frame, given["time"], given["event"], categorical, [*by_site, *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
-    groups = _groups(table.frame, str(path), given["event"], study)  # a partition is stratified on the event
+    groups = source.groups(given["event"], study)  # a partition is stratified on the event
     spec = survival_spec(study)
-    reports = {site: survival_site_data(rows, site, str(path), spec, study.seed).report for site, rows in groups}
-    lines = [f"{path.name}: {note}" for note in table.notes] + left_out + _site_notes(reports)
+    reports = {
+        site: survival_site_data(rows, site, source.file(site), spec, study.seed).report for site, rows in groups
+    }
+    lines = source.lines + left_out + _site_notes(reports)
     return Plan(
         study,
         len(groups),
@@ -184,20 +196,27 @@ def _multimodal_plan(
 ) -> Plan:
     """Each site's rows, and a copy of the images they name (and of the omics file), under its own folder (what that
     hospital would hold)."""
-    label, table = _labelled_table(path, given)
+    if path.is_dir():
+        raise DataError(
+            None,
+            "is a folder: a multimodal study reads one table (its image paths relative to the table's folder), with "
+            "--site-column naming each row's hospital",
+            file=str(path),
+        )
+    label, source = _labelled_table(path, given, study)
+    table = source.table
     site_column = study.simulation.site_column
     exclude = [site_column] if site_column else None
     study = dataclasses.replace(
         study, data=infer_multimodal_options(table.frame, given, categorical, exclude), name=name
     )
     spec = multimodal_spec(study)
-    groups = _groups(table.frame, str(path), label, study)
+    groups = source.groups(label, study)
     images = {site: image_files(rows, spec.image_column, path) for site, rows in groups} if spec.image_column else {}
     if spec.omics_file:
         OmicsSource.of(spec).matrix(path, None)  # inside the table's folder, with its id column
         images = {site: [*images.get(site, []), spec.omics_file] for site, _ in groups}
-    lines = [f"{path.name}: {note}" for note in table.notes]
-    lines.append(f"modalities: {', '.join(spec.modalities)}")
+    lines = [*source.lines, f"modalities: {', '.join(spec.modalities)}"]
     return Plan(
         study,
         len(groups),
@@ -228,21 +247,29 @@ def _identifiers(
     return ids, [f"{path.name}: column '{c}' left out of the features: {why}" for c in ids]
 
 
-def _labelled_table(path: Path, given: dict[str, Any]) -> tuple[str, Table]:
-    """The label column's name and the user's table, which must hold it."""
+def _read_table(path: Path, given: dict[str, Any], study: StudyConfig) -> Source:
+    """The user's table, or folder of one table per site, read with the study's table options."""
+    site_column = study.simulation.site_column
+    return read_source(path, lambda file: read_with_options(file, None, given), site_column, TABLE_FILES)
+
+
+def _labelled_table(path: Path, given: dict[str, Any], study: StudyConfig) -> tuple[str, Source]:
+    """The label column's name and the user's table (or folder of tables), which must hold it."""
     label = given.get("label")
     if not label:
         raise ConfigError("data.label", "is not set: --data needs --label COLUMN (or data.label in the study file)")
-    table = read_with_options(path, None, given)
-    if label not in table.frame.columns:
-        raise DataError(None, f"column not found (--label; {column_hint(table.frame)})", file=str(path), column=label)
-    return label, table
+    source = _read_table(path, given, study)
+    frame = source.table.frame
+    if label not in frame.columns:
+        raise DataError(None, f"column not found (--label; {column_hint(frame)})", file=str(path), column=label)
+    return label, source
 
 
 def _table_plan(
     study: StudyConfig, path: Path, given: dict[str, Any], categorical: list[str] | None, name: str
 ) -> Plan:
-    label, table = _labelled_table(path, given)
+    label, source = _labelled_table(path, given, study)
+    table = source.table
     frame, site_column = table.frame, study.simulation.site_column
     counts = label_counts(frame[label])
     rare = rare_label_values(counts) if "classes" not in given else []
@@ -253,9 +280,9 @@ def _table_plan(
     inferred = infer_data_options(frame, label, categorical, exclude=[*by_site, *ids])
     study = dataclasses.replace(study, data={**inferred, **given}, name=name)
     spec = data_spec(study)
-    groups = _groups(frame, str(path), label, study)
-    reports = {site: tabular_site_data(rows, site, str(path), spec, study.seed).report for site, rows in groups}
-    lines = [f"{path.name}: {note}" for note in table.notes] + left_out
+    groups = source.groups(label, study)
+    reports = {site: tabular_site_data(rows, site, source.file(site), spec, study.seed).report for site, rows in groups}
+    lines = source.lines + left_out
     shown = ", ".join(f"{c} ({counts.get(c, 0)} rows)" for c in spec.class_names)
     positive = f"; positive class: {spec.class_names[1]}" if len(spec.class_names) == 2 else ""
     lines.append(f"label '{label}': {len(spec.class_names)} classes: {shown}{positive}")
@@ -273,11 +300,6 @@ def _table_plan(
 
 def _mean_rows(groups: list[tuple[str, pd.DataFrame]]) -> float:
     return sum(len(rows) for _, rows in groups) / max(1, len(groups))
-
-
-def _groups(frame: pd.DataFrame, source: str, label: str, study: StudyConfig) -> list[tuple[str, pd.DataFrame]]:
-    sim = study.simulation
-    return site_groups(frame, source, label, sim.site_column, sim.partition, sim.sites, sim.alpha, study.seed)
 
 
 def _rare_problem(rare: list[str], counts: dict[str, int]) -> str:

@@ -9,9 +9,11 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from shared.config import StudyConfig, parse_section, raise_first
-from shared.errors import ConfigError
+from shared.errors import ConfigError, DataError, MedfedError
 from shared.tasks.size import SiteSize
 from shared.tasks.tabular.table import DECIMALS, DELIMITERS
+
+STRAY_SHARE = 10  # a column whose non-numeric cells are at most 1 in this many is numbers with stray cells
 
 MISSING_POLICIES = ("drop", "impute")
 LABEL_TYPES = ("binary", "categorical")
@@ -206,13 +208,28 @@ def infer_feature_options(
     for column in categorical:
         values = sorted({canonical(v) for v in table[column].dropna()})
         if len(values) > max_categories:
-            raise ConfigError(
-                f"data.categorical.{column}",
-                f"has {len(values)} distinct values; list it as a "
-                "feature with an explicit category list, or leave it out",
-            )
+            raise _too_many_values(table[column], column, len(values))
         categories[column] = values
     return {"features": features, "categorical": categories}
+
+
+def _too_many_values(cells: pd.Series, column: str, n_values: int) -> MedfedError:
+    """Why a column has too many labels to be categorical: numbers with a few stray cells (a typo, a code for
+    missing), named; or free text, which the study must list or leave out."""
+    present = cells.dropna()
+    stray = present[pd.to_numeric(present, errors="coerce").isna()]
+    if len(stray) * STRAY_SHARE <= len(present):
+        shown = ", ".join(repr(str(v)) for v in stray.unique()[:3])
+        return DataError(
+            None,
+            f"holds numbers but for {len(stray)} cell(s) that are not ({shown}): correct them, or make them mean "
+            "missing (--na-values; a site's na-values)",
+            column=column,
+        )
+    return ConfigError(
+        f"data.categorical.{column}",
+        f"has {n_values} distinct values; list it as a feature with an explicit category list, or leave it out",
+    )
 
 
 def identifier_columns(table: pd.DataFrame, exclude: list[str], max_categories: int = 20) -> list[str]:
