@@ -22,6 +22,7 @@ CUTS = 10  # intervals of the discrete-time model inferred from a table's event-
 MAX_CUT_POINTS = 200  # the discrete-time model's intervals
 MAX_CUT_GRID_BINS = 1000  # the federated cut-point step's histogram: a site sends one count per bin
 MAX_HORIZONS = 50
+INCREASING = "must be finite, positive and strictly increasing"  # cut points and horizons
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
 
 
@@ -51,8 +52,8 @@ class SurvivalSpec(FeatureSpec):
                 (not self.event, "data.event", "must name the event column (1 = event observed, 0 = censored)"),
                 (self.time == self.event, "data.event", "must be another column than data.time"),
                 *self.feature_problems([self.time, self.event]),
-                (not _increasing(self.cut_points), "data.cut-points", "must be positive and strictly increasing"),
-                (not _increasing(self.horizons), "data.horizons", "must be positive and strictly increasing"),
+                (not _increasing(self.cut_points), "data.cut-points", INCREASING),
+                (not _increasing(self.horizons), "data.horizons", INCREASING),
                 # A study comes from the server: its lists size the model and the sites' metric work.
                 (len(self.cut_points) > MAX_CUT_POINTS, "data.cut-points", f"must be at most {MAX_CUT_POINTS}"),
                 (len(self.horizons) > MAX_HORIZONS, "data.horizons", f"must be at most {MAX_HORIZONS}"),
@@ -175,6 +176,6 @@ def rounded_times(values: np.ndarray) -> list[float]:
 
 
 def _increasing(values: list[float]) -> bool:
-    return all(isinstance(v, int | float) and v > 0 for v in values) and all(
+    return all(isinstance(v, int | float) and 0 < v < math.inf for v in values) and all(
         a < b for a, b in zip(values, values[1:], strict=False)
     )

@@ -93,6 +93,8 @@ def test_missing_time_column_is_named(tmp_path):
         ({"features": ["age", "days"]}, "data.features"),
         ({"cut-points": [5.0, 2.0]}, "data.cut-points"),
         ({"horizons": [-1.0]}, "data.horizons"),
+        ({"horizons": [365.0, float("inf")]}, "data.horizons"),  # the survival curves' grid ends at the last
+        ({"cut-points": [100.0, float("inf")]}, "data.cut-points"),
         ({"cut-points": []}, "data.cut-points"),  # the discrete model needs them
         ({"cut-points": [float(t) for t in range(1, 10**6)]}, "data.cut-points"),  # a hostile study's model size
         ({"horizons": [float(t) for t in range(1, 1000)]}, "data.horizons"),
