@@ -103,8 +103,7 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
         categorical = []
     name = study.name if from_file else path.stem
     if study.task in IMAGE_TARGETS:
-        options = get_task(study.task).infer_data(path, "simulation", given)
-        study = dataclasses.replace(study, data=options, name=name)
+        study = dataclasses.replace(study, data=_image_options(study.task, path, given), name=name)
         n_sites = len(image_site_entries(path)) if path.is_dir() else source.sites
         images = image_set_size(path, IMAGE_TARGETS[study.task])
         return Plan(
@@ -135,6 +134,28 @@ def _plan(study: StudyConfig, from_file: bool, hints: dict[str, Any], categorica
     if study.task == "multimodal":
         return _multimodal_plan(study, path, {**given, **hints}, categorical, name)
     return _table_plan(study, path, {**given, **hints}, categorical, name)
+
+
+def _image_options(task: str, path: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """The classes, image size and channels an image set says it has (the study's own win): a file's, or for a folder
+    of sites every site's classes, and the largest size and channels of any, so that no site's images lose detail."""
+    infer = get_task(task).infer_data
+    if not path.is_dir():
+        return infer(path, "simulation", given)
+    entries = image_site_entries(path)
+    if not entries:
+        raise ConfigError("data", f"'{path}' holds no .npz file and no sub-folder (one per site)", "simulation")
+    found = [infer(entry, entry.stem, {}) for entry in entries]
+    if IMAGE_TARGETS[task] == "mask":  # a mask's classes name its values: the site with the most has them all
+        classes = max((f["classes"] for f in found), key=len)
+    else:
+        classes = sorted({c for f in found for c in f["classes"]}, key=lambda c: (isinstance(c, str), c))
+    sizes = {
+        key: max(f[key] for f in found if key in f)
+        for key in ("image-size", "channels")
+        if any(key in f for f in found)
+    }
+    return {"classes": classes, **sizes, **given}
 
 
 def _usable_image_sites(study: StudyConfig, path: Path, folder: Path) -> list[SiteConfig]:

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from shared.config import SimulationConfig
 from shared.errors import DataError
@@ -115,3 +116,29 @@ def test_a_users_image_set_gets_its_tasks_default_schedule_for_its_size(tmp_path
     assert (default_schedule("imaging", 1700).rounds, default_schedule("imaging", None).rounds) == (10, 20)
     from_file = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(path))), True, {}, None)
     assert from_file.study.federation.rounds == study.federation.rounds  # a study file's schedule is kept
+
+
+def test_a_folder_of_image_sites_npz_or_sub_folders_is_read_site_by_site(tmp_path):
+    """A folder already split (README): it was read as one site's image folder and refused for lacking labels.csv."""
+    npz, folders = tmp_path / "npz", tmp_path / "folders"
+    npz.mkdir()
+    for site, labels, size in (("north", [0, 1], 8), ("south", [1, 2], 12)):
+        rgb = np.zeros((40, size, size, 3) if site == "south" else (40, size, size), np.uint8)
+        np.savez(npz / f"{site}.npz", train_images=rgb, train_labels=np.resize(labels, (40, 1)))
+        site_folder = folders / site
+        site_folder.mkdir(parents=True)
+        names = [f"{i}.png" for i in range(12)]
+        for i, file in enumerate(names):
+            Image.fromarray(np.full((8, 8), 20 * i, np.uint8)).save(site_folder / file)
+        classes = [f"class-{v}" for v in labels]
+        index = pd.DataFrame({"file": names, "label": np.resize(classes, 12)})
+        index.to_csv(site_folder / "labels.csv", index=False)
+    study = get_task("imaging").demo_study()
+    plan = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(npz))), False, {}, None)
+    assert plan.n_sites == 2 and plan.study.data["classes"] == [0, 1, 2]  # south holds the class north lacks
+    assert (plan.study.data["image-size"], plan.study.data["channels"]) == (12, 3)  # no site's images lose detail
+    assert [site.name for site in plan.write(tmp_path / "run")] == ["north", "south"]
+    plan = plan_study(dataclasses.replace(study, simulation=SimulationConfig(data=str(folders))), False, {}, None)
+    assert plan.n_sites == 2 and plan.study.data["classes"] == ["class-0", "class-1", "class-2"]
+    given = dataclasses.replace(study, simulation=SimulationConfig(data=str(folders)))
+    assert plan_study(given, True, {}, None).study.data == study.data  # a study file's own data wins
