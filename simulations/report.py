@@ -15,6 +15,7 @@ LISTED_SITES = 6  # past this many sites, round lines and the closing table summ
 TABLE_SITES = 20  # past this many sites the closing table shows the means only
 WIDEST_TABLE = 1000  # columns: the closing table's width when not printed to a terminal is its own, up to this
 PRIVACY_COLUMNS = {"epsilon": "ε spent\n(local DP)", "mia-auc": "membership\nattack AUC"}
+NO_EVALUATION = "no final evaluation came from there (the status above says why)"
 NOT_COMPUTED = {"roc-auc": "it needs every class in the site's held-out split, and some class is absent there"}
 ONE_CLASS_ADVICE = (
     "it predicts a single class on the site's held-out split, so its accuracy is that class's share: try more "
@@ -98,11 +99,17 @@ def print_comparison(
         )
     if len(caveats) > LISTED_SITES:
         console.print(f"... and {len(caveats) - LISTED_SITES} more sites (summary.json: unreliable)", highlight=False)
+    for method, m in summary.items():
+        silent = [s for s in sites if s not in m["per_site"]]
+        if silent or not m["per_site"]:
+            where = f"at {_named(silent)}" if silent else "at any site"
+            console.print(f"-: no {method} figures {where}: {NO_EVALUATION}", highlight=False)
     for metric in shown:
         blank = [
             s
             for s in sites
-            if s not in caveats and any(m["per_site"].get(s, {}).get(metric) is None for m in summary.values())
+            if s not in caveats
+            and any(s in m["per_site"] and m["per_site"][s].get(metric) is None for m in summary.values())
         ]
         if blank:
             why = NOT_COMPUTED.get(metric, "that site's held-out split cannot give it")

@@ -7,7 +7,14 @@ import io
 
 from rich.console import Console
 
-from simulations.report import NOT_COMPUTED, ONE_CLASS_ADVICE, comparison, print_comparison, single_class_sites
+from simulations.report import (
+    NO_EVALUATION,
+    NOT_COMPUTED,
+    ONE_CLASS_ADVICE,
+    comparison,
+    print_comparison,
+    single_class_sites,
+)
 
 
 def test_the_closing_table_keeps_its_headers_when_not_printed_to_a_terminal():
@@ -51,3 +58,17 @@ def test_a_figure_a_site_cannot_give_is_explained_under_the_table():
     console = Console(record=True, width=200)
     print_comparison(console, summary, {}, ("accuracy", "roc-auc"), {"hungarian": "held-out split of 6 rows"})
     assert "no roc-auc" not in console.export_text()  # an unreliable site's line says why already
+
+
+def test_a_model_that_never_evaluated_is_said_to_have_sent_nothing_not_blamed_on_the_sites_splits():
+    """A study its sites refused (an ε above their cap) once showed "that site's held-out split cannot give it"."""
+    baseline = {s: {"accuracy": 0.9, "roc-auc": 0.95, "num-examples": 30} for s in ("north", "south")}
+    summary = comparison({"federated": {}, "local": baseline})
+    console = Console(record=True, width=200)
+    print_comparison(console, summary, {}, ("accuracy", "roc-auc"))
+    text = " ".join(console.export_text().split())
+    assert f"-: no federated figures at 'north', 'south': {NO_EVALUATION}" in text
+    assert "cannot give it" not in text and NOT_COMPUTED["roc-auc"] not in text
+    console = Console(record=True, width=200)
+    print_comparison(console, comparison({"federated": {}}), {}, ("accuracy",))
+    assert f"-: no federated figures at any site: {NO_EVALUATION}" in " ".join(console.export_text().split())
