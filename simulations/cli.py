@@ -277,9 +277,10 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
         methods["local"] = local_baseline(study, sites, quiet)
         timing["baselines-s"] = time.perf_counter() - started
     spent = site_epsilons(history["metrics"])
+    evaluated = methods["federated"]  # none: no round's model reached a site, and the saved one is the untrained start
     privacy = {
         s.name: {
-            "mia-auc": audit_site(study, s, folder / "model.safetensors"),
+            **({"mia-auc": audit_site(study, s, folder / "model.safetensors")} if evaluated else {}),
             **({"epsilon": spent[s.name]} if s.name in spent else {}),
         }
         for s in sites

@@ -308,3 +308,14 @@ def test_secure_aggregation_with_two_sites_per_round_is_refused_by_name():
     result = CliRunner().invoke(cli, ["--secure-aggregation", "on", "--min-sites", "2"])
     assert result.exit_code == 2 and "federation.min-sites" in result.output
     assert 'secure-aggregation = "off"' in result.output and "Traceback" not in result.output
+
+
+def test_a_study_every_site_refuses_ends_with_no_federated_figures_and_no_audit_of_the_untrained_model(tmp_path):
+    out = tmp_path / "run"
+    args = ["--dp", "local", "--epsilon", "8", "--site-max-epsilon", "3", "--rounds", "1", "--no-baselines"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out)])
+    assert result.exit_code == 1 and "status: stopped: round 1: only 0 usable update(s)" in result.output
+    assert "no federated figures at any site: no final evaluation came from there" in " ".join(result.output.split())
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["federated"]["per_site"] == {}
+    assert all("mia-auc" not in p for p in summary["privacy"].values())  # the saved model never trained
