@@ -23,7 +23,7 @@ class Source:
     """Every row of the user's data, how each file was read, and for a folder each site's own file and rows."""
 
     path: Path
-    table: Table  # every row; a folder's files stacked (the rows renumbered: a site's own rows keep theirs)
+    table: Table  # every row; a folder's files stacked, indexed by (site, row in its file)
     lines: list[str]  # said before the run
     sites: dict[str, tuple[Path, pd.DataFrame]] = field(default_factory=dict)  # a folder's: site -> file, rows
 
@@ -77,7 +77,7 @@ def read_source(path: Path, read: Callable[[Path], Table], site_column: str, suf
     others = sorted(p.name for p in path.iterdir() if p.is_file() and p not in files and not p.name.startswith("."))
     if others:
         lines.insert(1, f"{path.name}: not read (not {', '.join(suffixes)}): {', '.join(others[:LISTED_SITES])}")
-    stacked = pd.concat([frame for _, frame in sites.values()], ignore_index=True)
+    stacked = pd.concat({site: frame for site, (_, frame) in sites.items()}, names=["site", "row"])
     return Source(path, Table(stacked), lines, sites)
 
 

@@ -215,15 +215,17 @@ def infer_feature_options(
 
 def _too_many_values(cells: pd.Series, column: str, n_values: int) -> MedfedError:
     """Why a column has too many labels to be categorical: numbers with a few stray cells (a typo, a code for
-    missing), named; or free text, which the study must list or leave out."""
+    missing), counted and the first located (never shown: a cell may hold anything); or free text, which the study
+    must list or leave out. A folder of sites' tables is indexed by (site, row)."""
     present = cells.dropna()
     stray = present[pd.to_numeric(present, errors="coerce").isna()]
     if len(stray) * STRAY_SHARE <= len(present):
-        shown = ", ".join(repr(str(v)) for v in stray.unique()[:3])
+        first = stray.index[0]
+        site, row = first if isinstance(first, tuple) else (None, first)
         return DataError(
-            None,
-            f"holds numbers but for {len(stray)} cell(s) that are not ({shown}): correct them, or make them mean "
-            "missing (--na-values; a site's na-values)",
+            site,
+            f"holds numbers but for {len(stray)} cell(s) that are not, first at data row {int(row) + 1}: correct "
+            "them, or make them mean missing (--na-values; a site's na-values)",
             column=column,
         )
     return ConfigError(

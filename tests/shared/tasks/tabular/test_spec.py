@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from shared.config import parse_section
-from shared.errors import ConfigError
-from shared.tasks.tabular.spec import TabularSpec, identifier_columns, label_counts, rare_label_values
+from shared.errors import ConfigError, DataError
+from shared.tasks.tabular.spec import (
+    TabularSpec,
+    identifier_columns,
+    infer_feature_options,
+    label_counts,
+    rare_label_values,
+)
 
 
 def test_label_counts_are_per_canonical_value_sorted_without_missing():
@@ -60,3 +66,15 @@ def test_identifier_columns_are_text_columns_unique_on_every_row_beyond_a_catego
     frame.loc[3, "mrn"] = None  # a missing id is still an id column
     assert identifier_columns(frame, ["site"]) == ["mrn"]
     assert identifier_columns(frame.head(20), ["site"]) == []  # 20 rows: few enough to be categories
+
+
+def test_a_numeric_column_with_a_stray_cell_is_located_not_taken_for_a_category_and_free_text_is_refused():
+    ages = [str(40 + i) for i in range(30)]
+    ages[2] = "sixty"
+    table = pd.DataFrame({"age": ages, "note": [f"seen on day {i}" for i in range(30)]})
+    with pytest.raises(DataError) as caught:
+        infer_feature_options(table, ["note"])
+    assert caught.value.column == "age" and caught.value.site is None and "sixty" not in str(caught.value)
+    assert caught.value.problem.startswith("holds numbers but for 1 cell(s) that are not, first at data row 3")
+    with pytest.raises(ConfigError, match="has 30 distinct values"):
+        infer_feature_options(table, ["age"])
