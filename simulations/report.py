@@ -28,10 +28,7 @@ def comparison(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any
     """Per method: per-site metrics, their plain mean over sites and the example-weighted mean."""
     out = {}
     for method, per_site in methods.items():
-        mean = {
-            k: sum(m[k] for m in per_site.values() if k in m) / max(1, sum(k in m for m in per_site.values()))
-            for k in {k for m in per_site.values() for k in m} - {"num-examples"}
-        }
+        mean = {k: _mean(per_site, k) for k in {k for m in per_site.values() for k in m} - {"num-examples"}}
         examples = {site: m.get("num-examples", 0.0) for site, m in per_site.items()}
         weighted = {**weighted_mean(per_site, examples), "num-examples": sum(examples.values())}
         out[method] = {"per_site": per_site, "mean": mean, "weighted": weighted}
@@ -86,9 +83,10 @@ def print_comparison(
             ],
             *[_fmt(privacy.get(site, {}).get(k)) for k in extra],
         )
+    reliable = {method: {s: f for s, f in m["per_site"].items() if s not in caveats} for method, m in summary.items()}
     table.add_row(
-        "mean over sites",
-        *[_fmt(m["mean"].get(k)) for m in summary.values() for k in shown],
+        "mean over reliable sites" if caveats else "mean over sites",
+        *[_fmt(_mean(reliable[method], k)) for method in summary for k in shown],
         *["" for _ in extra],
         style="bold",
     )
@@ -120,6 +118,12 @@ def print_comparison(
             f"{ONE_CLASS_ADVICE} (summary.json: single-class)",
             highlight=False,
         )
+
+
+def _mean(per_site: dict[str, dict[str, float]], metric: str) -> float | None:
+    """The plain mean of a metric over the sites that have it; None when none has."""
+    values = [m[metric] for m in per_site.values() if m.get(metric) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _named(sites: list[str]) -> str:

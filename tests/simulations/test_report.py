@@ -72,3 +72,13 @@ def test_a_model_that_never_evaluated_is_said_to_have_sent_nothing_not_blamed_on
     console = Console(record=True, width=200)
     print_comparison(console, comparison({"federated": {}}), {}, ("accuracy",))
     assert f"-: no federated figures at any site: {NO_EVALUATION}" in " ".join(console.export_text().split())
+
+
+def test_the_mean_row_leaves_out_the_sites_whose_figures_are_unreliable():
+    per_site = {"north": {"accuracy": 0.8, "num-examples": 40}, "tiny": {"accuracy": 0.2, "num-examples": 6}}
+    summary = comparison({"federated": per_site})
+    assert summary["federated"]["mean"]["accuracy"] == 0.5  # summary.json keeps the plain mean over every site
+    console = Console(record=True, width=200)
+    print_comparison(console, summary, {}, ("accuracy",), {"tiny": "held-out split of 6 rows"})
+    row = next(line for line in console.export_text().splitlines() if "mean over" in line)
+    assert "mean over reliable sites" in row and "0.800" in row
