@@ -160,10 +160,11 @@ def methods_compared(
         values = [
             np.nan if s in unreliable else summary[method]["per_site"].get(s, {}).get(metric, np.nan) for s in sites
         ]
-        bars = ax.bar(np.arange(len(sites)) + i * width, values, width, label=method)
-        for bar, site in zip(bars, sites, strict=True):
-            if site in one_class.get(method, ()):
-                bar.set_hatch("//")
+        at = np.arange(len(sites)) + i * width
+        ax.bar(at, values, width, label=method)
+        hatched = [k for k, s in enumerate(sites) if s in one_class.get(method, ()) and s not in unreliable]
+        if hatched:  # drawn over the bars, unlabelled, so that the legend's swatch stays plain
+            ax.bar(at[hatched], np.asarray(values)[hatched], width, fill=False, hatch="//")
     ax.set_xticks(np.arange(len(sites)) + width * (len(methods) - 1) / 2, sites)
     ax.set(title=f"{metric} on each site's held-out split", ylabel=metric)
     said = ["hatched: the model predicts one class there"] if one_class else []
