@@ -45,7 +45,7 @@ def read_table(path: Path, site: str | None, na_values: list[str], delimiter: st
         if path.suffix.lower() in PARQUET:
             table = Table(pd.read_parquet(path).replace({v: np.nan for v in na_values}))
         else:
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_utf8(path, site)
             delimiter = delimiter or sniff_delimiter(text[:SNIFF_BYTES])
             decimal = decimal or sniff_decimal(text[:SNIFF_BYTES], delimiter)
             _refuse_shifted_rows(text, delimiter, site, str(path))
@@ -65,6 +65,17 @@ def read_table(path: Path, site: str | None, na_values: list[str], delimiter: st
         raise DataError(site, f"cannot be read as a table ({type(exc).__name__})", file=str(path)) from exc
     _drop_empty_unnamed(table)
     return table
+
+
+def read_utf8(path: Path, site: str | None) -> str:
+    """A text file's content (a UTF-8 byte-order mark dropped); other bytes are refused with their line and the fix."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        fix = "re-save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+        raise DataError(site, f"is not UTF-8 text (byte {exc.start}, line {line}): {fix}", file=str(path)) from exc
 
 
 def read_with_options(path: Path, site: str | None, options: dict) -> Table:

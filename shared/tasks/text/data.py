@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from shared.partition import split_indices
 from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.labels import label_indices
 from shared.tasks.size import check_site_size, validation_split
-from shared.tasks.tabular.table import row_ids
+from shared.tasks.tabular.table import read_utf8, row_ids
 from shared.tasks.text.spec import TextSpec
 from shared.tasks.text.tokenizer import Tokenizer, encode, framing
 
@@ -97,18 +98,11 @@ def read_notes(path: Path, site: str) -> pd.DataFrame:
         raise DataError(site, f"unsupported format '{path.suffix}' (use {', '.join(FORMATS)})", str(path))
     if not path.is_file():
         raise DataError(site, "file not found", str(path))
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            site, f"is not UTF-8 text (byte {exc.start}, line {line}); re-save it as UTF-8", str(path)
-        ) from exc
+    text = read_utf8(path, site)
     try:
         if kind == "csv":
-            return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-        return pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        return pd.read_json(io.StringIO(text), lines=True, dtype=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise DataError(site, f"cannot be read as {kind} ({str(exc).splitlines()[0][:120]})", str(path)) from exc
 

@@ -64,3 +64,16 @@ def test_a_row_with_more_fields_than_the_header_is_refused_by_number(tmp_path, r
         f"file '{path}': {shifted} data row(s) have more fields than the header's 3, so their values would shift "
         f"columns: {fix}"
     )
+
+
+def test_a_windows_export_is_refused_with_its_line_and_the_fix_and_a_byte_order_mark_is_dropped(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_bytes("city,age\nZürich,61\nMünchen,47\n".encode("cp1252"))
+    with pytest.raises(DataError) as caught:
+        read_table(path, "north", ["?"])
+    assert (caught.value.site, caught.value.file) == ("north", str(path))
+    assert (
+        caught.value.problem == "is not UTF-8 text (byte 10, line 2): re-save it as UTF-8 (a spreadsheet's 'CSV UTF-8')"
+    )
+    path.write_bytes("city,age\nZürich,61\n".encode("utf-8-sig"))
+    assert list(read_table(path, "north", ["?"]).frame.columns) == ["city", "age"]

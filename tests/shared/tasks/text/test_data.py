@@ -117,3 +117,9 @@ def test_two_candidate_notes_columns_and_none_named_text_is_refused_naming_the_s
         f"site 'simulation', file '{path}', column 'text': column not found (has: abstract, summary, label); name "
         "the notes' column: data.text-column (medfed-sim --text-column)"
     )
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column_name(tmp_path):
+    path = tmp_path / "notes.csv"
+    path.write_bytes("text,label\nchest pain,cardio\n".encode("utf-8-sig"))
+    assert list(read_notes(path, "north").columns) == ["text", "label"]
