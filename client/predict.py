@@ -41,7 +41,8 @@ def predict_file(
     columns = task.prediction_columns(study, torch.cat(batches).double().numpy(), kept)
     predicted = pd.DataFrame(columns, index=np.flatnonzero(new.usable))
     # A row training would have dropped keeps its place, with empty cells.
-    return pd.concat([pd.DataFrame({id_column or "row": new.ids}), predicted.reindex(range(len(new.ids)))], axis=1)
+    ids = pd.DataFrame({id_column or new.id_name: new.ids})
+    return pd.concat([ids, predicted.reindex(range(len(new.ids)))], axis=1)
 
 
 def write_predictions(frame: pd.DataFrame, out: Path) -> Path:

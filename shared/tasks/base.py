@@ -50,11 +50,12 @@ class NewInputs:
     ids: list[str]
     inputs: torch.Tensor
     usable: np.ndarray
+    id_name: str = "row"  # the ids' column in the predictions when no id column is named: data row numbers
 
     @classmethod
-    def every(cls, ids: list[str], inputs: torch.Tensor) -> NewInputs:
+    def every(cls, ids: list[str], inputs: torch.Tensor, id_name: str = "row") -> NewInputs:
         """Inputs for every row."""
-        return cls(ids, inputs, np.ones(len(ids), dtype=bool))
+        return cls(ids, inputs, np.ones(len(ids), dtype=bool), id_name)
 
 
 class Task(ABC):

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
+from safetensors.numpy import save_file
 from typer.testing import CliRunner
 
 from client.cli import cli
@@ -18,6 +20,7 @@ from client.kept import kept_path
 from client.predict import predict_file
 from client.site import SiteConfig
 from client.sitefile import SitePolicy
+from shared.arrays import model_arrays
 from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError, PolicyError
 from shared.metrics import classification_metrics
@@ -225,3 +228,28 @@ def test_multimodal_predict_keeps_a_dropped_rows_place_and_masks_what_a_patient_
         predict_file(study, model, new, dataclasses.replace(site, name="east"))
     with pytest.raises(DataError, match=r"column 'image': 1 image path\(s\) point outside .*: data row\(s\) 5"):
         predict_file(study, model, new, site)
+
+
+def test_images_are_predicted_by_file_from_a_folder_and_by_number_from_a_npz_alike(tmp_path):
+    task = get_task("imaging")
+    study = task.demo_study()
+    size = study.data["image-size"]
+    model = task.build_model(study)  # untrained: the same weights serve both inputs
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.numpy() for k, v in model_arrays(model).items()}, str(weights))
+    images = np.random.default_rng(0).integers(0, 256, (2, size, size), dtype=np.uint8)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for name, image in zip(("a.png", "b.png"), images, strict=True):
+        Image.fromarray(image).save(folder / name)
+    (folder / ".DS_Store").write_bytes(b"\0\1 a Finder file, no image")
+    (folder / "labels.csv").write_text("file,label\n")
+    np.savez(tmp_path / "new.npz", images=images)
+    site = SiteConfig("north", folder, ledger_dir=tmp_path / "ledgers")
+    by_file = predict_file(study, weights, folder, site)
+    by_number = predict_file(study, weights, tmp_path / "new.npz", site)
+    classes = task.class_names(study)
+    assert list(by_file.columns) == ["image", *[f"probability-{c}" for c in classes], "predicted"]
+    assert by_file["image"].tolist() == ["a.png", "b.png"] and by_number["image"].tolist() == ["1", "2"]
+    probabilities = [f"probability-{c}" for c in classes]
+    np.testing.assert_allclose(by_file[probabilities], by_number[probabilities], atol=1e-6)

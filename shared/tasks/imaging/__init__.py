@@ -41,7 +41,7 @@ class ImagingTask(Task):
         """New images prepared as training images are, named by file (or by number in a .npz)."""
         if id_column is not None:
             raise ConfigError("id", "names a table's column; images are named by their file", source="predict")
-        return NewInputs.every(*new_images(path, site, data_spec(study)))
+        return NewInputs.every(*new_images(path, site, data_spec(study)), id_name="image")
 
     def example_input(self, study: StudyConfig, n: int) -> torch.Tensor:
         """Images in [0, 1] of the study's size and channels."""

@@ -102,7 +102,7 @@ def load_imaging_site(path: Path, site: str, spec: ImagingSpec, seed: int, targe
 def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], torch.Tensor]:
     """New images for prediction, read, windowed (DICOM) and resized as training images are: a .npz's `images`
     (numbered from 1) or, in a MedMNIST-style file, its train, val and test images (`test-1`, ...), or every file of a
-    folder but its .csv index, by name."""
+    folder but its .csv index and hidden files, by name."""
     if path.suffix.lower() == ".npz":
         if not path.is_file():
             raise DataError(site, "file not found", file=str(path))
@@ -131,8 +131,11 @@ def new_images(path: Path, site: str, spec: ImagingSpec) -> tuple[list[str], tor
 
 
 def new_image_files(folder: Path) -> list[Path]:
-    """The files of a folder of new images that prediction reads: every one but a .csv index, by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".csv")
+    """The files of a folder of new images that prediction reads: every one but a .csv index and hidden files (a
+    copy from a Mac brings `.DS_Store`), by name."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() != ".csv" and not p.name.startswith(".")
+    )
 
 
 def _strata(targets: np.ndarray) -> np.ndarray:
