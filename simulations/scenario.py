@@ -47,7 +47,17 @@ def site_groups(
             file=source,
             column=site_column,
         )
-    return [(canonical(name), rows.drop(columns=[site_column])) for name, rows in table.groupby(site_column, sort=True)]
+    groups = [(canonical(name), rows) for name, rows in table.groupby(site_column, sort=True)]
+    for name, rows in groups:
+        if name in (".", "..") or any(c in name for c in "/\\\0"):
+            raise DataError(
+                None,
+                f"site '{name}' (data row(s) {row_list([int(i) + 1 for i in rows.index])}) cannot name the site's "
+                "file: it holds a path separator or is '.' or '..'; rename it in this column",
+                file=source,
+                column=site_column,
+            )
+    return [(name, rows.drop(columns=[site_column])) for name, rows in groups]
 
 
 def write_sites(

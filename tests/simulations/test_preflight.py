@@ -142,3 +142,17 @@ def test_a_folder_of_image_sites_npz_or_sub_folders_is_read_site_by_site(tmp_pat
     assert plan.n_sites == 2 and plan.study.data["classes"] == ["class-0", "class-1", "class-2"]
     given = dataclasses.replace(study, simulation=SimulationConfig(data=str(folders)))
     assert plan_study(given, True, {}, None).study.data == study.data  # a study file's own data wins
+
+
+@pytest.mark.parametrize("name", ["Cleveland/Ohio", "..", "a\\b"])
+def test_a_site_name_that_cannot_be_a_file_name_is_refused_by_its_rows_not_written_outside(tmp_path, name):
+    frame = hospital_table({"north": 40, "south": 40})
+    frame.loc[40:, "hospital"] = name
+    path = tmp_path / "export.csv"
+    frame.to_csv(path, index=False)
+    source = SimulationConfig(data=str(path), site_column="hospital")
+    with pytest.raises(DataError) as caught:
+        plan_study(dataclasses.replace(demo_study(), simulation=source), False, {"label": "outcome"}, None)
+    assert (caught.value.file, caught.value.column) == (str(path), "hospital")
+    assert caught.value.problem.startswith(f"site '{name}' (data row(s) 41, 42, 43,")
+    assert "cannot name the site's file" in caught.value.problem
