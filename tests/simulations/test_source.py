@@ -116,6 +116,13 @@ def test_a_folder_of_survival_tables_and_one_of_notes_are_sites(tmp_path):
     hints = {"time": "days", "event": "died"}
     survival = plan(folder, survival_demo(), hints=hints)
     assert survival.n_sites == 3 and {s: r["rows-read"] for s, r in survival.sites.items()} == dict.fromkeys(SIZES, 80)
+    frames["south"].astype({"died": object}).assign(died=lambda t: t["died"].where(t.index != 2, "maybe")).to_csv(
+        folder / "south.csv", index=False
+    )
+    with pytest.raises(DataError) as caught:
+        plan(folder, survival_demo(), hints=hints)
+    assert (caught.value.site, caught.value.column) == ("south", "died") and caught.value.problem.endswith("row 3")
+    frames["south"].to_csv(folder / "south.csv", index=False)
     notes = tmp_path / "notes"
     notes.mkdir()
     for i, site in enumerate(SIZES):

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from shared.tasks.base import SiteData
-from shared.tasks.survival.spec import SurvivalSpec
+from shared.tasks.survival.spec import SurvivalSpec, event_codes, not_events
 from shared.tasks.tabular.data import (
     MISSING_DROPPED,
     drop_hint,
@@ -25,9 +25,6 @@ from shared.tasks.tabular.data import (
     numeric_column,
     select_features,
 )
-from shared.tasks.tabular.spec import canonical
-
-EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}
 
 
 def load_survival_site(path: Path, site: str, spec: SurvivalSpec, seed: int) -> SiteData:
@@ -98,11 +95,8 @@ def _times(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> np.
 
 
 def _events(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> np.ndarray:
-    codes = values.map(lambda v: EVENT_CODES.get(canonical(v)) if pd.notna(v) else None)
+    codes = event_codes(values)
     bad = codes.isna()
     if bad.any():
-        fail(
-            f"{int(bad.sum())} value(s) are not 0 (censored) or 1 (event observed), first at data row {first_row(bad)}",
-            column,
-        )
+        fail(f"{not_events(int(bad.sum()))}, first at data row {first_row(bad)}", column)
     return codes.to_numpy(dtype=np.int64)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from shared.config import MIN_CELL, StudyConfig, parse_section, raise_first
-from shared.errors import ConfigError
-from shared.tasks.tabular.spec import FeatureSpec, infer_feature_options, require_column
+from shared.errors import ConfigError, DataError
+from shared.tasks.tabular.spec import FeatureSpec, canonical, infer_feature_options, located, require_column
 
 MODELS = ("cox", "discrete")
 TIES = ("efron", "breslow")
@@ -22,6 +22,7 @@ CUTS = 10  # intervals of the discrete-time model inferred from a table's event-
 MAX_CUT_POINTS = 200  # the discrete-time model's intervals
 MAX_CUT_GRID_BINS = 1000  # the federated cut-point step's histogram: a site sends one count per bin
 MAX_HORIZONS = 50
+EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}  # an event column's values, as read
 INCREASING = "must be finite, positive and strictly increasing"  # cut points and horizons
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
 
@@ -148,7 +149,11 @@ def infer_survival_options(
     require_column(table, time, "data.time")
     require_column(table, event, "data.event")
     times = pd.to_numeric(table[time], errors="coerce")
-    observed = times[pd.to_numeric(table[event], errors="coerce") == 1].dropna()
+    codes = event_codes(table[event])
+    if codes.isna().any():
+        site, row = located(codes.index[codes.isna().to_numpy()][0])
+        raise DataError(site, f"{not_events(int(codes.isna().sum()))}, first at data row {row}", column=event)
+    observed = times[codes == 1].dropna()
     if observed.empty:
         raise ConfigError("data.event", f"column '{event}' marks no event (1) with a time: nothing to model")
     return {
@@ -158,6 +163,16 @@ def infer_survival_options(
         "cut-points": event_time_cuts(observed.to_numpy(float)),
         "horizons": rounded_times(np.quantile(times.dropna(), HORIZON_QUANTILES)),
     }
+
+
+def event_codes(values: pd.Series) -> pd.Series:
+    """An event column read as 1 (event observed) or 0 (censored); NaN where a value is neither (or missing)."""
+    return values.map(lambda v: EVENT_CODES.get(canonical(v)) if pd.notna(v) else None).astype(float)
+
+
+def not_events(count: int) -> str:
+    """What is wrong with an event column's values that are not 0 or 1."""
+    return f"{count} value(s) are not 0 (censored) or 1 (event observed)"
 
 
 def event_time_cuts(event_times: np.ndarray, intervals: int = CUTS) -> list[float]:

@@ -213,18 +213,24 @@ def infer_feature_options(
     return {"features": features, "categorical": categories}
 
 
+def located(entry: Any) -> tuple[str | None, int]:
+    """A row's site and 1-based data row from its index entry in a table as read (a folder of sites' tables is
+    stacked with (site, row) entries); no site for one file."""
+    site, row = entry if isinstance(entry, tuple) else (None, entry)
+    return site, int(row) + 1
+
+
 def _too_many_values(cells: pd.Series, column: str, n_values: int) -> MedfedError:
     """Why a column has too many labels to be categorical: numbers with a few stray cells (a typo, a code for
     missing), counted and the first located (never shown: a cell may hold anything); or free text, which the study
-    must list or leave out. A folder of sites' tables is indexed by (site, row)."""
+    must list or leave out."""
     present = cells.dropna()
     stray = present[pd.to_numeric(present, errors="coerce").isna()]
     if len(stray) * STRAY_SHARE <= len(present):
-        first = stray.index[0]
-        site, row = first if isinstance(first, tuple) else (None, first)
+        site, row = located(stray.index[0])
         return DataError(
             site,
-            f"holds numbers but for {len(stray)} cell(s) that are not, first at data row {int(row) + 1}: correct "
+            f"holds numbers but for {len(stray)} cell(s) that are not, first at data row {row}: correct "
             "them, or make them mean missing (--na-values; a site's na-values)",
             column=column,
         )

@@ -114,6 +114,17 @@ def test_inferred_options_describe_the_table(tmp_path):
     assert len(options["horizons"]) == 3 and options["horizons"][-1] < table["days"].max()
 
 
+def test_an_event_column_that_is_not_0_or_1_is_refused_by_row_when_options_are_inferred(tmp_path):
+    """It once read as 'marks no event (1)', a study config error, for an event column of yes/no."""
+    table = survival_table(50)
+    table["died"] = table["died"].map({1: "yes", 0: "no"}).astype(object)
+    table.loc[0, "died"] = 1
+    with pytest.raises(DataError) as caught:
+        TASK.infer_data(write(table, tmp_path), "sim", {"time": "days", "event": "died"})
+    assert caught.value.column == "died"
+    assert caught.value.problem == "49 value(s) are not 0 (censored) or 1 (event observed), first at data row 2"
+
+
 def test_a_split_column_gives_the_held_out_split_as_marked(tmp_path):
     table = survival_table(100)
     table["fold"] = np.where(np.arange(100) % 4 == 0, "test", "Train")
