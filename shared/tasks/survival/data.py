@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from shared.tasks.base import SiteData
-from shared.tasks.survival.spec import SurvivalSpec, event_codes, not_events
+from shared.tasks.survival.spec import NOT_EVENTS, SurvivalSpec, event_codes
 from shared.tasks.tabular.data import (
     MISSING_DROPPED,
     drop_hint,
@@ -98,5 +98,5 @@ def _events(values: pd.Series, fail: Callable[..., NoReturn], column: str) -> np
     codes = event_codes(values)
     bad = codes.isna()
     if bad.any():
-        fail(f"{not_events(int(bad.sum()))}, first at data row {first_row(bad)}", column)
+        fail(f"{int(bad.sum())} {NOT_EVENTS}, first at data row {first_row(bad)}", column)
     return codes.to_numpy(dtype=np.int64)

@@ -23,6 +23,8 @@ MAX_CUT_POINTS = 200  # the discrete-time model's intervals
 MAX_CUT_GRID_BINS = 1000  # the federated cut-point step's histogram: a site sends one count per bin
 MAX_HORIZONS = 50
 EVENT_CODES = {"0": 0, "1": 1, "False": 0, "True": 1}  # an event column's values, as read
+NOT_EVENTS = "value(s) are not 0 (censored) or 1 (event observed)"
+NOT_TIMES = "value(s) are not numbers (a follow-up time is a duration in one unit, such as days, not a date)"
 INCREASING = "must be finite, positive and strictly increasing"  # cut points and horizons
 HORIZON_QUANTILES = (0.25, 0.5, 0.75)  # of the follow-up times, when a table's horizons are inferred
 
@@ -150,9 +152,11 @@ def infer_survival_options(
     require_column(table, event, "data.event")
     times = pd.to_numeric(table[time], errors="coerce")
     codes = event_codes(table[event])
-    if codes.isna().any():
-        site, row = located(codes.index[codes.isna().to_numpy()][0])
-        raise DataError(site, f"{not_events(int(codes.isna().sum()))}, first at data row {row}", column=event)
+    checks = ((time, times.isna() & table[time].notna(), NOT_TIMES), (event, codes.isna(), NOT_EVENTS))
+    for column, bad, problem in checks:
+        if bad.any():
+            site, row = located(bad.index[bad.to_numpy()][0])
+            raise DataError(site, f"{int(bad.sum())} {problem}, first at data row {row}", column=column)
     observed = times[codes == 1].dropna()
     if observed.empty:
         raise ConfigError("data.event", f"column '{event}' marks no event (1) with a time: nothing to model")
@@ -168,11 +172,6 @@ def infer_survival_options(
 def event_codes(values: pd.Series) -> pd.Series:
     """An event column read as 1 (event observed) or 0 (censored); NaN where a value is neither (or missing)."""
     return values.map(lambda v: EVENT_CODES.get(canonical(v)) if pd.notna(v) else None).astype(float)
-
-
-def not_events(count: int) -> str:
-    """What is wrong with an event column's values that are not 0 or 1."""
-    return f"{count} value(s) are not 0 (censored) or 1 (event observed)"
 
 
 def event_time_cuts(event_times: np.ndarray, intervals: int = CUTS) -> list[float]:

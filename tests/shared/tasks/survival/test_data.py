@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from shared.errors import ConfigError, DataError
@@ -114,15 +115,28 @@ def test_inferred_options_describe_the_table(tmp_path):
     assert len(options["horizons"]) == 3 and options["horizons"][-1] < table["days"].max()
 
 
-def test_an_event_column_that_is_not_0_or_1_is_refused_by_row_when_options_are_inferred(tmp_path):
-    """It once read as 'marks no event (1)', a study config error, for an event column of yes/no."""
+@pytest.mark.parametrize(
+    ("column", "values", "problem"),
+    [
+        ("died", {1: "yes", 0: "no"}, "49 value(s) are not 0 (censored) or 1 (event observed), first at data row 2"),
+        ("days", None, "49 value(s) are not numbers (a follow-up time is a duration in one unit, such as days, not a"),
+    ],
+)
+def test_a_time_or_event_column_of_the_wrong_kind_is_refused_by_row_when_options_are_inferred(
+    tmp_path, column, values, problem
+):
+    """Both once read as 'marks no event (1)', a study config error: an event of yes/no, a time of dates."""
     table = survival_table(50)
-    table["died"] = table["died"].map({1: "yes", 0: "no"}).astype(object)
-    table.loc[0, "died"] = 1
+    first = table.loc[0, column]
+    if values is None:
+        table[column] = (pd.Timestamp("2000-01-01") + pd.to_timedelta(table[column], unit="D")).dt.strftime("%Y-%m-%d")
+    else:
+        table[column] = table[column].map(values)
+    table[column] = table[column].astype(object)
+    table.loc[0, column] = first
     with pytest.raises(DataError) as caught:
         TASK.infer_data(write(table, tmp_path), "sim", {"time": "days", "event": "died"})
-    assert caught.value.column == "died"
-    assert caught.value.problem == "49 value(s) are not 0 (censored) or 1 (event observed), first at data row 2"
+    assert caught.value.column == column and caught.value.problem.startswith(problem)
 
 
 def test_a_split_column_gives_the_held_out_split_as_marked(tmp_path):
