@@ -142,10 +142,7 @@ def _image_options(task: str, path: Path, given: dict[str, Any]) -> dict[str, An
     infer = get_task(task).infer_data
     if not path.is_dir():
         return infer(path, "simulation", given)
-    entries = image_site_entries(path)
-    if not entries:
-        raise ConfigError("data", f"'{path}' holds no .npz file and no sub-folder (one per site)", "simulation")
-    found = [infer(entry, entry.stem, {}) for entry in entries]
+    found = [infer(entry, entry.stem, {}) for entry in image_site_entries(path)]
     if IMAGE_TARGETS[task] == "mask":  # a mask's classes name its values: the site with the most has them all
         classes = max((f["classes"] for f in found), key=len)
     else:

@@ -118,8 +118,11 @@ IMAGE_TARGETS = {"imaging": "label", "segmentation": "mask"}  # what each image 
 
 
 def image_site_entries(folder: Path) -> list[Path]:
-    """The sites of an image set already split: each `*.npz` in the folder, or each sub-folder."""
-    return sorted(p for p in folder.iterdir() if p.suffix == ".npz" or p.is_dir())
+    """The sites of an image set already split: each `*.npz` in the folder, or each sub-folder (at least one)."""
+    entries = sorted(p for p in folder.iterdir() if p.suffix == ".npz" or p.is_dir())
+    if not entries:
+        raise ConfigError("data", f"'{folder}' holds no .npz file and no sub-folder (one per site)", "simulation")
+    return entries
 
 
 def image_set_size(path: Path, target: str) -> int | None:
@@ -148,10 +151,7 @@ def split_image_set(
     A folder instead is taken as already split: each `*.npz` in it, or each sub-folder, is one hospital.
     """
     if path.is_dir():
-        entries = image_site_entries(path)
-        if not entries:
-            raise ConfigError("data", f"'{path}' holds no .npz file and no sub-folder (one per site)", "simulation")
-        return [SiteConfig(p.stem, p) for p in entries]
+        return [SiteConfig(p.stem, p) for p in image_site_entries(path)]
     try:
         archive = np.load(path)
         parts = [p for p in ("train", "val") if f"{p}_images" in archive.files and f"{p}_{target}s" in archive.files]
