@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from client.admission import admit_model
+from client.admission import admit, admit_model
 from client.agent import connection_failure, run_agent, run_preflight
 from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
@@ -99,8 +99,10 @@ def _preflight(
     study_config = load_study(study) if study else None
     if config is not None:
         site_file = load_site_file(config)
-        if study_config is not None:  # loading at the study's sizes is what the memory cap guards
-            admit_model(study_config, SiteConfig.from_site_file(site_file))
+        if study_config is not None:  # the site's policy and caps first, as its agent applies them to each message
+            site_config = SiteConfig.from_site_file(site_file)
+            admit(study_config, site_config, train=True)
+            admit_model(study_config, site_config)
         return preflight(site_file, study_config), site_file.name
     if data is None:
         raise ConfigError(

@@ -127,6 +127,27 @@ def test_check_against_a_study_applies_the_sites_memory_cap_before_loading(tmp_p
 
 
 @pytest.mark.parametrize(
+    ("policy", "privacy", "says"),
+    [
+        ("max-epsilon = 3.0", {"mode": "local", "epsilon": 8.0}, "the study asks for ε = 8.0, above this site's cap"),
+        ('tasks = ["imaging"]', {}, "task 'tabular' is not among this site's accepted tasks ['imaging']"),
+        ("max-epsilon = 3.0", {}, "this site only trains with local DP within its ε caps"),
+    ],
+)
+def test_check_against_a_study_says_when_the_sites_policy_would_refuse_it(tmp_path, demo_sites, policy, privacy, says):
+    """It said "ready: the data fits the study" for a study the site's agent then refused every round."""
+    study = StudyConfig.from_dict({**get_task("tabular").demo_study().to_dict(), "name": "s", "privacy": privacy})
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n[policy]\n{policy}\n'
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--study", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2 and says in " ".join(result.output.split()), result.output
+    assert "ready: the data fits" not in result.output
+
+
+@pytest.mark.parametrize(
     ("on_corrupt", "exit_code", "says"), [("skip", 0, "'bomb.png'"), ("fail", 2, "decompression bomb")]
 )
 def test_check_skips_or_refuses_a_decompression_bomb_by_name(tmp_path, on_corrupt, exit_code, says):
