@@ -99,11 +99,15 @@ def _preflight(
     study_config = load_study(study) if study else None
     if config is not None:
         site_file = load_site_file(config)
-        if study_config is not None:  # the site's policy and caps first, as its agent applies them to each message
-            site_config = SiteConfig.from_site_file(site_file)
-            admit(study_config, site_config, train=True)
-            admit_model(study_config, site_config)
-        return preflight(site_file, study_config), site_file.name
+        if study_config is None:
+            return preflight(site_file), site_file.name
+        site_config = SiteConfig.from_site_file(site_file)
+        admit(study_config, site_config, train=True)  # the site's policy and caps, as its agent applies them
+        admit_model(study_config, site_config)
+        data = load_site_data(site_config, study_config)
+        if study_config.privacy.mode == "local":  # the δ cap depends on the size of the train split
+            site_config.privacy_caps().check_delta(site_config.name, study_config.privacy.delta, len(data.train))
+        return data.report, site_file.name
     if data is None:
         raise ConfigError(
             "config",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, PolicyError
 
 ROWS_PER_DELTA = 10  # default δ cap: 1 / (10 n) for n training rows
 
@@ -39,3 +39,12 @@ class PrivacyCaps:
     def delta_cap(self, n_train: int) -> float:
         """The largest δ a study may use, which is also the δ the lifetime ε is stated at."""
         return self.max_delta or 1.0 / (ROWS_PER_DELTA * max(n_train, 1))
+
+    def check_delta(self, site: str, delta: float, n_train: int) -> float:
+        """The δ cap for `n_train` training rows; refuse (naming the site) a study whose δ is above it."""
+        cap = self.delta_cap(n_train)
+        if delta > cap:
+            raise PolicyError(
+                f"site '{site}': the study asks for δ = {delta:g}, above this site's cap of {cap:.3g}; refusing"
+            )
+        return cap

@@ -94,12 +94,7 @@ class SitePrivacy:
     def __init__(self, study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
         privacy: PrivacyConfig = study.privacy
         privacy.check_cap(site, caps.max_epsilon)
-        self.delta_cap = caps.delta_cap(n_train)
-        if privacy.delta > self.delta_cap:
-            raise PolicyError(
-                f"site '{site}': the study asks for δ = {privacy.delta:g}, above this site's cap of "
-                f"{self.delta_cap:.3g}; refusing"
-            )
+        self.delta_cap = caps.check_delta(site, privacy.delta, n_train)
         self.site, self.study, self.privacy, self.target, self.caps = site, study.name, privacy, privacy.epsilon, caps
         self.batch_size = study.train.batch_size
         batches = math.ceil(n_train / self.batch_size)

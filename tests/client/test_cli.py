@@ -132,6 +132,7 @@ def test_check_against_a_study_applies_the_sites_memory_cap_before_loading(tmp_p
         ("max-epsilon = 3.0", {"mode": "local", "epsilon": 8.0}, "the study asks for ε = 8.0, above this site's cap"),
         ('tasks = ["imaging"]', {}, "task 'tabular' is not among this site's accepted tasks ['imaging']"),
         ("max-epsilon = 3.0", {}, "this site only trains with local DP within its ε caps"),
+        ("max-delta = 0", {"mode": "local", "epsilon": 3.0, "delta": 0.01}, "asks for δ = 0.01, above this site's cap"),
     ],
 )
 def test_check_against_a_study_says_when_the_sites_policy_would_refuse_it(tmp_path, demo_sites, policy, privacy, says):
