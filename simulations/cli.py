@@ -179,7 +179,7 @@ def run(
             ("simulation", "alpha"): alpha,
             ("simulation", "sites"): sites,
         }
-        study = _overridden(load_study(study_file) if study_file else get_task(task).demo_study(), overrides, seed)
+        study = _overridden(_study_file(study_file) if study_file else get_task(task).demo_study(), overrides, seed)
         cats = [c.strip() for c in categorical.split(",")] if categorical else None
         plan = plan_study(study, study_file is not None, {k: v for k, v in hints.items() if v is not None}, cats)
         plan.study = _overridden(plan.study, overrides, seed)  # what the command line says wins over the defaults
@@ -220,6 +220,17 @@ def run(
     except BaseException:
         _discard_unsaved(folder, fresh)
         raise
+
+
+def _study_file(path: Path) -> StudyConfig:
+    """A study file; a relative `[simulation] data` in it is read from the file's own folder, as a site.toml's paths
+    are (a run's study.json records an absolute one)."""
+    study = load_study(path)
+    data = study.simulation.data
+    if not data or Path(data).is_absolute():
+        return study
+    source = dataclasses.replace(study.simulation, data=str((path.parent / data).absolute()))
+    return dataclasses.replace(study, simulation=source)
 
 
 def _checked(study: StudyConfig, sites: list[SiteConfig], folder: Path) -> None:

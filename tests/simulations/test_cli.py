@@ -319,3 +319,16 @@ def test_a_study_every_site_refuses_ends_with_no_federated_figures_and_no_audit_
     summary = json.loads((out / "summary.json").read_text())
     assert summary["federated"]["per_site"] == {}
     assert all("mia-auc" not in p for p in summary["privacy"].values())  # the saved model never trained
+
+
+def test_a_study_files_relative_data_path_is_read_from_the_files_folder(tmp_path):
+    folder = tmp_path / "study"
+    folder.mkdir()
+    breast_cancer_table().to_csv(folder / "patients.csv", index=False)
+    study = get_task("tabular").demo_study().to_dict()
+    study["simulation"] |= {"data": "patients.csv", "sites": 3}
+    (folder / "study.json").write_text(json.dumps(study))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["--study", str(folder / "study.json"), "--check", "--out", str(out)])
+    assert result.exit_code == 0, result.output  # run from the test's working folder, not the study's
+    assert json.loads((out / "study.json").read_text())["simulation"]["data"] == str(folder / "patients.csv")
