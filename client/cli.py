@@ -105,8 +105,12 @@ def _preflight(
         admit(study_config, site_config, train=True)  # the site's policy and caps, as its agent applies them
         admit_model(study_config, site_config)
         data = load_site_data(site_config, study_config)
-        if study_config.privacy.mode == "local":  # the δ cap depends on the size of the train split
-            site_config.privacy_caps().check_delta(site_config.name, study_config.privacy.delta, len(data.train))
+        if study_config.privacy.mode == "local":  # the δ cap and each round's noise depend on the train split's size
+            from shared.privacy.site import check_lifetime
+
+            caps, n_train = site_config.privacy_caps(), len(data.train)
+            caps.check_delta(site_config.name, study_config.privacy.delta, n_train)
+            check_lifetime(study_config, site_config.name, site_config.ledger_files(), caps, n_train)
         return data.report, site_file.name
     if data is None:
         raise ConfigError(

@@ -18,7 +18,7 @@ from shared.errors import ConfigError, PolicyError
 from shared.privacy.accounting import BudgetError, Entry, epsilon, plan_noise
 from shared.privacy.budget import history, lifetime_delta, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
-from shared.privacy.journal import Journal, LedgerFiles
+from shared.privacy.journal import Journal, LedgerError, LedgerFiles, verify
 
 # Opacus warns at every PrivacyEngine that its "secure RNG" (torchcsprng) is off. medfed draws each round's noise and
 # sampling from a generator seeded with OS entropy instead (make_private; README, "Randomness"), so in medfed's
@@ -87,6 +87,49 @@ def _without_ew_rule(model: nn.Module) -> list[str]:
     return [f"'{name}' ({type(m).__name__})" for name, m in _trainable(model).items() if not isinstance(m, EW_LAYERS)]
 
 
+def planned_round(study: StudyConfig, site: str, n_train: int) -> Entry:
+    """Each round's noise multiplier, sampling rate and steps at a site of `n_train` training rows: the noise that
+    spends exactly the study's ε over all its rounds."""
+    privacy = study.privacy
+    batches = math.ceil(n_train / study.train.batch_size)
+    sample_rate = 1.0 / batches  # as Opacus derives it from the loader
+    steps = study.train.local_epochs * batches
+    try:
+        noise = privacy.noise_multiplier or plan_noise(
+            privacy.epsilon, privacy.delta, sample_rate, steps * study.federation.rounds, privacy.accountant
+        )
+    except BudgetError as exc:
+        raise BudgetError(f"site '{site}': {exc}") from exc
+    return noise, sample_rate, steps
+
+
+def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
+    """Refuse (naming the site and the round) a study whose planned rounds would take the site's lifetime ε past its
+    cap, as its agent would at that round; reads the journal, writes nothing."""
+    verdict = verify(files, site)
+    if verdict.problem:
+        raise LedgerError(f"site '{site}': {verdict.problem}")
+    rounds = [e for e in verdict.entries if e.get("kind") == "round"]
+    left = study.federation.rounds - sum(r["study"] == study.name for r in rounds)  # a resumed study's rounds left
+    delta = lifetime_delta(rounds, caps.delta_cap(n_train), study.privacy.delta)
+    entry = planned_round(study, site, n_train)
+
+    def fits(more: int) -> bool:
+        return lifetime_spent(rounds, delta, (entry,) * more) <= caps.lifetime_cap + 1e-9
+
+    if left <= 0 or fits(left):
+        return
+    most, fewest = 0, left  # the most rounds that fit and the fewest that do not: each round spends more
+    while fewest - most > 1:
+        middle = (most + fewest) // 2
+        most, fewest = (middle, fewest) if fits(middle) else (most, middle)
+    raise BudgetError(
+        f"site '{site}': this study would take the site's lifetime ε (all studies on its data) from "
+        f"{lifetime_spent(rounds, delta):.3f} past its cap of {caps.lifetime_cap} at δ = {delta:.3g}: its agent would "
+        f"refuse it from its round {study.federation.rounds - left + fewest} on"
+    )
+
+
 class SitePrivacy:
     """One site's DP-SGD for one round. Life cycle: open (plans noise) -> check_round -> make_private ->
     train -> commit. The site's journal on its own disk is the only state; a restarted process resumes from it."""
@@ -97,17 +140,8 @@ class SitePrivacy:
         self.delta_cap = caps.check_delta(site, privacy.delta, n_train)
         self.site, self.study, self.privacy, self.target, self.caps = site, study.name, privacy, privacy.epsilon, caps
         self.batch_size = study.train.batch_size
-        batches = math.ceil(n_train / self.batch_size)
-        self.sample_rate = 1.0 / batches  # as Opacus derives it from the loader
-        self.steps_per_round = study.train.local_epochs * batches
         self.journal = Journal.open(files, site)
-        planned = self.steps_per_round * study.federation.rounds
-        try:
-            self.noise = privacy.noise_multiplier or plan_noise(
-                self.target, privacy.delta, self.sample_rate, planned, privacy.accountant
-            )
-        except BudgetError as exc:
-            raise BudgetError(f"site '{site}': {exc}") from exc
+        self.noise, self.sample_rate, self.steps_per_round = planned_round(study, site, n_train)
         self._engine: PrivacyEngine | None = None
         self._mode = ""
 

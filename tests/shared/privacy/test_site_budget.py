@@ -11,7 +11,8 @@ from shared.errors import PolicyError
 from shared.privacy.accounting import BudgetError, epsilon
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import LedgerError, LedgerFiles
-from tests.shared.privacy.rounds import SITE, dp_study, open_site, run_round, train
+from shared.privacy.site import check_lifetime
+from tests.shared.privacy.rounds import N_TRAIN, SITE, dp_study, open_site, run_round, train
 
 DELTA = 1e-5
 RATE, STEPS = 0.5, 2  # dp_study(quick=True): 2 batches of 60 rows, one local epoch
@@ -100,3 +101,22 @@ def test_a_deleted_journal_stops_training_and_the_refusal_names_no_file(tmp_path
     with pytest.raises(LedgerError, match="site 'hospital-1': its privacy ledger cannot be trusted") as err:
         open_site(quick("renamed"), tmp_path)
     assert str(tmp_path) not in str(err.value) and "journal is missing" in str(err.value)
+
+
+def test_check_lifetime_names_the_round_the_agent_then_refuses_and_writes_nothing(tmp_path):
+    """What `medfed-site check --study` says before a study: the lifetime cap leaves room for 3 rounds in all."""
+    caps = PrivacyCaps(max_epsilon=10.0, max_delta=DELTA, lifetime_epsilon=spent((1.0, 3)) + 1e-6)
+    run_round(quick("first"), tmp_path, 1, caps)
+    files = LedgerFiles.at(tmp_path, SITE)
+    before = files.journal.read_bytes()
+    second = quick("second")  # 4 rounds planned
+    with pytest.raises(BudgetError, match="refuse it from its round 3 on"):
+        check_lifetime(second, SITE, files, caps, N_TRAIN)
+    assert files.journal.read_bytes() == before
+    for rnd in (1, 2):
+        run_round(second, tmp_path, rnd, caps)
+    with pytest.raises(BudgetError, match="refuse it from its round 3 on"):  # resumed: 2 rounds done, 2 left
+        check_lifetime(second, SITE, files, caps, N_TRAIN)
+    with pytest.raises(BudgetError, match="lifetime privacy budget exhausted"):
+        open_site(second, tmp_path, caps).check_round()  # the agent's own check, at round 3
+    check_lifetime(quick("first"), SITE, files, PrivacyCaps(max_epsilon=100.0, max_delta=DELTA), N_TRAIN)  # room
