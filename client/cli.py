@@ -276,7 +276,7 @@ def _ledger_site(config: Path | None, ledger_dir: Path | None, site: str) -> Sit
 @ledger.command()
 def show(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: SiteOption = "site") -> None:
     """Spend per study and over the site's lifetime (all studies), and whether the journal verifies."""
-    from shared.privacy.budget import LIFETIME_ACCOUNTANT, lifetime_spent, spend_by_study  # Opacus: seconds
+    from shared.privacy.budget import lifetime_accountant, lifetime_spent, spend_by_study  # Opacus: seconds
 
     own = _ledger_site(config, ledger_dir, site)
     verdict = verify(own.ledger_files(), own.name)
@@ -291,7 +291,7 @@ def show(config: ConfigOption = None, ledger_dir: LedgerDirOption = None, site: 
         delta = rounds[-1]["lifetime-delta"]
         cap = own.privacy_caps().lifetime_cap
         console.print(
-            f"lifetime, all studies ({LIFETIME_ACCOUNTANT.upper()}): ε {lifetime_spent(rounds, delta):.3f} at "
+            f"lifetime, all studies ({lifetime_accountant(rounds).upper()}): ε {lifetime_spent(rounds, delta):.3f} at "
             f"δ = {delta:.3g}; lifetime cap {cap}",
             highlight=False,
         )

@@ -6,8 +6,9 @@ from typing import Any
 
 from shared.privacy.accounting import Entry, epsilon
 
-# The lifetime spend composes every study's rounds under RDP (README, "Differential privacy", for why).
-LIFETIME_ACCOUNTANT = "rdp"
+# The lifetime spend composes every study's rounds under RDP when the studies used different accountants (README,
+# "Differential privacy", for why), and with their common accountant otherwise.
+MIXED_ACCOUNTANT = "rdp"
 
 
 def history(rounds: list[dict[str, Any]]) -> list[Entry]:
@@ -24,9 +25,18 @@ def lifetime_delta(rounds: list[dict[str, Any]], delta_cap: float, study_delta: 
     return min([delta_cap, study_delta, *(float(r["delta"]) for r in rounds)])
 
 
-def lifetime_spent(rounds: list[dict[str, Any]], delta: float, more: tuple[Entry, ...] = ()) -> float:
-    """ε over every study's rounds (plus `more`), composed by RDP at `delta`."""
-    return epsilon([*history(rounds), *more], delta, LIFETIME_ACCOUNTANT)
+def lifetime_accountant(rounds: list[dict[str, Any]], accountant: str | None = None) -> str:
+    """The accountant of the lifetime ε: the one every study on the site's data used (with `accountant`, that of a
+    study about to spend), so that a site's only study has its own ε as its lifetime ε; RDP when they differ."""
+    used = {str(r["accountant"]) for r in rounds} | ({accountant} if accountant else set())
+    return used.pop() if len(used) == 1 else MIXED_ACCOUNTANT
+
+
+def lifetime_spent(
+    rounds: list[dict[str, Any]], delta: float, more: tuple[Entry, ...] = (), accountant: str | None = None
+) -> float:
+    """ε over every study's rounds (plus `more`, of a study using `accountant`), composed at `delta`."""
+    return epsilon([*history(rounds), *more], delta, lifetime_accountant(rounds, accountant))
 
 
 def spend_by_study(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

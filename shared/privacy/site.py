@@ -115,7 +115,7 @@ def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: Priv
     entry = planned_round(study, site, n_train)
 
     def fits(more: int) -> bool:
-        return lifetime_spent(rounds, delta, (entry,) * more) <= caps.lifetime_cap + 1e-9
+        return lifetime_spent(rounds, delta, (entry,) * more, study.privacy.accountant) <= caps.lifetime_cap + 1e-9
 
     if left <= 0 or fits(left):
         return
@@ -240,7 +240,8 @@ class SitePrivacy:
                 f"would reach {after:.3f} > {self.target} at δ = {self.privacy.delta}; refusing"
             )
         cap, delta = self.caps.lifetime_cap, lifetime_delta(rounds, self.delta_cap, self.privacy.delta)
-        if math.isfinite(cap) and (lifetime := lifetime_spent(rounds, delta, (entry,))) > cap + 1e-9:
+        lifetime = lifetime_spent(rounds, delta, (entry,), self.privacy.accountant) if math.isfinite(cap) else 0.0
+        if lifetime > cap + 1e-9:
             raise BudgetError(
                 f"site '{self.site}': lifetime privacy budget exhausted: over all studies on this site's data "
                 f"ε spent {lifetime_spent(rounds, delta):.3f}, this round would reach {lifetime:.3f} > "

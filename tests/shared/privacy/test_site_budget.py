@@ -9,6 +9,7 @@ from opacus.accountants import RDPAccountant
 
 from shared.errors import PolicyError
 from shared.privacy.accounting import BudgetError, epsilon
+from shared.privacy.budget import history, lifetime_accountant, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import LedgerError, LedgerFiles
 from shared.privacy.site import check_lifetime
@@ -120,3 +121,27 @@ def test_check_lifetime_names_the_round_the_agent_then_refuses_and_writes_nothin
     with pytest.raises(BudgetError, match="lifetime privacy budget exhausted"):
         open_site(second, tmp_path, caps).check_round()  # the agent's own check, at round 3
     check_lifetime(quick("first"), SITE, files, PrivacyCaps(max_epsilon=100.0, max_delta=DELTA), N_TRAIN)  # room
+
+
+def test_a_sites_only_study_at_its_cap_is_never_refused_by_the_lifetime_cap(tmp_path):
+    """The lifetime once composed by RDP always: a PRV study planned to spend exactly the site's max-epsilon read
+    above it by RDP, so the site refused it at its last rounds (round 8 of 10 at ε = 8 in medfed-sim)."""
+    study = dp_study("only", rounds=3, quick=True)  # ε = 2, PRV: the study default
+    caps = PrivacyCaps(max_epsilon=2.0, max_delta=DELTA)  # lifetime cap by default: max-epsilon
+    files = LedgerFiles.at(tmp_path, SITE)
+    check_lifetime(study, SITE, files, caps, N_TRAIN)
+    for rnd in (1, 2, 3):
+        assert run_round(study, tmp_path, rnd, caps) <= 2.0
+    rounds = [r for r in recorded(tmp_path) if r["kind"] == "round"]
+    assert lifetime_accountant(rounds) == "prv"
+    assert lifetime_spent(rounds, DELTA) == epsilon(history(rounds), DELTA, "prv")  # the study's own composition
+    assert lifetime_accountant(rounds, "rdp") == "rdp"  # a study of the other accountant: RDP over all rounds
+
+
+def test_the_lifetime_of_studies_with_different_accountants_is_composed_by_rdp(tmp_path):
+    caps = PrivacyCaps(max_epsilon=10.0, max_delta=DELTA)
+    run_round(quick("by-rdp"), tmp_path, 1, caps)
+    run_round(dp_study("by-prv", quick=True, noise_multiplier=1.0, epsilon=10.0), tmp_path, 1, caps)
+    rounds = [r for r in recorded(tmp_path) if r["kind"] == "round"]
+    assert [r["accountant"] for r in rounds] == ["rdp", "prv"]
+    assert lifetime_spent(rounds, DELTA) == pytest.approx(spent((1.0, 2)), abs=1e-9)
