@@ -108,9 +108,8 @@ def _preflight(
         if study_config.privacy.mode == "local":  # the δ cap and each round's noise depend on the train split's size
             from shared.privacy.site import check_lifetime
 
-            caps, n_train = site_config.privacy_caps(), len(data.train)
-            caps.check_delta(site_config.name, study_config.privacy.delta, n_train)
-            check_lifetime(study_config, site_config.name, site_config.ledger_files(), caps, n_train)
+            caps = site_config.privacy_caps()
+            check_lifetime(study_config, site_config.name, site_config.ledger_files(), caps, len(data.train))
         return data.report, site_file.name
     if data is None:
         raise ConfigError(

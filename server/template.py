@@ -9,7 +9,7 @@ import tomli_w
 from shared.config import KNOWN_TASKS, StudyConfig
 from shared.errors import ConfigError
 from shared.tasks import get_task
-from shared.tasks.schedule import default_schedule
+from shared.tasks.schedule import schedule_sections
 from shared.tasks.tabular.schema import imputing_sites, rare_left_out
 
 
@@ -29,14 +29,7 @@ def template_toml(name: str, schemas: dict[str, dict[str, Any]]) -> str:
         data, advice = task.study_template(schemas)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a schema file comes from a site: untrusted
         raise ConfigError("schema", f"a schema file is malformed ({type(exc).__name__}: {exc})") from exc
-    schedule = default_schedule(task.name, None)  # a schema holds no row count
-    study = {
-        "name": name,
-        "task": task.name,
-        "data": data,
-        "federation": {"strategy": "fedavg", "rounds": schedule.rounds},
-        "train": {"local-epochs": schedule.local_epochs, "lr": schedule.lr, "batch-size": schedule.batch_size},
-    }
+    study = {"name": name, "task": task.name, "data": data, **schedule_sections(task.name, None)}  # no row counts
     task.check_study(StudyConfig.from_dict(study))
     sites = ", ".join(sorted(s["site"] for s in schemas.values()))
     header = (

@@ -53,7 +53,8 @@ def read_source(path: Path, read: Callable[[Path], Table], site_column: str, suf
             f"is '{site_column}', but --data '{path}' is a folder, whose sites are its files: drop --site-column",
             "medfed-sim",
         )
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    listed = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    files = [p for p in listed if p.suffix.lower() in suffixes]
     if not files:
         raise DataError(
             None,
@@ -74,7 +75,7 @@ def read_source(path: Path, read: Callable[[Path], Table], site_column: str, suf
     shown = ", ".join(file.name for file, _ in list(sites.values())[:LISTED_SITES])
     more = f", ... ({len(sites)} in all)" if len(sites) > LISTED_SITES else ""
     lines.insert(0, f"{path.name}: {len(sites)} site(s), one per file: {shown}{more}")
-    others = sorted(p.name for p in path.iterdir() if p.is_file() and p not in files and not p.name.startswith("."))
+    others = [p.name for p in listed if p not in files]
     if others:
         lines.insert(1, f"{path.name}: not read (not {', '.join(suffixes)}): {', '.join(others[:LISTED_SITES])}")
     stacked = pd.concat({site: frame for site, (_, frame) in sites.items()}, names=["site", "row"])
@@ -88,7 +89,7 @@ def _refuse_other_columns(sites: dict[str, tuple[Path, pd.DataFrame]]) -> None:
         lacks = [c for c in frame.columns if c not in rows.columns]
         extra = [c for c in rows.columns if c not in frame.columns]
         if lacks or extra:
-            problems = [f"lacks {', '.join(map(str, lacks))}"] * bool(lacks) + [
-                f"has {', '.join(map(str, extra))} besides"
-            ] * bool(extra)
+            problems = ([f"lacks {', '.join(map(str, lacks))}"] if lacks else []) + (
+                [f"has {', '.join(map(str, extra))} besides"] if extra else []
+            )
             raise DataError(site, f"its columns are not {first.name}'s: it {' and '.join(problems)}", file=str(file))

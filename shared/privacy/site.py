@@ -104,14 +104,16 @@ def planned_round(study: StudyConfig, site: str, n_train: int) -> Entry:
 
 
 def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
-    """Refuse (naming the site and the round) a study whose planned rounds would take the site's lifetime ε past its
-    cap, as its agent would at that round; reads the journal, writes nothing."""
+    """Refuse (naming the site, and the round) a study whose δ is above the site's cap for `n_train` training rows, or
+    whose planned rounds would take the site's lifetime ε past its cap, as its agent would at that round; reads the
+    journal, writes nothing."""
+    delta_cap = caps.check_delta(site, study.privacy.delta, n_train)
     verdict = verify(files, site)
     if verdict.problem:
         raise LedgerError(f"site '{site}': {verdict.problem}")
     rounds = [e for e in verdict.entries if e.get("kind") == "round"]
     left = study.federation.rounds - sum(r["study"] == study.name for r in rounds)  # a resumed study's rounds left
-    delta = lifetime_delta(rounds, caps.delta_cap(n_train), study.privacy.delta)
+    delta = lifetime_delta(rounds, delta_cap, study.privacy.delta)
     entry = planned_round(study, site, n_train)
 
     def fits(more: int) -> bool:

@@ -3,7 +3,6 @@ batch size, per task and rows per site. The one place these defaults are chosen 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from shared.config import StudyConfig
@@ -41,13 +40,18 @@ def default_schedule(task: str, rows_per_site: float | None) -> Schedule:
     return SCHEDULES[task][-1][1]
 
 
+def schedule_sections(task: str, rows_per_site: float | None) -> dict[str, dict[str, object]]:
+    """The `[federation]` and `[train]` keys of FedAvg with the task's default schedule for sites of this size."""
+    schedule = default_schedule(task, rows_per_site)
+    return {
+        "federation": {"strategy": "fedavg", "rounds": schedule.rounds},
+        "train": {"local-epochs": schedule.local_epochs, "lr": schedule.lr, "batch-size": schedule.batch_size},
+    }
+
+
 def with_default_schedule(study: StudyConfig, rows_per_site: float | None) -> StudyConfig:
     """The study with FedAvg and its task's default schedule for sites of `rows_per_site` rows."""
-    schedule = default_schedule(study.task, rows_per_site)
-    return dataclasses.replace(
-        study,
-        federation=dataclasses.replace(study.federation, strategy="fedavg", rounds=schedule.rounds),
-        train=dataclasses.replace(
-            study.train, local_epochs=schedule.local_epochs, lr=schedule.lr, batch_size=schedule.batch_size
-        ),
-    )
+    raw = study.to_dict()
+    for section, keys in schedule_sections(study.task, rows_per_site).items():
+        raw[section] = {**raw[section], **keys}
+    return StudyConfig.from_dict(raw)

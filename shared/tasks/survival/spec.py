@@ -11,7 +11,7 @@ import pandas as pd
 
 from shared.config import MIN_CELL, StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError, DataError
-from shared.tasks.tabular.spec import FeatureSpec, canonical, infer_feature_options, located, require_column
+from shared.tasks.tabular.spec import FeatureSpec, canonical, first_located, infer_feature_options, require_column
 
 MODELS = ("cox", "discrete")
 TIES = ("efron", "breslow")
@@ -155,7 +155,7 @@ def infer_survival_options(
     checks = ((time, times.isna() & table[time].notna(), NOT_TIMES), (event, codes.isna(), NOT_EVENTS))
     for column, bad, problem in checks:
         if bad.any():
-            site, row = located(bad.index[bad.to_numpy()][0])
+            site, row = first_located(bad)
             raise DataError(site, f"{int(bad.sum())} {problem}, first at data row {row}", column=column)
     observed = times[codes == 1].dropna()
     if observed.empty:

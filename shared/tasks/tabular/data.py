@@ -18,7 +18,7 @@ from shared.errors import ConfigError, DataError
 from shared.partition import split_indices
 from shared.tasks.base import NewInputs, SiteData
 from shared.tasks.size import check_site_size, held_out_caveat, validation_split
-from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical
+from shared.tasks.tabular.spec import FeatureSpec, TabularSpec, canonical, first_located
 from shared.tasks.tabular.table import column_hint, read_table, row_ids
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -332,4 +332,4 @@ def encode_features(
 
 def first_row(mask: pd.Series) -> int:
     """1-based data row (header excluded) of the first True in a mask over the file's rows."""
-    return int(mask.index[mask.to_numpy()][0]) + 1
+    return first_located(mask)[1]

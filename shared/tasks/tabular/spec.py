@@ -220,6 +220,11 @@ def located(entry: Any) -> tuple[str | None, int]:
     return site, int(row) + 1
 
 
+def first_located(mask: pd.Series) -> tuple[str | None, int]:
+    """The site and 1-based data row of the first True in a mask over a table's rows."""
+    return located(mask.index[mask.to_numpy()][0])
+
+
 def _too_many_values(cells: pd.Series, column: str, n_values: int) -> MedfedError:
     """Why a column has too many labels to be categorical: numbers with a few stray cells (a typo, a code for
     missing), counted and the first located (never shown: a cell may hold anything); or free text, which the study
