@@ -114,10 +114,11 @@ def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: Priv
     rounds = [e for e in verdict.entries if e.get("kind") == "round"]
     left = study.federation.rounds - sum(r["study"] == study.name for r in rounds)  # a resumed study's rounds left
     delta = lifetime_delta(rounds, delta_cap, study.privacy.delta)
-    entry = planned_round(study, site, n_train)
+    noise, sample_rate, steps = planned_round(study, site, n_train)
 
-    def fits(more: int) -> bool:
-        return lifetime_spent(rounds, delta, (entry,) * more, study.privacy.accountant) <= caps.lifetime_cap + 1e-9
+    def fits(more: int) -> bool:  # `more` rounds as one entry, as the accountant merges them: never one per round
+        spent = lifetime_spent(rounds, delta, ((noise, sample_rate, steps * more),), study.privacy.accountant)
+        return spent <= caps.lifetime_cap + 1e-9
 
     if left <= 0 or fits(left):
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -121,6 +122,9 @@ def test_check_lifetime_names_the_round_the_agent_then_refuses_and_writes_nothin
     with pytest.raises(BudgetError, match="lifetime privacy budget exhausted"):
         open_site(second, tmp_path, caps).check_round()  # the agent's own check, at round 3
     check_lifetime(quick("first"), SITE, files, PrivacyCaps(max_epsilon=100.0, max_delta=DELTA), N_TRAIN)  # room
+    endless = dataclasses.replace(second, federation=dataclasses.replace(second.federation, rounds=10**9))
+    with pytest.raises(BudgetError, match="refuse it from its round 3 on"):  # a coordinator's billion rounds: at once
+        check_lifetime(endless, SITE, files, caps, N_TRAIN)
 
 
 def test_a_sites_only_study_at_its_cap_is_never_refused_by_the_lifetime_cap(tmp_path):
