@@ -97,8 +97,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
             trained, arrays = replay
         else:
             proximal_mu = float(config.get("proximal-mu", 0.0))
-            time_left = study.federation.round_timeout - (time.perf_counter() - started)
-            trained = _train(task, model, data, study, site, device, rnd, proximal_mu, time_left)
+            trained = _train(task, model, data, study, site, device, rnd, proximal_mu, started)
             arrays = task.reply_arrays(study, model, data, msg.content["arrays"])
             if released:
                 released.keep(rnd, start, trained, arrays)
@@ -125,7 +124,7 @@ def _train(
     device,
     rnd: int,
     proximal_mu: float,
-    time_left_s: float,
+    started: float,
 ) -> dict[str, float]:
     round_seed = study.seed * 100_003 + rnd
     loader = make_loader(data.train, study.train.batch_size, seed=round_seed)
@@ -140,6 +139,8 @@ def _train(
         privacy.check_round()
         model, optimizer, loader, loss_fn = privacy.make_private(model, optimizer, loader, loss_fn)
         empty_step = privacy.empty_batch_step()
+    limit, limited_by = site.policy.round_limit(study)
+    time_left_s = limit - (time.perf_counter() - started)
     try:
         loss = train_epochs(
             model,
@@ -153,12 +154,10 @@ def _train(
             time_left_s=time_left_s,
         )
     except WouldOverrun as late:  # said early and by name, rather than silently missing the round
-        timeout = study.federation.round_timeout
         raise MedfedError(
-            f"site '{site.name}': this round would take about {timeout - time_left_s + late.estimate_s:.0f} s "
+            f"site '{site.name}': this round would take about {limit - time_left_s + late.estimate_s:.0f} s "
             f"({study.train.local_epochs} local epoch(s), {late.batches} batches, timed over the first ones), past "
-            f"federation.round-timeout = {timeout:g} s; not training it (fewer local epochs or rows per round, a GPU, "
-            "or a longer round-timeout would fit)"
+            f"{limited_by}; not training it (fewer local epochs or rows per round, a GPU, or a longer limit would fit)"
         ) from late
     out = {"num-examples": len(data.train), "train-loss": loss}
     if privacy is not None:

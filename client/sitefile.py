@@ -27,6 +27,9 @@ log = logging.getLogger("medfed.site")
 # (shared.tasks.footprint): a full-width ResNet-18 on 224-pixel images in batches of 32 (about 12 GiB) with 3,000 colour
 # images (3.4 GiB at the loader's peak) fits, a model or an image size as large as the machine does not.
 MAX_TRAINING_MIB = 16384.0
+# The longest one round's training may run here, whatever round-timeout a study sets: a study's own timeout bounds how
+# long its server waits, not how long a careless or hostile one may hold the site's machine.
+MAX_ROUND_MINUTES = 240.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class SitePolicy:
     min_sites: int = 1
     trusted_publishers: str = ""  # a Flower trusted-entities YAML; the SuperNode then runs only apps they signed
     max_training_mib: float = MAX_TRAINING_MIB
+    max_round_minutes: float = MAX_ROUND_MINUTES
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))
@@ -55,6 +59,8 @@ class SitePolicy:
             raise ConfigError("policy.min-sites", "must be at least 1")
         if not 0 < self.max_training_mib < math.inf:
             raise ConfigError("policy.max-training-mib", "must be a number of MiB above 0")
+        if not 0 < self.max_round_minutes < math.inf:
+            raise ConfigError("policy.max-round-minutes", "must be a number of minutes above 0")
 
     def caps(self) -> PrivacyCaps:
         """The site's privacy caps, which no study can raise."""
@@ -73,6 +79,14 @@ class SitePolicy:
                 f"{refuse} it aggregates as few as {study.federation.min_sites} sites, this site requires "
                 f"at least {self.min_sites}"
             )
+
+    def round_limit(self, study: StudyConfig) -> tuple[float, str]:
+        """The seconds one round's training may take here, and the setting that sets it: the study's round timeout,
+        or this site's own limit when that is shorter."""
+        own = self.max_round_minutes * 60
+        if own < study.federation.round_timeout:
+            return own, f"this site's policy.max-round-minutes = {self.max_round_minutes:g}"
+        return study.federation.round_timeout, f"federation.round-timeout = {study.federation.round_timeout:g} s"
 
     def check_memory(self, study: StudyConfig, site: str, footprint: Footprint, examples: int) -> None:
         """Refuse a study whose training, with the site's `examples` loaded at the study's sizes, would hold more

@@ -26,6 +26,7 @@ from server.tracking import Tracker
 from shared.arrays import model_arrays, scale_update
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
+from shared.privacy.accounting import BudgetError
 from shared.privacy.central import central_plan
 from shared.tasks import build_model, get_task
 
@@ -130,7 +131,10 @@ def _run_rounds(
     try:
         outputs.write_study(study)
         n_sites = _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
-        plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
+        try:
+            plan = central_plan(study.privacy, fed, n_sites) if study.privacy.mode.startswith("central") else None
+        except BudgetError as exc:  # before any round: nothing spent
+            raise StudyStopped(f"central DP: {exc}") from exc
         if plan is not None and (too_noisy := robust.central_noise_problem(plan, study.privacy, arrays, fed)):
             raise StudyStopped(too_noisy)
         strategy = build_strategy(fed, study.privacy, plan)

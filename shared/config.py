@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from flwr.common.config import unflatten_dict
 
 from shared.errors import ConfigError, PolicyError
+from shared.privacy.accounting import PRV_MAX_PASSES
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 # Robust rules compare single sites' updates: the fewest sites each needs per round, for f = byzantine-sites.
@@ -352,6 +353,15 @@ class StudyConfig:
                 "federation.secure-aggregation",
                 f"cannot be \"on\" with privacy.mode = '{self.privacy.mode}': central DP clips each site's update at "
                 "the server, which secure aggregation hides; use privacy.mode = 'local'",
+            )
+        # At any site's size, each local epoch draws every example once on average: the passes DP-SGD composes.
+        passes = self.federation.rounds * self.train.local_epochs
+        if self.privacy.mode == "local" and self.privacy.accountant == "prv" and passes > PRV_MAX_PASSES:
+            raise ConfigError(
+                "privacy.accountant",
+                f"'prv' cannot account federation.rounds x train.local-epochs = {passes:,} passes over a site's data: "
+                f"it composes at most {PRV_MAX_PASSES:,} in bounded time and memory; 'rdp' accounts any number "
+                "(or fewer rounds or local epochs)",
             )
         if self.train.class_weights == "balanced" and self.privacy.mode == "local":
             raise ConfigError(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.privacy.accounting import Entry, epsilon
+from shared.privacy.accounting import Entry, beyond_prv, epsilon
 
 # The lifetime spend composes every study's rounds under RDP when the studies used different accountants (README,
-# "Differential privacy", for why), and with their common accountant otherwise.
-MIXED_ACCOUNTANT = "rdp"
+# "Differential privacy", for why) or when the site's history is beyond what PRV composes in bounded time and memory,
+# and with their common accountant otherwise.
+FALLBACK_ACCOUNTANT = "rdp"
 
 
 def history(rounds: list[dict[str, Any]]) -> list[Entry]:
@@ -25,18 +26,24 @@ def lifetime_delta(rounds: list[dict[str, Any]], delta_cap: float, study_delta: 
     return min([delta_cap, study_delta, *(float(r["delta"]) for r in rounds)])
 
 
-def lifetime_accountant(rounds: list[dict[str, Any]], accountant: str | None = None) -> str:
-    """The accountant of the lifetime ε: the one every study on the site's data used (with `accountant`, that of a
-    study about to spend), so that a site's only study has its own ε as its lifetime ε; RDP when they differ."""
+def lifetime_accountant(
+    rounds: list[dict[str, Any]], more: tuple[Entry, ...] = (), accountant: str | None = None
+) -> str:
+    """The accountant of the lifetime ε: the one every study on the site's data used (with `more`, the entries of a
+    study about to spend with `accountant`), so that a site's only study has its own ε as its lifetime ε; RDP when
+    they differ, or when PRV could not compose them all in bounded time and memory."""
     used = {str(r["accountant"]) for r in rounds} | ({accountant} if accountant else set())
-    return used.pop() if len(used) == 1 else MIXED_ACCOUNTANT
+    common = used.pop() if len(used) == 1 else FALLBACK_ACCOUNTANT
+    if common == "prv" and beyond_prv([*history(rounds), *more]):
+        return FALLBACK_ACCOUNTANT
+    return common
 
 
 def lifetime_spent(
     rounds: list[dict[str, Any]], delta: float, more: tuple[Entry, ...] = (), accountant: str | None = None
 ) -> float:
     """ε over every study's rounds (plus `more`, of a study using `accountant`), composed at `delta`."""
-    return epsilon([*history(rounds), *more], delta, lifetime_accountant(rounds, accountant))
+    return epsilon([*history(rounds), *more], delta, lifetime_accountant(rounds, more, accountant))
 
 
 def spend_by_study(rounds: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from shared.config import FederationConfig, PrivacyConfig
-from shared.privacy.accounting import epsilon, plan_noise
+from shared.privacy.accounting import check_work, epsilon, plan_noise
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ def central_plan(privacy: PrivacyConfig, federation: FederationConfig, n_sites: 
     """Sites sampled per round and the noise that spends the study's ε over all its rounds (or the one given)."""
     sampled = min(n_sites, max(federation.min_sites, int(n_sites * federation.fraction)))
     rate = sampled / n_sites
+    check_work([(privacy.noise_multiplier, rate, federation.rounds)], privacy.accountant)
     noise = privacy.noise_multiplier or plan_noise(
         privacy.epsilon, privacy.delta, rate, federation.rounds, privacy.accountant
     )

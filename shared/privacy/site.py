@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from shared.config import PrivacyConfig, StudyConfig
 from shared.errors import ConfigError, PolicyError
-from shared.privacy.accounting import BudgetError, Entry, epsilon, plan_noise
+from shared.privacy.accounting import BudgetError, Entry, check_work, epsilon, plan_noise
 from shared.privacy.budget import history, lifetime_delta, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import Journal, LedgerError, LedgerFiles, verify
@@ -94,9 +94,11 @@ def planned_round(study: StudyConfig, site: str, n_train: int) -> Entry:
     batches = math.ceil(n_train / study.train.batch_size)
     sample_rate = 1.0 / batches  # as Opacus derives it from the loader
     steps = study.train.local_epochs * batches
+    planned = steps * study.federation.rounds
     try:
+        check_work([(privacy.noise_multiplier, sample_rate, planned)], privacy.accountant)
         noise = privacy.noise_multiplier or plan_noise(
-            privacy.epsilon, privacy.delta, sample_rate, steps * study.federation.rounds, privacy.accountant
+            privacy.epsilon, privacy.delta, sample_rate, planned, privacy.accountant
         )
     except BudgetError as exc:
         raise BudgetError(f"site '{site}': {exc}") from exc
@@ -104,17 +106,19 @@ def planned_round(study: StudyConfig, site: str, n_train: int) -> Entry:
 
 
 def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
-    """Refuse (naming the site, and the round) a study whose δ is above the site's cap for `n_train` training rows, or
-    whose planned rounds would take the site's lifetime ε past its cap, as its agent would at that round; reads the
-    journal, writes nothing."""
+    """Refuse (naming the site, and the round) a study whose δ is above the site's cap for `n_train` training rows,
+    whose noise the site cannot plan, or whose planned rounds would take the site's lifetime ε past its cap, as its
+    agent would at that round; reads the journal, writes nothing."""
     delta_cap = caps.check_delta(site, study.privacy.delta, n_train)
     verdict = verify(files, site)
     if verdict.problem:
         raise LedgerError(f"site '{site}': {verdict.problem}")
+    noise, sample_rate, steps = planned_round(study, site, n_train)
+    if not math.isfinite(caps.lifetime_cap):
+        return
     rounds = [e for e in verdict.entries if e.get("kind") == "round"]
     left = study.federation.rounds - sum(r["study"] == study.name for r in rounds)  # a resumed study's rounds left
     delta = lifetime_delta(rounds, delta_cap, study.privacy.delta)
-    noise, sample_rate, steps = planned_round(study, site, n_train)
 
     def fits(more: int) -> bool:  # `more` rounds as one entry, as the accountant merges them: never one per round
         spent = lifetime_spent(rounds, delta, ((noise, sample_rate, steps * more),), study.privacy.accountant)

@@ -149,6 +149,29 @@ def test_check_against_a_study_says_when_the_sites_policy_would_refuse_it(tmp_pa
 
 
 @pytest.mark.parametrize(
+    ("changes", "says"),
+    [
+        ({"privacy": {"mode": "local", "epsilon": 1e-4}}, "ε = 0.0001 at δ = 1e-05 is too small for"),
+        (  # one row a batch over 2,000 rounds: more steps than the PRV accountant composes in bounded memory
+            {"privacy": {"mode": "local"}, "train": {"batch-size": 1}, "federation": {"rounds": 2000}},
+            "privacy.accountant = 'rdp' accounts any number",
+        ),
+    ],
+)
+def test_check_against_a_study_says_when_an_uncapped_site_cannot_plan_its_noise(tmp_path, demo_sites, changes, says):
+    raw = get_task("tabular").demo_study().to_dict()
+    study = StudyConfig.from_dict({**raw, "name": "s", **{k: {**raw[k], **v} for k, v in changes.items()}})
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{demo_sites[0].data_path}"\ntask = "tabular"\nlabel = "diagnosis"\n'
+    )
+    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--study", str(write_study(tmp_path, study))])
+    assert result.exit_code == 2 and "not ready: site 'north'" in result.output, result.output
+    assert says in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize(
     ("on_corrupt", "exit_code", "says"), [("skip", 0, "'bomb.png'"), ("fail", 2, "decompression bomb")]
 )
 def test_check_skips_or_refuses_a_decompression_bomb_by_name(tmp_path, on_corrupt, exit_code, says):

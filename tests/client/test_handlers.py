@@ -212,12 +212,26 @@ def test_a_round_that_cannot_fit_the_round_timeout_is_refused_early_by_name(task
     assert re.fullmatch(
         r"site 'hospital-1': this round would take about \d+ s \(2 local epoch\(s\), \d+ batches, timed over the "
         r"first ones\), past federation.round-timeout = 2 s; not training it \(fewer local epochs or rows per round, "
-        r"a GPU, or a longer round-timeout would fit\)",
+        r"a GPU, or a longer limit would fit\)",
         reply.error.reason,
     ), reply.error.reason
     estimate = int(re.search(r"about (\d+) s", reply.error.reason).group(1))
     assert estimate >= 2
     # Said early: after a warm-up batch and three timed ones, of 12 batches or more.
+    assert len(steps) == 1 + 3
+
+
+def test_a_site_bounds_a_round_whatever_timeout_the_study_sets(tmp_path, monkeypatch):
+    task = get_task("tabular")
+    demo = task.demo_study()
+    study = dataclasses.replace(demo, train=dataclasses.replace(demo.train, batch_size=8, local_epochs=2))
+    study = with_federation(study, round_timeout=1e9)  # a study that would hold the site's machine for 30 years
+    site = SiteConfig("hospital-1", task.write_demo_sites(tmp_path / "sites", 3)[0])
+    site = dataclasses.replace(site, policy=SitePolicy(max_round_minutes=2.0 / 60))
+    steps = slow_steps(monkeypatch, 0.2)
+    reply = handle(server_message(study), site, train=True)
+    assert reply.has_error() and reply.error.code == SITE_REFUSED
+    assert "past this site's policy.max-round-minutes = 0.0333333; not training it" in reply.error.reason
     assert len(steps) == 1 + 3
 
 

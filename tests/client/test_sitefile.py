@@ -65,6 +65,7 @@ def test_site_file_resolves_kit_paths_and_reads_the_policy(tmp_path):
         (lambda s: s.replace('tasks = ["tabular"]', 'tasks = ["x"]'), "policy.tasks"),
         (lambda s: s.replace("max-training-mib = 512", "max-training-mib = 0"), "policy.max-training-mib"),
         (lambda s: s.replace("max-training-mib = 512", "max-training-mib = inf"), "policy.max-training-mib"),
+        (lambda s: s.replace("max-training-mib = 512", "max-round-minutes = 0"), "policy.max-round-minutes"),
         (lambda s: s + "[oops", "not valid TOML"),
     ],
 )

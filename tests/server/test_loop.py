@@ -177,3 +177,19 @@ def test_central_dp_whose_noise_alone_would_be_rejected_stops_before_spending_an
     else:
         assert history.status == "completed" and spent
         assert not [e for e in history.events if e["event"] == "aggregate-rejected"]
+
+
+@pytest.mark.parametrize(
+    ("privacy", "rounds", "says"),
+    [  # 200,000 rounds sampling every site: the server's own accounting would not end in bounded memory
+        ({"noise_multiplier": 1.0}, 200_000, "the PRV accountant composes at most 10,000 passes"),
+        ({"epsilon": 1e-4}, 5, "ε = 0.0001 at δ = 1e-05 is too small for 5 steps"),
+    ],
+)
+def test_central_dp_the_server_cannot_plan_stops_before_round_one(study, tmp_path, privacy, rounds, says):
+    """Both once ended the server with a traceback."""
+    study = with_federation(study, strategy="fedavg", min_sites=3, rounds=rounds)
+    study = dataclasses.replace(study, privacy=PrivacyConfig(mode="central-server", **privacy))
+    _, history = run_study(LocalGrid({1: site("a"), 2: site("b"), 3: site("c")}), study, StudyOutputs(tmp_path))
+    assert history.status.startswith(f"stopped: central DP: {says}"), history.status
+    assert not [r for r in history.rows if r["kind"] == "train"]

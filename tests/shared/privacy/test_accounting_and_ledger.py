@@ -86,3 +86,26 @@ def test_bad_privacy_settings_name_the_field(privacy, field):
     with pytest.raises(ConfigError) as err:
         StudyConfig.from_dict({"privacy": privacy})
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("history", "excess"),
+    [
+        ([(1.0, 1e-6, 10**9)], "1,000,000,000 steps"),  # a billion steps once ran Opacus's PRV out of memory
+        ([(1.0, 0.5, 30_000)], "15,000 passes"),  # 30,000 steps at rate 0.5: 3 GB to plan 100,000 of them
+        ([(1.0 + i / 10, 0.01, 10) for i in range(5)], "5 distinct noise and sampling settings"),
+    ],
+)
+def test_prv_work_beyond_its_bounds_is_refused_at_once_and_rdp_accounts_it(history, excess):
+    with pytest.raises(BudgetError, match=f"asks for {excess}.*privacy.accountant = 'rdp' accounts any number"):
+        epsilon(history, 1e-5, "prv")
+    assert 0 < epsilon(history, 1e-5, "rdp") < float("inf")
+
+
+def test_a_study_whose_rounds_and_epochs_prv_cannot_account_is_refused_by_field():
+    endless = {"privacy": {"mode": "local"}, "federation": {"rounds": 5_000}, "train": {"local-epochs": 3}}
+    with pytest.raises(ConfigError, match=r"rounds x train.local-epochs = 15,000 passes") as err:
+        StudyConfig.from_dict(endless)
+    assert err.value.field == "privacy.accountant"
+    StudyConfig.from_dict({**endless, "privacy": {"mode": "local", "accountant": "rdp"}})
+    StudyConfig.from_dict({**endless, "privacy": {"mode": "off"}})

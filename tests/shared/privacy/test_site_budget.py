@@ -13,7 +13,7 @@ from shared.privacy.accounting import BudgetError, epsilon
 from shared.privacy.budget import history, lifetime_accountant, lifetime_spent
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import LedgerError, LedgerFiles
-from shared.privacy.site import check_lifetime
+from shared.privacy.site import check_lifetime, planned_round
 from tests.shared.privacy.rounds import N_TRAIN, SITE, dp_study, open_site, run_round, train
 
 DELTA = 1e-5
@@ -139,7 +139,7 @@ def test_a_sites_only_study_at_its_cap_is_never_refused_by_the_lifetime_cap(tmp_
     rounds = [r for r in recorded(tmp_path) if r["kind"] == "round"]
     assert lifetime_accountant(rounds) == "prv"
     assert lifetime_spent(rounds, DELTA) == epsilon(history(rounds), DELTA, "prv")  # the study's own composition
-    assert lifetime_accountant(rounds, "rdp") == "rdp"  # a study of the other accountant: RDP over all rounds
+    assert lifetime_accountant(rounds, accountant="rdp") == "rdp"  # a study of the other accountant: RDP over all
 
 
 def test_the_lifetime_of_studies_with_different_accountants_is_composed_by_rdp(tmp_path):
@@ -149,3 +149,31 @@ def test_the_lifetime_of_studies_with_different_accountants_is_composed_by_rdp(t
     rounds = [r for r in recorded(tmp_path) if r["kind"] == "round"]
     assert [r["accountant"] for r in rounds] == ["rdp", "prv"]
     assert lifetime_spent(rounds, DELTA) == pytest.approx(spent((1.0, 2)), abs=1e-9)
+
+
+def test_a_study_planning_more_steps_than_prv_composes_is_refused_before_any_planning():
+    """At a site of 10 million rows in batches of 60, 4 rounds of one epoch are 666,668 DP-SGD steps."""
+    study = dp_study("large", quick=True)
+    with pytest.raises(BudgetError, match=r"site 'hospital-1': .* asks for 666,668 steps: privacy.accountant = 'rdp'"):
+        planned_round(study, SITE, 10**7)
+    noise, rate, steps = planned_round(
+        dataclasses.replace(study, privacy=dataclasses.replace(study.privacy, accountant="rdp")), SITE, 10**7
+    )
+    assert noise > 0 and steps == 166_667
+
+
+def test_a_lifetime_beyond_what_prv_composes_is_composed_by_rdp():
+    """Every study used PRV, but together they compose more than PRV can in bounded time and memory."""
+
+    def rounds(*entries: tuple[float, float, int]) -> list[dict]:
+        return [
+            {"study": f"s{i}", "accountant": "prv", "noise-multiplier": n, "sample-rate": q, "steps": k}
+            for i, (n, q, k) in enumerate(entries)
+        ]
+
+    within = rounds((1.0, 0.01, 1_000), (1.2, 0.01, 1_000))
+    assert lifetime_accountant(within) == "prv"
+    assert lifetime_accountant(within, ((1.0, 0.01, 200_000),), "prv") == "rdp"  # a study about to spend
+    many = rounds(*((1.0 + i / 10, 0.01, 100) for i in range(5)))
+    assert lifetime_accountant(many) == "rdp"
+    assert lifetime_spent(many, DELTA) == epsilon(history(many), DELTA, "rdp")
