@@ -10,6 +10,7 @@ import pandas as pd
 
 from shared.config import StudyConfig
 from shared.errors import ConfigError, DataError
+from shared.tasks.size import MIN_ROWS
 from shared.tasks.tabular.spec import canonical
 from shared.tasks.tabular.table import PARQUET, Table
 from simulations.report import LISTED_SITES
@@ -38,7 +39,10 @@ class Source:
             return [(site, rows) for site, (_, rows) in self.sites.items()]
         sim = study.simulation
         frame, source = self.table.frame, str(self.path)
-        return site_groups(frame, source, label, sim.site_column, sim.partition, sim.sites, sim.alpha, study.seed)
+        groups = site_groups(frame, source, label, sim.site_column, sim.partition, sim.sites, sim.alpha, study.seed)
+        if sim.site_column:
+            check_site_rows(groups, source, sim.site_column, int(study.data.get("min-rows", MIN_ROWS)))
+        return groups
 
 
 def read_source(path: Path, read: Callable[[Path], Table], site_column: str, suffixes: tuple[str, ...]) -> Source:
@@ -93,3 +97,26 @@ def _refuse_other_columns(sites: dict[str, tuple[Path, pd.DataFrame]]) -> None:
                 [f"has {', '.join(map(str, extra))} besides"] if extra else []
             )
             raise DataError(site, f"its columns are not {first.name}'s: it {' and '.join(problems)}", file=str(file))
+
+
+def check_site_rows(groups: list[tuple[str, pd.DataFrame]], source: str, site_column: str, min_rows: int) -> None:
+    """Refuse a site column that gives sites too small to train on, before any site's columns are read (a one-row
+    site's columns hold nothing to infer); most such sites at once mean a column that does not name hospitals."""
+    small = [name for name, rows in groups if len(rows) < min_rows]
+    if not small:
+        return
+    listed = ", ".join(f"'{name}'" for name in small[:LISTED_SITES]) + (
+        f" and {len(small) - LISTED_SITES} more" if len(small) > LISTED_SITES else ""
+    )
+    advice = (
+        "is it the column naming each row's hospital?"
+        if 2 * len(small) > len(groups)
+        else "give their rows to another site, or remove them"
+    )
+    raise DataError(
+        None,
+        f"gives {len(groups)} sites, {len(small)} of them with fewer rows than data.min-rows = {min_rows} "
+        f"({listed}): {advice}",
+        file=source,
+        column=site_column,
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -172,6 +173,31 @@ def test_bad_data_is_refused_by_the_users_file_and_row_before_anything_starts(tm
     result = CliRunner().invoke(cli, [*base, *args])
     assert (result.exit_code, result.output) == (2, f"error: {problem.format(path=path)}\n")
     assert not out.exists() and not ray.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("column", "says"),
+    [  # once: "site '59.7', ..., column 'outcome': ..." about a one-row site, the first one inferred
+        (
+            "age",
+            r"column 'age': gives (\d+) sites, \1 of them with fewer rows than data.min-rows = 20 \('[\d.]+', "
+            r"('[\d.]+', ){4}'[\d.]+' and \d+ more\): is it the column naming each row's hospital\?",
+        ),
+        (
+            "hospital",
+            r"column 'hospital': gives 4 sites, 1 of them with fewer rows than data.min-rows = 20 \('tiny'\): "
+            r"give their rows to another site, or remove them",
+        ),
+    ],
+)
+def test_a_site_column_giving_sites_too_small_to_train_is_refused_by_name(tmp_path, column, says):
+    frame = hospitals(90)
+    frame.loc[:9, "hospital"] = "tiny"
+    path = tmp_path / "patients.csv"
+    path.write_text(csv_text(frame))
+    args = ["--data", str(path), "--label", "outcome", "--site-column", column, "--check", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and re.search(says, result.output), result.output
 
 
 def test_a_run_that_fails_before_saving_a_round_leaves_no_folder(tmp_path, monkeypatch):
