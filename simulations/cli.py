@@ -19,7 +19,15 @@ from client.sitefile import MAX_TRAINING_MIB
 from server.history import final_site_metrics, site_epsilons
 from server.outputs import StudyOutputs
 from server.tracking import Tracker
-from shared.config import KNOWN_TASKS, PRIVACY_MODES, STRATEGIES, FederationConfig, StudyConfig, load_study
+from shared.config import (
+    KNOWN_TASKS,
+    PRIVACY_MODES,
+    STRATEGIES,
+    FederationConfig,
+    SimulationConfig,
+    StudyConfig,
+    load_study,
+)
 from shared.errors import COMMAND_LINE, ConfigError, MedfedError, PolicyError
 from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
@@ -180,6 +188,7 @@ def run(
             ("simulation", "sites"): sites,
         }
         study = _overridden(_study_file(study_file) if study_file else get_task(task).demo_study(), overrides, seed)
+        _check_split_options(study.simulation, {"--sites": sites, "--partition": partition, "--alpha": alpha})
         cats = [c.strip() for c in categorical.split(",")] if categorical else None
         plan = plan_study(study, study_file is not None, {k: v for k, v in hints.items() if v is not None}, cats)
         plan.study = _overridden(plan.study, overrides, seed)  # what the command line says wins over the defaults
@@ -231,6 +240,20 @@ def _study_file(path: Path) -> StudyConfig:
         return study
     source = dataclasses.replace(study.simulation, data=str((path.parent / data).absolute()))
     return dataclasses.replace(study, simulation=source)
+
+
+def _check_split_options(sim: SimulationConfig, given: dict[str, object]) -> None:
+    """Refuse options that split one table into sites when the data names its own sites (they were ignored)."""
+    named = [option for option, value in given.items() if value is not None]
+    if not named:
+        return
+    if sim.site_column:
+        own = f"its site column '{sim.site_column}' names each row's hospital"
+    elif sim.data and Path(sim.data).is_dir():
+        own = f"'{sim.data}' is a folder whose files (or sub-folders) are its sites"
+    else:
+        return
+    raise ConfigError(named[0], f"splits one table into sites, but {own}: drop {' and '.join(named)}", COMMAND_LINE)
 
 
 def _checked(study: StudyConfig, sites: list[SiteConfig], folder: Path) -> None:

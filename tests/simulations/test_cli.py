@@ -153,6 +153,12 @@ def trailing_comma_on_data_rows(text: str) -> str:
             "medfed-sim: 'federation.min-sites' is 3, more than the 2 site(s) of this simulation; pass --min-sites 2",
         ),
         (None, [], "file '{path}': not found"),
+        (  # once ignored without a word
+            csv_text(hospitals()),
+            ["--sites", "5", "--alpha", "0.3"],
+            "command line: '--sites' splits one table into sites, but its site column 'hospital' names each row's "
+            "hospital: drop --sites and --alpha",
+        ),
     ],
     ids=[
         "shifted-rows",
@@ -162,6 +168,7 @@ def trailing_comma_on_data_rows(text: str) -> str:
         "rare-label",
         "too-few-sites",
         "no-file",
+        "split-options-with-a-site-column",
     ],
 )
 def test_bad_data_is_refused_by_the_users_file_and_row_before_anything_starts(tmp_path, text, args, problem):
@@ -198,6 +205,21 @@ def test_a_site_column_giving_sites_too_small_to_train_is_refused_by_name(tmp_pa
     args = ["--data", str(path), "--label", "outcome", "--site-column", column, "--check", "--out", str(tmp_path / "o")]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and re.search(says, result.output), result.output
+
+
+def test_options_that_split_a_table_are_refused_for_a_folder_of_sites(tmp_path):
+    folder = tmp_path / "sites"
+    folder.mkdir()
+    for name, rows in hospitals(90).groupby("hospital"):
+        (folder / f"{name}.csv").write_text(csv_text(rows.drop(columns="hospital")))
+    args = ["--data", str(folder), "--label", "outcome", "--partition", "iid", "--check", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.output.split()) == (
+        f"error: command line: '--partition' splits one table into sites, but '{folder}' is a folder whose files (or "
+        "sub-folders) are its sites: drop --partition"
+    )
+    assert CliRunner().invoke(cli, args[:4] + args[6:]).exit_code == 0
 
 
 def test_a_run_that_fails_before_saving_a_round_leaves_no_folder(tmp_path, monkeypatch):
