@@ -23,6 +23,15 @@ UNIT = {
 }
 
 
+def _not_audited(saved: SavedStudy) -> str:
+    """Why the card has no membership-inference audit."""
+    if "privacy" in saved.summary:  # medfed-sim audits every simulated site whose data a round's model reached
+        return (
+            "no round's model reached a site, so the saved model is the untrained start and there was nothing to audit"
+        )
+    return "medfed-sim runs it against each simulated site; a federation's sites hold the data it needs"
+
+
 def model_card(saved: SavedStudy) -> dict[str, Any]:
     """The card's content, JSON-ready; every figure comes from the study's saved outputs."""
     study, privacy = saved.study, saved.study.privacy
@@ -84,7 +93,7 @@ def model_card(saved: SavedStudy) -> dict[str, Any]:
             }
             for site in sites
         },
-        "membership-inference-audit": audit or None,
+        "membership-inference-audit": audit or _not_audited(saved),
         "limitations": _limitations(saved, final),
         "sha256": {"model": _sha256(saved.folder / "model.safetensors"), "study": _sha256(saved.folder / "study.json")},
         "versions": {name: _version(package) for name, package in PACKAGES.items()},
@@ -149,8 +158,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines.append(
         "Loss-threshold attack AUC per site (0.5: the attack cannot tell training rows from held-out ones): "
         + ", ".join(f"{s} {a:.3f}" for s, a in audit.items())
-        if audit
-        else "Not run (medfed-sim runs it against each simulated site; a federation's sites hold the data it needs)."
+        if isinstance(audit, dict)
+        else f"Not run: {audit}."
     )
     lines += ["", "## Known limitations"]
     lines += [f"- {item}" for item in card["limitations"]] or ["- None recorded."]

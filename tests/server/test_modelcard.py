@@ -46,3 +46,20 @@ def test_a_card_whose_sites_send_no_class_counts_has_no_such_column(tmp_path):
     text = card_markdown(card)
     assert "| site | training examples | held-out examples |\n|---|---:|---:|\n| north | 40 |" in text
     assert "class counts" not in text.lower() and "not reported" not in text
+
+
+def test_a_card_without_an_audit_says_why(tmp_path):
+    """A simulation whose every site refused the study once read "Not run (medfed-sim runs it ...)"."""
+    folder = write_study_folder(tmp_path)
+    summary = json.loads((folder / "summary.json").read_text())
+    (folder / "summary.json").write_text(json.dumps({**summary, "privacy": {s: {} for s in SITES}}))
+    write_model_card(SavedStudy.read(folder))
+    assert (
+        "Not run: no round's model reached a site, so the saved model is the untrained start"
+        in (folder / f"{CARD}.md").read_text()
+    )
+    (folder / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "privacy"}))
+    write_model_card(SavedStudy.read(folder))
+    card = json.loads((folder / f"{CARD}.json").read_text())
+    assert card["membership-inference-audit"].startswith("medfed-sim runs it against each simulated site")
+    assert "Not run: medfed-sim runs it against each simulated site;" in (folder / f"{CARD}.md").read_text()
