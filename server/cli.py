@@ -59,6 +59,8 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
         f"{config.federation.rounds} rounds, secure aggregation {'on' if secure else 'off'} in a federation"
     )
     console.print(_model_size(config), highlight=False)
+    for note in get_task(config.task).study_notes(config):
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 def _model_size(study: StudyConfig) -> str:

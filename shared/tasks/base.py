@@ -72,6 +72,10 @@ class Task(ABC):
     def check_study(self, study: StudyConfig) -> None:
         """Validate the study's `data` and `model` options; raise ConfigError naming the field."""
 
+    def study_notes(self, study: StudyConfig) -> list[str]:
+        """What a valid study will not report, for `medfed-server validate` to say before it runs."""
+        return []
+
     @abstractmethod
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
         """A `[data]` section describing this data file (classes, schema, sizes), the `hints` given winning.

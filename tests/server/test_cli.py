@@ -42,6 +42,18 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     assert result.exit_code == 2 and "privacy.epsilon" in result.output and "bad.toml" in result.output
 
 
+def test_validate_says_what_a_survival_study_without_horizons_will_not_report(tmp_path):
+    study = tmp_path / "s.toml"
+    base = 'name = "s"\ntask = "survival"\n[data]\ntime = "days"\nevent = "died"\nfeatures = ["age"]\n'
+    study.write_text(base)
+    result = CliRunner().invoke(cli, ["validate", str(study)])
+    assert result.exit_code == 0, result.output
+    assert "note: no data.horizons: the sites will report Harrell's and Uno's C only" in " ".join(result.output.split())
+    study.write_text(base + "horizons = [365, 730]\n")
+    result = CliRunner().invoke(cli, ["validate", str(study)])
+    assert result.exit_code == 0 and "note:" not in result.output, result.output
+
+
 def test_provision_and_add_site_commands(tmp_path):
     out = tmp_path / "fed"
     args = ["provision", "--out", str(out), "--host", "127.0.0.1", "--site", "north", "--site", "south"]

@@ -85,6 +85,15 @@ class SurvivalTask(Task):
         )
         return agreed_survival_data(schemas), advice
 
+    def study_notes(self, study: StudyConfig) -> list[str]:
+        """Without horizons a study reports the C-indices only."""
+        if data_spec(study).horizons:
+            return []
+        return [
+            "no data.horizons: the sites will report Harrell's and Uno's C only, with no Brier score, time-dependent "
+            "AUC or Kaplan-Meier curves; list horizons = [...] in the time column's units to have them"
+        ]
+
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split the site's table, stratified on the event."""
         return load_survival_site(path, site, data_spec(study), study.seed)
