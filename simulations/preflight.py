@@ -261,7 +261,7 @@ def _identifiers(
     if categorical is not None:
         return [], []
     ids = identifier_columns(frame, exclude)
-    why = "a different value on every row (an identifier or free text)"
+    why = "a different value on every row (an identifier, a row number or free text)"
     return ids, [f"{path.name}: column '{c}' left out of the features: {why}" for c in ids]
 
 

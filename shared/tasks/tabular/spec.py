@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -12,6 +13,10 @@ from shared.config import StudyConfig, parse_section, raise_first
 from shared.errors import ConfigError, DataError, MedfedError
 from shared.tasks.size import SiteSize
 from shared.tasks.tabular.table import DECIMALS, DELIMITERS
+
+# A numeric column's name that says it counts rows or patients rather than measuring them: `id`, `patient_id`,
+# `PatientID`, `mrn`, `pid`, `index`, and `Unnamed: 0` (pandas' index, written by `to_csv` by default).
+ID_NAME = re.compile(r"(?i)^(id|index|mrn|pid|unnamed: ?\d+)$|[_ .-](id|mrn)$|(?-i:[a-z](Id|ID))$")
 
 STRAY_SHARE = 10  # a column whose non-numeric cells are at most 1 in this many is numbers with stray cells
 
@@ -246,16 +251,23 @@ def _too_many_values(cells: pd.Series, column: str, n_values: int) -> MedfedErro
 
 
 def identifier_columns(table: pd.DataFrame, exclude: list[str], max_categories: int = 20) -> list[str]:
-    """Non-numeric columns with a different value on every row and too many for categories (a patient or record id,
-    free text): never features (simulation only)."""
+    """Columns with a different value on every row and too many for categories: text (a patient or record id, free
+    text), or whole numbers under an identifier's name (`patient_id`, `mrn`, pandas' written index `Unnamed: 0`).
+    Never features (simulation only)."""
     return [
         str(c)
         for c in table.columns
         if c not in set(exclude)
-        and not pd.api.types.is_numeric_dtype(table[c])
         and table[c].nunique() > max_categories
         and table[c].dropna().is_unique
+        and (not pd.api.types.is_numeric_dtype(table[c]) or _numbered_id(str(c), table[c]))
     ]
+
+
+def _numbered_id(name: str, values: pd.Series) -> bool:
+    """A numeric column named as an identifier and holding whole numbers only."""
+    present = values.dropna()
+    return bool(ID_NAME.search(name)) and bool((present == present.round()).all())
 
 
 def require_column(table: pd.DataFrame, column: str, name: str) -> None:

@@ -52,19 +52,23 @@ def test_a_study_scale_that_cannot_apply_is_refused_naming_the_column(scale, say
     assert says in str(err.value)
 
 
-def test_identifier_columns_are_text_columns_unique_on_every_row_beyond_a_category_list():
+def test_identifier_columns_are_unique_on_every_row_beyond_a_category_list_and_text_or_numbered_ids():
     n = 30
     frame = pd.DataFrame(
         {
+            "Unnamed: 0": range(n),  # pandas' index, written by to_csv: once a feature
             "mrn": [f"MRN{i:04d}" for i in range(n)],  # an identifier
             "sex": ["F", "M"] * (n // 2),  # a category
-            "age": range(n),  # unique, but a number: a feature
+            "age": range(n),  # unique, but a number not named as an id: a feature
+            "PatientID": [float(1000 + 7 * i) for i in range(n)],  # whole numbers under an id's name: once a feature
+            "lab_id": [i + 0.5 for i in range(n)],  # an id's name, but measured values: a feature
             "ward": [f"W{i % 25}" for i in range(n)],  # many values, some repeated: not an id (its error stands)
             "site": [f"S{i}" for i in range(n)],  # unique, but excluded (the site column)
         }
     )
     frame.loc[3, "mrn"] = None  # a missing id is still an id column
-    assert identifier_columns(frame, ["site"]) == ["mrn"]
+    frame.loc[4, "PatientID"] = None
+    assert identifier_columns(frame, ["site"]) == ["Unnamed: 0", "mrn", "PatientID"]
     assert identifier_columns(frame.head(20), ["site"]) == []  # 20 rows: few enough to be categories
 
 
