@@ -88,8 +88,8 @@ def test_a_users_table_is_checked_site_by_site_before_ray_and_an_id_column_is_no
     checked = CliRunner().invoke(cli, [*args, "--check"])
     assert checked.exit_code == 0, checked.output
     assert (
-        "gbsg2.csv: column 'patient' left out of the features: a different value on every row (an identifier or free "
-        "text)" in checked.output
+        "gbsg2.csv: column 'patient' left out of the features: a different value on every row (an identifier, a row "
+        "number or free text)" in checked.output
     )
     assert "patient" not in json.loads((out / "study.json").read_text())["data"]["features"]
 
