@@ -20,12 +20,15 @@ Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps), Opac
 
 # Opacus's PRV accountant discretises the privacy loss on a grid that grows with the steps it composes, with how
 # often each example is drawn (passes: steps x sample rate) and with the ε it resolves, and its time with the distinct
-# entries. Within these bounds a noise plan took at most 12 s and 1.3 GB here, a lifetime of 4 studies 2.4 s at
-# ε = 3.5 (30 s and 1.7 GB at ε = 25); beyond them 64 s and 7.7 GB (100,000 steps at rate 1), or a MemoryError
-# (BENCHMARKS.md, "PRV accounting's cost"). RDP's cost does not grow with any of them.
+# entries. Within these bounds a noise plan (`plan_noise`) took at most 11 s and 1.1 GB here, a lifetime of 4 studies
+# 2.1 s at ε = 3.5 (31 s and 1.7 GB at ε = 25); beyond them 17 s and 2.8 GB at 100,000 steps at rate 1 (64 s and
+# 7.7 GB at Opacus's default error), or a MemoryError (BENCHMARKS.md, "PRV accounting's cost"). RDP's cost does not
+# grow with any of them.
 PRV_MAX_STEPS = 100_000
 PRV_MAX_PASSES = 10_000
 PRV_MAX_ENTRIES = 4
+PRV_EPS_ERROR = 0.01  # Opacus's default error of a PRV ε, at which every round is accounted
+PLAN_EPS_ERROR_SHARE = 0.01  # a noise plan's PRV error, as a share of its target ε (never below the default)
 
 
 class BudgetError(MedfedError):
@@ -86,10 +89,16 @@ def _epsilon(history: tuple[Entry, ...], delta: float, accountant: str) -> float
 
 @functools.lru_cache(maxsize=256)
 def plan_noise(target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
-    """The noise multiplier that spends exactly the budget over `steps` steps (Opacus's binary search); the caller
-    has checked the work (`check_work`)."""
+    """The noise multiplier that spends the budget over `steps` steps (Opacus's binary search); the caller has
+    checked the work (`check_work`)."""
     from opacus.accountants.utils import get_noise_multiplier
 
+    # PRV's grid grows with the ε it resolves over its error, and the search resolves ε far above the target (below
+    # the final noise): at Opacus's default error, planning ε = 8 over 100,000 steps at rate 0.001 took 51 s and
+    # 6.2 GB (5.5 s and 1.1 GB so). An error relative to the target keeps the grid alike for every target; the plan
+    # is then looser by at most that much (0.2-0.7 % more noise, measured), and every round is still accounted at
+    # Opacus's default error, so what the rounds spend stays within the target.
+    precision = {"eps_error": max(PRV_EPS_ERROR, PLAN_EPS_ERROR_SHARE * target_epsilon)} if accountant == "prv" else {}
     try:
         with _quiet(accountant):
             noise = get_noise_multiplier(
@@ -98,6 +107,7 @@ def plan_noise(target_epsilon: float, delta: float, sample_rate: float, steps: i
                 sample_rate=sample_rate,
                 steps=steps,
                 accountant=accountant,
+                **precision,
             )
         return float(noise)
     except ValueError as exc:
