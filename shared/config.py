@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from flwr.common.config import unflatten_dict
 
 from shared.errors import ConfigError, PolicyError
-from shared.privacy.accounting import PRV_MAX_PASSES
+from shared.privacy.accounting import PRV_MAX_EPSILON, PRV_MAX_PASSES
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 # Robust rules compare single sites' updates: the fewest sites each needs per round, for f = byzantine-sites.
@@ -353,6 +353,12 @@ class StudyConfig:
                 "federation.secure-aggregation",
                 f"cannot be \"on\" with privacy.mode = '{self.privacy.mode}': central DP clips each site's update at "
                 "the server, which secure aggregation hides; use privacy.mode = 'local'",
+            )
+        if self.privacy.mode != "off" and self.privacy.accountant == "prv" and self.privacy.epsilon > PRV_MAX_EPSILON:
+            raise ConfigError(
+                "privacy.accountant",
+                f"'prv' resolves ε up to {PRV_MAX_EPSILON:g} in bounded time and memory (its cost grows with the ε), "
+                f"and privacy.epsilon is {self.privacy.epsilon:g}: use 'rdp', whose cost does not",
             )
         # At any site's size, each local epoch draws every example once on average: the passes DP-SGD composes.
         passes = self.federation.rounds * self.train.local_epochs

@@ -27,6 +27,12 @@ Entry = tuple[float, float, int]  # (noise multiplier, sample rate, steps), Opac
 PRV_MAX_STEPS = 100_000
 PRV_MAX_PASSES = 10_000
 PRV_MAX_ENTRIES = 4
+# The largest ε a study may target with PRV (its config says so), and the largest a PRV composition resolves: RDP's
+# bound is computed first, in milliseconds, and above this it is the ε stated. A study with a fixed noise of 0.05
+# once asked a site to allocate 816 GiB for one round's ε. RDP exceeds PRV by well under 2x, so every ε within a
+# target is resolved by PRV, and an ε stated by RDP is above every target.
+PRV_MAX_EPSILON = 20.0
+PRV_MAX_RDP_EPSILON = 2 * PRV_MAX_EPSILON
 PRV_EPS_ERROR = 0.01  # Opacus's default error of a PRV ε, at which every round is accounted
 PLAN_EPS_ERROR_SHARE = 0.01  # a noise plan's PRV error, as a share of its target ε (never below the default)
 
@@ -45,7 +51,7 @@ def merge(history: list[Entry]) -> list[Entry]:
 
 
 def beyond_prv(history: list[Entry]) -> str:
-    """What in a history is beyond the PRV accountant's bounds here ('' when nothing is)."""
+    """What in a history's shape is beyond the PRV accountant's bounds here ('' when nothing is)."""
     merged = merge(history)
     steps = sum(count for _, _, count in merged)
     passes = sum(rate * count for _, rate, count in merged)
@@ -69,11 +75,15 @@ def check_work(history: list[Entry], accountant: str) -> None:
 
 
 def epsilon(history: list[Entry], delta: float, accountant: str) -> float:
-    """The (ε, δ) guarantee of a history under Opacus's accountant; 0 for no steps."""
+    """The (ε, δ) guarantee of a history under Opacus's accountant (under PRV, RDP's bound when that is above what
+    PRV resolves here); 0 for no steps."""
     if not history:
         return 0.0
     check_work(history, accountant)
-    return _epsilon(tuple(sorted(merge(history))), delta, accountant)
+    merged = tuple(sorted(merge(history)))
+    if accountant == "prv" and (bound := _epsilon(merged, delta, "rdp")) > PRV_MAX_RDP_EPSILON:
+        return bound
+    return _epsilon(merged, delta, accountant)
 
 
 @functools.lru_cache(maxsize=1024)

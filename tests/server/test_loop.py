@@ -166,7 +166,8 @@ def test_central_dp_whose_noise_alone_would_be_rejected_stops_before_spending_an
     """Three sites a round at ε = 0.5: the noise on the aggregate is many times the model's norm, so every round
     would be rejected by max-aggregate-change while the sites' ε is spent. At ε = 50 the study runs."""
     study = with_federation(study, strategy="fedavg", min_sites=3, rounds=1)
-    study = dataclasses.replace(study, privacy=PrivacyConfig(mode="central-server", epsilon=epsilon))
+    # RDP: PRV resolves ε up to 20 (a study asking more is refused by its config)
+    study = dataclasses.replace(study, privacy=PrivacyConfig(mode="central-server", epsilon=epsilon, accountant="rdp"))
     grid = LocalGrid({1: site("a"), 2: site("b"), 3: site("c")})
     _, history = run_study(grid, study, StudyOutputs(tmp_path / "run"))
     spent = [r for r in history.rows if r["kind"] == "privacy"]

@@ -105,6 +105,23 @@ def test_prv_work_beyond_its_bounds_is_refused_at_once_and_rdp_accounts_it(histo
     assert 0 < epsilon(history, 1e-5, "rdp") < float("inf")
 
 
+def test_an_epsilon_above_what_prv_resolves_is_stated_by_rdp_at_once_and_refused_by_any_budget(tmp_path):
+    """A fixed noise of 0.05 over 10,000 steps: PRV once asked a site for 816 GiB to state its ε."""
+    history = [(0.05, 0.01, 10_000)]
+    assert epsilon(history, 1e-5, "prv") == epsilon(history, 1e-5, "rdp") > 1e6
+    assert epsilon([(1.0, 0.05, 2000)], 1e-5, "prv") < epsilon([(1.0, 0.05, 2000)], 1e-5, "rdp")  # PRV below it
+    study = dp_study(epsilon=20.0, noise_multiplier=0.05)
+    with pytest.raises(BudgetError, match=r"too small for even one round\): ε spent 0.000, this round would reach"):
+        open_site(study, tmp_path).check_round()
+
+
+def test_a_study_asking_prv_for_more_than_it_resolves_in_bounded_memory_is_refused_by_field():
+    with pytest.raises(ConfigError, match=r"'prv' resolves ε up to 20 .* privacy.epsilon is 50: use 'rdp'") as err:
+        StudyConfig.from_dict({"privacy": {"mode": "local", "epsilon": 50.0}})
+    assert err.value.field == "privacy.accountant"
+    StudyConfig.from_dict({"privacy": {"mode": "local", "epsilon": 50.0, "accountant": "rdp"}})
+
+
 def test_a_study_whose_rounds_and_epochs_prv_cannot_account_is_refused_by_field():
     endless = {"privacy": {"mode": "local"}, "federation": {"rounds": 5_000}, "train": {"local-epochs": 3}}
     with pytest.raises(ConfigError, match=r"rounds x train.local-epochs = 15,000 passes") as err:
