@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import pytest
 from opacus.accountants import PRVAccountant, RDPAccountant
@@ -110,6 +111,9 @@ def test_an_epsilon_above_what_prv_resolves_is_stated_by_rdp_at_once_and_refused
     history = [(0.05, 0.01, 10_000)]
     assert epsilon(history, 1e-5, "prv") == epsilon(history, 1e-5, "rdp") > 1e6
     assert epsilon([(1.0, 0.05, 2000)], 1e-5, "prv") < epsilon([(1.0, 0.05, 2000)], 1e-5, "rdp")  # PRV below it
+    with warnings.catch_warnings():  # the bound's RDP orders once warned on a data scientist's terminal every round
+        warnings.simplefilter("error")
+        epsilon([(4.0, 0.01, 13)], 1e-5, "prv")
     study = dp_study(epsilon=20.0, noise_multiplier=0.05)
     with pytest.raises(BudgetError, match=r"too small for even one round\): ε spent 0.000, this round would reach"):
         open_site(study, tmp_path).check_round()
