@@ -48,10 +48,14 @@ def survival_metrics(
     train, test = _surv(outcome_train), _surv(np.stack([np.minimum(time, cut), event & (time <= cut)], axis=1))
     if not headline_only:
         out["uno-c-index"] = float(metrics.concordance_index_ipcw(train, test, predicted.risk, tau=usable[-1])[0])
-        at = {h: i for i, h in enumerate(predicted.times)}
-        columns = [at[h] for h in usable]
-        auc, _ = metrics.cumulative_dynamic_auc(train, test, 1 - predicted.survival[:, columns], usable)
-        out.update({f"auc@{h:g}": float(a) for h, a in zip(usable, auc, strict=True)})
+        # A horizon's AUC needs a case (an event by then) and a control (still followed after it): undefined
+        # otherwise, where scikit-survival divides by zero.
+        cases = [h for h in usable if (event & (time <= h)).any()]
+        if cases:
+            at = {h: i for i, h in enumerate(predicted.times)}
+            columns = [at[h] for h in cases]
+            auc, _ = metrics.cumulative_dynamic_auc(train, test, 1 - predicted.survival[:, columns], cases)
+            out.update({f"auc@{h:g}": float(a) for h, a in zip(cases, auc, strict=True)})
     if len(usable) > 1:
         grid = np.linspace(usable[0], usable[-1], IBS_POINTS)
         estimate = _interpolate(predicted, grid)

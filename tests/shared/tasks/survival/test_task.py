@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -171,3 +172,17 @@ def test_a_split_without_comparable_pairs_is_flagged_and_diverged_risks_are_refu
     diverged = Predictions(np.array([0.1, np.nan, 0.3]), np.full((3, len(times)), 0.5), times)
     with pytest.raises(MedfedError, match="not finite"):
         survival_metrics(spec, train, test, diverged)
+
+
+def test_a_horizon_before_the_first_held_out_event_has_no_auc_and_no_warning():
+    spec = data_spec(survival_study("cox", **{"min-test-events": 1}))  # horizons 250, 500, 1000
+    train = np.array([[t, float(t % 200 == 0)] for t in range(100, 1600, 50)])
+    test = np.array([[100.0, 0.0], [150.0, 0.0], [600.0, 1.0], [700.0, 1.0], [1100.0, 1.0], [1200.0, 0.0]])
+    times = np.array(spec.horizons)
+    risk = np.array([0.1, 0.2, 0.9, 0.8, 0.5, 0.3])
+    predicted = Predictions(risk, np.clip(1 - risk[:, None] * times[None, :] / 2000, 0, 1), times)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-survival's 'invalid value encountered in divide', once
+        metrics = survival_metrics(spec, train, test, predicted)
+    assert "auc@250" not in metrics and "auc@500" not in metrics  # no event by then: undefined, not NaN
+    assert 0 <= metrics["auc@1000"] <= 1
