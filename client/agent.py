@@ -3,7 +3,8 @@
 Both run as children of `medfed-site start`, in its process group: the site's IT supervises the one PID of
 `medfed-site start`, which ends both on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts a new site
 worker whenever the worker dies. The children are also told by the kernel to stop if the agent itself is killed.
-When the SuperNode gives up connecting, `medfed-site start` reads its log and names the likely cause.
+When the SuperNode gives up connecting, `medfed-site start` reads its log and names the likely cause; one the server
+refuses because it still counts this site as connected is started again for a while.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +38,13 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 )
 
 
+# Flower's public message when the SuperLink refuses to activate a node (API error 2004, SuperNode exit 305). A
+# SuperNode that ended without telling the SuperLink (killed, or the SuperLink was down at that moment) leaves its
+# node counted online until it misses two heartbeats (Flower: 2 x 30 s), and a new one with the same key is refused
+# until then: the agent tries again for a while rather than stop a site that restarted quickly.
+ACTIVATION_REFUSED = "Failed to activate SuperNode"
+ACTIVATION_WAIT_S = 150.0
+ACTIVATION_RETRY_S = 10.0
 WORKER_RESTART_PAUSE_S = 1.0
 PREFLIGHT_WAIT_S = 3600.0  # the check reads every row or image once: a large imaging folder takes a while
 MEDFED_SITE = str(Path(sys.executable).with_name("medfed-site"))  # this same installed medfed's command
@@ -117,37 +126,59 @@ def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
 
 def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     """Run the SuperNode (echoing its log) and, unless the site runs the server's app, the site worker, restarted
-    whenever it dies; return the SuperNode's exit code and its log's last lines once it ends."""
+    whenever it dies; return the SuperNode's exit code and its log's last lines once it ends. A SuperNode the server
+    refuses to activate, because it still counts this site's previous node as connected, is started again every
+    ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the worker running meanwhile."""
     env = flower_env()
     secret = None if site.app_code == "server" else worker_secret(site)
     tasks = None if secret is None else worker_tasks(site)
     if secret is None:  # Flower's own executor starts one ClientApp process per message; a 0.1 s poll costs nothing
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+    worker = None if secret is None or tasks is None else worker_command(site, secret, tasks)
     tail: collections.deque[str] = collections.deque(maxlen=200)
     children: dict[str, subprocess.Popen] = {}
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
 
+    def tend(done: Callable[[], bool]) -> None:
+        while not done():
+            if worker is not None:
+                _keep_worker(site.name, worker, env, children)
+            time.sleep(0.2)
+
     passed_on = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     before = {sig: signal.signal(sig, stop) for sig in passed_on}
+    refused_since: float | None = None
     try:
-        children["supernode"] = supernode = subprocess.Popen(
-            dying_with_parent(supernode_command(site, insecure, secret)),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        receipts = None if tasks is None else ReceiptWriter(tasks)
-        echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
-        echo.start()
-        while supernode.poll() is None:
-            if secret is not None and tasks is not None:
-                _keep_worker(site.name, worker_command(site, secret, tasks), env, children)
-            time.sleep(0.2)
-        echo.join(timeout=5)
-        return supernode.returncode, "".join(tail)
+        while True:
+            tail.clear()
+            children["supernode"] = supernode = subprocess.Popen(
+                dying_with_parent(supernode_command(site, insecure, secret)),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            receipts = None if tasks is None else ReceiptWriter(tasks)
+            echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
+            echo.start()
+            tend(lambda supernode=supernode: supernode.poll() is not None)
+            echo.join(timeout=5)
+            log = "".join(tail)
+            if supernode.returncode == 0 or ACTIVATION_REFUSED not in log:
+                return supernode.returncode, log
+            refused_since = time.monotonic() if refused_since is None else refused_since
+            if time.monotonic() + ACTIVATION_RETRY_S - refused_since > ACTIVATION_WAIT_S:
+                return supernode.returncode, log
+            print(
+                f"site '{site.name}': {site.server} still counts this site as connected (an agent that did not stop "
+                f"cleanly counts until it misses two heartbeats, about a minute); joining again in "
+                f"{ACTIVATION_RETRY_S:.0f} s",
+                flush=True,
+            )
+            resume = time.monotonic() + ACTIVATION_RETRY_S
+            tend(lambda resume=resume: time.monotonic() >= resume)
     finally:
         end(children.values())
         for sig, handler in before.items():
@@ -179,6 +210,12 @@ def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter
 
 def connection_failure(site: SiteFile, code: int, log: str) -> str:
     """Why the agent stopped, from the SuperNode's exit code and log: TLS, authentication, or an unreachable server."""
+    if ACTIVATION_REFUSED in log:
+        return (
+            f"{site.server} still counted this site as connected after {ACTIVATION_WAIT_S:.0f} s: another agent with "
+            "this site's key is running (on another machine, or as a service beside one started by hand); stop it, "
+            "then start this one again"
+        )
     text = log.lower()
     cause = next((name for name, marks in CAUSES if any(m in text for m in marks)), None)
     if cause == "tls":

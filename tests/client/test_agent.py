@@ -12,7 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 import client.agent
-from client.agent import CONNECT_RETRIES, CONNECT_WAIT_S, connection_failure, supernode_command
+from client.agent import (
+    ACTIVATION_REFUSED,
+    ACTIVATION_WAIT_S,
+    CONNECT_RETRIES,
+    CONNECT_WAIT_S,
+    connection_failure,
+    run_agent,
+    supernode_command,
+)
 from client.cli import cli
 from client.sitefile import load_site_file
 from shared.tasks import get_task
@@ -58,6 +66,10 @@ def test_the_supernode_gives_up_after_bounded_attempts(tmp_path):
         (
             "Failed to initialize the connection to the SuperLink.\n[Errno 111] Connection refused",
             "fl.example.org:9092 could not be reached within 30 attempts / 600 s",
+        ),
+        (
+            "Failed to initialize the connection to the SuperLink.\n[code: 2004] Failed to activate SuperNode.",
+            f"fl.example.org:9092 still counted this site as connected after {ACTIVATION_WAIT_S:.0f} s: another agent",
         ),
         ("Something else entirely", "the agent (Flower SuperNode) exited with code 1; its log is above"),
     ],
@@ -110,3 +122,51 @@ def test_a_site_whose_data_fails_the_preflight_check_does_not_start_and_says_why
     assert "not ready:" in result.stdout and "outcome" in result.stdout  # the check's own reason, naming the column
     assert "not starting: the pre-flight check of site 'north' failed (its reason is above)" in result.stdout
     assert "joining" not in result.stdout
+
+
+def test_the_refusal_the_agent_retries_is_the_installed_flowers():
+    from flwr.common.constant import HEARTBEAT_DEFAULT_INTERVAL, HEARTBEAT_PATIENCE
+    from flwr.supercore.error.base import ApiErrorCode
+    from flwr.supercore.error.catalog import API_ERROR_MAP
+
+    assert ACTIVATION_REFUSED in API_ERROR_MAP[ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED].public_message
+    assert ACTIVATION_WAIT_S > HEARTBEAT_PATIENCE * HEARTBEAT_DEFAULT_INTERVAL  # a stale node has expired by then
+
+
+def fake_supernode(tmp_path, monkeypatch, refusals: int) -> Path:
+    """A SuperNode the server refuses to activate `refusals` times (as Flower 1.41 exits then), then runs and ends;
+    a site worker that records each start. Returns the worker's record."""
+    starts, workers = tmp_path / "supernode-starts", tmp_path / "worker-starts"
+    refused = "Failed to initialize the connection to the SuperLink.\\n[code: 2004] Failed to activate SuperNode."
+    script = (
+        f"import pathlib, sys\np = pathlib.Path({str(starts)!r})\n"
+        "n = len(p.read_text()) if p.exists() else 0\np.write_text('x' * (n + 1))\n"
+        f"if n < {refusals}:\n    print('{refused}')\n    sys.exit(305)\n"
+        "print('SuperNode ID: 1')\n"
+    )
+    worker = f"import os, time\nopen({str(workers)!r}, 'a').write(f'{{os.getpid()}}\\n')\ntime.sleep(60)"
+    monkeypatch.setattr(client.agent, "supernode_command", lambda *_: [sys.executable, "-c", script])
+    monkeypatch.setattr(client.agent, "worker_command", lambda *_: [sys.executable, "-c", worker])
+    monkeypatch.setattr(client.agent, "ACTIVATION_RETRY_S", 0.3)
+    return workers
+
+
+def test_a_supernode_refused_while_its_old_node_counts_as_connected_joins_again(tmp_path, monkeypatch, capsys):
+    """A site restarted before the server noticed its previous agent had gone is refused for up to a minute: the
+    agent starts the SuperNode again until it joins, and its site worker keeps running meanwhile."""
+    workers = fake_supernode(tmp_path, monkeypatch, refusals=2)
+    code, log = run_agent(load_site_file(site_toml(tmp_path, "127.0.0.1:9")), insecure=True)
+    assert code == 0 and "SuperNode ID" in log and ACTIVATION_REFUSED not in log  # the log of the one that joined
+    assert capsys.readouterr().out.count("still counts this site as connected") == 2
+    assert len(workers.read_text().split()) == 1  # one worker throughout
+
+
+def test_a_supernode_refused_for_longer_stops_the_agent_and_says_why(tmp_path, monkeypatch):
+    fake_supernode(tmp_path, monkeypatch, refusals=1000)
+    monkeypatch.setattr(client.agent, "ACTIVATION_WAIT_S", 1.5)
+    site = load_site_file(site_toml(tmp_path, "127.0.0.1:9"))
+    started = time.monotonic()
+    code, log = run_agent(site, insecure=True)
+    assert code != 0 and time.monotonic() - started < 10
+    assert len((tmp_path / "supernode-starts").read_text()) >= 3  # it did try again
+    assert "another agent with this site's key is running" in connection_failure(site, code, log)
