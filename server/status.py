@@ -21,7 +21,11 @@ from shared.identity import load_public_key
 WIDTH = 80
 NEVER = {"registered": "registered, never connected", "unregistered": "unregistered (its key was removed)"}
 LIVE = ("running", "starting", "pending")  # Flower's words for a run not yet finished
-ENDED = {"finished:stopped": "stopped by the operator", "finished:failed": "the ServerApp failed"}
+ENDED = {
+    "finished:stopped": "stopped by the operator",
+    "finished:failed": "the ServerApp failed",
+    "finished:completed": "ended",
+}
 
 
 @dataclass(frozen=True)
@@ -138,5 +142,5 @@ def _rounds(history: dict[str, Any]) -> int:
 
 
 def _ended(flower: str) -> str:
-    """Flower's `finished:stopped` as words."""
+    """Flower's `finished:...` statuses as words."""
     return ENDED.get(flower, flower)

@@ -65,6 +65,7 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
     study_folder(fed, "too-few", ["103"], STOPPED, 1)
     study_folder(fed, "ongoing", ["104"], "running", 2)
     study_folder(fed, "halted", ["105"], "running", 3)
+    study_folder(fed, "retried", ["108", "109"], "completed", 5)  # 108 stopped below min-sites; 109 resumed it
     listing = [
         run("101", "finished:stopped"),
         run("102", "finished:completed"),
@@ -73,6 +74,8 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
         run("105", "finished:stopped", "N/A"),  # what Flower lists for a run stopped with `flwr stop`
         run("106", "finished:failed", "ServerApp exception"),
         run("107", "running"),  # just started: its ServerApp has not recorded it in a study folder yet
+        run("108", "finished:completed"),
+        run("109", "finished:completed"),
     ]
     runs = {r.run_id: r for r in study_runs(fed, listing)}
     assert (runs["101"].study, runs["101"].status) == ("resumed", "stopped by the operator; resumed by run 102")
@@ -83,6 +86,7 @@ def test_each_run_shows_its_studys_true_status_readably_at_80_columns(tmp_path):
     assert runs["106"].status.startswith("finished:failed (ServerApp exception)")
     assert runs["106"].status.endswith("(no study folder in the server kit)")
     assert (runs["107"].study, runs["107"].status) == ("?", "running (not yet in a study folder)")
+    assert runs["108"].status == "ended; resumed by run 109"  # not Flower's 'finished:completed'
     text = format_status(site_states(fed, []), list(runs.values()))
     assert all(len(line) <= 80 for line in text.splitlines()) and "…" not in text
     assert "run 103  too-few: stopped: round 1: only 0 usable update(s)," in text
