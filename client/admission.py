@@ -33,10 +33,10 @@ def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
     study.privacy.check_cap(site.name, site.max_epsilon)
 
 
-def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) -> None:
+def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) -> float:
     """Refuse a study whose training would take more memory than the site's policy allows: its model sized on torch's
     `meta` device and its data (the site's own, or `data` for predict) counted, not decoded, before any tensor is
-    allocated or any patient's values read."""
+    allocated or any patient's values read. Returns that figure (MiB)."""
     from shared.models import offer
     from shared.tasks import get_task  # torch: only once a study has passed the site's other rules
 
@@ -44,7 +44,9 @@ def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) 
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
     path = data or site.data_path
     footprint = _footprint(study.to_json(), frozenset(site.models.items()))
-    site.policy.check_memory(study, site.name, footprint, _examples(path, data_fingerprint(path), data is not None))
+    examples = _examples(path, data_fingerprint(path), data is not None)
+    site.policy.check_memory(study, site.name, footprint, examples)
+    return footprint.training_mib + footprint.data_mib(examples)
 
 
 @functools.lru_cache(maxsize=32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ from client.admission import admit, admit_model
 from client.agent import connection_failure, run_agent, run_preflight
 from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
-from shared.config import MIN_CELL, load_study
+from shared.config import MIN_CELL, StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.logs import FORMAT, show_medfed_logs
 from shared.privacy.journal import Verdict, recover, verify
@@ -73,7 +74,7 @@ def check(
     }
     modalities = {k: v for k, v in modalities.items() if v}
     try:
-        report, name = _preflight(config, data, study, site, modalities, min_cell)
+        report, name, admitted = _preflight(config, data, study, site, modalities, min_cell)
         if schema_out is not None:
             _write_schema(config, schema_out, min_cell)
     except MedfedError as exc:
@@ -82,6 +83,8 @@ def check(
     _print_report(report, name)
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    for line in admitted:
+        console.print(line, highlight=False)
     if schema_out is not None:
         console.print(f"schema written to {schema_out}: column names, types and category labels, no counts")
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
@@ -89,7 +92,8 @@ def check(
 
 def _preflight(
     config: Path | None, data: Path | None, study: Path | None, site: str, modalities: dict, min_cell: int
-) -> tuple[dict, str]:
+) -> tuple[dict, str, list[str]]:
+    """The data report, the site's name and, for a site checking a study, what admitting it would cost the site."""
     if modalities and (config is not None or study is not None):
         raise ConfigError(
             next(iter(modalities)),
@@ -100,17 +104,16 @@ def _preflight(
     if config is not None:
         site_file = load_site_file(config)
         if study_config is None:
-            return preflight(site_file), site_file.name
+            return preflight(site_file), site_file.name, []
         site_config = SiteConfig.from_site_file(site_file)
         admit(study_config, site_config, train=True)  # the site's policy and caps, as its agent applies them
-        admit_model(study_config, site_config)
+        mib = admit_model(study_config, site_config)
         data = load_site_data(site_config, study_config)
-        if study_config.privacy.mode == "local":  # the δ cap and each round's noise depend on the train split's size
-            from shared.privacy.site import check_lifetime
-
-            caps = site_config.privacy_caps()
-            check_lifetime(study_config, site_config.name, site_config.ledger_files(), caps, len(data.train))
-        return data.report, site_file.name
+        admitted = [
+            f"memory: training would hold about {mib:,.1f} MiB with this site's data, of its policy.max-training-mib "
+            f"= {site_file.policy.max_training_mib:g}"
+        ]
+        return data.report, site_file.name, admitted + _privacy_outlook(study_config, site_config, len(data.train))
     if data is None:
         raise ConfigError(
             "config",
@@ -120,9 +123,30 @@ def _preflight(
     if study_config is None:
         from client.describe import describe_data
 
-        return describe_data(data, site, modalities, min_cell), site
+        return describe_data(data, site, modalities, min_cell), site, []
     admit_model(study_config, SiteConfig(site, data))
-    return load_site_data(SiteConfig(site, data), study_config).report, site
+    return load_site_data(SiteConfig(site, data), study_config).report, site, []
+
+
+def _privacy_outlook(study: StudyConfig, site: SiteConfig, n_train: int) -> list[str]:
+    """What the study would spend of the site's patients' budget: the study's ε and the lifetime before and after."""
+    privacy = study.privacy
+    if privacy.mode != "local":  # the δ cap and each round's noise depend on the train split's size
+        return [f"privacy: privacy.mode = '{privacy.mode}': this site's training rounds would spend no local ε"]
+    from shared.privacy.site import check_lifetime
+
+    caps = site.privacy_caps()
+    outlook = check_lifetime(study, site.name, site.ledger_files(), caps, n_train)
+    per_study = f", this site's cap per study {caps.max_epsilon:g}" if math.isfinite(caps.max_epsilon) else ""
+    cap = f"its lifetime cap {caps.lifetime_cap:g}" if math.isfinite(caps.lifetime_cap) else "no lifetime cap"
+    rounds = study.federation.rounds
+    done = f", {rounds - outlook.left} of them already run here" if outlook.left < rounds else ""
+    return [
+        f"privacy: the study's {rounds} rounds would spend ε {outlook.study:.3f} of this site's patients at "
+        f"δ = {privacy.delta:g} (its target {privacy.epsilon:g}{per_study}{done})",
+        f"lifetime: all studies on this data have spent ε {outlook.spent:.3f}, and {outlook.after:.3f} with this one "
+        f"({cap}, δ = {outlook.delta:.3g})",
+    ]
 
 
 def _write_schema(config: Path | None, out: Path, min_cell: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -105,36 +106,47 @@ def planned_round(study: StudyConfig, site: str, n_train: int) -> Entry:
     return noise, sample_rate, steps
 
 
-def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> None:
+@dataclass(frozen=True)
+class Outlook:
+    """What a study would spend of a site's patients' budget, as `medfed-site check --study` states it."""
+
+    study: float  # the study's ε at this site once all its rounds are spent, at the study's δ
+    spent: float  # every study's ε on this site's data so far (its lifetime), at `delta`
+    after: float  # the lifetime once this study's remaining rounds are spent too
+    delta: float  # the lifetime's δ
+    left: int  # the study's rounds not yet run here (a resumed study has run some)
+
+
+def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: PrivacyCaps, n_train: int) -> Outlook:
     """Refuse (naming the site, and the round) a study whose δ is above the site's cap for `n_train` training rows,
     whose noise the site cannot plan, or whose planned rounds would take the site's lifetime ε past its cap, as its
-    agent would at that round; reads the journal, writes nothing."""
+    agent would at that round; else say what it would spend. Reads the journal, writes nothing."""
     delta_cap = caps.check_delta(site, study.privacy.delta, n_train)
     verdict = verify(files, site)
     if verdict.problem:
         raise LedgerError(f"site '{site}': {verdict.problem}")
     noise, sample_rate, steps = planned_round(study, site, n_train)
-    if not math.isfinite(caps.lifetime_cap):
-        return
     rounds = [e for e in verdict.entries if e.get("kind") == "round"]
-    left = study.federation.rounds - sum(r["study"] == study.name for r in rounds)  # a resumed study's rounds left
+    left = max(0, study.federation.rounds - sum(r["study"] == study.name for r in rounds))  # a resumed study's left
     delta = lifetime_delta(rounds, delta_cap, study.privacy.delta)
+    accountant = study.privacy.accountant
 
-    def fits(more: int) -> bool:  # `more` rounds as one entry, as the accountant merges them: never one per round
-        spent = lifetime_spent(rounds, delta, ((noise, sample_rate, steps * more),), study.privacy.accountant)
-        return spent <= caps.lifetime_cap + 1e-9
+    def after(more: int) -> float:  # `more` rounds as one entry, as the accountant merges them: never one per round
+        return lifetime_spent(rounds, delta, ((noise, sample_rate, steps * more),) if more else (), accountant)
 
-    if left <= 0 or fits(left):
-        return
-    most, fewest = 0, left  # the most rounds that fit and the fewest that do not: each round spends more
-    while fewest - most > 1:
-        middle = (most + fewest) // 2
-        most, fewest = (middle, fewest) if fits(middle) else (most, middle)
-    raise BudgetError(
-        f"site '{site}': this study would take the site's lifetime ε (all studies on its data) from "
-        f"{lifetime_spent(rounds, delta):.3f} past its cap of {caps.lifetime_cap} at δ = {delta:.3g}: its agent would "
-        f"refuse it from its round {study.federation.rounds - left + fewest} on"
-    )
+    total = after(left)
+    if total > caps.lifetime_cap + 1e-9:
+        most, fewest = 0, left  # the most rounds that fit and the fewest that do not: each round spends more
+        while fewest - most > 1:
+            middle = (most + fewest) // 2
+            most, fewest = (middle, fewest) if after(middle) <= caps.lifetime_cap + 1e-9 else (most, middle)
+        raise BudgetError(
+            f"site '{site}': this study would take the site's lifetime ε (all studies on its data) from "
+            f"{lifetime_spent(rounds, delta):.3f} past its cap of {caps.lifetime_cap} at δ = {delta:.3g}: its agent "
+            f"would refuse it from its round {study.federation.rounds - left + fewest} on"
+        )
+    planned = [(noise, sample_rate, steps * study.federation.rounds)]
+    return Outlook(epsilon(planned, study.privacy.delta, accountant), lifetime_spent(rounds, delta), total, delta, left)
 
 
 class SitePrivacy:

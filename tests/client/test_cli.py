@@ -148,6 +148,44 @@ def test_check_against_a_study_says_when_the_sites_policy_would_refuse_it(tmp_pa
     assert "ready: the data fits" not in result.output
 
 
+def test_check_against_a_study_it_admits_says_what_it_would_cost_the_site(tmp_path, demo_sites):
+    """The IT team's question before round 1: how much of its patients' budget and its memory would the study take?"""
+    raw = get_task("tabular").demo_study().to_dict()
+    private = {**raw, "name": "s", "privacy": {"mode": "local", "epsilon": 3.0}}
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n[data]\npath = "{demo_sites[0].data_path}"\n'
+        'task = "tabular"\nlabel = "diagnosis"\n[policy]\nmax-epsilon = 8.0\nlifetime-epsilon = 20.0\n'
+    )
+    result = CliRunner().invoke(
+        cli, ["check", "--config", str(config), "--study", str(write_study(tmp_path, StudyConfig.from_dict(private)))]
+    )
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "ready: the data fits the study" in text, result.output
+    study = re.search(
+        r"privacy: the study's 10 rounds would spend ε ([\d.]+) of this site's patients at δ = 1e-05 "
+        r"\(its target 3, this site's cap per study 8\)",
+        text,
+    )
+    lifetime = re.search(
+        r"lifetime: all studies on this data have spent ε 0\.000, and ([\d.]+) with this one "
+        r"\(its lifetime cap 20, δ = ",
+        text,
+    )
+    assert study and lifetime, text
+    assert 2.9 < float(study[1]) <= 3.0 and float(lifetime[1]) >= float(study[1]) - 1e-3  # the plan's 1 % unspent
+    assert re.search(
+        r"memory: training would hold about [\d.]+ MiB with this site's data, of its "
+        r"policy.max-training-mib = 16384",
+        text,
+    ), text
+    plain = write_study(tmp_path, StudyConfig.from_dict({**raw, "name": "p"}))
+    uncapped = tmp_path / "uncapped.toml"
+    uncapped.write_text(config.read_text().split("[policy]")[0])
+    result = CliRunner().invoke(cli, ["check", "--config", str(uncapped), "--study", str(plain)])
+    assert "privacy: privacy.mode = 'off': this site's training rounds would spend no local ε" in result.output
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [
