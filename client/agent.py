@@ -4,7 +4,7 @@ Both run as children of `medfed-site start`, in its process group: the site's IT
 `medfed-site start`, which ends both on SIGINT, SIGTERM or SIGHUP and when the SuperNode exits, and starts a new site
 worker whenever the worker dies. The children are also told by the kernel to stop if the agent itself is killed.
 When the SuperNode gives up connecting, `medfed-site start` reads its log and names the likely cause; one the server
-refuses because it still counts this site as connected is started again for a while.
+refuses to activate is started again for a while (a site restarted before the server saw its last agent go).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 )
 
 
-# Flower's public message when the SuperLink refuses to activate a node (API error 2004, SuperNode exit 305). A
-# SuperNode that ended without telling the SuperLink (killed, or the SuperLink was down at that moment) leaves its
-# node counted online until it misses two heartbeats (Flower: 2 x 30 s), and a new one with the same key is refused
-# until then: the agent tries again for a while rather than stop a site that restarted quickly.
+# Flower's public message when the SuperLink refuses to activate a node (API error 2004, SuperNode exit 305): for a
+# key it does not hold, and for a node it still counts online. A SuperNode that ended without telling the SuperLink
+# (killed, or the SuperLink was down at that moment) leaves its node counted online until it misses two heartbeats
+# (Flower: 2 x 30 s), so the agent of a site restarted within that time tries again for a while rather than stop; a
+# site started just before the coordinator registers its key joins then too.
 ACTIVATION_REFUSED = "Failed to activate SuperNode"
 ACTIVATION_WAIT_S = 150.0
 ACTIVATION_RETRY_S = 10.0
@@ -127,8 +128,8 @@ def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
 def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     """Run the SuperNode (echoing its log) and, unless the site runs the server's app, the site worker, restarted
     whenever it dies; return the SuperNode's exit code and its log's last lines once it ends. A SuperNode the server
-    refuses to activate, because it still counts this site's previous node as connected, is started again every
-    ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the worker running meanwhile."""
+    refuses to activate (an unregistered key, or this site's previous node still counted as connected) is started
+    again every ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the worker running meanwhile."""
     env = flower_env()
     secret = None if site.app_code == "server" else worker_secret(site)
     tasks = None if secret is None else worker_tasks(site)
@@ -172,9 +173,9 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
             if time.monotonic() + ACTIVATION_RETRY_S - refused_since > ACTIVATION_WAIT_S:
                 return supernode.returncode, log
             print(
-                f"site '{site.name}': {site.server} still counts this site as connected (an agent that did not stop "
-                f"cleanly counts until it misses two heartbeats, about a minute); joining again in "
-                f"{ACTIVATION_RETRY_S:.0f} s",
+                f"site '{site.name}': {site.server} refused this site's node: its key is not registered there yet, or "
+                "the server still counts an earlier agent of this site as connected (for about a minute after one "
+                f"that did not stop cleanly); trying again in {ACTIVATION_RETRY_S:.0f} s",
                 flush=True,
             )
             resume = time.monotonic() + ACTIVATION_RETRY_S
@@ -212,9 +213,9 @@ def connection_failure(site: SiteFile, code: int, log: str) -> str:
     """Why the agent stopped, from the SuperNode's exit code and log: TLS, authentication, or an unreachable server."""
     if ACTIVATION_REFUSED in log:
         return (
-            f"{site.server} still counted this site as connected after {ACTIVATION_WAIT_S:.0f} s: another agent with "
-            "this site's key is running (on another machine, or as a service beside one started by hand); stop it, "
-            "then start this one again"
+            f"{site.server} refused this site's node for {ACTIVATION_WAIT_S:.0f} s: the coordinator must register "
+            "this site's key (medfed-server register), or another agent with this key is still connected (on another "
+            "machine, or a service beside one started by hand): stop it, then start this one again"
         )
     text = log.lower()
     cause = next((name for name, marks in CAUSES if any(m in text for m in marks)), None)

@@ -69,7 +69,7 @@ def test_the_supernode_gives_up_after_bounded_attempts(tmp_path):
         ),
         (
             "Failed to initialize the connection to the SuperLink.\n[code: 2004] Failed to activate SuperNode.",
-            f"fl.example.org:9092 still counted this site as connected after {ACTIVATION_WAIT_S:.0f} s: another agent",
+            f"fl.example.org:9092 refused this site's node for {ACTIVATION_WAIT_S:.0f} s: the coordinator must",
         ),
         ("Something else entirely", "the agent (Flower SuperNode) exited with code 1; its log is above"),
     ],
@@ -157,7 +157,7 @@ def test_a_supernode_refused_while_its_old_node_counts_as_connected_joins_again(
     workers = fake_supernode(tmp_path, monkeypatch, refusals=2)
     code, log = run_agent(load_site_file(site_toml(tmp_path, "127.0.0.1:9")), insecure=True)
     assert code == 0 and "SuperNode ID" in log and ACTIVATION_REFUSED not in log  # the log of the one that joined
-    assert capsys.readouterr().out.count("still counts this site as connected") == 2
+    assert capsys.readouterr().out.count("refused this site's node") == 2
     assert len(workers.read_text().split()) == 1  # one worker throughout
 
 
@@ -169,4 +169,4 @@ def test_a_supernode_refused_for_longer_stops_the_agent_and_says_why(tmp_path, m
     code, log = run_agent(site, insecure=True)
     assert code != 0 and time.monotonic() - started < 10
     assert len((tmp_path / "supernode-starts").read_text()) >= 3  # it did try again
-    assert "another agent with this site's key is running" in connection_failure(site, code, log)
+    assert "or another agent with this key is still connected" in connection_failure(site, code, log)
