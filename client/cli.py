@@ -110,8 +110,8 @@ def _preflight(
         mib = admit_model(study_config, site_config)
         data = load_site_data(site_config, study_config)
         admitted = [
-            f"memory: training would hold about {mib:,.1f} MiB with this site's data, of its policy.max-training-mib "
-            f"= {site_file.policy.max_training_mib:g}"
+            f"memory: training the study's model on this site's data would hold about {mib:,.1f} MiB (torch's own "
+            f"runtime aside), of its policy.max-training-mib = {site_file.policy.max_training_mib:g}"
         ]
         return data.report, site_file.name, admitted + _privacy_outlook(study_config, site_config, len(data.train))
     if data is None:

@@ -175,8 +175,8 @@ def test_check_against_a_study_it_admits_says_what_it_would_cost_the_site(tmp_pa
     assert study and lifetime, text
     assert 2.9 < float(study[1]) <= 3.0 and float(lifetime[1]) >= float(study[1]) - 1e-3  # the plan's 1 % unspent
     assert re.search(
-        r"memory: training would hold about [\d.]+ MiB with this site's data, of its "
-        r"policy.max-training-mib = 16384",
+        r"memory: training the study's model on this site's data would hold about [\d.]+ MiB \(torch's own runtime "
+        r"aside\), of its policy.max-training-mib = 16384",
         text,
     ), text
     plain = write_study(tmp_path, StudyConfig.from_dict({**raw, "name": "p"}))
