@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from server.deployment import (
     CONNECTION,
@@ -60,7 +61,7 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     )
     console.print(_model_size(config), highlight=False)
     for note in get_task(config.task).study_notes(config):
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
 
 def _model_size(study: StudyConfig) -> str:

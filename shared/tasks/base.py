@@ -73,7 +73,8 @@ class Task(ABC):
         """Validate the study's `data` and `model` options; raise ConfigError naming the field."""
 
     def study_notes(self, study: StudyConfig) -> list[str]:
-        """What a valid study will not report, for `medfed-server validate` to say before it runs."""
+        """What a coordinator should know of a valid study before it runs (what it will not report, what its ε does
+        not cover), for `medfed-server validate` to say."""
         return []
 
     @abstractmethod

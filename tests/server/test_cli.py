@@ -52,6 +52,12 @@ def test_validate_says_what_a_survival_study_without_horizons_will_not_report(tm
     study.write_text(base + "horizons = [365, 730]\n")
     result = CliRunner().invoke(cli, ["validate", str(study)])
     assert result.exit_code == 0 and "note:" not in result.output, result.output
+    private = '[privacy]\nmode = "local"\nepsilon = 3.0\n[model]\nname = "discrete"\n'
+    study.write_text(base + "horizons = [365, 730]\ncut-points = [200, 400, 800]\n" + private)
+    result = CliRunner().invoke(cli, ["validate", str(study)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "note: under local DP, ε covers each site's training steps" in text, text
+    assert "data.scale = {column = [center, scale]}" in text  # printed as written, not read as console markup
 
 
 def test_provision_and_add_site_commands(tmp_path):

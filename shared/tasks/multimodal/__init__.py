@@ -23,6 +23,7 @@ from shared.tasks.multimodal.describe import agreed_multimodal_data, matrix_colu
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import build_multimodal_model
 from shared.tasks.multimodal.spec import MODALITIES, data_spec, infer_multimodal_options, model_spec
+from shared.tasks.tabular.spec import local_dp_notes
 from shared.tasks.tabular.table import read_with_options
 from shared.tasks.text.model import fixed_tokenizer
 from shared.tasks.text.tokenizer import Tokenizer
@@ -67,6 +68,12 @@ class MultimodalTask(Task):
                 f"'{study.privacy.mode}' calibrates its noise to every site contributing to every value; an encoder "
                 "averaged over only the sites holding its modality is not. Use privacy.mode = 'local'",
             )
+
+    def study_notes(self, study: StudyConfig) -> list[str]:
+        """Under local DP, the site statistics ε does not cover: the record's, and the omics columns' always."""
+        spec = data_spec(study)
+        omics = [f"the medians, means and SDs of its {len(spec.omics)} omics column(s)"] if spec.omics else []
+        return local_dp_notes(study, spec.site_statistics() + omics)
 
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
         """Record features, classes and category lists of a table; `hints` name the label and the image, note and

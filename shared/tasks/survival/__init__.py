@@ -33,7 +33,7 @@ from shared.tasks.survival.schema import agreed_survival_data, survival_schema
 from shared.tasks.survival.spec import check_survival_study, data_spec, infer_survival_options, model_spec
 from shared.tasks.tabular.data import encode_new_rows
 from shared.tasks.tabular.schema import site_choices, without_split
-from shared.tasks.tabular.spec import split_columns
+from shared.tasks.tabular.spec import local_dp_notes, split_columns
 from shared.tasks.tabular.table import read_with_options
 
 BASELINE = "cox-baseline-survival"  # the key of a site's kept Cox baseline, by horizon
@@ -86,13 +86,13 @@ class SurvivalTask(Task):
         return agreed_survival_data(schemas), advice
 
     def study_notes(self, study: StudyConfig) -> list[str]:
-        """Without horizons a study reports the C-indices only."""
-        if data_spec(study).horizons:
-            return []
-        return [
+        """Without horizons a study reports the C-indices only; under local DP, the site statistics ε does not cover."""
+        spec = data_spec(study)
+        horizons = [
             "no data.horizons: the sites will report Harrell's and Uno's C only, with no Brier score, time-dependent "
             "AUC or Kaplan-Meier curves; list horizons = [...] in the time column's units to have them"
         ]
+        return ([] if spec.horizons else horizons) + local_dp_notes(study, spec.site_statistics())
 
     def load_site(self, path: Path, site: str, study: StudyConfig) -> SiteData:
         """Read, validate and split the site's table, stratified on the event."""

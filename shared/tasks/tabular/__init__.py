@@ -15,7 +15,7 @@ from shared.tasks.tabular import demo
 from shared.tasks.tabular.data import encode_new_rows, load_tabular_site
 from shared.tasks.tabular.model import build_tabular_model
 from shared.tasks.tabular.schema import agreed_data, site_choices, table_schema, without_split
-from shared.tasks.tabular.spec import data_spec, infer_data_options, model_spec, split_columns
+from shared.tasks.tabular.spec import data_spec, infer_data_options, local_dp_notes, model_spec, split_columns
 from shared.tasks.tabular.table import read_with_options
 
 
@@ -29,6 +29,10 @@ class TabularTask(Task):
         """Validate `[data]` and `[model]`."""
         data_spec(study)
         model_spec(study)
+
+    def study_notes(self, study: StudyConfig) -> list[str]:
+        """Under local DP, the site statistics its ε does not cover."""
+        return local_dp_notes(study, data_spec(study).site_statistics())
 
     def infer_data(self, path: Path, site: str, hints: dict[str, Any]) -> dict[str, Any]:
         """Features, classes and category lists of a table; `hints` must name the `label` column."""

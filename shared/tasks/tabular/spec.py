@@ -104,6 +104,20 @@ class FeatureSpec(SiteSize):
         """Agreed categories of a column as canonical strings."""
         return [canonical(v) for v in self.categorical[column]]
 
+    def site_statistics(self) -> list[str]:
+        """What each site computes from its own train rows to prepare them, outside any DP accounting; nothing when the
+        study states the preparation (no standardisation, or its own scale for every numeric column; rows dropped)."""
+        own = [c for c in self.numeric if c not in self.scale] if self.standardize else []
+        out = []
+        if own:
+            out.append(
+                f"the means and SDs of its {len(own)} standardised numeric feature(s) (data.standardize = false, with "
+                "data.scale = {column = [center, scale]} where a column needs scaling, states them in the study)"
+            )
+        if self.missing == "impute":
+            out.append('the medians and modes it imputes missing values with (data.missing = "drop" takes none)')
+        return out
+
     @property
     def numeric(self) -> list[str]:
         """Feature columns read as numbers."""
@@ -160,6 +174,16 @@ class TabularModelSpec:
             raise ConfigError("model.hidden", "must list positive layer widths")
         if not 0 <= self.dropout < 1:
             raise ConfigError("model.dropout", "must be in [0, 1)")
+
+
+def local_dp_notes(study: StudyConfig, statistics: list[str]) -> list[str]:
+    """Under local DP, the statistics a site prepares its rows with, which its ε does not cover (for `validate`)."""
+    if study.privacy.mode != "local" or not statistics:
+        return []
+    return [
+        "under local DP, ε covers each site's training steps, not the statistics of its own train split it prepares "
+        "its rows with: " + "; ".join(statistics) + " (README, 'What ε covers')"
+    ]
 
 
 def data_spec(study: StudyConfig) -> TabularSpec:

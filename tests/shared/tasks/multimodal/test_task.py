@@ -21,7 +21,7 @@ from shared.tasks import build_model, get_task
 from shared.tasks.multimodal.layout import Layout
 from shared.tasks.multimodal.model import _drop_modalities
 from shared.tasks.multimodal.spec import MODALITIES, data_spec
-from tests.shared.tasks.multimodal.patients import tiny_study, write_site
+from tests.shared.tasks.multimodal.patients import OMICS, tiny_study, write_site
 from tests.shared.tasks.private import train_private
 from tests.shared.tasks.text.pretrained import tiny_bert
 
@@ -190,3 +190,11 @@ def test_rules_that_cannot_average_per_modality_are_a_config_error(change, field
     with pytest.raises(ConfigError) as raised:
         TASK.check_study(dataclasses.replace(tiny_study(), **change))
     assert raised.value.field == field
+
+
+def test_validate_notes_that_the_omics_statistics_are_outside_local_dps_epsilon():
+    study = tiny_study()
+    private = dataclasses.replace(study, privacy=dataclasses.replace(study.privacy, mode="local", epsilon=3.0))
+    assert get_task("multimodal").study_notes(study) == []
+    (note,) = get_task("multimodal").study_notes(private)
+    assert f"the medians, means and SDs of its {len(OMICS)} omics column(s)" in note

@@ -113,3 +113,21 @@ def test_training_weighs_the_sites_rare_class_except_under_local_dp(rare_positiv
     assert type(task.train_loss(private, data.train)) is torch.nn.CrossEntropyLoss
     with pytest.raises(ConfigError, match="DP-SGD's accounting does not cover"):
         StudyConfig.from_dict({**private.to_dict(), "train": {"class-weights": "balanced"}})
+
+
+def test_validate_notes_what_local_dp_leaves_out_of_a_sites_epsilon():
+    """Each site's own standardisation and imputation statistics are outside ε (README, 'What ε covers'): a study
+    that leaves them to the sites is told so, and one that states its preparation is not."""
+    task, raw = get_task("tabular"), demo_study().to_dict()
+
+    def notes(privacy: dict, **data) -> str:
+        study = StudyConfig.from_dict({**raw, "privacy": privacy, "data": {**raw["data"], **data}})
+        return " ".join(task.study_notes(study))
+
+    local = {"mode": "local", "epsilon": 3.0}
+    assert "the means and SDs of its 30 standardised numeric feature(s)" in notes(local)
+    assert "medians and modes" in notes(local, missing="impute")
+    scaled = {c: [0.0, 1.0] for c in raw["data"]["features"][:29]}
+    assert "the means and SDs of its 1 standardised" in notes(local, scale=scaled)  # one column left to the site
+    assert notes(local, standardize=False) == ""  # the study states the preparation: nothing to say
+    assert notes({"mode": "off"}) == ""  # no ε to qualify
