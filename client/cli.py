@@ -84,7 +84,7 @@ def check(
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     for line in admitted:
-        console.print(line, highlight=False)
+        console.print(escape(line), highlight=False)
     if schema_out is not None:
         console.print(f"schema written to {schema_out}: column names, types and category labels, no counts")
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
@@ -113,7 +113,11 @@ def _preflight(
             f"memory: training the study's model on this site's data would hold about {mib:,.1f} MiB (torch's own "
             f"runtime aside), of its policy.max-training-mib = {site_file.policy.max_training_mib:g}"
         ]
-        return data.report, site_file.name, admitted + _privacy_outlook(study_config, site_config, len(data.train))
+        from shared.tasks import get_task
+
+        notes = [f"note: {n}" for n in get_task(study_config.task).study_notes(study_config)]  # e.g. what ε leaves out
+        outlook = _privacy_outlook(study_config, site_config, len(data.train))
+        return data.report, site_file.name, admitted + outlook + notes
     if data is None:
         raise ConfigError(
             "config",

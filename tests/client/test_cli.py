@@ -179,6 +179,8 @@ def test_check_against_a_study_it_admits_says_what_it_would_cost_the_site(tmp_pa
         r"aside\), of its policy.max-training-mib = 16384",
         text,
     ), text
+    assert "note: under local DP, ε covers each site's training steps" in text  # its own standardisation, here
+    assert "data.scale = {column = [center, scale]}" in text
     plain = write_study(tmp_path, StudyConfig.from_dict({**raw, "name": "p"}))
     uncapped = tmp_path / "uncapped.toml"
     uncapped.write_text(config.read_text().split("[policy]")[0])
