@@ -44,9 +44,9 @@ def admit_model(study: StudyConfig, site: SiteConfig, data: Path | None = None) 
     offer(site.models)  # a pretrained encoder is sized from the site's own offered folder
     path = data or site.data_path
     footprint = _footprint(study.to_json(), frozenset(site.models.items()))
-    examples = _examples(path, data_fingerprint(path), data is not None)
-    site.policy.check_memory(study, site.name, footprint, examples)
-    return footprint.training_mib + footprint.data_mib(examples)
+    return site.policy.check_memory(
+        study, site.name, footprint, _examples(path, data_fingerprint(path), data is not None)
+    )
 
 
 @functools.lru_cache(maxsize=32)

@@ -116,6 +116,7 @@ def _preflight(
         from shared.tasks import get_task
 
         notes = [f"note: {n}" for n in get_task(study_config.task).study_notes(study_config)]  # e.g. what ε leaves out
+        # after loading: the δ cap and each round's noise depend on the train split's size
         outlook = _privacy_outlook(study_config, site_config, len(data.train))
         return data.report, site_file.name, admitted + outlook + notes
     if data is None:
@@ -135,7 +136,7 @@ def _preflight(
 def _privacy_outlook(study: StudyConfig, site: SiteConfig, n_train: int) -> list[str]:
     """What the study would spend of the site's patients' budget: the study's ε and the lifetime before and after."""
     privacy = study.privacy
-    if privacy.mode != "local":  # the δ cap and each round's noise depend on the train split's size
+    if privacy.mode != "local":
         return [f"privacy: privacy.mode = '{privacy.mode}': this site's training rounds would spend no local ε"]
     from shared.privacy.site import check_lifetime
 

@@ -88,13 +88,13 @@ class SitePolicy:
             return own, f"this site's policy.max-round-minutes = {self.max_round_minutes:g}"
         return study.federation.round_timeout, f"federation.round-timeout = {study.federation.round_timeout:g} s"
 
-    def check_memory(self, study: StudyConfig, site: str, footprint: Footprint, examples: int) -> None:
+    def check_memory(self, study: StudyConfig, site: str, footprint: Footprint, examples: int) -> float:
         """Refuse a study whose training, with the site's `examples` loaded at the study's sizes, would hold more
-        memory than `max-training-mib`. The refusal names the model's figure; the data's, which would tell the server
-        the site's row count, stays in the site's own log."""
+        memory than `max-training-mib`, else return that figure (MiB). The refusal names the model's figure; the
+        data's, which would tell the server the site's row count, stays in the site's own log."""
         model, data = footprint.training_mib, footprint.data_mib(examples)
         if model + data <= self.max_training_mib:
-            return
+            return model + data
         refusal = (
             f"site '{site}' refuses study '{study.name}': training its model ({footprint.parameters:,} parameters, "
             f"{footprint.trainable:,} trained) would hold about {model:,.1f} MiB"

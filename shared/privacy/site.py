@@ -134,7 +134,7 @@ def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: Priv
     def after(more: int) -> float:  # `more` rounds as one entry, as the accountant merges them: never one per round
         return lifetime_spent(rounds, delta, ((noise, sample_rate, steps * more),) if more else (), accountant)
 
-    total = after(left)
+    spent, total = lifetime_spent(rounds, delta), after(left)
     if total > caps.lifetime_cap + 1e-9:
         most, fewest = 0, left  # the most rounds that fit and the fewest that do not: each round spends more
         while fewest - most > 1:
@@ -142,11 +142,11 @@ def check_lifetime(study: StudyConfig, site: str, files: LedgerFiles, caps: Priv
             most, fewest = (middle, fewest) if after(middle) <= caps.lifetime_cap + 1e-9 else (most, middle)
         raise BudgetError(
             f"site '{site}': this study would take the site's lifetime ε (all studies on its data) from "
-            f"{lifetime_spent(rounds, delta):.3f} past its cap of {caps.lifetime_cap} at δ = {delta:.3g}: its agent "
+            f"{spent:.3f} past its cap of {caps.lifetime_cap} at δ = {delta:.3g}: its agent "
             f"would refuse it from its round {study.federation.rounds - left + fewest} on"
         )
     planned = [(noise, sample_rate, steps * study.federation.rounds)]
-    return Outlook(epsilon(planned, study.privacy.delta, accountant), lifetime_spent(rounds, delta), total, delta, left)
+    return Outlook(epsilon(planned, study.privacy.delta, accountant), spent, total, delta, left)
 
 
 class SitePrivacy:

@@ -74,7 +74,7 @@ class Task(ABC):
 
     def study_notes(self, study: StudyConfig) -> list[str]:
         """What a coordinator should know of a valid study before it runs (what it will not report, what its ε does
-        not cover), for `medfed-server validate` to say."""
+        not cover), for `medfed-server validate` and a site's `medfed-site check --study` to say."""
         return []
 
     @abstractmethod
