@@ -46,6 +46,10 @@ CAUSES = (  # checked in order against the SuperNode's log: TLS and key errors a
 ACTIVATION_REFUSED = "Failed to activate SuperNode"
 ACTIVATION_WAIT_S = 150.0
 ACTIVATION_RETRY_S = 10.0
+# The agent's exit code when its SuperNode ended by itself (exit 0, which the agent never asks for: it ends the
+# SuperNode only on its own way out). Flower's SuperNode does so when the SuperLink refuses its heartbeat: its node
+# was unregistered (`medfed-server remove-site`) or is unknown to a SuperLink whose state was reset.
+SERVER_ENDED = 3
 WORKER_RESTART_PAUSE_S = 1.0
 PREFLIGHT_WAIT_S = 3600.0  # the check reads every row or image once: a large imaging folder takes a while
 MEDFED_SITE = str(Path(sys.executable).with_name("medfed-site"))  # this same installed medfed's command
@@ -127,7 +131,8 @@ def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
 
 def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     """Run the SuperNode (echoing its log) and, unless the site runs the server's app, the site worker, restarted
-    whenever it dies; return the SuperNode's exit code and its log's last lines once it ends. A SuperNode the server
+    whenever it dies; return the SuperNode's exit code (SERVER_ENDED for one that ended by itself) and its log's
+    last lines once it ends. A SuperNode the server
     refuses to activate (an unregistered key, or this site's previous node still counted as connected) is started
     again every ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the worker running meanwhile."""
     env = flower_env()
@@ -167,13 +172,16 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
             tend(lambda supernode=supernode: supernode.poll() is not None)
             echo.join(timeout=5)
             log = "".join(tail)
-            if supernode.returncode == 0 or ACTIVATION_REFUSED not in log:
+            if supernode.returncode == 0:
+                return SERVER_ENDED, log
+            if ACTIVATION_REFUSED not in log:
                 return supernode.returncode, log
             refused_since = time.monotonic() if refused_since is None else refused_since
             if time.monotonic() + ACTIVATION_RETRY_S - refused_since > ACTIVATION_WAIT_S:
                 return supernode.returncode, log
             print(
-                f"site '{site.name}': {site.server} refused this site's node: its key is not registered there yet, or "
+                f"site '{site.name}': {site.server} refused this site's node: its key is not registered there (yet, or "
+                "no longer: a removed site needs a new key), or "
                 "the server still counts an earlier agent of this site as connected (for about a minute after one "
                 f"that did not stop cleanly); trying again in {ACTIVATION_RETRY_S:.0f} s",
                 flush=True,
@@ -210,12 +218,21 @@ def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter
 
 
 def connection_failure(site: SiteFile, code: int, log: str) -> str:
-    """Why the agent stopped, from the SuperNode's exit code and log: TLS, authentication, or an unreachable server."""
+    """Why the agent stopped, from the SuperNode's exit code and log: the server ended its node, TLS,
+    authentication, or an unreachable server."""
+    if code == SERVER_ENDED:
+        return (
+            f"{site.server} ended this site's node: the coordinator removed this site from the federation "
+            "(medfed-server remove-site; it rejoins only with a new key from the coordinator, in place of "
+            f"{site.private_key.name} and {site.private_key.with_suffix('.pub').name}), or reset the server's state "
+            "(then start this agent again)"
+        )
     if ACTIVATION_REFUSED in log:
         return (
             f"{site.server} refused this site's node for {ACTIVATION_WAIT_S:.0f} s: the coordinator must register "
-            "this site's key (medfed-server register), or another agent with this key is still connected (on another "
-            "machine, or a service beside one started by hand): stop it, then start this one again"
+            "this site's key (medfed-server register; a removed site needs a new key), or another agent with this "
+            "key is still connected (on another machine, or a service beside one started by hand): stop it, then "
+            "start this one again"
         )
     text = log.lower()
     cause = next((name for name, marks in CAUSES if any(m in text for m in marks)), None)

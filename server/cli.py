@@ -23,13 +23,14 @@ from server.deployment import (
     list_runs,
     register_sites,
     superlink_command,
+    unregister_removed,
     wait_for_superlink,
 )
 from server.deployment import submit as submit_study
-from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree
+from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree, remove_site
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
-from server.status import format_status, site_states, study_runs
+from server.status import format_status, removed_states, site_states, study_runs
 from shared.children import dying_with_parent, end
 from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
@@ -150,6 +151,31 @@ def add_site_command(
     console.print(f"site kit written to {kit}; register it with: medfed-server register --federation {federation}")
 
 
+@cli.command("remove-site")
+def remove_site_command(
+    federation: Annotated[Path, typer.Option(help="The federation folder")],
+    name: Annotated[str, typer.Argument(help="The hospital leaving, or whose key was lost or leaked")],
+) -> None:
+    """Take a hospital out: unregister its key from the SuperLink (or at its next start) and archive its kit."""
+    fed = Federation(federation)
+    revoked = _run(lambda: remove_site(fed.root, name))
+    console.print(f"site '{name}' removed: its key is on the federation's removed list ({revoked})", highlight=False)
+    try:
+        home = flower_home(fed, address_of(fed))
+        done = unregister_removed(fed, home, list_nodes(home))
+    except MedfedError as exc:
+        console.print(
+            f"[bold red]not unregistered yet:[/] {escape(str(exc))}. A SuperLink that holds its key lets it in until "
+            "`medfed-server start` starts it, or `medfed-server register` reaches it: both unregister removed keys.",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
+    for label in done:
+        console.print(f"site '{name}': its node (key {label}) is unregistered; the SuperLink refuses it from now on")
+    if not done:
+        console.print(f"site '{name}': the SuperLink held no registration for its key")
+
+
 @cli.command()
 def start(
     federation: Annotated[Path, typer.Option(help="The federation folder")],
@@ -223,9 +249,10 @@ def status(
     """The provisioned sites (online or offline, last contact) and each study's status, as plain text."""
     fed = Federation(federation)
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
-    sites = site_states(fed, _run(lambda: list_nodes(home)))
+    nodes = _run(lambda: list_nodes(home))
     runs = study_runs(fed, _run(lambda: list_runs(home)))
-    print(format_status(sites, runs))  # plain: the same in a terminal and a pipe
+    # plain: the same in a terminal and a pipe
+    print(format_status(site_states(fed, nodes), runs, removed_states(fed, nodes)))
 
 
 @cli.command()

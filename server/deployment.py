@@ -20,6 +20,7 @@ from shared.flower import flower_env, tool
 
 CONNECTION = "medfed"
 PORT_WAIT_S = 10.0
+UNREGISTERED = "unregistered: its key cannot join again; give it a new one (medfed-server remove-site, then add-site)"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the Flower app: pyproject.toml with [tool.flwr.app]
 
 
@@ -111,14 +112,17 @@ def wait_for_superlink(link: subprocess.Popen, address: str, timeout: float) -> 
 
 
 def register_sites(fed: Federation, home: Path) -> dict[str, str]:
-    """Register every provisioned site's public key with the SuperLink; already registered keys are kept."""
-    outcome = {}
+    """Unregister removed sites' keys, then register every provisioned site's public key with the SuperLink;
+    already registered keys are kept."""
     # A restarted SuperLink keeps its registrations: one listing instead of a `flwr` process per site.
-    for name, node in bound_nodes(fed, list_nodes(home)).items():
-        if node is not None and node["status"] != "unregistered":
-            outcome[name] = "already registered"
+    nodes = list_nodes(home)
+    outcome = {f"{label} (removed)": "unregistered" for label in unregister_removed(fed, home, nodes)}
+    keys = fed.site_keys()
+    for name, node in bound_nodes(keys, nodes).items():
+        if node is not None:  # Flower never registers a key again once it was unregistered
+            outcome[name] = UNREGISTERED if node["status"] == "unregistered" else "already registered"
             continue
-        result = flwr(home, "supernode", "register", str(fed.server / "site-keys" / f"{name}.pub"), CONNECTION)
+        result = flwr(home, "supernode", "register", str(keys[name]), CONNECTION)
         text = (result.stdout + result.stderr).lower()
         if result.returncode == 0:
             outcome[name] = "registered"
@@ -127,6 +131,20 @@ def register_sites(fed: Federation, home: Path) -> dict[str, str]:
         else:
             raise MedfedError(f"registering site '{name}' failed: {(result.stdout + result.stderr).strip()[-300:]}")
     return outcome
+
+
+def unregister_removed(fed: Federation, home: Path, nodes: list[dict[str, Any]]) -> list[str]:
+    """Unregister every node whose key is on the federation's list of removed keys; returns those keys' labels."""
+    done = []
+    for label, node in bound_nodes(fed.removed_keys(), nodes).items():
+        if node is None or node["status"] == "unregistered":
+            continue
+        result = flwr(home, "supernode", "unregister", node["node-id"], CONNECTION)
+        if result.returncode != 0:
+            said = (result.stdout + result.stderr).strip()[-300:]
+            raise MedfedError(f"unregistering removed site '{label}' (node {node['node-id']}) failed: {said}")
+        done.append(label)
+    return done
 
 
 def submit(

@@ -5,10 +5,12 @@ Layout under the federation folder (the operator keeps `ca/` offline; each kit i
     ca/ca.key, ca/ca.crt                        the federation's certificate authority
     server/ca.crt, server.pem, server.key       the SuperLink's TLS identity (SANs: the given hosts and IPs)
     server/site-keys/<site>.pub                 each hospital's public authentication key, to register
+    server/removed-keys/<site>-<fp>.pub         removed hospitals' keys: every start and register unregisters them
     server/medfed-server.service                a systemd unit running the server, restarted on failure
     sites/<site>/ca.crt, <site>.key, <site>.pub the hospital's kit: trust anchor and its own key pair
     sites/<site>/site.toml, START.txt           a site config template and the exact start command
     sites/<site>/medfed-site.service            a systemd unit running the site's agent, restarted on failure
+    removed/<site>-<fp>/                        a removed hospital's kit, as it was (<fp>: its key's fingerprint)
     .gitignore                                  ignores the private keys and the server's state
 
 Private keys are written 0600 and exist in exactly one kit; the CA key never leaves `ca/`.
@@ -16,10 +18,15 @@ Private keys are written 0600 and exist in exactly one kit; the CA key never lea
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import ipaddress
+import itertools
+import os
 import re
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +35,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.atomic import atomic_write_bytes
+from shared.atomic import atomic_write_bytes, fsync_path
 from shared.errors import COMMAND_LINE, ConfigError
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -66,10 +73,17 @@ class Federation:
         """One hospital's kit folder."""
         return self.root / "sites" / name
 
+    def site_keys(self) -> dict[str, Path]:
+        """Provisioned hospitals' public key files, by name."""
+        return {p.stem: p for p in sorted((self.server / "site-keys").glob("*.pub"))}
+
     def site_names(self) -> list[str]:
         """Provisioned hospitals, by name."""
-        keys = self.server / "site-keys"
-        return sorted(p.stem for p in keys.glob("*.pub")) if keys.is_dir() else []
+        return list(self.site_keys())
+
+    def removed_keys(self) -> dict[str, Path]:
+        """Removed hospitals' public key files, by `<site>-<fingerprint>`: the keys the SuperLink must not hold."""
+        return {p.stem: p for p in sorted((self.server / "removed-keys").glob("*.pub"))}
 
 
 def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAULT_PORT) -> Federation:
@@ -122,6 +136,13 @@ def add_site(root: Path, name: str) -> Path:
     kit = fed.site(name)
     if kit.exists():
         raise ConfigError("site", f"'{name}' already has a kit at {kit}", source=COMMAND_LINE)
+    if name in fed.site_keys():  # its kit was handed over and deleted here: its key is still the one registered
+        raise ConfigError(
+            "site",
+            f"'{name}' is provisioned (server/site-keys/{name}.pub); to give it a new key, remove it first with "
+            f"`medfed-server remove-site`",
+            source=COMMAND_LINE,
+        )
     key = ec.generate_private_key(ec.SECP384R1())
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     public += f" medfed-site-{name}\n".encode()
@@ -133,12 +154,55 @@ def add_site(root: Path, name: str) -> Path:
     _write(kit / "ca.crt", fed.ca_cert.read_bytes())
     _write(fed.server / "site-keys" / f"{name}.pub", public)
     address = (fed.server / "address.txt").read_text().strip()
-    # Each kit its own agent port (in provisioning order), so that sites can run side by side on one machine.
-    agent_port = AGENT_PORT + len(fed.site_names()) - 1
-    _write(kit / "site.toml", site_template(name, address, agent_port).encode())
+    _write(kit / "site.toml", site_template(name, address, _free_agent_port(fed)).encode())
     _write(kit / "START.txt", start_text(name).encode())
     _write(kit / "medfed-site.service", site_unit(name).encode())
     return kit
+
+
+def _free_agent_port(fed: Federation) -> int:
+    """The lowest agent port no other kit's site.toml takes, so that sites can run side by side on one machine."""
+    taken = set()
+    for name in fed.site_names():
+        with contextlib.suppress(OSError, ValueError, TypeError):  # a kit edited by hand or handed over and deleted
+            taken.add(int(tomllib.loads((fed.site(name) / "site.toml").read_text())["agent-port"]))
+    return next(port for port in itertools.count(AGENT_PORT) if port not in taken)
+
+
+def remove_site(root: Path, name: str) -> Path:
+    """Take a hospital out: its public key moves to the revocation list and its kit under removed/.
+
+    Returns the key's new path. The key moves first: from then on `start` and `register` unregister its node, and no
+    later run of the ServerApp accepts a reply signed with it, whether or not the SuperLink is reached now.
+    """
+    fed = Federation(root)
+    key = fed.site_keys().get(name)
+    if key is None:
+        provisioned = ", ".join(fed.site_names()) or "none"
+        raise ConfigError("site", f"'{name}' is not a provisioned site (provisioned: {provisioned})", COMMAND_LINE)
+    label = f"{name}-{key_fingerprint(key)}"
+    revoked = fed.server / "removed-keys" / f"{label}.pub"
+    revoked.parent.mkdir(exist_ok=True)
+    os.replace(key, revoked)
+    fsync_path(revoked.parent)
+    fsync_path(key.parent)
+    if fed.site(name).exists():
+        archive = fed.root / "removed"
+        archive.mkdir(exist_ok=True)
+        folder = archive / label
+        for i in itertools.count(2):  # a key restored by hand and removed again keeps its first archive
+            if not folder.exists():
+                break
+            folder = archive / f"{label}-{i}"
+        os.replace(fed.site(name), folder)
+        fsync_path(archive)
+    return revoked
+
+
+def key_fingerprint(path: Path) -> str:
+    """A site key file's short fingerprint: the first 16 hex digits of SHA-256 over its OpenSSH type and key."""
+    key = " ".join(path.read_text(errors="replace").split()[:2])  # type and key, without the comment
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def inside_git_work_tree(folder: Path) -> Path | None:

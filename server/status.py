@@ -19,7 +19,7 @@ from server.provision import Federation
 from shared.identity import load_public_key
 
 WIDTH = 80
-NEVER = {"registered": "registered, never connected", "unregistered": "unregistered (its key was removed)"}
+NEVER = {"registered": "registered, never connected", "unregistered": "unregistered: needs a new key (remove-site)"}
 LIVE = ("running", "starting", "pending")  # Flower's words for a run not yet finished
 ENDED = {
     "finished:stopped": "stopped by the operator",
@@ -47,17 +47,16 @@ class StudyRun:
     status: str
 
 
-def bound_nodes(fed: Federation, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
-    """Each provisioned site's node: the one registered with its public key (nodes as `list_nodes` gives them)."""
+def bound_nodes(keys: dict[str, Path], nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any] | None]:
+    """Each key file's node: the one registered with that public key (nodes as `list_nodes` gives them)."""
     by_key = {_key(node["public-key"]): node for node in nodes if node.get("public-key")}
-    keys = {name: load_public_key(fed.server / "site-keys" / f"{name}.pub") for name in fed.site_names()}
-    return {name: by_key.get(_pem(key)) for name, key in keys.items()}
+    return {name: by_key.get(_pem(load_public_key(path))) for name, path in keys.items()}
 
 
 def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
     """Each provisioned site bound to its node, and how the SuperLink sees it."""
     states = []
-    for name, node in bound_nodes(fed, nodes).items():
+    for name, node in bound_nodes(fed.site_keys(), nodes).items():
         if node is None:
             states.append(SiteState(name, "not registered (medfed-server register)"))
         elif node["status"] == "online":
@@ -66,6 +65,19 @@ def site_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]
             states.append(SiteState(name, "offline", f"last contact {_time(node['offline-at'])}", node["node-id"]))
         else:
             states.append(SiteState(name, NEVER.get(node["status"], node["status"]), node_id=node["node-id"]))
+    return states
+
+
+def removed_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteState]:
+    """Each removed site's key (`<site>-<fingerprint>`) and whether the SuperLink still lets its node in."""
+    states = []
+    for label, node in bound_nodes(fed.removed_keys(), nodes).items():
+        if node is None:
+            states.append(SiteState(label, "not registered"))
+        elif node["status"] == "unregistered":
+            states.append(SiteState(label, "unregistered", node_id=node["node-id"]))
+        else:  # removed while the SuperLink was not reached
+            states.append(SiteState(label, "STILL REGISTERED: run medfed-server register", node_id=node["node-id"]))
     return states
 
 
@@ -100,11 +112,15 @@ def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
     return out
 
 
-def format_status(sites: list[SiteState], runs: list[StudyRun]) -> str:
-    """The report: one block per site, one per run, long statuses wrapped under their run."""
+def format_status(sites: list[SiteState], runs: list[StudyRun], removed: list[SiteState] | None = None) -> str:
+    """The report: one line per site (provisioned, then removed), one block per run, long statuses wrapped."""
     width = max((len(s.name) for s in sites), default=4)
     lines = [f"sites ({len(sites)} provisioned):"]
     lines += [f"  {s.name:<{width}}  {s.state}" + (f", {s.since}" if s.since else "") for s in sites]
+    if removed:
+        width = max(len(s.name) for s in removed)
+        lines.append(f"removed sites ({len(removed)}, by key fingerprint):")
+        lines += [f"  {s.name:<{width}}  {s.state}" for s in removed]
     lines.append(f"studies ({len(runs)} runs):" if runs else "studies: none submitted")
     for run in runs:
         head = f"  run {run.run_id}  {run.study}: "

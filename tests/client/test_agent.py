@@ -17,6 +17,7 @@ from client.agent import (
     ACTIVATION_WAIT_S,
     CONNECT_RETRIES,
     CONNECT_WAIT_S,
+    SERVER_ENDED,
     connection_failure,
     run_agent,
     supernode_command,
@@ -156,9 +157,20 @@ def test_a_supernode_refused_while_its_old_node_counts_as_connected_joins_again(
     agent starts the SuperNode again until it joins, and its site worker keeps running meanwhile."""
     workers = fake_supernode(tmp_path, monkeypatch, refusals=2)
     code, log = run_agent(load_site_file(site_toml(tmp_path, "127.0.0.1:9")), insecure=True)
-    assert code == 0 and "SuperNode ID" in log and ACTIVATION_REFUSED not in log  # the log of the one that joined
+    assert "SuperNode ID" in log and ACTIVATION_REFUSED not in log  # the log of the one that joined
     assert capsys.readouterr().out.count("refused this site's node") == 2
     assert len(workers.read_text().split()) == 1  # one worker throughout
+
+
+def test_a_supernode_the_server_ends_stops_the_agent_naming_a_removal(tmp_path, monkeypatch):
+    """Flower's SuperNode exits 0 by itself when the SuperLink refuses its heartbeat (its node was unregistered):
+    the agent stops too, not silently with success, and says what the coordinator did and what the site needs."""
+    fake_supernode(tmp_path, monkeypatch, refusals=0)  # joins, then ends with 0
+    site = load_site_file(site_toml(tmp_path, "127.0.0.1:9"))
+    code, log = run_agent(site, insecure=True)
+    assert code == SERVER_ENDED
+    said = connection_failure(site, code, log)
+    assert "removed this site from the federation (medfed-server remove-site" in said and "north.key" in said
 
 
 def test_a_supernode_refused_for_longer_stops_the_agent_and_says_why(tmp_path, monkeypatch):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from client.agent import SERVER_ENDED
 from client.site import SiteConfig
 from client.sitefile import load_site_file
 from client.worker import PACKAGES
@@ -159,6 +160,27 @@ def test_status_shows_a_running_study_and_stop_ends_it(loopback):
     wait_until(lambda: any(str(r["run-id"]) == run_id and "stopped" in r["status"] for r in runs(loopback)), 60)
     after = " ".join(medfed_server(loopback, "status").stdout.split())  # a long line wraps at 80 columns
     assert re.search(rf"run {run_id} stopped-study: stopped by the operator after round \d+", after), after
+
+
+def test_a_removed_site_is_cut_off_at_once_and_rejoins_only_with_a_new_key(loopback):
+    hospital = shutil.copytree(add_site(loopback.fed.root, "leaver"), loopback.root / "leaver-kit")  # handed over
+    assert medfed_server(loopback, "register").returncode == 0
+    loopback.start_site("leaver", loopback.site_config("leaver", loopback.data[0], kit=hospital))
+    loopback.wait_log("leaver", "SuperNode ID", 90)
+    removed = medfed_server(loopback, "remove-site", "leaver")
+    assert removed.returncode == 0 and "its node (key leaver-" in removed.stdout and "is unregistered" in removed.stdout
+    agent = loopback.processes["leaver"]
+    assert agent.wait(timeout=120) == SERVER_ENDED  # at its next heartbeat, not silently with success
+    assert "removed this site from the federation" in loopback.log("leaver")
+    status = medfed_server(loopback, "status").stdout
+    assert re.search(r"(?m)^  leaver-[0-9a-f]{16}\s+unregistered$", status) and "  leaver  " not in status, status
+    loopback.processes.pop("leaver")
+    loopback.start_site("leaver", loopback.site_config("leaver", loopback.data[0], kit=hospital))  # its old key
+    loopback.wait_log("leaver", "refused this site's node", 90)
+    loopback.kill("leaver")
+    add_site(loopback.fed.root, "leaver")  # a new key, which the coordinator registers
+    assert "site 'leaver': registered" in medfed_server(loopback, "register").stdout
+    assert re.search(r"(?m)^  leaver\s+registered, never connected$", medfed_server(loopback, "status").stdout)
 
 
 def medfed_server(loopback: Loopback, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

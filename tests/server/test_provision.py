@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -15,8 +17,9 @@ from typer.testing import CliRunner
 
 from client.sitefile import load_site_file
 from server.cli import cli
-from server.provision import add_site, inside_git_work_tree, provision
+from server.provision import add_site, inside_git_work_tree, provision, remove_site
 from shared.errors import ConfigError
+from simulations.loopback import free_port
 
 
 def mode(path) -> int:
@@ -69,6 +72,44 @@ def test_each_kit_has_its_own_agent_port_so_sites_run_side_by_side(tmp_path):
     add_site(fed.root, "east")
     ports = [load_site_file(fed.site(name) / "site.toml").agent_port for name in ("north", "south", "east")]
     assert ports == [9094, 9095, 9096]
+
+
+def test_a_removed_site_leaves_its_key_on_the_removed_list_its_kit_archived_and_its_name_and_port_free(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north", "south", "east"], 9092)
+    old = (fed.server / "site-keys" / "south.pub").read_bytes()
+    revoked = remove_site(fed.root, "south")
+    assert fed.site_names() == ["east", "north"] and not fed.site("south").exists()
+    assert list(fed.removed_keys()) == [revoked.stem] and re.fullmatch(r"south-[0-9a-f]{16}", revoked.stem)
+    assert revoked.read_bytes() == old
+    archived = fed.root / "removed" / revoked.stem
+    assert (archived / "south.pub").read_bytes() == old and mode(archived / "south.key") == 0o600
+    with pytest.raises(ConfigError, match=r"'south' is not a provisioned site \(provisioned: east, north\)"):
+        remove_site(fed.root, "south")
+    add_site(fed.root, "south")  # the same hospital, a new key pair, and the port its old kit had
+    assert (fed.server / "site-keys" / "south.pub").read_bytes() != old
+    assert load_site_file(fed.site("south") / "site.toml").agent_port == 9095
+    remove_site(fed.root, "south")
+    assert len(fed.removed_keys()) == 2  # each key stays on the list
+    assert "*.key" in (fed.root / ".gitignore").read_text().splitlines()  # archived kits' keys too
+
+
+def test_a_site_whose_kit_was_handed_over_is_not_given_a_second_key(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"])
+    shutil.rmtree(fed.site("north"))  # the operator kept no copy
+    with pytest.raises(ConfigError, match="remove it first with `medfed-server remove-site`"):
+        add_site(fed.root, "north")
+    remove_site(fed.root, "north")  # a kit no longer here: only the key moves
+    assert list(fed.removed_keys())[0].startswith("north-") and not (fed.root / "removed").exists()
+
+
+def test_removing_a_site_with_the_superlink_down_fails_saying_when_it_takes_effect(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north", "south"], port=free_port())
+    result = CliRunner().invoke(cli, ["remove-site", "--federation", str(fed.root), "south"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "site 'south' removed" in said and "not unregistered yet: the SuperLink did not list its sites" in said
+    assert "`medfed-server start` starts it, or `medfed-server register` reaches it" in said
+    assert fed.site_names() == ["north"]  # on the removed list all the same, which both of those enforce
 
 
 def test_kits_hold_systemd_units_that_restart_on_failure_and_a_label_hint(tmp_path):

@@ -6,13 +6,15 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from flwr.supercore.primitives.asymmetric import public_key_to_bytes
 
 from server import deployment
-from server.provision import provision
-from server.status import format_status, site_states, study_runs
+from server.provision import provision, remove_site
+from server.status import format_status, removed_states, site_states, study_runs
+from shared.errors import MedfedError
 
 STOPPED = "stopped: round 1: only 0 usable update(s), federation.min-sites is 3"
 
@@ -111,9 +113,48 @@ def test_starting_again_registers_only_the_keys_the_superlink_does_not_hold(tmp_
     monkeypatch.setattr(deployment, "flwr", flwr)
     outcome = deployment.register_sites(fed, tmp_path / "home")
     assert outcome == {
-        "east": "registered",  # its key was removed: registered again
+        "east": deployment.UNREGISTERED,  # unregistered by hand with `flwr`: Flower never takes the key again
         "north": "already registered",
         "south": "already registered",
         "west": "registered",
     }
-    assert [Path(path).name for path in called] == ["east.pub", "west.pub"]  # one `flwr` process per new key only
+    assert [Path(path).name for path in called] == ["west.pub"]  # one `flwr` process per new key only
+
+
+def test_a_site_removed_while_the_superlink_was_down_is_unregistered_when_it_starts(tmp_path, monkeypatch):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north", "south"])
+    listing = [node(fed, "north", "11", "online", **{"online-at": None}), node(fed, "south", "12", "online")]
+    label = remove_site(fed.root, "south").stem
+    assert [(s.name, s.state) for s in removed_states(fed, listing)] == [
+        (label, "STILL REGISTERED: run medfed-server register")
+    ]
+    monkeypatch.setattr(deployment, "list_nodes", lambda home: listing)
+    called: list[tuple[str, ...]] = []
+
+    def flwr(home, *args):
+        called.append(args)
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    monkeypatch.setattr(deployment, "flwr", flwr)
+    outcome = deployment.register_sites(fed, tmp_path / "home")
+    assert outcome == {f"{label} (removed)": "unregistered", "north": "already registered"}
+    assert called == [("supernode", "unregister", "12", deployment.CONNECTION)]  # the removed key's node, only
+    listing[1]["status"] = "unregistered"
+    removed = removed_states(fed, listing)
+    assert [(s.name, s.state) for s in removed] == [(label, "unregistered")]
+    text = format_status(site_states(fed, listing), [], removed)
+    assert text.splitlines()[:4] == [
+        "sites (1 provisioned):",
+        "  north  online, since ?",
+        "removed sites (1, by key fingerprint):",
+        f"  {label}  unregistered",
+    ]
+
+
+def test_a_failed_unregistration_is_an_error_naming_the_removed_site(tmp_path, monkeypatch):
+    fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"])
+    listing = [node(fed, "north", "11", "online")]
+    label = remove_site(fed.root, "north").stem
+    monkeypatch.setattr(deployment, "flwr", lambda home, *a: subprocess.CompletedProcess(a, 1, "", "permission denied"))
+    with pytest.raises(MedfedError, match=rf"unregistering removed site '{label}' \(node 11\) failed: permission"):
+        deployment.unregister_removed(fed, tmp_path / "home", listing)
