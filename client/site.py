@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord, Context, Message
 from client.datacache import DataCache
 from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
+from shared.device import resolve_device
 from shared.errors import ConfigError
 from shared.identity import sign
 from shared.models import OfferedModel, offer
@@ -140,6 +141,7 @@ def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any
     """
     from shared.tasks import get_task
 
+    resolve_device(site.device)  # a GPU the site names that is not there: refused before the data is read
     if study is None:
         options = get_task(site.task).infer_data(site.data_path, site.name, site.data_hints)
         study = StudyConfig.from_dict({"name": "pre-flight", "task": site.task, "data": options})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.config import KNOWN_TASKS, StudyConfig, parse_section
+from shared.device import check_device_name
 from shared.errors import ConfigError, PolicyError
 from shared.models import OfferedModel, parse_models
 from shared.privacy.caps import PrivacyCaps
@@ -177,7 +178,7 @@ def load_site_file(path: Path) -> SiteFile:
         data_path=data_path,
         task=task,
         data_hints={k: v for k, v in data.items() if k not in ("path", "task")},
-        device=str(raw.get("device", "auto")),
+        device=check_device_name(str(raw.get("device", "auto")), source),
         ledger_dir=local(raw.get("ledger-dir", "ledgers")),
         policy=policy,
         ledger_key=local(raw["ledger-key"]) if raw.get("ledger-key") else None,

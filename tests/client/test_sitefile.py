@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from client.agent import supernode_command
 from client.site import SiteConfig, preflight
@@ -67,6 +68,7 @@ def test_site_file_resolves_kit_paths_and_reads_the_policy(tmp_path):
         (lambda s: s.replace("max-training-mib = 512", "max-training-mib = inf"), "policy.max-training-mib"),
         (lambda s: s.replace("max-training-mib = 512", "max-round-minutes = 0"), "policy.max-round-minutes"),
         (lambda s: s + "[oops", "not valid TOML"),
+        (lambda s: s.replace('name = "north"\n', 'name = "north"\ndevice = "gpu1"\n'), "device"),
     ],
 )
 def test_bad_site_file_names_the_file_and_key(tmp_path, change, field):
@@ -125,3 +127,14 @@ def test_a_relative_config_path_gives_the_agent_absolute_paths(tmp_path, monkeyp
     assert f'site-config="{tmp_path / "kit" / "site.toml"}"' in command
     for option in ("--root-certificates", "--auth-supernode-private-key", "--superexec-auth-secret-file"):
         assert Path(command[command.index(option) + 1]).is_absolute(), option
+
+
+def test_the_site_check_refuses_a_gpu_that_is_not_there_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    path = tmp_path / "site.toml"
+    path.write_text(
+        'name = "north"\nserver = "127.0.0.1:9"\nprivate-key = "north.key"\ndevice = "cuda:1"\n'
+        f'[data]\npath = "{tmp_path / "missing.csv"}"\ntask = "tabular"\n'
+    )
+    with pytest.raises(ConfigError, match="asks for CUDA but no GPU is visible"):
+        preflight(load_site_file(path))  # not a missing-file error: the device is checked first
