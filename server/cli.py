@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from server.certificates import RENEW_DAYS, hosts_of
 from server.deployment import (
     CONNECTION,
     address_of,
@@ -27,10 +28,17 @@ from server.deployment import (
     wait_for_superlink,
 )
 from server.deployment import submit as submit_study
-from server.provision import DEFAULT_PORT, Federation, add_site, inside_git_work_tree, remove_site
+from server.provision import (
+    DEFAULT_PORT,
+    Federation,
+    add_site,
+    inside_git_work_tree,
+    remove_site,
+    renew_server_certificate,
+)
 from server.provision import provision as provision_federation
 from server.screening import SITE_KEYS_ENV
-from server.status import format_status, removed_states, site_states, study_runs
+from server.status import certificate_lines, format_status, removed_states, site_states, study_runs
 from shared.children import dying_with_parent, end
 from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
@@ -176,6 +184,24 @@ def remove_site_command(
         console.print(f"site '{name}': the SuperLink held no registration for its key")
 
 
+@cli.command("renew-certificate")
+def renew_certificate(
+    federation: Annotated[Path, typer.Option(help="The federation folder (with ca/ca.key back in place)")],
+    host: Annotated[
+        list[str] | None, typer.Option(help="Host name or IP the certificate names (repeat); default: the current ones")
+    ] = None,
+) -> None:
+    """Issue the SuperLink a new TLS certificate from the federation CA (sites need nothing new); then restart it."""
+    cert = _run(lambda: renew_server_certificate(federation, host))
+    names = ", ".join(hosts_of(cert))
+    console.print(
+        f"server certificate renewed for {names}, valid until {cert.not_valid_after_utc:%Y-%m-%d} UTC. Restart the "
+        "server (medfed-server start) to use it; the sites trust the same CA and need nothing new. Put ca/ca.key "
+        "back offline.",
+        highlight=False,
+    )
+
+
 @cli.command()
 def start(
     federation: Annotated[Path, typer.Option(help="The federation folder")],
@@ -192,6 +218,12 @@ def start(
     keys = {} if insecure else {SITE_KEYS_ENV: str((fed.server / "site-keys").resolve())}
     if (fed.server / "models.toml").is_file():  # pretrained folders the server offers, by name
         keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
+    if not insecure:
+        for line, left in _run(lambda: certificate_lines(fed)):
+            if left < RENEW_DAYS:
+                console.print(f"[bold yellow]warning:[/] {line}", highlight=False)
+            if left < 0:  # every site's TLS handshake would fail, each site saying only that
+                raise typer.Exit(2)
     _run(lambda: check_port_free(listen, port))
     link = subprocess.Popen(
         dying_with_parent(superlink_command(fed, listen, port, insecure)), cwd=fed.server, env=flower_env(**keys)
@@ -252,7 +284,8 @@ def status(
     nodes = _run(lambda: list_nodes(home))
     runs = study_runs(fed, _run(lambda: list_runs(home)))
     # plain: the same in a terminal and a pipe
-    print(format_status(site_states(fed, nodes), runs, removed_states(fed, nodes)))
+    certificates = [] if insecure else [line for line, _ in _run(lambda: certificate_lines(fed))]
+    print(format_status(site_states(fed, nodes), runs, removed_states(fed, nodes), certificates))
 
 
 @cli.command()

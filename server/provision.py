@@ -3,7 +3,8 @@
 Layout under the federation folder (the operator keeps `ca/` offline; each kit is handed to its owner):
 
     ca/ca.key, ca/ca.crt                        the federation's certificate authority
-    server/ca.crt, server.pem, server.key       the SuperLink's TLS identity (SANs: the given hosts and IPs)
+    server/ca.crt, server.pem, server.key       the SuperLink's TLS identity (SANs: the given hosts and IPs);
+                                                `renew_server_certificate` replaces server.pem, keeping the key
     server/site-keys/<site>.pub                 each hospital's public authentication key, to register
     server/removed-keys/<site>-<fp>.pub         removed hospitals' keys: every start and register unregisters them
     server/medfed-server.service                a systemd unit running the server, restarted on failure
@@ -19,9 +20,7 @@ Private keys are written 0600 and exist in exactly one kit; the CA key never lea
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
-import ipaddress
 import itertools
 import os
 import re
@@ -31,15 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from server import certificates
+from server.certificates import CA_DAYS, SERVER_DAYS, days_from_now
 from shared.atomic import atomic_write_bytes, fsync_path
 from shared.errors import COMMAND_LINE, ConfigError
 
 SITE_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-CA_DAYS, SERVER_DAYS = 3650, 825  # 825 days: the longest TLS server certificate lifetime clients widely accept
 DEFAULT_PORT = 9092
 AGENT_PORT = 9094  # the first kit's local agent port; Flower's SuperNode default
 
@@ -100,14 +99,18 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
     if twice := sorted({name for name in sites if sites.count(name) > 1}):
         raise ConfigError("--site", f"'{twice[0]}' is given more than once", source=COMMAND_LINE)
     ca_key = ec.generate_private_key(ec.SECP384R1())
-    ca_cert = _certificate(
-        _name("medfed federation CA"), _name("medfed federation CA"), ca_key.public_key(), ca_key, CA_DAYS, ca=True
-    )
+    ca_name = certificates.name("medfed federation CA")
+    ca_cert = certificates.issue(ca_name, ca_name, ca_key.public_key(), ca_key, days_from_now(CA_DAYS), ca=True)
     _write_private(fed.ca_key, ca_key)
     _write(fed.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
     server_key = ec.generate_private_key(ec.SECP384R1())
-    server_cert = _certificate(
-        _name(hosts[0]), ca_cert.subject, server_key.public_key(), ca_key, SERVER_DAYS, hosts=hosts
+    server_cert = certificates.issue(
+        certificates.name(hosts[0]),
+        ca_cert.subject,
+        server_key.public_key(),
+        ca_key,
+        days_from_now(SERVER_DAYS),
+        hosts=hosts,
     )
     _write_private(fed.server / "server.key", server_key)
     _write(fed.server / "server.pem", server_cert.public_bytes(serialization.Encoding.PEM))
@@ -120,6 +123,50 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
     return fed
 
 
+def renew_server_certificate(root: Path, hosts: list[str] | None = None) -> x509.Certificate:
+    """A new server certificate for the SuperLink's key, signed by the federation CA: for SERVER_DAYS, or until the CA
+    expires if that is sooner. The hosts default to the current certificate's; the host the sites connect to
+    (address.txt) must be among them. Sites need nothing new: they trust the CA."""
+    fed = provisioned(root)
+    if not fed.ca_key.is_file():
+        raise ConfigError(
+            str(fed.ca_key),
+            "is not here: bring the CA key back from where it is kept offline, renew, then put it away again",
+            source=COMMAND_LINE,
+        )
+    current = certificates.load(fed.server / "server.pem")
+    hosts = list(hosts or certificates.hosts_of(current))
+    connect = address_host(fed)
+    if connect not in hosts:
+        raise ConfigError(
+            "--host",
+            f"the sites connect to '{connect}' (server/address.txt): the certificate must name it",
+            COMMAND_LINE,
+        )
+    ca_key = serialization.load_pem_private_key(fed.ca_key.read_bytes(), password=None)
+    ca_cert = certificates.load(fed.ca_cert)
+    server_key = serialization.load_pem_private_key((fed.server / "server.key").read_bytes(), password=None)
+    until = min(days_from_now(SERVER_DAYS), ca_cert.not_valid_after_utc)
+    cert = certificates.issue(current.subject, ca_cert.subject, server_key.public_key(), ca_key, until, hosts=hosts)
+    _write(fed.server / "server.pem", cert.public_bytes(serialization.Encoding.PEM))  # one file: the key stays
+    return cert
+
+
+def address_host(fed: Federation) -> str:
+    """The host the sites connect to, as provisioned (server/address.txt, without its port)."""
+    return (fed.server / "address.txt").read_text().strip().rsplit(":", 1)[0]
+
+
+def provisioned(root: Path) -> Federation:
+    """The federation at `root`, or an error saying it is not one."""
+    fed = Federation(root)
+    if not fed.ca_cert.is_file():
+        raise ConfigError(
+            "--federation", f"'{root}' is not provisioned; run `medfed-server provision` first", source=COMMAND_LINE
+        )
+    return fed
+
+
 def _check_site_name(name: str) -> None:
     if not SITE_NAME.match(name):
         raise ConfigError("site", f"'{name}' must be lower-case letters, digits and dashes (at most 63)", COMMAND_LINE)
@@ -127,11 +174,7 @@ def _check_site_name(name: str) -> None:
 
 def add_site(root: Path, name: str) -> Path:
     """One more hospital: its authentication key pair and kit; its public key joins the server's list."""
-    fed = Federation(root)
-    if not fed.ca_cert.is_file():
-        raise ConfigError(
-            "--federation", f"'{root}' is not provisioned; run `medfed-server provision` first", source=COMMAND_LINE
-        )
+    fed = provisioned(root)
     _check_site_name(name)
     kit = fed.site(name)
     if kit.exists():
@@ -175,11 +218,11 @@ def remove_site(root: Path, name: str) -> Path:
     Returns the key's new path. The key moves first: from then on `start` and `register` unregister its node, and no
     later run of the ServerApp accepts a reply signed with it, whether or not the SuperLink is reached now.
     """
-    fed = Federation(root)
+    fed = provisioned(root)
     key = fed.site_keys().get(name)
     if key is None:
-        provisioned = ", ".join(fed.site_names()) or "none"
-        raise ConfigError("site", f"'{name}' is not a provisioned site (provisioned: {provisioned})", COMMAND_LINE)
+        names = ", ".join(fed.site_names()) or "none"
+        raise ConfigError("site", f"'{name}' is not a provisioned site (provisioned: {names})", COMMAND_LINE)
     label = f"{name}-{key_fingerprint(key)}"
     revoked = fed.server / "removed-keys" / f"{label}.pub"
     revoked.parent.mkdir(exist_ok=True)
@@ -317,48 +360,6 @@ def start_text(name: str) -> str:
 {name}.key is this site's private key: it stays here, readable by the agent's user only (mode 0600).
 Only outbound HTTPS to the server address in site.toml is needed; no inbound port is opened.
 """
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(
-    subject: x509.Name,
-    issuer: x509.Name,
-    public_key: ec.EllipticCurvePublicKey,
-    signer: ec.EllipticCurvePrivateKey,
-    days: int,
-    ca: bool = False,
-    hosts: list[str] | None = None,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts or []]), critical=False)
-        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return builder.sign(signer, hashes.SHA384())
-
-
-def _san(host: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(host))
-    except ValueError:
-        return x509.DNSName(host)
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from server.certificates import validity
 from server.outputs import RUNS, recorded_runs
 from server.provision import Federation
 from shared.identity import load_public_key
@@ -81,6 +83,14 @@ def removed_states(fed: Federation, nodes: list[dict[str, Any]]) -> list[SiteSta
     return states
 
 
+def certificate_lines(fed: Federation) -> list[tuple[str, int]]:
+    """The server certificate's and the CA's validity, each as a line and the days left."""
+    return [
+        validity(fed.server / "server.pem", "server certificate", "renew it: medfed-server renew-certificate"),
+        validity(fed.server / "ca.crt", "federation CA", "a new CA needs a new ca.crt in every kit: provision again"),
+    ]
+
+
 def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
     """Each run (as `flwr ls --format json` lists it) with its study's status from the study's history.json.
 
@@ -112,8 +122,14 @@ def study_runs(fed: Federation, runs: list[dict[str, Any]]) -> list[StudyRun]:
     return out
 
 
-def format_status(sites: list[SiteState], runs: list[StudyRun], removed: list[SiteState] | None = None) -> str:
-    """The report: one line per site (provisioned, then removed), one block per run, long statuses wrapped."""
+def format_status(
+    sites: list[SiteState],
+    runs: list[StudyRun],
+    removed: Sequence[SiteState] = (),
+    certificates: Sequence[str] = (),
+) -> str:
+    """The report: one line per site (provisioned, then removed), one block per run, long statuses wrapped; then the
+    certificates' validity."""
     width = max((len(s.name) for s in sites), default=4)
     lines = [f"sites ({len(sites)} provisioned):"]
     lines += [f"  {s.name:<{width}}  {s.state}" + (f", {s.since}" if s.since else "") for s in sites]
@@ -125,6 +141,8 @@ def format_status(sites: list[SiteState], runs: list[StudyRun], removed: list[Si
     for run in runs:
         head = f"  run {run.run_id}  {run.study}: "
         lines += textwrap.wrap(head + run.status, WIDTH, subsequent_indent=" " * 6, break_on_hyphens=False)
+    for line in certificates:
+        lines += textwrap.wrap(line, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
     return "\n".join(lines)
 
 

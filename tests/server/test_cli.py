@@ -135,7 +135,7 @@ def test_a_start_on_a_port_something_else_holds_says_so_and_starts_nothing(tmp_p
 
 def test_a_superlink_that_cannot_start_is_reported_at_once_not_after_the_wait(tmp_path):
     fed = provision(tmp_path / "federation", ["127.0.0.1"], ["north"], free_port())
-    (fed.server / "server.pem").write_text("not a certificate\n")
+    (fed.server / "server.key").write_text("not a key\n")  # medfed reads the certificate, only Flower the key
     command = [str(Path(sys.executable).with_name("medfed-server")), "start", "--federation", str(fed.root)]
     result = subprocess.run([*command, "--listen", "127.0.0.1"], capture_output=True, text=True, timeout=50)
     assert result.returncode == 2 and "error: the SuperLink exited (code 1) before opening 127.0.0.1:" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import re
 import shutil
@@ -15,9 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_ssh_private_key
 from typer.testing import CliRunner
 
+import server.provision
 from client.sitefile import load_site_file
+from server.certificates import RENEW_DAYS, hosts_of
 from server.cli import cli
-from server.provision import add_site, inside_git_work_tree, provision, remove_site
+from server.provision import add_site, inside_git_work_tree, provision, remove_site, renew_server_certificate
+from server.status import certificate_lines, format_status
 from shared.errors import ConfigError
 from simulations.loopback import free_port
 
@@ -136,3 +140,43 @@ def test_a_federation_in_a_git_work_tree_is_warned_about_and_its_keys_ignored(tm
     assert not [p for p in listed if p.endswith(".key") or p.startswith("fed/ca/")]
     assert inside_git_work_tree(tmp_path / "fed") == tmp_path.resolve()
     assert inside_git_work_tree(Path("/")) is None
+
+
+def test_renewing_the_server_certificate_keeps_its_key_and_names_and_needs_the_ca_key(tmp_path, monkeypatch):
+    fed = provision(tmp_path / "fed", ["fl.hospital.org", "10.0.0.5"], ["north"], port=9092)
+    old = x509.load_pem_x509_certificate((fed.server / "server.pem").read_bytes())
+    result = CliRunner().invoke(cli, ["renew-certificate", "--federation", str(fed.root)])
+    assert result.exit_code == 0 and "renewed for fl.hospital.org, 10.0.0.5" in result.output, result.output
+    new = x509.load_pem_x509_certificate((fed.server / "server.pem").read_bytes())
+    new.verify_directly_issued_by(x509.load_pem_x509_certificate(fed.ca_cert.read_bytes()))
+    assert new.public_key().public_numbers() == old.public_key().public_numbers()  # server.key is unchanged
+    assert new.serial_number != old.serial_number and new.not_valid_after_utc >= old.not_valid_after_utc
+    assert hosts_of(new) == ["fl.hospital.org", "10.0.0.5"]
+    assert hosts_of(renew_server_certificate(fed.root, ["fl.hospital.org", "fl2.hospital.org"])) == [
+        "fl.hospital.org",
+        "fl2.hospital.org",
+    ]
+    with pytest.raises(ConfigError, match="the sites connect to 'fl.hospital.org'.*must name it"):
+        renew_server_certificate(fed.root, ["10.0.0.5"])
+    monkeypatch.setattr(server.provision, "SERVER_DAYS", 5000)  # beyond the CA's 3650 days: the CA's end is the cap
+    ca_end = x509.load_pem_x509_certificate(fed.ca_cert.read_bytes()).not_valid_after_utc
+    assert renew_server_certificate(fed.root).not_valid_after_utc == ca_end
+    fed.ca_key.unlink()  # kept offline
+    with pytest.raises(ConfigError, match=r"ca\.key.*is not here: bring the CA key back"):
+        renew_server_certificate(fed.root)
+
+
+def test_a_server_certificate_near_its_end_is_flagged_and_an_expired_one_is_not_started(tmp_path, monkeypatch):
+    monkeypatch.setattr(server.provision, "SERVER_DAYS", 20)
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"], port=free_port())
+    (server_line, left), (ca_line, ca_left) = certificate_lines(fed)
+    assert left == 19 and server_line.endswith("(19 days left); renew it: medfed-server renew-certificate")
+    assert ca_left > RENEW_DAYS and ca_line.startswith("federation CA valid until") and "renew" not in ca_line
+    report = format_status([], [], certificates=[server_line, ca_line]).splitlines()
+    assert all(len(line) <= 80 for line in report) and report[-1] == ca_line  # the long line wrapped, not cut
+    a_minute_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    monkeypatch.setattr(server.provision, "days_from_now", lambda days: a_minute_ago)
+    renew_server_certificate(fed.root)
+    result = CliRunner().invoke(cli, ["start", "--federation", str(fed.root), "--listen", "127.0.0.1"])
+    assert result.exit_code == 2 and "server certificate valid until" in result.output
+    assert "EXPIRED; renew it: medfed-server renew-certificate" in " ".join(result.output.split())
