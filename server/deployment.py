@@ -62,8 +62,13 @@ def flower_home(fed: Federation, address: str, insecure: bool = False) -> Path:
 
 
 def flwr(home: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
-    """Run the `flwr` CLI against the federation's connection, from `home` (see `flwr_process`)."""
-    return subprocess.run(**flwr_process(home, *args), capture_output=True, text=True, timeout=timeout)
+    """Run the `flwr` CLI against the federation's connection, from `home` (see `flwr_process`); one that takes longer
+    than `timeout` (a SuperLink that accepts connections but does not answer) is ended and reported."""
+    try:
+        return subprocess.run(**flwr_process(home, *args), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        command = " ".join(args[:2])
+        raise MedfedError(f"`flwr {command}` got no answer from the SuperLink within {timeout:.0f} s") from exc
 
 
 def flwr_process(home: Path, *args: str) -> dict[str, Any]:

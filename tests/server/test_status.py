@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,10 @@ def test_a_failed_unregistration_is_an_error_naming_the_removed_site(tmp_path, m
     monkeypatch.setattr(deployment, "flwr", lambda home, *a: subprocess.CompletedProcess(a, 1, "", "permission denied"))
     with pytest.raises(MedfedError, match=rf"unregistering removed site '{label}' \(node 11\) failed: permission"):
         deployment.unregister_removed(fed, tmp_path / "home", listing)
+
+
+def test_a_superlink_that_does_not_answer_is_reported_not_waited_on_forever(tmp_path, monkeypatch):
+    hang = {"args": [sys.executable, "-c", "import time; time.sleep(30)"], "env": None, "cwd": tmp_path}
+    monkeypatch.setattr(deployment, "flwr_process", lambda home, *args: hang)
+    with pytest.raises(MedfedError, match=r"`flwr supernode unregister` got no answer from the SuperLink within 1 s"):
+        deployment.flwr(tmp_path, "supernode", "unregister", "12", deployment.CONNECTION, timeout=1)
