@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from client.receipts import ReceiptWriter
 from client.sitefile import SiteFile
+from client.status import StatusFile, now, status_file
 from shared.children import dying_with_parent, end
 from shared.flower import flower_env, tool
 
@@ -143,6 +144,8 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     worker = None if secret is None or tasks is None else worker_command(site, secret, tasks)
     tail: collections.deque[str] = collections.deque(maxlen=200)
     children: dict[str, subprocess.Popen] = {}
+    status = StatusFile(status_file(site, "agent"), server=site.server, state="joining")
+    ended = "stopped by a signal (Ctrl-C, SIGTERM or SIGHUP)"
 
     def stop(signum: int, _frame: Any) -> None:
         raise SystemExit(128 + signum)
@@ -167,29 +170,35 @@ def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
                 text=True,
             )
             receipts = None if tasks is None else ReceiptWriter(tasks)
-            echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts), daemon=True)
+            echo = threading.Thread(target=_echo, args=(supernode.stdout, tail, receipts, status), daemon=True)
             echo.start()
             tend(lambda supernode=supernode: supernode.poll() is not None)
             echo.join(timeout=5)
             log = "".join(tail)
-            if supernode.returncode == 0:
-                return SERVER_ENDED, log
-            if ACTIVATION_REFUSED not in log:
-                return supernode.returncode, log
+            code = SERVER_ENDED if supernode.returncode == 0 else supernode.returncode
             refused_since = time.monotonic() if refused_since is None else refused_since
-            if time.monotonic() + ACTIVATION_RETRY_S - refused_since > ACTIVATION_WAIT_S:
-                return supernode.returncode, log
+            if (
+                ACTIVATION_REFUSED not in log
+                or time.monotonic() + ACTIVATION_RETRY_S - refused_since > ACTIVATION_WAIT_S
+            ):
+                ended = connection_failure(site, code, log)
+                return code, log
+            reason = (
+                "its key is not registered there (yet, or no longer: a removed site needs a new key), or the server "
+                "still counts an earlier agent of this site as connected (for about a minute after one that did not "
+                "stop cleanly)"
+            )
+            status.update(state="refused by", reason=reason)
             print(
-                f"site '{site.name}': {site.server} refused this site's node: its key is not registered there (yet, or "
-                "no longer: a removed site needs a new key), or "
-                "the server still counts an earlier agent of this site as connected (for about a minute after one "
-                f"that did not stop cleanly); trying again in {ACTIVATION_RETRY_S:.0f} s",
+                f"site '{site.name}': {site.server} refused this site's node: {reason}; trying again in "
+                f"{ACTIVATION_RETRY_S:.0f} s",
                 flush=True,
             )
             resume = time.monotonic() + ACTIVATION_RETRY_S
             tend(lambda resume=resume: time.monotonic() >= resume)
     finally:
         end(children.values())
+        status.update(state="stopped", reason=ended, **{"stopped-at": now()})
         for sig, handler in before.items():
             signal.signal(sig, handler)
         if secret is not None:
@@ -208,10 +217,11 @@ def _keep_worker(site: str, command: list[str], env: dict[str, str], children: d
     children["worker"] = subprocess.Popen(dying_with_parent(command), env=env)
 
 
-def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter | None) -> None:
+def _echo(stream: IO[str], tail: collections.deque[str], receipts: ReceiptWriter | None, status: StatusFile) -> None:
     for line in stream:
         if receipts is not None:
             receipts.read(line)
+        status.read(line)
         sys.stdout.write(line)
         sys.stdout.flush()  # a site's log is often a pipe or a file (systemd, nohup): show each line when it comes
         tail.append(line)

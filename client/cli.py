@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from client.admission import admit, admit_model
-from client.agent import connection_failure, run_agent, run_preflight
+from client.agent import connection_failure, run_agent, run_preflight, worker_tasks_folder
 from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
 from shared.config import MIN_CELL, StudyConfig, load_study
@@ -249,6 +249,25 @@ def start(
     raise typer.Exit(code)
 
 
+@cli.command()
+def status(config: Annotated[Path, typer.Option(help="This site's site.toml")]) -> None:
+    """Whether this site's agent runs and is connected, and the last message it received and handled; read here
+    from the agent's and worker's status files, nothing is sent. Exit code 1 when the agent is not connected."""
+    from client.status import describe
+
+    try:
+        site_file = load_site_file(config)
+    except MedfedError as exc:
+        console.print(f"[red]cannot read the site config:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    busy = len(list(worker_tasks_folder(site_file).glob("*.json")))
+    lines, connected = describe(site_file, busy)
+    print("\n".join(lines))  # plain: the same in a terminal, a pipe or a monitoring check's log
+    print(f"privacy spent so far: medfed-site ledger show --config {config}")
+    if not connected:
+        raise typer.Exit(1)
+
+
 @cli.command(hidden=True)
 def worker(
     config: Annotated[Path, typer.Option(help="This site's site.toml")],
@@ -260,12 +279,14 @@ def worker(
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll of the SuperNode otherwise
     site_file = load_site_file(config)
     from client.inflight import Inflight
+    from client.status import StatusFile, status_file
     from client.worker import InstalledApp, SiteWorker, oom_first  # Flower's runtime client: only in the worker
 
     oom_first()
 
     address, secret = f"127.0.0.1:{site_file.agent_port}", secret_file.read_bytes()
-    worker = SiteWorker(address, secret, InstalledApp(site_file.name), Inflight(tasks_dir))
+    status = StatusFile(status_file(site_file, "worker"))
+    worker = SiteWorker(address, secret, InstalledApp(site_file.name), Inflight(tasks_dir), status)
     worker.answer_interrupted()  # first: the SuperNode waits on these, not on torch
     from client import handlers  # noqa: F401 - torch and the tasks load now, not in the first round
     from shared.privacy import site  # noqa: F401 - and Opacus

@@ -46,6 +46,7 @@ from client.admission import SITE_REFUSED
 from client.inflight import Inflight
 from client.receipts import receipt
 from client.site import release_site_data
+from client.status import StatusFile, now
 
 log = logging.getLogger("medfed.site")
 PACKAGES = ("client", "server", "shared", "simulations")  # medfed's code: what must match the bundle file for file
@@ -203,8 +204,11 @@ class SiteWorker:
     the next one, as it would in Flower's own one-process-per-message executor.
     """
 
-    def __init__(self, runtime_address: str, secret: bytes, app: InstalledApp, inflight: Inflight) -> None:
+    def __init__(
+        self, runtime_address: str, secret: bytes, app: InstalledApp, inflight: Inflight, status: StatusFile
+    ) -> None:
         self.address, self.app, self.inflight, self.running = runtime_address, app, inflight, threading.Lock()
+        self.status = status
         self.client = _runtime_client(
             runtime_address,
             [
@@ -290,7 +294,9 @@ class SiteWorker:
                 )
             task.record = self.inflight.keep(token, message, self.app.site)
             with self.running:
+                started = time.monotonic()
                 reply = self.app(message, context, fab)
+                self._handled(message, reply, time.monotonic() - started)
             push_message(task, reply, context)
             status, details = SubStatus.COMPLETED, ""
         except Exception as exc:  # a task's failure must not end the worker: the next message is served as usual
@@ -316,6 +322,14 @@ class SiteWorker:
                 log.warning("site '%s': could not close a task (%s)", self.app.site, exc)
             finally:
                 task.close()
+
+    def _handled(self, message: Message, reply: Message, seconds: float) -> None:
+        """Log one line for the message and record it in the worker's status file (`medfed-site status`)."""
+        outcome = f"refused: {reply.error.reason}" if reply.has_error() else "answered"
+        kind, run = message.metadata.message_type, message.metadata.run_id
+        log.info("site '%s': %s message of run %d %s in %.1f s", self.app.site, kind, run, outcome, seconds)
+        last = {"at": now(), "type": kind, "run": run, "outcome": outcome, "seconds": round(seconds, 1)}
+        self.status.update(handled=self.status.state.get("handled", 0) + 1, last=last)
 
     def _reply_error(self, task: RuntimeClient, message: Message, context: Context, exc: Exception) -> str | None:
         """Push an error reply naming the site; the task's final status, or None to leave the task to expire."""

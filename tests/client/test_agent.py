@@ -24,6 +24,7 @@ from client.agent import (
 )
 from client.cli import cli
 from client.sitefile import load_site_file
+from client.status import load_status, status_file
 from shared.tasks import get_task
 from tests.processes import child_pids, ended, wait_for
 
@@ -171,6 +172,8 @@ def test_a_supernode_the_server_ends_stops_the_agent_naming_a_removal(tmp_path, 
     assert code == SERVER_ENDED
     said = connection_failure(site, code, log)
     assert "removed this site from the federation (medfed-server remove-site" in said and "north.key" in said
+    recorded = load_status(status_file(site, "agent"))  # what `medfed-site status` shows once the agent is gone
+    assert (recorded["state"], recorded["node"], recorded["reason"]) == ("stopped", "1", said)
 
 
 def test_a_supernode_refused_for_longer_stops_the_agent_and_says_why(tmp_path, monkeypatch):

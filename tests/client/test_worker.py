@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Context, Error, Message, RecordDict
 from flwr.cli.build import build_fab_from_disk
 from flwr.common.constant import SubStatus
 from flwr.common.serde import message_from_proto
@@ -32,6 +34,7 @@ from client import worker as client_worker
 from client.agent import supernode_command, worker_command
 from client.inflight import Inflight
 from client.sitefile import load_site_file
+from client.status import StatusFile, load_status
 from client.worker import InstalledApp, RuntimeClient, foreign_code, installed_code
 from server.deployment import PROJECT_ROOT
 from server.provision import provision
@@ -172,7 +175,8 @@ class Task:
         monkeypatch.setattr(RuntimeHttpClient, "PushObject", lambda _, request: PushObjectResponse(stored=True))
         monkeypatch.setattr(client_worker, "push_task_output", lambda **kw: self.outputs.append(kw["sub_status"]))
         app = InstalledApp("north", self.answer)
-        self.worker = client_worker.SiteWorker("127.0.0.1:1", b"secret", app, Inflight(tmp_path))
+        self.status = StatusFile(tmp_path.parent / f"{tmp_path.name}-worker.json")  # beside the in-flight folder
+        self.worker = client_worker.SiteWorker("127.0.0.1:1", b"secret", app, Inflight(tmp_path), self.status)
 
     def answer(self, message: Message, context) -> Message:
         self.ran.append(message)
@@ -200,6 +204,20 @@ def test_a_message_always_gets_a_reply_or_is_left_for_flower_to_answer(monkeypat
     else:  # no reply at all: the task stays open, so that its heartbeat runs out and the SuperNode answers it
         assert task.pushed == [] and task.outputs == []
     assert len(list(tmp_path.glob("*.json"))) == (failing == 2)  # a message not answered stays on record
+
+
+def test_each_message_handled_is_logged_and_kept_in_the_workers_status_file(monkeypatch, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="medfed.site")
+    task = Task(monkeypatch, tmp_path, 0)
+    task.worker._run("token")
+    saved = load_status(task.status.path)
+    assert saved["pid"] == os.getpid() and saved["handled"] == 1
+    assert (saved["last"]["type"], saved["last"]["outcome"]) == ("train", "answered")
+    assert re.search(r"site 'north': train message of run \d+ answered in \d+\.\d s", caplog.text)
+    refusal = Message(Error(code=1, reason="site 'north': over its cap"), reply_to=train_message())
+    task.worker._handled(train_message(), refusal, 0.25)
+    saved = load_status(task.status.path)
+    assert saved["handled"] == 2 and saved["last"]["outcome"] == "refused: site 'north': over its cap"
 
 
 def test_a_message_the_supernode_let_go_is_neither_run_nor_answered(monkeypatch, tmp_path):
