@@ -21,7 +21,7 @@ from shared.atomic import atomic_write_text
 # Flower's own log lines (flwr/supernode/start_client_internal.py); a test feeds the installed Flower's format
 NODE_ID = re.compile(r"SuperNode ID: (\d+)")
 HEADER = re.compile(r"\[RUN (\d+)(?:, ROUND (\d+))?\]")
-RECEIVING = re.compile(r"Receiving: (\S+) message")
+RECEIVING = re.compile(r"Receiving: (\S+) message")  # the type is the server's word: `describe` prints it safely
 
 
 def status_file(site: SiteFile, part: str) -> Path:
@@ -116,7 +116,10 @@ def describe(site: SiteFile, busy: int) -> tuple[list[str], bool]:
         lines.append(f"  now: {'handling a message' if busy else 'idle'}")
     elif running:
         lines.append("worker: not running (the agent starts a new one within seconds)")
-    return lines, running and agent.get("state") == "connected"
+    # what the server sent (a message type, a run id) reaches the site's terminal as text, never as control codes
+    return ["".join(c if c.isprintable() else "?" for c in line) for line in lines], (
+        running and agent.get("state") == "connected"
+    )
 
 
 def _ago(stamp: str) -> str:

@@ -101,6 +101,17 @@ def test_an_agent_killed_without_a_word_is_not_shown_running(site, monkeypatch):
     assert lines[1] == "  it ended without saying why (killed, or the machine went down): see its log"
 
 
+def test_what_the_server_names_reaches_the_terminal_as_text_not_control_codes(site, monkeypatch):
+    monkeypatch.setattr(client.status, "alive", lambda pid: True)
+    agent = StatusFile(status_file(site, "agent"), server=site.server, state="connected", node="42")
+    agent.update(since=client.status.now())
+    agent.read("[RUN 17, ROUND 3]")
+    agent.read("Receiving: \x1b]0;owned\x07\x1b[2Jtrain message (ID: ab)")  # a hostile server's message type
+    lines, _ = describe(site, busy=0)
+    assert not any("\x1b" in line or "\x07" in line for line in lines)
+    assert any("last message received: ?]0;owned??[2Jtrain of run 17" in line for line in lines)
+
+
 def test_a_pid_is_the_agents_only_while_it_runs_medfed_site():
     assert not client.status.alive(os.getpid())  # pytest, not medfed-site: a reused PID is not the agent
     assert not client.status.alive(2**22 + 1)  # beyond Linux's PID range
