@@ -17,7 +17,7 @@ from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import ConfigError
-from shared.identity import sign
+from shared.identity import check_private, sign
 from shared.models import OfferedModel, offer
 from shared.privacy.caps import PrivacyCaps
 from shared.privacy.journal import LedgerFiles
@@ -142,6 +142,8 @@ def preflight(site: SiteFile, study: StudyConfig | None = None) -> dict[str, Any
     from shared.tasks import get_task
 
     resolve_device(site.device)  # a GPU the site names that is not there: refused before the data is read
+    check_private(site.private_key, "private-key", "site config")
+    check_private(SiteConfig.from_site_file(site).ledger_files().key, "ledger-key", "site config")
     if study is None:
         options = get_task(site.task).infer_data(site.data_path, site.name, site.data_hints)
         study = StudyConfig.from_dict({"name": "pre-flight", "task": site.task, "data": options})

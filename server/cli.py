@@ -43,6 +43,7 @@ from shared.children import dying_with_parent, end
 from shared.config import StudyConfig, load_study
 from shared.errors import ConfigError, MedfedError
 from shared.flower import flower_env
+from shared.identity import check_private
 from shared.models import MODELS_ENV, offer_file
 
 # Commands that need torch, matplotlib or the tasks import them in their bodies: `status`, `stop`, `start` and
@@ -219,6 +220,7 @@ def start(
     if (fed.server / "models.toml").is_file():  # pretrained folders the server offers, by name
         keys[MODELS_ENV] = str((fed.server / "models.toml").resolve())
     if not insecure:
+        _run(lambda: check_private(fed.server / "server.key", "server.key", "server kit"))
         for line, left in _run(lambda: certificate_lines(fed)):
             if left < RENEW_DAYS:
                 console.print(f"[bold yellow]warning:[/] {line}", highlight=False)

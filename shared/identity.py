@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -51,6 +52,23 @@ def load_public_key(path: Path) -> ec.EllipticCurvePublicKey:
 def load_public_keys(folder: Path) -> dict[str, ec.EllipticCurvePublicKey]:
     """The provisioned sites' public keys, by site name (`<name>.pub` files)."""
     return {path.stem: load_public_key(path) for path in sorted(folder.glob("*.pub"))}
+
+
+def check_private(path: Path, setting: str, source: str) -> None:
+    """Refuse a secret key that other users of this machine can read or change, as ssh does: anyone who reads a
+    site's key can act as the site, the journal's key forge its entries, the server's key impersonate the SuperLink.
+    A key not there yet is not checked (an --insecure trial has none; the journal's is created 0600 at first use)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise ConfigError(
+            setting,
+            f"{path} is open to other users of this machine (mode {mode:04o}); make it its owner's only: "
+            f"chmod 600 {path}",
+            source=source,
+        )
 
 
 def verify(key: ec.EllipticCurvePublicKey, signature: str, run_id: int, node_id: int, site: str) -> bool:

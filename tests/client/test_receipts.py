@@ -11,6 +11,7 @@ from flwr.supernode import start_client_internal
 
 from client.agent import _echo
 from client.receipts import ReceiptWriter, receipt
+from client.status import StatusFile
 
 ID_A, ID_B = "a" * 64, "b" * 64
 COLOUR = "\x1b[92mINFO \x1b[0m:      "  # as the SuperNode writes its lines to a pipe
@@ -61,7 +62,7 @@ def test_the_worker_waits_for_the_record_and_gives_up_after_its_limit(tmp_path):
 def test_the_agent_records_receipts_as_it_echoes_the_supernode(tmp_path, capsys):
     log = f"{COLOUR}Receiving: train message (ID: {ID_A})\n{COLOUR}Received successfully\n"
     tail: deque[str] = deque(maxlen=10)
-    _echo(io.StringIO(log), tail, ReceiptWriter(tmp_path))
+    _echo(io.StringIO(log), tail, ReceiptWriter(tmp_path), StatusFile(tmp_path.parent / f"{tmp_path.name}.json"))
     assert receipt(tmp_path, ID_A, 0) == "received"
     assert capsys.readouterr().out == log and "".join(tail) == log  # the site's log is unchanged
 

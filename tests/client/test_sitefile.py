@@ -138,3 +138,21 @@ def test_the_site_check_refuses_a_gpu_that_is_not_there_before_reading_data(tmp_
     )
     with pytest.raises(ConfigError, match="asks for CUDA but no GPU is visible"):
         preflight(load_site_file(path))  # not a missing-file error: the device is checked first
+
+
+@pytest.mark.parametrize(("key", "setting"), [("north.key", "private-key"), ("ledgers-keys/north.key", "ledger-key")])
+def test_a_secret_key_other_users_can_read_is_refused_before_anything_starts(tmp_path, key, setting):
+    data = get_task("tabular").write_demo_sites(tmp_path / "data", 2)[0]
+    path = tmp_path / "site.toml"
+    path.write_text(
+        f'name = "north"\nserver = "127.0.0.1:9"\nprivate-key = "north.key"\n'
+        f'[data]\npath = "{data}"\ntask = "tabular"\nlabel = "diagnosis"\n'
+    )
+    for name in ("north.key", "ledgers-keys/north.key"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("secret")
+        (tmp_path / name).chmod(0o600)
+    assert preflight(load_site_file(path))["train-rows"] > 0  # both the agent's user's only: ready
+    (tmp_path / key).chmod(0o644)  # as an unzipped or copied kit often leaves it
+    with pytest.raises(ConfigError, match=rf"{setting}.*open to other users of this machine \(mode 0644\).*chmod 600"):
+        preflight(load_site_file(path))

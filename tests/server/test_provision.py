@@ -180,3 +180,11 @@ def test_a_server_certificate_near_its_end_is_flagged_and_an_expired_one_is_not_
     result = CliRunner().invoke(cli, ["start", "--federation", str(fed.root), "--listen", "127.0.0.1"])
     assert result.exit_code == 2 and "server certificate valid until" in result.output
     assert "EXPIRED; renew it: medfed-server renew-certificate" in " ".join(result.output.split())
+
+
+def test_a_server_key_other_users_can_read_is_refused_at_start(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"], port=free_port())
+    (fed.server / "server.key").chmod(0o640)
+    result = CliRunner().invoke(cli, ["start", "--federation", str(fed.root), "--listen", "127.0.0.1"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "server.key" in said and "(mode 0640)" in said and "chmod 600" in said, said
