@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import signal
 import subprocess
@@ -13,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from server.audit import record
 from server.certificates import RENEW_DAYS, hosts_of
 from server.deployment import (
     CONNECTION,
@@ -33,6 +36,7 @@ from server.provision import (
     Federation,
     add_site,
     inside_git_work_tree,
+    key_fingerprint,
     remove_site,
     renew_server_certificate,
 )
@@ -139,6 +143,7 @@ def provision(
 ) -> None:
     """Create the federation CA, the SuperLink certificate and key, and one startup kit per hospital."""
     fed = _run(lambda: provision_federation(out, host, site, port))
+    _run(lambda: record(fed, "provision", hosts=host, sites=fed.site_names(), port=port))
     repository = inside_git_work_tree(fed.root)
     if repository is not None:
         console.print(
@@ -157,6 +162,8 @@ def add_site_command(
 ) -> None:
     """Provision one more hospital; then `medfed-server register` while the SuperLink runs."""
     kit = _run(lambda: add_site(federation, name))
+    fed = Federation(federation)
+    _run(lambda: record(fed, "add-site", site=name, key=key_fingerprint(fed.site_keys()[name])))
     console.print(f"site kit written to {kit}; register it with: medfed-server register --federation {federation}")
 
 
@@ -168,6 +175,7 @@ def remove_site_command(
     """Take a hospital out: unregister its key from the SuperLink (or at its next start) and archive its kit."""
     fed = Federation(federation)
     revoked = _run(lambda: remove_site(fed.root, name))
+    _run(lambda: record(fed, "remove-site", site=name, key=revoked.stem))
     console.print(f"site '{name}' removed: its key is on the federation's removed list ({revoked})", highlight=False)
     try:
         home = flower_home(fed, address_of(fed))
@@ -179,6 +187,8 @@ def remove_site_command(
             highlight=False,
         )
         raise typer.Exit(1) from None
+    if done:
+        _run(lambda: record(fed, "unregister", keys=done))
     for label in done:
         console.print(f"site '{name}': its node (key {label}) is unregistered; the SuperLink refuses it from now on")
     if not done:
@@ -195,8 +205,10 @@ def renew_certificate(
     """Issue the SuperLink a new TLS certificate from the federation CA (sites need nothing new); then restart it."""
     cert = _run(lambda: renew_server_certificate(federation, host))
     names = ", ".join(hosts_of(cert))
+    until = f"{cert.not_valid_after_utc:%Y-%m-%d}"
+    _run(lambda: record(Federation(federation), "renew-certificate", hosts=hosts_of(cert), until=until))
     console.print(
-        f"server certificate renewed for {names}, valid until {cert.not_valid_after_utc:%Y-%m-%d} UTC. Restart the "
+        f"server certificate renewed for {names}, valid until {until} UTC. Restart the "
         "server (medfed-server start) to use it; the sites trust the same CA and need nothing new. Put ca/ca.key "
         "back offline.",
         highlight=False,
@@ -234,15 +246,17 @@ def start(
     try:  # a start that fails (the port, a site's key) ends its SuperLink too: a leftover would hold the port
         _run(lambda: wait_for_superlink(link, f"127.0.0.1:{port}" if listen == "0.0.0.0" else f"{listen}:{port}", 60))
         home = flower_home(fed, address, insecure)
+        _run(lambda: record(fed, "start", address=address, listen=listen, insecure=insecure, pid=link.pid))
         if not insecure:
-            for name, state in _run(lambda: register_sites(fed, home)).items():
-                console.print(f"site '{name}': {state}")
+            _registered(fed, _run(lambda: register_sites(fed, home)))
         console.print(f"SuperLink running at {address} (PID {link.pid}); study outputs go to {fed.server / 'outputs'}")
         link.wait()
     except KeyboardInterrupt:
         pass
     finally:
         end([link])
+        with contextlib.suppress(MedfedError):  # the start's own error, if any, is the one to show
+            record(fed, "server-stopped", pid=link.pid, code=link.returncode)
 
 
 @cli.command()
@@ -250,8 +264,16 @@ def register(federation: Annotated[Path, typer.Option(help="The federation folde
     """Register provisioned sites' keys with the running SuperLink (after `add-site`)."""
     fed = Federation(federation)
     home = flower_home(fed, _run(lambda: address_of(fed)))
-    for name, state in _run(lambda: register_sites(fed, home)).items():
+    _registered(fed, _run(lambda: register_sites(fed, home)))
+
+
+def _registered(fed: Federation, outcome: dict[str, str]) -> None:
+    """Print each site's registration and audit what changed."""
+    for name, state in outcome.items():
         console.print(f"site '{name}': {state}")
+    changed = {name: state for name, state in outcome.items() if state in ("registered", "unregistered")}
+    if changed:
+        _run(lambda: record(fed, "register", sites=changed))
 
 
 @cli.command()
@@ -270,6 +292,8 @@ def submit(
     _run(lambda: config.secure_aggregation(deployed=True))
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
     run = _run(lambda: submit_study(home, config, stream))
+    digest = hashlib.sha256(config.to_json().encode()).hexdigest()
+    _run(lambda: record(fed, "submit", study=config.name, file=str(study.resolve()), study_sha256=digest))
     if stream:
         raise typer.Exit(run.wait())
     console.print(run.stdout.strip())
@@ -298,7 +322,9 @@ def stop(
 ) -> None:
     """Stop a running study; its last completed round stays saved and a resubmission resumes from it."""
     fed = Federation(federation)
-    result = flwr(flower_home(fed, _run(lambda: address_of(fed)), insecure), "stop", run_id, CONNECTION)
+    result = _run(lambda: flwr(flower_home(fed, _run(lambda: address_of(fed)), insecure), "stop", run_id, CONNECTION))
+    if result.returncode == 0:
+        _run(lambda: record(fed, "stop", run=run_id))
     console.print((result.stdout + result.stderr).strip())
     raise typer.Exit(result.returncode)
 

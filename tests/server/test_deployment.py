@@ -174,6 +174,9 @@ def test_a_removed_site_is_cut_off_at_once_and_rejoins_only_with_a_new_key(loopb
     assert "removed this site from the federation" in loopback.log("leaver")
     status = medfed_server(loopback, "status").stdout
     assert re.search(r"(?m)^  leaver-[0-9a-f]{16}\s+unregistered$", status) and "  leaver  " not in status, status
+    audit = [json.loads(line) for line in (loopback.fed.server / "audit.jsonl").read_text().splitlines()]
+    assert [e["action"] for e in audit][:2] == ["start", "register"]  # what the coordinator did, in order
+    assert {"submit", "stop", "remove-site", "unregister"} <= {e["action"] for e in audit}
     loopback.processes.pop("leaver")
     loopback.start_site("leaver", loopback.site_config("leaver", loopback.data[0], kit=hospital))  # its old key
     loopback.wait_log("leaver", "refused this site's node", 90)
