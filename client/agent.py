@@ -133,9 +133,9 @@ def worker_command(site: SiteFile, secret: Path, tasks: Path) -> list[str]:
 def run_agent(site: SiteFile, insecure: bool) -> tuple[int, str]:
     """Run the SuperNode (echoing its log) and, unless the site runs the server's app, the site worker, restarted
     whenever it dies; return the SuperNode's exit code (SERVER_ENDED for one that ended by itself) and its log's
-    last lines once it ends. A SuperNode the server
-    refuses to activate (an unregistered key, or this site's previous node still counted as connected) is started
-    again every ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the worker running meanwhile."""
+    last lines once it ends. A SuperNode the server refuses to activate (an unregistered key, or this site's previous
+    node still counted as connected) is started again every ACTIVATION_RETRY_S for up to ACTIVATION_WAIT_S, the
+    worker running meanwhile. The agent's state goes to its status file throughout (client.status)."""
     env = flower_env()
     secret = None if site.app_code == "server" else worker_secret(site)
     tasks = None if secret is None else worker_tasks(site)

@@ -7,7 +7,8 @@ import ipaddress
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -67,9 +68,26 @@ def load(path: Path) -> x509.Certificate:
         raise ConfigError(str(path), f"is not a readable PEM certificate ({exc})", source="server kit") from exc
 
 
+def load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    """An unencrypted PEM private key as provisioning writes it, or an error naming the file."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise ConfigError(
+            str(path), f"is not a readable, unencrypted private key ({exc})", source="federation"
+        ) from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ConfigError(str(path), f"holds a {type(key).__name__}, not the key provisioning made", "federation")
+    return key
+
+
 def hosts_of(cert: x509.Certificate) -> list[str]:
-    """The DNS names and IP addresses a server certificate names, in its order."""
-    return [str(entry.value) for entry in cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value]
+    """The DNS names and IP addresses a server certificate names, in its order (none without that extension)."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    return [str(entry.value) for entry in names]
 
 
 def validity(path: Path, what: str, remedy: str) -> tuple[str, int]:

@@ -143,9 +143,8 @@ def renew_server_certificate(root: Path, hosts: list[str] | None = None) -> x509
             f"the sites connect to '{connect}' (server/address.txt): the certificate must name it",
             COMMAND_LINE,
         )
-    ca_key = serialization.load_pem_private_key(fed.ca_key.read_bytes(), password=None)
+    ca_key, server_key = certificates.load_key(fed.ca_key), certificates.load_key(fed.server / "server.key")
     ca_cert = certificates.load(fed.ca_cert)
-    server_key = serialization.load_pem_private_key((fed.server / "server.key").read_bytes(), password=None)
     until = min(days_from_now(SERVER_DAYS), ca_cert.not_valid_after_utc)
     cert = certificates.issue(current.subject, ca_cert.subject, server_key.public_key(), ca_key, until, hosts=hosts)
     _write(fed.server / "server.pem", cert.public_bytes(serialization.Encoding.PEM))  # one file: the key stays
@@ -207,7 +206,7 @@ def _free_agent_port(fed: Federation) -> int:
     """The lowest agent port no other kit's site.toml takes, so that sites can run side by side on one machine."""
     taken = set()
     for name in fed.site_names():
-        with contextlib.suppress(OSError, ValueError, TypeError):  # a kit edited by hand or handed over and deleted
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):  # a kit edited by hand, or handed over
             taken.add(int(tomllib.loads((fed.site(name) / "site.toml").read_text())["agent-port"]))
     return next(port for port in itertools.count(AGENT_PORT) if port not in taken)
 

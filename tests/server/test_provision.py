@@ -188,3 +188,13 @@ def test_a_server_key_other_users_can_read_is_refused_at_start(tmp_path):
     result = CliRunner().invoke(cli, ["start", "--federation", str(fed.root), "--listen", "127.0.0.1"])
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and "server.key" in said and "(mode 0640)" in said and "chmod 600" in said, said
+
+
+def test_renewing_with_a_damaged_key_or_certificate_names_the_file(tmp_path):
+    fed = provision(tmp_path / "fed", ["127.0.0.1"], ["north"])
+    (fed.server / "server.key").write_text("not a key\n")
+    with pytest.raises(ConfigError, match=r"server\.key.*is not a readable, unencrypted private key"):
+        renew_server_certificate(fed.root)
+    (fed.server / "server.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"server\.pem.*is not a readable PEM certificate"):
+        renew_server_certificate(fed.root)
