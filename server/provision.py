@@ -263,6 +263,7 @@ server/flwr-home/
 server/outputs/
 sites/*/ledgers*/
 sites/*/.*.secret
+sites/*/.*.json
 """
 
 
