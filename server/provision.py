@@ -356,6 +356,8 @@ def start_text(name: str) -> str:
    paths in medfed-site.service, then:
        sudo cp medfed-site.service /etc/systemd/system/ && sudo systemctl enable --now medfed-site
    Its log: journalctl -u medfed-site
+4. Is it up and connected, and what did it last do? (exit code 0 when connected; nothing is sent)
+       medfed-site status --config site.toml
 
 {name}.key is this site's private key: it stays here, readable by the agent's user only (mode 0600).
 Only outbound HTTPS to the server address in site.toml is needed; no inbound port is opened.

@@ -49,6 +49,7 @@ def test_federation_kits_keys_and_certificates(tmp_path):
         assert (kit / f"{name}.pub").read_bytes() == (fed.server / "site-keys" / f"{name}.pub").read_bytes()
         assert (kit / "ca.crt").read_bytes() == fed.ca_cert.read_bytes()
         assert "medfed-site start --config site.toml" in (kit / "START.txt").read_text()
+        assert "medfed-site status --config site.toml" in (kit / "START.txt").read_text()
         assert 'server = "fl.hospital.org:9092"' in (kit / "site.toml").read_text()
     private = [fed.ca_key, fed.server / "server.key", *(fed.site(n) / f"{n}.key" for n in ("north", "south"))]
     assert all(mode(p) == 0o600 for p in private)
