@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
+import re
 from pathlib import Path
 
 from cryptography import x509
@@ -16,6 +18,23 @@ from shared.errors import ConfigError
 
 CA_DAYS, SERVER_DAYS = 3650, 825  # 825 days: the longest TLS server certificate lifetime clients widely accept
 RENEW_DAYS = 60  # `status` and `start` warn this long before the server certificate expires
+LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(?:\.{LABEL})*$")
+
+
+def check_hosts(hosts: list[str]) -> None:
+    """Refuse, naming it, a host that is neither an IP address nor a DNS host name a certificate can carry."""
+    for host in hosts:
+        with contextlib.suppress(ValueError):
+            ipaddress.ip_address(host)
+            continue
+        if not HOST_NAME.match(host):
+            raise ConfigError(
+                "--host",
+                f"'{host}' is neither an IP address nor a host name (letters, digits, dashes and dots; a name with "
+                "other letters in its ASCII form, e.g. xn--bcher-kva.example for bücher.example)",
+                source="command line",
+            )
 
 
 def name(common_name: str) -> x509.Name:

@@ -94,6 +94,7 @@ def provision(root: Path, hosts: list[str], sites: list[str], port: int = DEFAUL
         )
     if not hosts:
         raise ConfigError("--host", "give at least one host name or IP address the sites will connect to", COMMAND_LINE)
+    certificates.check_hosts(hosts)
     for name in sites:  # all checked before anything is written: a bad name must not leave half a federation
         _check_site_name(name)
     if twice := sorted({name for name in sites if sites.count(name) > 1}):
@@ -136,6 +137,7 @@ def renew_server_certificate(root: Path, hosts: list[str] | None = None) -> x509
         )
     current = certificates.load(fed.server / "server.pem")
     hosts = list(hosts or certificates.hosts_of(current))
+    certificates.check_hosts(hosts)
     connect = address_host(fed)
     if connect not in hosts:
         raise ConfigError(

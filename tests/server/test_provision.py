@@ -199,3 +199,15 @@ def test_renewing_with_a_damaged_key_or_certificate_names_the_file(tmp_path):
     (fed.server / "server.pem").write_text("not a certificate\n")
     with pytest.raises(ConfigError, match=r"server\.pem.*is not a readable PEM certificate"):
         renew_server_certificate(fed.root)
+
+
+@pytest.mark.parametrize("host", ["bücher.example", "bad host", "fl/x", "-fl.example", "a..b", ""])
+def test_a_host_a_certificate_cannot_name_is_refused_before_anything_is_written(tmp_path, host):
+    with pytest.raises(ConfigError, match=rf"--host.*'{re.escape(host)}' is neither an IP address nor a host name"):
+        provision(tmp_path / "fed", ["127.0.0.1", host], ["north"])
+    assert not (tmp_path / "fed").exists()
+    fed = provision(
+        tmp_path / "ok", ["127.0.0.1", "::1", "localhost", "fl-1.hospital.org", "xn--bcher-kva.example"], []
+    )
+    with pytest.raises(ConfigError, match="is neither an IP address nor a host name"):
+        renew_server_certificate(fed.root, ["127.0.0.1", host])
