@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from flwr.app import Error, Message
 
+from client.approvals import check_approved
 from client.site import SiteConfig, data_fingerprint
 from shared.config import StudyConfig
 from shared.errors import PolicyError
@@ -19,8 +20,11 @@ SITE_REFUSED = 4001  # Flower error code for "the site declined this message"
 
 
 def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
-    """Refuse (naming the site and the rule) a study its policy forbids; training also obeys the site's ε caps."""
+    """Refuse (naming the site and the rule) a study its policy forbids or it has not approved; training also obeys
+    the site's ε caps."""
     site.policy.check(study, site.name)
+    if site.approvals is not None:
+        check_approved(study, site.name, site.approvals)
     if not train:
         return
     caps = site.privacy_caps()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from client.admission import admit, admit_model
 from client.agent import connection_failure, run_agent, run_preflight, worker_tasks_folder
+from client.approvals import approval_of
 from client.site import DEFAULT_LEDGER_DIR, SiteConfig, load_site_data, preflight
 from client.sitefile import load_site_file
 from shared.config import MIN_CELL, StudyConfig, load_study
@@ -106,7 +108,8 @@ def _preflight(
         if study_config is None:
             return preflight(site_file), site_file.name, []
         site_config = SiteConfig.from_site_file(site_file)
-        admit(study_config, site_config, train=True)  # the site's policy and caps, as its agent applies them
+        # the site's policy and caps, as its agent applies them; whether it is approved is stated, not required here
+        admit(study_config, dataclasses.replace(site_config, approvals=None), train=True)
         mib = admit_model(study_config, site_config)
         data = load_site_data(site_config, study_config)
         admitted = [
@@ -118,7 +121,7 @@ def _preflight(
         notes = [f"note: {n}" for n in get_task(study_config.task).study_notes(study_config)]  # e.g. what ε leaves out
         # after loading: the δ cap and each round's noise depend on the train split's size
         outlook = _privacy_outlook(study_config, site_config, len(data.train))
-        return data.report, site_file.name, admitted + outlook + notes
+        return data.report, site_file.name, admitted + outlook + _approval(study_config, site_config, config) + notes
     if data is None:
         raise ConfigError(
             "config",
@@ -131,6 +134,20 @@ def _preflight(
         return describe_data(data, site, modalities, min_cell), site, []
     admit_model(study_config, SiteConfig(site, data))
     return load_site_data(SiteConfig(site, data), study_config).report, site, []
+
+
+def _approval(study: StudyConfig, site: SiteConfig, config: Path) -> list[str]:
+    """Whether this site has approved the study, when its policy requires that."""
+    if site.approvals is None:
+        return []
+    approval = approval_of(study, site.approvals)
+    if approval is None:
+        return [
+            f"approval: not approved here (sha256 {study.digest()}); its agent refuses it until approved: "
+            f"medfed-site approve --config {config} --study FILE --note '...'"
+        ]
+    note = f" ({approval['note']})" if approval.get("note") else ""
+    return [f"approval: approved {approval['approved-at']} by {approval['by']}{note}"]
 
 
 def _privacy_outlook(study: StudyConfig, site: SiteConfig, n_train: int) -> list[str]:
@@ -247,6 +264,46 @@ def start(
             f"[red]site '{site_file.name}' stopped:[/] {connection_failure(site_file, code, log)}", highlight=False
         )
     raise typer.Exit(code)
+
+
+@cli.command()
+def approve(
+    config: Annotated[Path, typer.Option(help="This site's site.toml")],
+    study: Annotated[Path | None, typer.Option(help="The study file this site approves, exactly as reviewed")] = None,
+    note: Annotated[str, typer.Option(help="The approval's reference, e.g. the review board's decision")] = "",
+    revoke: Annotated[str | None, typer.Option(help="Withdraw every approval of the study with this name")] = None,
+) -> None:
+    """Approve a study for this site (policy.require-approval admits only approved studies), or withdraw one.
+
+    The approval holds the SHA-256 of the study as medfed sends it: a study changed in any setting is another study.
+    """
+    from client.approvals import approvals_file
+    from client.approvals import approve as record_approval
+    from client.approvals import revoke as withdraw
+
+    try:
+        site_file = load_site_file(config)
+        path = approvals_file(site_file.path)
+        if revoke is not None:
+            console.print(f"withdrew {withdraw(path, revoke)} approval(s) of study '{revoke}' in {path}")
+            return
+        if study is None:
+            raise ConfigError("study", "give --study FILE to approve, or --revoke NAME", source="medfed-site approve")
+        study_config = load_study(study)
+        from shared.tasks import get_task
+
+        get_task(study_config.task).check_study(study_config)
+        entry = record_approval(path, study_config, note)
+    except MedfedError as exc:
+        console.print(f"[red]not approved:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from exc
+    console.print(f"study '{entry['study']}' approved at site '{site_file.name}': sha256 {entry['sha256']}")
+    if not site_file.policy.require_approval:
+        console.print(
+            "[yellow]note:[/] this site's policy.require-approval is false: its agent admits any study its policy "
+            "allows; set it to true in site.toml to admit approved studies only",
+            highlight=False,
+        )
 
 
 @cli.command()

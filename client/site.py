@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import ConfigRecord, Context, Message
 
+from client.approvals import approvals_file
 from client.datacache import DataCache
 from client.sitefile import SiteFile, SitePolicy, load_site_file
 from shared.config import StudyConfig
@@ -47,6 +48,7 @@ class SiteConfig:
     # Loaded data this process keeps, over the sites it serves: the site's (or the simulation's) setting, never a
     # study's, so a study cannot make a site re-read its data for every message or hold more than it chose.
     data_cache_mib: int = 1024
+    approvals: Path | None = None  # with policy.require-approval: the site's approved-studies.json (client.approvals)
 
     def privacy_caps(self) -> PrivacyCaps:
         """The site's privacy caps: per study and over all studies on its data."""
@@ -107,6 +109,7 @@ class SiteConfig:
             # Its worker serves this one site, one study at a time, and keeps that study's data between messages:
             # admission has weighed it (twice over) against the same cap, so whatever a study may load stays loaded.
             data_cache_mib=int(policy.max_training_mib),
+            approvals=approvals_file(site.path) if policy.require_approval else None,
         )
 
 

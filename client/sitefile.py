@@ -47,6 +47,7 @@ class SitePolicy:
     trusted_publishers: str = ""  # a Flower trusted-entities YAML; the SuperNode then runs only apps they signed
     max_training_mib: float = MAX_TRAINING_MIB
     max_round_minutes: float = MAX_ROUND_MINUTES
+    require_approval: bool = False  # only studies approved here (`medfed-site approve`, client.approvals)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.tasks) - set(KNOWN_TASKS))

@@ -115,7 +115,7 @@ def describe(site: SiteFile, busy: int) -> tuple[list[str], bool]:
             )
         lines.append(f"  now: {'handling a message' if busy else 'idle'}")
     elif running and site.app_code == "server":
-        lines.append("worker: none (app-code = \"server\": Flower runs the server's app for each message)")
+        lines.append('worker: none (app-code = "server": Flower runs the server\'s app for each message)')
     elif running:
         lines.append("worker: not running (the agent starts a new one within seconds)")
     # what the server sent (a message type, a run id) reaches the site's terminal as text, never as control codes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -23,7 +22,7 @@ def study_folder(study: StudyConfig, resumable: bool = False) -> Path:
     """A new output folder for one run of a study; a resumable study's folder is fixed by its config's hash, so
     resubmitting the same study finds the state it left."""
     if resumable:
-        return Path(study.output_dir) / f"{study.name}-{hashlib.sha256(study.to_json().encode()).hexdigest()[:12]}"
+        return Path(study.output_dir) / f"{study.name}-{study.digest()[:12]}"
     return Path(study.output_dir) / f"{study.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 

@@ -9,7 +9,6 @@ fsync'd); the log holds names, ids and digests, never a study's data or a key.
 from __future__ import annotations
 
 import datetime as dt
-import getpass
 import json
 import os
 import socket
@@ -18,19 +17,16 @@ from typing import Any
 from server.provision import Federation
 from shared.atomic import write_all
 from shared.errors import MedfedError
+from shared.identity import os_user
 
 AUDIT_LOG = "audit.jsonl"
 
 
 def record(fed: Federation, action: str, **details: Any) -> None:
     """Append one action to the federation's audit log; a log that cannot be written is an error, not silence."""
-    try:
-        user = getpass.getuser()
-    except (OSError, KeyError):  # a container's user with no name
-        user = str(os.getuid())
     entry = {
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "user": user,
+        "user": os_user(),
         "host": socket.gethostname(),
         "action": action,
         **details,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import signal
 import subprocess
@@ -74,6 +73,8 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
         f"{config.federation.rounds} rounds, secure aggregation {'on' if secure else 'off'} in a federation"
     )
     console.print(_model_size(config), highlight=False)
+    # what a site requiring approval approves (medfed-site approve): the same file gives the same digest there
+    console.print(f"sha256: {config.digest()}", highlight=False)
     for note in get_task(config.task).study_notes(config):
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
 
@@ -292,8 +293,7 @@ def submit(
     _run(lambda: config.secure_aggregation(deployed=True))
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
     run = _run(lambda: submit_study(home, config, stream))
-    digest = hashlib.sha256(config.to_json().encode()).hexdigest()
-    _run(lambda: record(fed, "submit", study=config.name, file=str(study.resolve()), study_sha256=digest))
+    _run(lambda: record(fed, "submit", study=config.name, file=str(study.resolve()), study_sha256=config.digest()))
     if stream:
         raise typer.Exit(run.wait())
     console.print(run.stdout.strip())

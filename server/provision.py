@@ -338,6 +338,7 @@ lifetime-epsilon = 0             # the most ε all studies together may spend; 0
 min-sites = 3                    # refuse studies that aggregate fewer sites than this
 max-training-mib = 16384         # refuse studies whose model and data would hold more memory (MiB) here
 max-round-minutes = 240          # the longest one round may train here, whatever its study's round-timeout
+require-approval = false         # true: only studies approved here (medfed-site approve --study FILE) reach the data
 trusted-publishers = ""          # only with app-code = "server": Flower trusted-entities YAML of app signers
 
 [models]                         # pretrained folders this site offers to studies, by name (a study never names a path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -401,6 +402,10 @@ class StudyConfig:
     def to_json(self) -> str:
         """Compact JSON for the wire and for the study's output folder."""
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self) -> str:
+        """SHA-256 of the study as it travels (`to_json`): what a site approves and what names its output folder."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
 
 
 def load_study(path: str | Path) -> StudyConfig:

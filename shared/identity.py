@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import getpass
+import os
 import stat
 from pathlib import Path
 
@@ -69,6 +71,14 @@ def check_private(path: Path, setting: str, source: str) -> None:
             f"chmod 600 {path}",
             source=source,
         )
+
+
+def os_user() -> str:
+    """The OS user running this command, for the records an operator keeps (its uid when it has no name)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # a container's user with no entry in /etc/passwd
+        return str(os.getuid())
 
 
 def verify(key: ec.EllipticCurvePublicKey, signature: str, run_id: int, node_id: int, site: str) -> bool:

@@ -174,11 +174,11 @@ class Task(ABC):
     def completes(self, study: StudyConfig, completed: StudyConfig) -> bool:
         """Whether `completed` is `study` as the setup step completed it: the same but for the `[data]` keys the
         setup fills in (a resumed study keeps the setup of its first run rather than asking the sites again)."""
+        return not self.needs_setup(completed) and self.without_setup(completed) == self.without_setup(study)
 
-        def without_setup(s: StudyConfig) -> StudyConfig:
-            return replace(s, data={k: v for k, v in s.data.items() if k not in self.setup_keys})
-
-        return not self.needs_setup(completed) and without_setup(completed) == without_setup(study)
+    def without_setup(self, study: StudyConfig) -> StudyConfig:
+        """The study without the `[data]` keys the setup step fills in."""
+        return replace(study, data={k: v for k, v in study.data.items() if k not in self.setup_keys})
 
     def metrics(
         self, study: StudyConfig, y_true: np.ndarray, scores: np.ndarray, threshold: float | None = None
