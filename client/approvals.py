@@ -65,11 +65,14 @@ def approve(path: Path, study: StudyConfig, note: str) -> dict[str, Any]:
 
 
 def revoke(path: Path, study: str) -> int:
-    """Withdraw every approval of the study named `study`; returns how many there were."""
+    """Withdraw every approval of the study named `study`; returns how many there were (none: an error naming the
+    approved studies, so that a misspelt name is not taken for a withdrawal)."""
     approvals = load_approvals(path)
     kept = [a for a in approvals if a.get("study") != study]
-    if len(kept) < len(approvals):
-        atomic_write_text(path, json.dumps(kept, indent=1) + "\n", 0o600)
+    if len(kept) == len(approvals):
+        names = ", ".join(sorted({str(a.get("study")) for a in approvals})) or "none"
+        raise ConfigError("--revoke", f"no study named '{study}' is approved here (approved: {names})", "site")
+    atomic_write_text(path, json.dumps(kept, indent=1) + "\n", 0o600)
     return len(approvals) - len(kept)
 
 

@@ -80,7 +80,7 @@ def check(
         if schema_out is not None:
             _write_schema(config, schema_out, min_cell)
     except MedfedError as exc:
-        console.print(f"[red]not ready:[/] {exc}", highlight=False)
+        console.print(f"[red]not ready:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     _print_report(report, name)
     for note in report.get("notes", []):
@@ -220,7 +220,7 @@ def audit(
             raise ConfigError("config", "give --config site.toml, or --data (and --site)", "medfed-site audit")
         auc = audit_site(load_study(study), own, model)
     except MedfedError as exc:
-        console.print(f"[red]audit failed:[/] {exc}", highlight=False)
+        console.print(f"[red]audit failed:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     verdict = "no measurable leak" if auc < 0.55 else "the model reveals who it was trained on"
     console.print(
@@ -237,7 +237,7 @@ def start(
     try:
         site_file = load_site_file(config)
     except MedfedError as exc:
-        console.print(f"[red]not starting:[/] {exc}", highlight=False)
+        console.print(f"[red]not starting:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     for required in [] if insecure else [site_file.ca_certificate, site_file.private_key]:
         if not required.is_file():
@@ -285,7 +285,8 @@ def approve(
         site_file = load_site_file(config)
         path = approvals_file(site_file.path)
         if revoke is not None:
-            console.print(f"withdrew {withdraw(path, revoke)} approval(s) of study '{revoke}' in {path}")
+            withdrawn = withdraw(path, revoke)
+            console.print(f"withdrew {withdrawn} approval(s) of study '{escape(revoke)}' in {path}", highlight=False)
             return
         if study is None:
             raise ConfigError("study", "give --study FILE to approve, or --revoke NAME", source="medfed-site approve")
@@ -295,7 +296,7 @@ def approve(
         get_task(study_config.task).check_study(study_config)
         entry = record_approval(path, study_config, note)
     except MedfedError as exc:
-        console.print(f"[red]not approved:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     console.print(f"study '{entry['study']}' approved at site '{site_file.name}': sha256 {entry['sha256']}")
     if not site_file.policy.require_approval:
@@ -315,7 +316,7 @@ def status(config: Annotated[Path, typer.Option(help="This site's site.toml")]) 
     try:
         site_file = load_site_file(config)
     except MedfedError as exc:
-        console.print(f"[red]cannot read the site config:[/] {exc}", highlight=False)
+        console.print(f"[red]cannot read the site config:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     busy = len(list(worker_tasks_folder(site_file).glob("*.json")))
     lines, connected = describe(site_file, busy)
@@ -374,7 +375,7 @@ def _ledger_site(config: Path | None, ledger_dir: Path | None, site: str) -> Sit
                 "config", "give --config site.toml, or --ledger-dir and --site", source="medfed-site ledger"
             )
     except MedfedError as exc:
-        console.print(f"[red]cannot read the ledger:[/] {exc}", highlight=False)
+        console.print(f"[red]cannot read the ledger:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     return SiteConfig(site, Path(), ledger_dir=ledger_dir)
 
@@ -425,7 +426,7 @@ def recover_ledger(
         own = _ledger_site(config, ledger_dir, site)
         console.print(recover(own.ledger_files(), own.name, reason), highlight=False)
     except MedfedError as exc:
-        console.print(f"[red]not recovered:[/] {exc}", highlight=False)
+        console.print(f"[red]not recovered:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
 
 
@@ -468,7 +469,7 @@ def predict(
         frame = predict_file(load_study(study), model, data, own, id_column)
         write_predictions(frame, out)
     except MedfedError as exc:
-        console.print(f"[red]not predicted:[/] {exc}", highlight=False)
+        console.print(f"[red]not predicted:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     except OSError as exc:
         console.print(f"[red]not predicted:[/] cannot write {out} ({exc.strerror})", highlight=False)

@@ -66,7 +66,7 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
         get_task(config.task).check_study(config)
         secure = config.secure_aggregation(deployed=True)
     except MedfedError as exc:
-        console.print(f"[red]invalid:[/] {exc}", highlight=False)
+        console.print(f"[red]invalid:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     console.print(
         f"[green]valid[/]: study '{config.name}', task {config.task}, {config.federation.strategy}, "
@@ -369,7 +369,7 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except MedfedError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from client.site import SiteConfig
 from client.sitefile import MAX_TRAINING_MIB
@@ -194,7 +195,7 @@ def run(
         plan.study = _overridden(plan.study, overrides, seed)  # what the command line says wins over the defaults
         check_site_count(plan.study, plan.n_sites)
     except MedfedError as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     for line in plan.lines:
         console.print(line, highlight=False)
@@ -224,7 +225,7 @@ def run(
         _run(plan, site_list, folder, baselines, verbose, quiet)
     except MedfedError as exc:
         _discard_unsaved(folder, fresh)
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
     except BaseException:
         _discard_unsaved(folder, fresh)

@@ -53,6 +53,8 @@ def test_only_the_approved_study_is_admitted_and_any_change_is_another_study(tmp
             check_approved(other, "north", path)
     with pytest.raises(ConfigError, match="is already approved"):
         approve(path, study, "again")
+    with pytest.raises(ConfigError, match=rf"no study named 'breast' is approved here \(approved: {study.name}\)"):
+        revoke(path, "breast")  # misspelt: the approval stands, and the operator is told
     assert revoke(path, study.name) == 1 and load_approvals(path) == []
     with pytest.raises(PolicyError):
         check_approved(study, "north", path)
@@ -112,6 +114,8 @@ def test_a_site_requiring_approval_refuses_what_it_has_not_approved_and_check_sa
     admit(study, site, train=True)
     checked = runner.invoke(cli, ["check", "--config", str(config), "--study", str(study_file)])
     assert "approval: approved " in checked.output and "(IRB 7)" in checked.output
+    misspelt = runner.invoke(cli, ["approve", "--config", str(config), "--revoke", "[/x]"])  # not markup either
+    assert misspelt.exit_code == 2 and "'--revoke' no study named '[/x]' is approved here" in misspelt.output
     withdrawn = runner.invoke(cli, ["approve", "--config", str(config), "--revoke", study.name])
     assert withdrawn.exit_code == 0 and "withdrew 1 approval(s)" in withdrawn.output
     with pytest.raises(PolicyError):

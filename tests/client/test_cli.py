@@ -278,3 +278,10 @@ def test_check_describes_a_multimodal_tables_modalities_and_its_omics_file(tmp_p
     with_study = CliRunner().invoke(cli, [*args, "--study", str(write_study(tmp_path, matrix_study()))])
     assert with_study.exit_code == 2
     assert "'image-column' describes --data without --study or --config" in with_study.output
+
+
+def test_an_error_naming_brackets_is_printed_as_written_not_read_as_markup(tmp_path):
+    """A path or column such as '[/b]' is text: rich would otherwise fail on it, or swallow it."""
+    missing = tmp_path / "[b]x" / "[/b].csv"
+    result = CliRunner().invoke(cli, ["check", "--data", str(missing)])
+    assert result.exit_code == 2 and f"not ready: site 'site', file '{missing}': file not found" in result.output

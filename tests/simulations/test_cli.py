@@ -380,3 +380,9 @@ def test_a_study_files_relative_data_path_is_read_from_the_files_folder(tmp_path
     result = CliRunner().invoke(cli, ["--study", str(folder / "study.json"), "--check", "--out", str(out)])
     assert result.exit_code == 0, result.output  # run from the test's working folder, not the study's
     assert json.loads((out / "study.json").read_text())["simulation"]["data"] == str(folder / "patients.csv")
+
+
+def test_an_error_naming_brackets_is_printed_as_written_not_read_as_markup(tmp_path):
+    missing = tmp_path / "[b]x" / "[/b].csv"
+    result = CliRunner().invoke(cli, ["--data", str(missing), "--label", "y"])
+    assert result.exit_code == 2 and f"error: file '{missing}': not found" in result.output
