@@ -88,7 +88,9 @@ def check(
     for line in admitted:
         console.print(escape(line), highlight=False)
     if schema_out is not None:
-        console.print(f"schema written to {schema_out}: column names, types and category labels, no counts")
+        console.print(
+            f"schema written to {schema_out}: column names, types and category labels, no counts", markup=False
+        )
     console.print("[green]ready[/]: the data fits the study" if study else "[green]ready[/]: the data is readable")
 
 
@@ -256,7 +258,9 @@ def start(
             "its policy, privacy cap and ledger then hold only if that app enforces them",
             highlight=False,
         )
-    console.print(f"site '{site_file.name}' joining {site_file.server}; policy: {site_file.policy}", highlight=False)
+    console.print(
+        f"site '{site_file.name}' joining {site_file.server}; policy: {site_file.policy}", highlight=False, markup=False
+    )
     sys.stdout.flush()
     code, log = run_agent(site_file, insecure)
     if code != 0:
@@ -298,7 +302,9 @@ def approve(
     except MedfedError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
-    console.print(f"study '{entry['study']}' approved at site '{site_file.name}': sha256 {entry['sha256']}")
+    console.print(
+        f"study '{entry['study']}' approved at site '{site_file.name}': sha256 {entry['sha256']}", markup=False
+    )
     if not site_file.policy.require_approval:
         console.print(
             "[yellow]note:[/] this site's policy.require-approval is false: its agent admits any study its policy "
@@ -474,4 +480,4 @@ def predict(
     except OSError as exc:
         console.print(f"[red]not predicted:[/] cannot write {out} ({exc.strerror})", highlight=False)
         raise typer.Exit(2) from exc
-    console.print(f"{len(frame)} prediction(s) written to {out}", highlight=False)
+    console.print(f"{len(frame)} prediction(s) written to {out}", highlight=False, markup=False)

@@ -118,7 +118,11 @@ def study_template(
         print(text, end="")
         return
     _run(lambda: _write_text(out, text))
-    console.print(f"study template written to {out}: review it, then `medfed-server validate {out}`", highlight=False)
+    console.print(
+        f"study template written to {out}: review it, then `medfed-server validate {out}`",
+        highlight=False,
+        markup=False,
+    )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -152,7 +156,10 @@ def provision(
             "never be committed. The federation's .gitignore leaves them out; better, move the folder out.",
             highlight=False,
         )
-    console.print(f"federation provisioned in {fed.root}: server kit {fed.server}, sites {', '.join(fed.site_names())}")
+    console.print(
+        f"federation provisioned in {fed.root}: server kit {fed.server}, sites {', '.join(fed.site_names())}",
+        markup=False,
+    )
     console.print("hand each hospital its folder under sites/; keep ca/ (the CA key) offline")
 
 
@@ -165,7 +172,9 @@ def add_site_command(
     kit = _run(lambda: add_site(federation, name))
     fed = Federation(federation)
     _run(lambda: record(fed, "add-site", site=name, key=key_fingerprint(fed.site_keys()[name])))
-    console.print(f"site kit written to {kit}; register it with: medfed-server register --federation {federation}")
+    console.print(
+        f"site kit written to {kit}; register it with: medfed-server register --federation {federation}", markup=False
+    )
 
 
 @cli.command("remove-site")
@@ -177,7 +186,9 @@ def remove_site_command(
     fed = Federation(federation)
     revoked = _run(lambda: remove_site(fed.root, name))
     _run(lambda: record(fed, "remove-site", site=name, key=revoked.stem))
-    console.print(f"site '{name}' removed: its key is on the federation's removed list ({revoked})", highlight=False)
+    console.print(
+        f"site '{name}' removed: its key is on the federation's removed list ({revoked})", highlight=False, markup=False
+    )
     try:
         home = flower_home(fed, address_of(fed))
         done = unregister_removed(fed, home, list_nodes(home))
@@ -191,9 +202,11 @@ def remove_site_command(
     if done:
         _run(lambda: record(fed, "unregister", keys=done))
     for label in done:
-        console.print(f"site '{name}': its node (key {label}) is unregistered; the SuperLink refuses it from now on")
+        console.print(
+            f"site '{name}': its node (key {label}) is unregistered; the SuperLink refuses it from now on", markup=False
+        )
     if not done:
-        console.print(f"site '{name}': the SuperLink held no registration for its key")
+        console.print(f"site '{name}': the SuperLink held no registration for its key", markup=False)
 
 
 @cli.command("renew-certificate")
@@ -250,7 +263,10 @@ def start(
         _run(lambda: record(fed, "start", address=address, listen=listen, insecure=insecure, pid=link.pid))
         if not insecure:
             _registered(fed, _run(lambda: register_sites(fed, home)))
-        console.print(f"SuperLink running at {address} (PID {link.pid}); study outputs go to {fed.server / 'outputs'}")
+        console.print(
+            f"SuperLink running at {address} (PID {link.pid}); study outputs go to {fed.server / 'outputs'}",
+            markup=False,
+        )
         link.wait()
     except KeyboardInterrupt:
         pass
@@ -271,7 +287,7 @@ def register(federation: Annotated[Path, typer.Option(help="The federation folde
 def _registered(fed: Federation, outcome: dict[str, str]) -> None:
     """Print each site's registration and audit what changed."""
     for name, state in outcome.items():
-        console.print(f"site '{name}': {state}")
+        console.print(f"site '{name}': {state}", markup=False)
     changed = {name: state for name, state in outcome.items() if state in ("registered", "unregistered")}
     if changed:
         _run(lambda: record(fed, "register", sites=changed))
@@ -361,7 +377,9 @@ def report(
     from server.report import write_report  # torch, matplotlib and the tasks
 
     page = _run(lambda: write_report(output_dir, figures))
-    console.print(f"report written to {page}" + (f", its figures to {figures}" if figures else ""), highlight=False)
+    console.print(
+        f"report written to {page}" + (f", its figures to {figures}" if figures else ""), highlight=False, markup=False
+    )
 
 
 def _run(action: Callable[[], T]) -> T:

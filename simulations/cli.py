@@ -302,7 +302,7 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     simulate(study, sites, folder, progress=round_printer(console, get_task(study.task).headline), verbose=verbose)
     timing = {"simulation-s": time.perf_counter() - started}
     history = json.loads((folder / "history.json").read_text())
-    console.print(f"status: {history['status']}")
+    console.print(f"status: {history['status']}", markup=False)
     if history["status"].startswith("failed"):  # the output folder takes no more writes: no baselines, no summary
         raise typer.Exit(1)
     methods = {"federated": final_site_metrics(history["metrics"])}
@@ -327,8 +327,8 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     write_report(folder)  # again, now with the baselines and the membership-inference audit
     Tracker.open(study, folder, create=False).log_outputs(folder)  # the run the server logged, with the summary
     print_comparison(console, summary, privacy, get_task(study.task).headline, plan.caveats)
-    console.print(f"outputs: {folder}")
-    console.print(f"report: {folder / REPORT}, model card: {folder / CARD}.md", highlight=False)
+    console.print(f"outputs: {folder}", markup=False)
+    console.print(f"report: {folder / REPORT}, model card: {folder / CARD}.md", highlight=False, markup=False)
     if not history["status"].startswith("completed"):
         raise typer.Exit(1)
 
