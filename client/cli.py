@@ -327,6 +327,14 @@ def status(config: Annotated[Path, typer.Option(help="This site's site.toml")]) 
     busy = len(list(worker_tasks_folder(site_file).glob("*.json")))
     lines, connected = describe(site_file, busy)
     print("\n".join(lines))  # plain: the same in a terminal, a pipe or a monitoring check's log
+    if site_file.policy.require_approval:
+        from client.approvals import approvals_file, load_approvals
+
+        try:
+            names = sorted({a["study"] for a in load_approvals(approvals_file(site_file.path))})
+        except MedfedError as exc:
+            names = [f"unreadable: {exc}"]
+        print(f"approved studies (policy.require-approval): {', '.join(names) or 'none yet'}")
     print(f"privacy spent so far: medfed-site ledger show --config {config}")
     if not connected:
         raise typer.Exit(1)

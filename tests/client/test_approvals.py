@@ -112,6 +112,8 @@ def test_a_site_requiring_approval_refuses_what_it_has_not_approved_and_check_sa
     approved = runner.invoke(cli, ["approve", "--config", str(config), "--study", str(study_file), "--note", "IRB 7"])
     assert approved.exit_code == 0 and f"sha256 {load_study(study_file).digest()}" in approved.output
     admit(study, site, train=True)
+    status = runner.invoke(cli, ["status", "--config", str(config)])
+    assert f"approved studies (policy.require-approval): {study.name}" in status.output
     checked = runner.invoke(cli, ["check", "--config", str(config), "--study", str(study_file)])
     assert "approval: approved " in checked.output and "(IRB 7)" in checked.output
     misspelt = runner.invoke(cli, ["approve", "--config", str(config), "--revoke", "[/x]"])  # not markup either
