@@ -404,8 +404,10 @@ class StudyConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     def digest(self) -> str:
-        """SHA-256 of the study as it travels (`to_json`): what a site approves and what names its output folder."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()
+        """SHA-256 of the study as it travels: what a site approves, and what names its output folder. Taken over
+        the parsed form, in which every setting has its type (a study built in code with `round_timeout=60` is the
+        same study as the file's `round-timeout = 60`, which parses to 60.0)."""
+        return hashlib.sha256(StudyConfig.from_json(self.to_json()).to_json().encode()).hexdigest()
 
 
 def load_study(path: str | Path) -> StudyConfig:

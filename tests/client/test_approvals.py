@@ -32,6 +32,13 @@ def test_a_study_has_the_same_digest_after_its_trip_over_the_wire(task):
     assert StudyConfig.from_run_config(run_config).digest() == study.digest()
 
 
+def test_a_study_built_in_code_has_the_digest_of_its_parsed_form():
+    study = get_task("tabular").demo_study()
+    built = dataclasses.replace(study, federation=dataclasses.replace(study.federation, round_timeout=60))  # an int
+    assert built.to_json() != StudyConfig.from_json(built.to_json()).to_json()  # 60 on one side, 60.0 on the other
+    assert built.digest() == StudyConfig.from_json(built.to_json()).digest()
+
+
 def test_only_the_approved_study_is_admitted_and_any_change_is_another_study(tmp_path):
     path = tmp_path / "approved-studies.json"
     study = get_task("tabular").demo_study()
