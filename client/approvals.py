@@ -60,7 +60,7 @@ def approve(path: Path, study: StudyConfig, note: str) -> dict[str, Any]:
         "by": os_user(),
         "note": note,
     }
-    atomic_write_text(path, json.dumps([*approvals, entry], indent=1) + "\n", 0o600)
+    _save(path, [*approvals, entry])
     return entry
 
 
@@ -72,7 +72,7 @@ def revoke(path: Path, study: str) -> int:
     if len(kept) == len(approvals):
         names = ", ".join(sorted({str(a.get("study")) for a in approvals})) or "none"
         raise ConfigError("--revoke", f"no study named '{study}' is approved here (approved: {names})", "site")
-    atomic_write_text(path, json.dumps(kept, indent=1) + "\n", 0o600)
+    _save(path, kept)
     return len(approvals) - len(kept)
 
 
@@ -98,3 +98,7 @@ def check_approved(study: StudyConfig, site: str, path: Path) -> None:
             f"site '{site}' refuses study '{study.name}': this site trains and evaluates only studies it has approved, "
             f"and this one (sha256 {study.digest()[:16]}…) is not among them (medfed-site approve at the site)"
         )
+
+
+def _save(path: Path, approvals: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, json.dumps(approvals, indent=1) + "\n", 0o600)  # the site's user's only

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import re
@@ -25,10 +24,7 @@ HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){LABEL}(?:\.{LABEL})*$")
 def check_hosts(hosts: list[str]) -> None:
     """Refuse, naming it, a host that is neither an IP address nor a DNS host name a certificate can carry."""
     for host in hosts:
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(host)
-            continue
-        if not HOST_NAME.match(host):
+        if _ip(host) is None and not HOST_NAME.match(host):
             raise ConfigError(
                 "--host",
                 f"'{host}' is neither an IP address nor a host name (letters, digits, dashes and dots; a name with "
@@ -123,7 +119,13 @@ def validity(path: Path, what: str, remedy: str) -> tuple[str, int]:
 
 
 def _san(host: str) -> x509.GeneralName:
+    ip = _ip(host)
+    return x509.DNSName(host) if ip is None else x509.IPAddress(ip)
+
+
+def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The host as an IP address, or None for a name."""
     try:
-        return x509.IPAddress(ipaddress.ip_address(host))
+        return ipaddress.ip_address(host)
     except ValueError:
-        return x509.DNSName(host)
+        return None

@@ -18,7 +18,6 @@ from server.audit import record
 from server.certificates import RENEW_DAYS, hosts_of
 from server.deployment import (
     CONNECTION,
-    address_of,
     check_port_free,
     flower_home,
     flwr,
@@ -34,6 +33,7 @@ from server.provision import (
     DEFAULT_PORT,
     Federation,
     add_site,
+    address_of,
     inside_git_work_tree,
     key_fingerprint,
     remove_site,

@@ -15,7 +15,7 @@ from typing import Any
 from server.provision import Federation
 from server.status import bound_nodes
 from shared.config import StudyConfig
-from shared.errors import COMMAND_LINE, ConfigError, MedfedError
+from shared.errors import MedfedError
 from shared.flower import flower_env, tool
 
 CONNECTION = "medfed"
@@ -165,14 +165,6 @@ def submit(
     if result.returncode != 0:
         raise MedfedError(f"submitting study '{study.name}' failed: {(result.stdout + result.stderr).strip()[-400:]}")
     return result
-
-
-def address_of(fed: Federation) -> str:
-    """The address sites connect to, as provisioned."""
-    path = fed.server / "address.txt"
-    if not path.is_file():
-        raise ConfigError("--federation", f"'{fed.root}' is not provisioned (no server/address.txt)", COMMAND_LINE)
-    return path.read_text().strip()
 
 
 def list_runs(home: Path) -> list[dict[str, Any]]:

@@ -138,7 +138,7 @@ def renew_server_certificate(root: Path, hosts: list[str] | None = None) -> x509
     current = certificates.load(fed.server / "server.pem")
     hosts = list(hosts or certificates.hosts_of(current))
     certificates.check_hosts(hosts)
-    connect = address_host(fed)
+    connect = address_of(fed).rsplit(":", 1)[0]
     if connect not in hosts:
         raise ConfigError(
             "--host",
@@ -153,9 +153,12 @@ def renew_server_certificate(root: Path, hosts: list[str] | None = None) -> x509
     return cert
 
 
-def address_host(fed: Federation) -> str:
-    """The host the sites connect to, as provisioned (server/address.txt, without its port)."""
-    return (fed.server / "address.txt").read_text().strip().rsplit(":", 1)[0]
+def address_of(fed: Federation) -> str:
+    """The address (host:port) the sites connect to, as provisioned."""
+    path = fed.server / "address.txt"
+    if not path.is_file():
+        raise ConfigError("--federation", f"'{fed.root}' is not provisioned (no server/address.txt)", COMMAND_LINE)
+    return path.read_text().strip()
 
 
 def provisioned(root: Path) -> Federation:
@@ -197,8 +200,7 @@ def add_site(root: Path, name: str) -> Path:
     _write(kit / f"{name}.pub", public)
     _write(kit / "ca.crt", fed.ca_cert.read_bytes())
     _write(fed.server / "site-keys" / f"{name}.pub", public)
-    address = (fed.server / "address.txt").read_text().strip()
-    _write(kit / "site.toml", site_template(name, address, _free_agent_port(fed)).encode())
+    _write(kit / "site.toml", site_template(name, address_of(fed), _free_agent_port(fed)).encode())
     _write(kit / "START.txt", start_text(name).encode())
     _write(kit / "medfed-site.service", site_unit(name).encode())
     return kit
