@@ -69,10 +69,11 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     admit_model(study, site)
     task = get_task(study.task)
     data = load_site_data(site, study)
-    if train:
-        keep(site, study, data.kept)  # the statistics its rows were encoded with, for the site's own predictions
-        if data.sits_out:  # before any training or privacy spending; its evaluations still answer
-            raise MedfedError(f"site '{site.name}' {data.sits_out}")
+    final = not train and _final(config, site)  # once per study: bounded work, aggregates only (shared.assessment)
+    if train or final:  # the statistics its rows were encoded with, for the site's own predictions
+        keep(site, study, data.kept)
+    if train and data.sits_out:  # before any training or privacy spending; its evaluations still answer
+        raise MedfedError(f"site '{site.name}' {data.sits_out}")
     device = resolve_device(site.device)
     model = build_model(study)
     try:
@@ -82,7 +83,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     # The received global model is scored first, so a train reply also carries its evaluation.
     metrics = _evaluate(task, study, model, data, device, prefix="eval-" if train else "")
     arrays, assessment = None, {}
-    if not train and _final(config, site):  # once per study: bounded work, aggregates only (shared.assessment)
+    if final:
         threshold = task.threshold(study, model, data, device)
         assessment = task.assess(study, model, data, device, threshold)
         # The final model's threshold (None: the likelier class) and the task's statistics, for predict.

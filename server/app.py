@@ -13,7 +13,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from server.loop import RoundReport, run_study
 from server.outputs import OutputError, StudyOutputs
-from shared.config import StudyConfig
+from shared.config import INITIAL_MODEL_FILE, StudyConfig
 from shared.logs import show_medfed_logs
 from shared.models import MODELS_ENV, offer_file
 
@@ -50,7 +50,8 @@ def build_server_app(
                 outputs.record_run(context.run_id)
             except OutputError as exc:  # the study records its own failure to write, in its status
                 logging.getLogger("medfed.server").warning("%s", exc)
-        run_study(grid, chosen, outputs, progress, deployed=submitted)
+        initial = str(context.run_config.get(INITIAL_MODEL_FILE, ""))
+        run_study(grid, chosen, outputs, progress, deployed=submitted, initial_file=Path(initial) if initial else None)
 
     return app
 

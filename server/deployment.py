@@ -14,7 +14,7 @@ from typing import Any
 
 from server.provision import Federation
 from server.status import bound_nodes
-from shared.config import StudyConfig
+from shared.config import INITIAL_MODEL_FILE, StudyConfig
 from shared.errors import MedfedError
 from shared.flower import flower_env, tool
 
@@ -153,11 +153,15 @@ def unregister_removed(fed: Federation, home: Path, nodes: list[dict[str, Any]])
 
 
 def submit(
-    home: Path, study: StudyConfig, stream: bool, app: Path = PROJECT_ROOT
+    home: Path, study: StudyConfig, stream: bool, initial: Path | None = None, app: Path = PROJECT_ROOT
 ) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Start the study as a Flower run of `app` (this medfed); the whole study travels as one run-config value."""
+    """Start the study as a Flower run of `app` (this medfed); the whole study travels as one run-config value, and
+    where its `initial` model file was found as another."""
     config = home / f"study-{study.name}.toml"
-    config.write_text(f"study-json = {json.dumps(study.to_json())}\n")
+    lines = [f"study-json = {json.dumps(study.to_json())}"]
+    if initial is not None:
+        lines.append(f"{INITIAL_MODEL_FILE} = {json.dumps(str(initial.resolve()))}")
+    config.write_text("\n".join(lines) + "\n")
     args = ["run", str(app.resolve()), CONNECTION, "--run-config", str(config.resolve())]
     if stream:
         return subprocess.Popen(**flwr_process(home, *args, "--stream"))

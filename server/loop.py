@@ -7,8 +7,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
@@ -26,9 +26,11 @@ from server.tracking import Tracker
 from shared.arrays import model_arrays, scale_update
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
+from shared.errors import ConfigError
+from shared.initial import starting_model
 from shared.privacy.accounting import BudgetError
 from shared.privacy.central import central_plan
-from shared.tasks import build_model, get_task
+from shared.tasks import get_task
 
 log = logging.getLogger("medfed.server")
 AVERAGE = "average"  # the saved state's group holding the running mean of the rounds `average-last` averages
@@ -62,12 +64,14 @@ def run_study(
     outputs: StudyOutputs,
     progress: Callable[[RoundReport], None] | None = None,
     deployed: bool = False,
+    initial_file: Path | None = None,
 ) -> tuple[ArrayRecord, History]:
     """Run every round of the study; outputs are written after each, and a stop is recorded, not raised. The
-    closing summary (status, final metrics, ε, each site's events) is logged: it ends the operator's stream."""
+    closing summary (status, final metrics, ε, each site's events) is logged: it ends the operator's stream.
+    `initial_file` is where the submitting command found the study's `federation.initial-model`."""
     tracker = Tracker.open(study, outputs.folder)
     with MemoryWatch() as memory:
-        arrays, history = _run_rounds(grid, study, outputs, progress, deployed, memory, tracker)
+        arrays, history = _run_rounds(grid, study, outputs, progress, deployed, memory, tracker, initial_file)
     for line in summary_lines(study.name, history, outputs.folder.resolve(), get_task(study.task).headline):
         log.info(line)
     tracker.log_rows(history.rows)
@@ -83,6 +87,7 @@ def _run_rounds(
     deployed: bool,
     memory: MemoryWatch,
     tracker: Tracker,
+    initial_file: Path | None,
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     history, names = History(), SiteNames.from_environment()
@@ -97,18 +102,10 @@ def _run_rounds(
             if setup.study is None:
                 raise StudyStopped(setup.reason)
         except StudyStopped as stop:
-            _record_stop(study, history, stop, 0)
-            try:
-                outputs.write_study(study)
-                outputs.write_history(history)
-            except OutputError as exc:
-                _record_failure(outputs, history, study, exc)
-            return ArrayRecord(), history
+            return _stopped_before_start(outputs, study, history, stop)
         study = setup.study
     task.check_study(study)
     secure = study.secure_aggregation(deployed)
-    torch.manual_seed(study.seed)
-    arrays = model_arrays(build_model(study))
     fed = study.federation
     config = {"study": study.to_json()}
     report = ReportRefresher(outputs.folder)
@@ -118,7 +115,12 @@ def _run_rounds(
         log.info("study '%s' already completed; its outputs are in %s", study.name, outputs.folder)
         return saved.arrays, saved.history
     first, average = 1, None
-    if saved is not None:
+    if saved is None:
+        try:
+            arrays = model_arrays(starting_model(study, initial_file))
+        except ConfigError as exc:  # its initial model moved or changed since the study was checked
+            return _stopped_before_start(outputs, study, history, StudyStopped(str(exc)))
+    else:
         arrays, history, first = saved.arrays, saved.history, saved.round + 1
         if AVERAGE in saved.strategy:
             average = ArrayRecord({k: Array(v) for k, v in saved.strategy[AVERAGE].items()})
@@ -249,6 +251,19 @@ def _tail_average(
     if fed.average_last == 1 or rnd < fed.average_from:
         return None
     return arrays if average is None else scale_update(arrays, average, 1 / (rnd - fed.average_from + 1))
+
+
+def _stopped_before_start(
+    outputs: StudyOutputs, study: StudyConfig, history: History, stop: StudyStopped
+) -> tuple[ArrayRecord, History]:
+    """A study that stopped before its first round: its study.json and history.json say why, and no model is saved."""
+    _record_stop(study, history, stop, 0)
+    try:
+        outputs.write_study(study)
+        outputs.write_history(history)
+    except OutputError as exc:
+        _record_failure(outputs, history, study, exc)
+    return ArrayRecord(), history
 
 
 def _record_stop(study: StudyConfig, history: History, stop: StudyStopped, rnd: int) -> None:

@@ -10,6 +10,7 @@ from server.history import WEIGHTED, site_epsilons
 from server.outputs import StudyOutputs
 from server.saved import SavedStudy
 from shared.assessment import SUPPRESSED
+from shared.config import StudyConfig
 from shared.models import file_sha256
 from shared.tasks import get_task
 from shared.tasks.size import MIN_HELD_OUT
@@ -59,6 +60,7 @@ def model_card(saved: SavedStudy) -> dict[str, Any]:
             for site in sites
         },
         "training": {
+            **_initial_model(study),
             "model": study.model,
             "strategy": study.federation.strategy,
             "rounds": study.federation.rounds,
@@ -177,8 +179,18 @@ def _limitations(saved: SavedStudy, final: dict[str, dict[str, float]]) -> list[
             out.append(f"site '{site}': held-out split of {metrics['num-examples']:.0f} (under {MIN_HELD_OUT})")
     if not saved.history["status"].startswith("completed"):
         out.append(f"the study did not complete ({saved.history['status']})")
+    if saved.study.federation.rounds == 0:
+        out.append("the model was trained elsewhere (its initial model); these sites only evaluated it")
     out.append("metrics come from each site's own held-out split of its own patients; other populations may differ")
     return out
+
+
+def _initial_model(study: StudyConfig) -> dict[str, str]:
+    """The pinned model the study started from (or only evaluated), by file name and SHA-256; none for its own."""
+    fed = study.federation
+    if not fed.initial_model:
+        return {}
+    return {"initial-model": Path(fed.initial_model).name, "initial-model-sha256": fed.initial_model_sha256}
 
 
 def _central_spent(saved: SavedStudy) -> dict[str, float]:

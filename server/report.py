@@ -128,12 +128,14 @@ def _study_table(saved: SavedStudy) -> str:
         ("task", study.task),
         ("model", study.model.get("name", "")),
         ("strategy", fed.strategy),
-        ("rounds", f"{fed.rounds} × {study.train.local_epochs} local epoch(s)"),
+        ("rounds", f"{fed.rounds} × {study.train.local_epochs} local epoch(s)" if fed.rounds else "0: evaluation only"),
         ("differential privacy", dp),
         ("secure aggregation (SecAgg+)", "on" if study.secure_aggregation(saved.deployed) else "off"),
         ("run as", "a federation" if saved.deployed else "a simulation"),
         ("sites (training examples)", ", ".join(f"{s} ({n})" for s, n in sorted(examples.items())) or "-"),
     ]
+    if fed.initial_model:
+        rows.insert(4, ("initial model", f"{Path(fed.initial_model).name}, SHA-256 {fed.initial_model_sha256}"))
     return _table(["", ""], rows, css="facts")
 
 

@@ -31,6 +31,10 @@ ACCOUNTANTS = ("prv", "rdp")
 SECURE_AGGREGATION = ("auto", "on", "off")
 KNOWN_TASKS = ("tabular", "imaging", "segmentation", "text", "survival", "multimodal")
 GRAD_SAMPLE_MODES = ("auto", "hooks", "ew", "functorch", "ghost")
+# The run-config key beside `study-json` by which `medfed-server submit` tells the ServerApp where it found the study's
+# initial model (a relative path in the study is read from the study file's folder, not the server's working one).
+INITIAL_MODEL_FILE = "initial-model-file"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
@@ -68,15 +72,24 @@ class FederationConfig:
     # The released model is the mean of the last this many rounds' global models (1: the last one). Averaging what
     # the rounds already released is post-processing: under DP it costs no privacy and evens out the noise.
     average_last: int = 1
+    # The model round 1 starts from, a safetensors file a study saved (empty: the study's own seeded initialisation),
+    # pinned by its SHA-256; with rounds = 0 the study only evaluates it at every site (external validation).
+    initial_model: str = ""
+    initial_model_sha256: str = ""
 
     def __post_init__(self) -> None:
         _check(self.strategy in STRATEGIES, "federation.strategy", f"must be one of {', '.join(STRATEGIES)}")
-        _check(self.rounds >= 1, "federation.rounds", "must be at least 1")
         _check(
-            1 <= self.average_last <= self.rounds,
+            self.rounds >= 1 or (self.rounds == 0 and bool(self.initial_model)),
+            "federation.rounds",
+            "must be at least 1, or 0 with federation.initial-model (a study that only evaluates a given model)",
+        )
+        _check(
+            1 <= self.average_last <= max(self.rounds, 1),
             "federation.average-last",
             f"must be between 1 (the last round's model) and federation.rounds ({self.rounds})",
         )
+        self.check_initial_model()
         _check(0 < self.fraction <= 1, "federation.fraction", "must be in (0, 1]")
         _check(self.min_sites >= 1, "federation.min-sites", "must be at least 1")
         _check(self.proximal_mu >= 0, "federation.proximal-mu", "must be >= 0")
@@ -97,6 +110,24 @@ class FederationConfig:
         self.check_robust()
         if self.secure_aggregation == "on":
             self.check_secure_aggregation()
+
+    def check_initial_model(self) -> None:
+        """The initial model's path and pin as text; the file itself is read only where the study starts."""
+        _check(
+            len(self.initial_model) <= 1024 and self.initial_model.isprintable(),
+            "federation.initial-model",
+            "must be a path of at most 1024 printable characters",
+        )
+        _check(
+            self.initial_model_sha256 == "" or bool(SHA256.fullmatch(self.initial_model_sha256)),
+            "federation.initial-model-sha256",
+            "must be 64 lowercase hex digits (what sha256sum prints for the model file)",
+        )
+        _check(
+            bool(self.initial_model) or not self.initial_model_sha256,
+            "federation.initial-model-sha256",
+            "pins federation.initial-model, which the study does not name",
+        )
 
     @property
     def average_from(self) -> int:
@@ -335,6 +366,7 @@ class StudyConfig:
         if config.get("study-json"):
             return cls.from_json(str(config["study-json"]))
         config.pop("study-json", None)
+        config.pop(INITIAL_MODEL_FILE, None)
         return cls.from_dict(unflatten_dict(config))
 
     @classmethod
@@ -349,6 +381,12 @@ class StudyConfig:
             "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (it names files and "
             f"folders), got {self.name[:80]!r}",
         )
+        if self.federation.rounds == 0 and self.privacy.mode != "off":
+            raise ConfigError(
+                "privacy.mode",
+                f"is '{self.privacy.mode}', but federation.rounds = 0: a study that only evaluates a given model "
+                'trains nothing, so it has no ε to spend; set privacy.mode = "off"',
+            )
         if self.federation.secure_aggregation == "on" and self.privacy.mode.startswith("central"):
             raise ConfigError(
                 "federation.secure-aggregation",

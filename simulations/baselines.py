@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from client.site import SiteConfig, load_site_data
 from shared.config import StudyConfig
 from shared.device import resolve_device
-from shared.tasks import SiteData, build_model, get_task
+from shared.initial import starting_model
+from shared.tasks import SiteData, get_task
 from shared.training import make_loader, make_optimizer, train_epochs
 from simulations.progress import progress_bar
 
@@ -17,8 +17,7 @@ from simulations.progress import progress_bar
 def fit_central(study: StudyConfig, train_set: Dataset, label: str = "baseline", quiet: bool = False) -> nn.Module:
     """The study's model trained centrally for rounds x local epochs (the federation's training budget); a progress
     bar named `label` counts the epochs (in a terminal, unless quiet)."""
-    torch.manual_seed(study.seed)
-    model = build_model(study)
+    model = starting_model(study)  # the federation's starting point: its seed, or its initial model
     device = resolve_device("auto")
     epochs = study.federation.rounds * study.train.local_epochs
     loader = make_loader(train_set, study.train.batch_size, seed=study.seed)

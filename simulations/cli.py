@@ -30,6 +30,7 @@ from shared.config import (
     load_study,
 )
 from shared.errors import COMMAND_LINE, ConfigError, MedfedError, PolicyError
+from shared.initial import beside, starting_model
 from shared.logs import show_medfed_logs
 from shared.partition import SCHEMES
 
@@ -219,6 +220,8 @@ def run(
                 admit_model(plan.study, site)
         except PolicyError as exc:
             raise PolicyError(f"{exc} (--site-max-training-mib sets the simulated sites' cap)") from exc
+        if plan.study.federation.initial_model:  # its pin and its fit to the study's model, before Ray starts
+            starting_model(plan.study)
         if check:
             _checked(plan.study, site_list, folder)
             return
@@ -233,14 +236,17 @@ def run(
 
 
 def _study_file(path: Path) -> StudyConfig:
-    """A study file; a relative `[simulation] data` in it is read from the file's own folder, as a site.toml's paths
-    are (a run's study.json records an absolute one)."""
+    """A study file; a relative `[simulation] data` or `federation.initial-model` in it is read from the file's own
+    folder, as a site.toml's paths are (a run's study.json records absolute ones)."""
     study = load_study(path)
-    data = study.simulation.data
-    if not data or Path(data).is_absolute():
-        return study
-    source = dataclasses.replace(study.simulation, data=str((path.parent / data).absolute()))
-    return dataclasses.replace(study, simulation=source)
+    data, initial = study.simulation.data, beside(study, path)
+    if data and not Path(data).is_absolute():
+        study = dataclasses.replace(
+            study, simulation=dataclasses.replace(study.simulation, data=str((path.parent / data).absolute()))
+        )
+    if initial is not None:
+        study = dataclasses.replace(study, federation=dataclasses.replace(study.federation, initial_model=str(initial)))
+    return study
 
 
 def _check_split_options(sim: SimulationConfig, given: dict[str, object]) -> None:
@@ -306,7 +312,9 @@ def _run(plan: Plan, sites: list[SiteConfig], folder: Path, baselines: bool, ver
     if history["status"].startswith("failed"):  # the output folder takes no more writes: no baselines, no summary
         raise typer.Exit(1)
     methods = {"federated": final_site_metrics(history["metrics"])}
-    if baselines:
+    if baselines and study.federation.rounds == 0:
+        console.print("no pooled or local baselines: the study only evaluates its initial model", highlight=False)
+    elif baselines:
         started = time.perf_counter()
         methods["pooled"] = pooled_baseline(study, sites, quiet)
         methods["local"] = local_baseline(study, sites, quiet)

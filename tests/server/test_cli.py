@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from server.cli import cli
@@ -40,6 +42,26 @@ def test_validate_accepts_a_good_study_and_names_a_bad_field(tmp_path):
     bad.write_text('name = "s"\n[privacy]\nmode = "local"\nepsilon = -1\n')
     result = CliRunner().invoke(cli, ["validate", str(bad)])
     assert result.exit_code == 2 and "privacy.epsilon" in result.output and "bad.toml" in result.output
+
+
+def test_validate_reads_an_initial_model_beside_the_study_file_and_asks_for_its_pin(tmp_path, monkeypatch):
+    base = 'name = "s"\n[data]\nlabel = "y"\nclasses = [0, 1]\nfeatures = ["a", "b"]\n'
+    study = tmp_path / "studies" / "s.toml"
+    study.parent.mkdir()
+    study.write_text(base)
+    model = tmp_path / "studies" / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in build_model(load_study(study)).state_dict().items()}, str(model))
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    monkeypatch.chdir(tmp_path)  # not the study's folder: its relative path is read from there all the same
+    study.write_text(base + '[federation]\nrounds = 0\ninitial-model = "m.safetensors"\n')
+    result = CliRunner().invoke(cli, ["validate", str(study.relative_to(tmp_path))])
+    assert result.exit_code == 2 and f'initial-model-sha256 = "{digest}"' in " ".join(result.output.split())
+    study.write_text(
+        base + f'[federation]\nrounds = 0\ninitial-model = "m.safetensors"\ninitial-model-sha256 = "{digest}"\n'
+    )
+    result = CliRunner().invoke(cli, ["validate", str(study.relative_to(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert f"initial model: {model} (SHA-256 as pinned; evaluated at every site, nothing trained)" in result.output
 
 
 def test_validate_says_what_a_survival_study_without_horizons_will_not_report(tmp_path):

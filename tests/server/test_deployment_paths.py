@@ -11,6 +11,7 @@ from pathlib import Path
 from server import deployment
 from server.deployment import flower_home, superlink_command
 from server.provision import Federation, provision
+from shared.config import INITIAL_MODEL_FILE
 from shared.tasks import get_task
 
 
@@ -44,6 +45,10 @@ def test_submit_hands_flwr_run_an_absolute_app_and_run_config(tmp_path, monkeypa
     deployment.submit(home, get_task("tabular").demo_study(), stream=False, app=Path("."))
     args = seen[0]
     assert Path(args[1]).is_absolute() and Path(args[args.index("--run-config") + 1]).is_absolute()
+    assert INITIAL_MODEL_FILE not in tomllib.loads(Path(args[args.index("--run-config") + 1]).read_text())
+    deployment.submit(home, get_task("tabular").demo_study(), False, Path("models/m.safetensors"), app=Path("."))
+    run_config = tomllib.loads(Path(seen[1][seen[1].index("--run-config") + 1]).read_text())
+    assert run_config[INITIAL_MODEL_FILE] == str(tmp_path.resolve() / "models" / "m.safetensors")
 
 
 def test_a_medfed_checkout_in_the_operators_folder_does_not_turn_flwr_commands_into_app_paths(tmp_path, monkeypatch):

@@ -14,6 +14,8 @@ from shared.errors import ConfigError
 from shared.tasks.tabular.demo import demo_study
 from shared.tasks.tabular.spec import data_spec, model_spec
 
+INITIAL_PIN = "federation.initial-model-sha256"
+
 
 def test_round_trip_through_json_and_dict():
     study = demo_study()
@@ -42,6 +44,10 @@ def test_round_trip_through_json_and_dict():
         ({"report": {"min-cell": 4}}, "report.min-cell"),  # a study may raise the small-cell bound, never lower it
         ({"report": {"min-cell": 10**6}}, "report.min-cell"),
         ({"report": {"min-cell": True}}, "report.min-cell"),
+        ({"federation": {"initial-model-sha256": "a" * 64}}, "federation.initial-model-sha256"),  # pins nothing
+        ({"federation": {"initial-model": "m.safetensors", "initial-model-sha256": "A" * 64}}, INITIAL_PIN),
+        ({"federation": {"initial-model": "m\x1b[2J.safetensors"}}, "federation.initial-model"),
+        ({"federation": {"rounds": 0, "initial-model": "m.safetensors"}, "privacy": {"mode": "local"}}, "privacy.mode"),
     ],
 )
 def test_bad_values_name_the_field(raw, field):
@@ -80,6 +86,18 @@ def test_load_study_errors_name_the_file(tmp_path):
     wrong.write_text("[federation]\nrounds = -2\n")
     with pytest.raises(ConfigError, match=r"wrong\.toml.*federation\.rounds"):
         load_study(wrong)
+
+
+def test_only_a_study_with_an_initial_model_may_have_no_rounds_and_it_then_only_evaluates():
+    with pytest.raises(ConfigError, match="or 0 with federation.initial-model"):
+        StudyConfig.from_dict({"federation": {"rounds": 0}})
+    study = StudyConfig.from_dict({"federation": {"rounds": 0, "initial-model": "m.safetensors"}})
+    assert study.federation.rounds == 0 and study.federation.average_last == 1
+
+
+def test_where_submit_found_the_initial_model_is_not_a_study_setting():
+    """`flwr run .` with the flat keys: the run config's initial-model-file is the ServerApp's, not the study's."""
+    assert StudyConfig.from_run_config({"initial-model-file": "", "name": "flat"}).name == "flat"
 
 
 def test_a_submitted_study_travels_whole_as_json_in_the_run_config():

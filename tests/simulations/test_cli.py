@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -11,12 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import simulations.runner
 from server.cli import cli as server_cli
+from shared.config import StudyConfig
 from shared.errors import DataError
-from shared.tasks import get_task
+from shared.tasks import build_model, get_task
 from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
 from shared.tasks.text.demo import CLASSES, synthetic_notes
@@ -246,6 +249,31 @@ def test_a_model_over_the_simulated_sites_size_cap_is_refused_before_the_server_
     assert not out.exists() and not ray.is_initialized()
     roomy = CliRunner().invoke(cli, [*args, "--site-max-training-mib", "40000", "--check"])
     assert roomy.exit_code == 0 and "checked: 3 sites, nothing trained" in roomy.output, roomy.output
+
+
+def test_an_initial_model_that_does_not_fit_the_study_is_refused_before_anything_starts(tmp_path):
+    """Its path is read from the study file's folder, and its weights are checked against the study's model."""
+    other = get_task("tabular").demo_study().to_dict()
+    other["model"]["hidden"] = [8]
+    (tmp_path / "models").mkdir()
+    model = tmp_path / "models" / "m.safetensors"
+    save_file(
+        {k: v.contiguous() for k, v in build_model(StudyConfig.from_dict(other)).state_dict().items()}, str(model)
+    )
+    study = get_task("tabular").demo_study().to_dict()
+    study["federation"].update(
+        {
+            "initial-model": "models/m.safetensors",
+            "initial-model-sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        }
+    )
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps(study))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["--study", str(path), "--out", str(out)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and f"model file {model}: 'federation.initial-model' is not this study's model" in text
+    assert not out.exists() and not ray.is_initialized()
 
 
 def test_a_site_that_dropping_rows_leaves_one_class_is_told_the_remedy_and_missing_impute_keeps_them(tmp_path):
