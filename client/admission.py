@@ -27,6 +27,11 @@ def admit(study: StudyConfig, site: SiteConfig, train: bool) -> None:
         check_approved(study, site.name, site.approvals)
     if not train:
         return
+    if study.federation.rounds == 0:
+        raise PolicyError(
+            f"site '{site.name}': study '{study.name}' only evaluates its initial model (federation.rounds = 0); "
+            "refusing to train"
+        )
     caps = site.privacy_caps()
     if study.privacy.mode != "local" and caps.capped:
         # A capped site bounds its patients' ε itself; without local DP that ε is unbounded.

@@ -35,7 +35,8 @@ def check_report(
             return preflight(site_file), site_file.name, []
         site_config = SiteConfig.from_site_file(site_file)
         # the site's policy and caps, as its agent applies them; whether it is approved is stated, not required here
-        admit(study_config, dataclasses.replace(site_config, approvals=None), train=True)
+        trains = study_config.federation.rounds > 0  # an evaluation-only study is admitted as evaluations are
+        admit(study_config, dataclasses.replace(site_config, approvals=None), train=trains)
         mib = admit_model(study_config, site_config)
         data = load_site_data(site_config, study_config)
         admitted = [
@@ -47,7 +48,8 @@ def check_report(
         notes = [f"note: {n}" for n in get_task(study_config.task).study_notes(study_config)]  # e.g. what ε leaves out
         # after loading: the δ cap and each round's noise depend on the train split's size
         outlook = _privacy_outlook(study_config, site_config, len(data.train))
-        return data.report, site_file.name, admitted + outlook + _approval(study_config, site_config, config) + notes
+        approval = _approval(study_config, site_config, config)
+        return data.report, site_file.name, admitted + _initial(study_config) + outlook + approval + notes
     if data is None:
         raise ConfigError(
             "config",
@@ -60,6 +62,19 @@ def check_report(
         return describe_data(data, site, modalities, min_cell), site, []
     admit_model(study_config, SiteConfig(site, data))
     return load_site_data(SiteConfig(site, data), study_config).report, site, []
+
+
+def _initial(study: StudyConfig) -> list[str]:
+    """The model the study starts from, or only evaluates here, by its pin: what an approval of the study covers."""
+    fed = study.federation
+    if not fed.initial_model:
+        return []
+    use = "only evaluates it here (rounds = 0), training nothing" if fed.rounds == 0 else "trains on from it"
+    return [
+        f"initial model: the study {use}; this site accepts only the model whose weights have SHA-256 "
+        f"{fed.initial_model_sha256 or '(none pinned: the server will not start it)'}"
+        + (" (round 1)" if fed.rounds else "")
+    ]
 
 
 def _approval(study: StudyConfig, site: SiteConfig, config: Path) -> list[str]:

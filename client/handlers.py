@@ -11,13 +11,14 @@ from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from client.admission import admit, admit_model, refusal
 from client.kept import keep
-from client.released import ReleasedUpdates, arrays_digest
+from client.released import ReleasedUpdates
 from client.site import SiteConfig, load_site_data, site_record
-from shared.arrays import load_arrays
+from shared.arrays import arrays_digest, load_arrays
 from shared.assessment import FINAL_FLAG, RECORD
 from shared.config import StudyConfig
 from shared.device import resolve_device
 from shared.errors import MedfedError, PolicyError
+from shared.initial import pinned_start
 from shared.tasks import SiteData, Task, build_model, get_task
 from shared.training import WouldOverrun, make_loader, make_optimizer, train_epochs
 
@@ -67,6 +68,7 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     study = StudyConfig.from_json(str(config["study"]))
     admit(study, site, train)  # the site's own rules first: a refused study touches no patient data
     admit_model(study, site)
+    _check_pinned(msg, study, site, train)
     task = get_task(study.task)
     data = load_site_data(site, study)
     final = not train and _final(config, site)  # once per study: bounded work, aggregates only (shared.assessment)
@@ -106,6 +108,21 @@ def _run(msg: Message, site: SiteConfig, train: bool):
     metrics["compute-s"] = time.perf_counter() - started
     metrics["peak-rss-mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return metrics, arrays, assessment
+
+
+def _check_pinned(msg: Message, study: StudyConfig, site: SiteConfig, train: bool) -> None:
+    """Refuse, before any row is read, a model other than the study's pinned initial model where the pin applies
+    (every evaluation of an evaluation-only study, round 1 of one that trains on from it)."""
+    rnd = int(msg.content["config"].get("server-round", 0))
+    pin = pinned_start(study, rnd, train)
+    if pin is None:
+        return
+    sent = arrays_digest(msg.content["arrays"])
+    if sent != pin:
+        raise PolicyError(
+            f"site '{site.name}': the server sent a model whose weights have SHA-256 {sent}, not the initial model "
+            f"study '{study.name}' pins ({pin}); refusing"
+        )
 
 
 def _final(config, site: SiteConfig) -> bool:

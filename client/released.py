@@ -19,16 +19,6 @@ from safetensors.numpy import save_file
 from shared.atomic import atomic_write
 
 
-def arrays_digest(arrays: ArrayRecord) -> str:
-    """SHA-256 over the arrays' names, shapes, dtypes and bytes: identifies the global model a round starts from."""
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        values = np.ascontiguousarray(arrays[name].numpy())
-        digest.update(f"{name}|{values.shape}|{values.dtype}|".encode())
-        digest.update(values.tobytes())
-    return digest.hexdigest()
-
-
 class ReleasedUpdates:
     """The site's last released update of one study, under its ledger folder."""
 

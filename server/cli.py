@@ -59,14 +59,15 @@ T = TypeVar("T")
 @cli.command()
 def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> None:
     """Check a study config (schema, task options) before submitting it."""
-    from shared.initial import beside, model_file
+    from shared.initial import beside, initial_weights
     from shared.tasks import get_task  # torch
 
     try:
         config = load_study(study)
         get_task(config.task).check_study(config)
         secure = config.secure_aggregation(deployed=True)
-        initial = model_file(config, beside(config, study))
+        initial = beside(config, study)
+        initial_weights(config, initial)
     except MedfedError as exc:
         console.print(f"[red]invalid:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from exc
@@ -76,7 +77,9 @@ def validate(study: Annotated[Path, typer.Argument(help="Study TOML file")]) -> 
     )
     if initial is not None:
         use = "evaluated at every site, nothing trained" if config.federation.rounds == 0 else "round 1 starts from it"
-        console.print(f"initial model: {initial} (SHA-256 as pinned; {use})", highlight=False, markup=False)
+        console.print(
+            f"initial model: {initial} (its weights' SHA-256 as pinned; {use})", highlight=False, markup=False
+        )
     console.print(_model_size(config), highlight=False)
     # what a site requiring approval approves (medfed-site approve): the same file gives the same digest there
     console.print(f"sha256: {config.digest()}", highlight=False)
@@ -306,14 +309,15 @@ def submit(
     insecure: Annotated[bool, typer.Option(help="The SuperLink was started --insecure")] = False,
 ) -> None:
     """Submit a study to the running federation; resubmitting a stopped study resumes it."""
-    from shared.initial import beside, model_file
+    from shared.initial import beside, initial_weights
     from shared.tasks import get_task  # torch
 
     fed = Federation(federation)
     config = _run(lambda: load_study(study))
     _run(lambda: get_task(config.task).check_study(config))
     _run(lambda: config.secure_aggregation(deployed=True))
-    initial = _run(lambda: model_file(config, beside(config, study)))
+    initial = beside(config, study)
+    _run(lambda: initial_weights(config, initial))
     home = flower_home(fed, _run(lambda: address_of(fed)), insecure)
     run = _run(lambda: submit_study(home, config, stream, initial))
     _run(lambda: record(fed, "submit", study=config.name, file=str(study.resolve()), study_sha256=config.digest()))

@@ -9,6 +9,7 @@ from typing import Any
 from server.history import WEIGHTED, site_epsilons
 from server.outputs import StudyOutputs
 from server.saved import SavedStudy
+from shared.arrays import arrays_digest, read_model_file
 from shared.assessment import SUPPRESSED
 from shared.config import StudyConfig
 from shared.models import file_sha256
@@ -97,7 +98,11 @@ def model_card(saved: SavedStudy) -> dict[str, Any]:
         },
         "membership-inference-audit": audit or _not_audited(saved),
         "limitations": _limitations(saved, final),
-        "sha256": {"model": _sha256(saved.folder / "model.safetensors"), "study": _sha256(saved.folder / "study.json")},
+        "sha256": {
+            "model": _sha256(saved.folder / "model.safetensors"),
+            "weights": _weights_sha256(saved.folder / "model.safetensors"),
+            "study": _sha256(saved.folder / "study.json"),
+        },
         "versions": {name: _version(package) for name, package in PACKAGES.items()},
     }
 
@@ -166,7 +171,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Known limitations"]
     lines += [f"- {item}" for item in card["limitations"]] or ["- None recorded."]
     lines += ["", "## Integrity and versions"]
-    lines += [f"- SHA-256 of {name}: `{digest}`" for name, digest in card["sha256"].items()]
+    lines += [f"- SHA-256 of {name}: `{digest}`" for name, digest in card["sha256"].items() if name != "weights"]
+    if card["sha256"].get("weights"):
+        pin = card["sha256"]["weights"]
+        lines += [
+            f"- SHA-256 of the model's weights, the pin of a study starting from it (initial-model-sha256): `{pin}`"
+        ]
     lines += [f"- {name} {version}" for name, version in card["versions"].items()]
     return "\n".join(lines) + "\n"
 
@@ -212,6 +222,11 @@ def _interval(assessment: dict[str, Any], metric: str) -> list[float] | None:
 
 def _sha256(path: Path) -> str | None:
     return file_sha256(path) if path.is_file() else None
+
+
+def _weights_sha256(path: Path) -> str | None:
+    """The SHA-256 of the model's weights: what a study starting from this model pins (initial-model-sha256)."""
+    return arrays_digest(read_model_file(path)) if path.is_file() else None
 
 
 def _version(package: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,17 +59,34 @@ def non_finite(arrays: ArrayRecord) -> str | None:
     return None
 
 
-def load_model_file(model: nn.Module, path: Path) -> None:
-    """Load weights saved by the server (safetensors); a missing or foreign file says which."""
-    from safetensors.torch import load_file
+def read_model_file(path: Path) -> ArrayRecord:
+    """The weights in a model file the server saved (safetensors); a missing or unreadable file says which."""
+    from safetensors.numpy import load_file
 
     if not path.is_file():
         raise ConfigError(str(path), "does not exist", source="model file")
     try:
-        arrays = ArrayRecord({k: v for k, v in load_file(str(path)).items()})
-        load_arrays(model, arrays)
-    except (SafetensorError, ValueError) as exc:
+        return ArrayRecord({k: Array(v) for k, v in load_file(str(path)).items()})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(str(path), f"is not a model file ({exc})", source="model file") from exc
+
+
+def load_model_file(model: nn.Module, path: Path) -> None:
+    """Load weights saved by the server (safetensors); a missing or foreign file says which."""
+    try:
+        load_arrays(model, read_model_file(path))
+    except ValueError as exc:
         raise ConfigError(str(path), f"is not this study's model ({exc})", source="model file") from exc
+
+
+def arrays_digest(arrays: ArrayRecord) -> str:
+    """SHA-256 over the arrays' names, shapes, dtypes and bytes: identifies the global model a round starts from."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        values = np.ascontiguousarray(arrays[name].numpy())
+        digest.update(f"{name}|{values.shape}|{values.dtype}|".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
 
 
 def update_norm(arrays: ArrayRecord, reference: ArrayRecord | None = None) -> float:

@@ -1,17 +1,24 @@
-"""A study's starting model: its own seeded initialisation, or the pinned model file `federation.initial-model`."""
+"""A study's starting model: its own seeded initialisation, or the pinned model file `federation.initial-model`.
+
+The pin is the SHA-256 of the model's weights (`shared.arrays.arrays_digest`: names, shapes, dtypes and bytes), not
+of the file's bytes, so that a site can check the weights the server sends against the study it admitted.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.arrays import load_model_file
+from flwr.app import ArrayRecord
+
+from shared.arrays import arrays_digest, load_arrays, non_finite, read_model_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
-from shared.models import file_sha256
 
 if TYPE_CHECKING:  # torch loads only where the model is built: reading a study's paths never needs it
     from torch import nn
+
+PIN = "federation.initial-model-sha256"
 
 
 def beside(study: StudyConfig, study_file: Path) -> Path | None:
@@ -20,34 +27,36 @@ def beside(study: StudyConfig, study_file: Path) -> Path | None:
     return (study_file.parent / named).absolute() if named else None
 
 
-def model_file(study: StudyConfig, file: Path | None = None) -> Path | None:
-    """The study's initial model file (`file` where the submitting command resolved it), checked against its pin;
-    None for a study that starts from its own initialisation."""
+def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord | None:
+    """The weights of the study's initial model file (`file` where the submitting command resolved it), checked
+    against the study's pin; None for a study that starts from its own initialisation."""
     fed = study.federation
     if not fed.initial_model:
         return None
     path = file or Path(fed.initial_model)
-    if not path.is_file():
-        raise ConfigError("federation.initial-model", f"'{path}' is not a file", source="study")
     try:
-        found = file_sha256(path)
-    except OSError as exc:
-        raise ConfigError("federation.initial-model", f"'{path}' cannot be read ({exc})", source="study") from exc
+        weights = read_model_file(path)
+    except ConfigError as exc:
+        raise ConfigError("federation.initial-model", exc.problem, source=f"model file {path}") from exc
+    found = arrays_digest(weights)
     if not fed.initial_model_sha256:
         raise ConfigError(
-            "federation.initial-model-sha256",
-            f"is missing: a study pins the model it starts from, so that every site knows which one it is; add "
-            f'initial-model-sha256 = "{found}" (the SHA-256 of {path.name})',
+            PIN,
+            f"is missing: a study pins the model it starts from, so that every site can check it is sent that one; add "
+            f'initial-model-sha256 = "{found}" (the SHA-256 of the weights in {path.name})',
             source="study",
         )
     if found != fed.initial_model_sha256:
         raise ConfigError(
-            "federation.initial-model-sha256",
-            f"is {fed.initial_model_sha256}, but {path}'s SHA-256 is {found}: the file is not the model the study "
+            PIN,
+            f"is {fed.initial_model_sha256}, but the weights in {path} have SHA-256 {found}: not the model the study "
             "pinned",
             source="study",
         )
-    return path
+    problem = non_finite(weights)
+    if problem:
+        raise ConfigError("federation.initial-model", f"cannot start a study: {problem}", source=f"model file {path}")
+    return weights
 
 
 def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
@@ -59,10 +68,23 @@ def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
 
     torch.manual_seed(study.seed)
     model = build_model(study)
-    path = model_file(study, file)
-    if path is not None:
+    weights = initial_weights(study, file)
+    if weights is not None:
         try:
-            load_model_file(model, path)
-        except ConfigError as exc:
-            raise ConfigError("federation.initial-model", exc.problem, source=f"model file {path}") from exc
+            load_arrays(model, weights)
+        except ValueError as exc:
+            where = f"model file {file or study.federation.initial_model}"
+            raise ConfigError("federation.initial-model", f"is not this study's model ({exc})", source=where) from exc
     return model
+
+
+def pinned_start(study: StudyConfig, server_round: int, train: bool) -> str | None:
+    """The weights digest a site must receive in this message, or None where no pin applies: every evaluation of an
+    evaluation-only study, and round 1's training of a study that starts from an initial model. (Later rounds carry
+    the aggregates of the sites' updates, which no site can check.)"""
+    fed = study.federation
+    if not fed.initial_model_sha256:
+        return None
+    if fed.rounds == 0 or (train and server_round == 1):
+        return fed.initial_model_sha256
+    return None

@@ -188,6 +188,25 @@ def test_check_against_a_study_it_admits_says_what_it_would_cost_the_site(tmp_pa
     assert "privacy: privacy.mode = 'off': this site's training rounds would spend no local ε" in result.output
 
 
+def test_check_admits_an_evaluation_only_study_at_a_site_that_trains_only_under_local_dp(tmp_path, demo_sites):
+    """Such a site trains only under local DP but evaluates any study's model: `check` says what its agent does."""
+    raw = get_task("tabular").demo_study().to_dict()
+    raw["federation"].update({"rounds": 0, "initial-model": "m.safetensors", "initial-model-sha256": "ab" * 32})
+    config = tmp_path / "site.toml"
+    config.write_text(
+        f'name = "north"\nserver = "x:9092"\nprivate-key = "north.key"\n[data]\npath = "{demo_sites[0].data_path}"\n'
+        'task = "tabular"\nlabel = "diagnosis"\n[policy]\nmax-epsilon = 3.0\n'
+    )
+    study = write_study(tmp_path, StudyConfig.from_dict({**raw, "name": "external"}))
+    result = CliRunner().invoke(cli, ["check", "--config", str(config), "--study", str(study)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "ready: the data fits the study" in text, result.output
+    assert (
+        "initial model: the study only evaluates it here (rounds = 0), training nothing; this site accepts only the "
+        f"model whose weights have SHA-256 {'ab' * 32}" in text
+    )
+
+
 @pytest.mark.parametrize(
     ("changes", "says"),
     [

@@ -16,10 +16,10 @@ from client.admission import SITE_REFUSED, admit_model
 from client.handlers import handle
 from client.site import SiteConfig
 from client.sitefile import SitePolicy
-from shared.arrays import model_arrays
+from shared.arrays import arrays_digest, model_arrays
 from shared.assessment import FINAL_FLAG, RECORD, read_assessment
 from shared.config import PrivacyConfig
-from shared.tasks import get_task
+from shared.tasks import build_model, get_task
 from shared.tasks.counting import count_examples
 from shared.tasks.footprint import model_footprint
 from tests.conftest import with_federation
@@ -298,3 +298,31 @@ def test_a_setup_answer_holds_only_event_counts_on_the_studys_grid_and_a_needles
     site = dataclasses.replace(site, max_epsilon=3.0)  # a site that releases only under local DP
     refused = query(survival_study("discrete", **grid))
     assert refused.error.code == SITE_REFUSED and "list data.cut-points in the study instead" in refused.error.reason
+
+
+def test_an_evaluation_only_study_is_scored_only_on_its_pinned_model_and_never_trained(study, demo_sites, tmp_path):
+    arrays = model_arrays(build_model(study))
+    pin = arrays_digest(arrays)
+    evaluation = with_federation(study, rounds=0, initial_model="m.safetensors", initial_model_sha256=pin)
+    assert not handle(server_message(evaluation, train=False, arrays=arrays), demo_sites[0], train=False).has_error()
+    other = ArrayRecord({k: Array(v.numpy() + 1) for k, v in arrays.items()})
+    # The check comes before the site reads a row: a site whose data is gone is refused for the model, not the data.
+    gone = SiteConfig("hospital-9", tmp_path / "missing.csv")
+    refused = handle(server_message(evaluation, train=False, arrays=other), gone, train=False)
+    assert refused.has_error() and refused.error.code == SITE_REFUSED
+    assert f"weights have SHA-256 {arrays_digest(other)}, not the initial model" in refused.error.reason
+    assert pin in refused.error.reason and "missing.csv" not in refused.error.reason
+    trained = handle(server_message(evaluation, arrays=arrays), demo_sites[0], train=True)
+    assert trained.has_error() and "only evaluates its initial model (federation.rounds = 0)" in trained.error.reason
+
+
+def test_round_one_of_a_study_from_an_initial_model_must_carry_it(study, demo_sites):
+    arrays = model_arrays(build_model(study))
+    warm = with_federation(study, initial_model="m.safetensors", initial_model_sha256=arrays_digest(arrays))
+    other = ArrayRecord({k: Array(v.numpy() * 0.5) for k, v in arrays.items()})
+    assert not handle(server_message(warm, arrays=arrays), demo_sites[0], train=True).has_error()
+    first = handle(server_message(warm, arrays=other), demo_sites[0], train=True)
+    assert first.has_error() and "not the initial model study" in first.error.reason
+    later = server_message(warm, arrays=other)
+    later.content["config"]["server-round"] = 2  # the aggregate of round 1: no site can check it
+    assert not handle(later, demo_sites[0], train=True).has_error()

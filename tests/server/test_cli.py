@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 
 from server.cli import cli
 from server.provision import provision
+from shared.arrays import arrays_digest, read_model_file
 from shared.config import load_study
 from shared.tasks import build_model
 from simulations.loopback import free_port
@@ -51,7 +51,7 @@ def test_validate_reads_an_initial_model_beside_the_study_file_and_asks_for_its_
     study.write_text(base)
     model = tmp_path / "studies" / "m.safetensors"
     save_file({k: v.contiguous() for k, v in build_model(load_study(study)).state_dict().items()}, str(model))
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    digest = arrays_digest(read_model_file(model))  # the weights' digest, on the model card of the study that made it
     monkeypatch.chdir(tmp_path)  # not the study's folder: its relative path is read from there all the same
     study.write_text(base + '[federation]\nrounds = 0\ninitial-model = "m.safetensors"\n')
     result = CliRunner().invoke(cli, ["validate", str(study.relative_to(tmp_path))])
@@ -61,7 +61,10 @@ def test_validate_reads_an_initial_model_beside_the_study_file_and_asks_for_its_
     )
     result = CliRunner().invoke(cli, ["validate", str(study.relative_to(tmp_path))])
     assert result.exit_code == 0, result.output
-    assert f"initial model: {model} (SHA-256 as pinned; evaluated at every site, nothing trained)" in result.output
+    assert (
+        f"initial model: {model} (its weights' SHA-256 as pinned; evaluated at every site, nothing trained)"
+        in result.output
+    )
 
 
 def test_validate_says_what_a_survival_study_without_horizons_will_not_report(tmp_path):

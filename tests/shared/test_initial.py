@@ -4,30 +4,30 @@ score exactly that model, and a file that is missing, changed or of another mode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from flwr.app import Context, RecordDict
-from safetensors.numpy import load_file
+from safetensors.numpy import load_file, save_file
 
 from client.kept import load_kept
 from client.site import SiteConfig
 from server.app import build_server_app
 from server.history import final_site_metrics
+from shared.arrays import arrays_digest, read_model_file
 from shared.config import INITIAL_MODEL_FILE, StudyConfig
 from shared.errors import ConfigError
-from shared.initial import beside, model_file, starting_model
+from shared.initial import beside, initial_weights, starting_model
 from shared.tasks.tabular.demo import demo_study
 from tests.conftest import set_task_identity, with_federation
 from tests.localgrid import LocalGrid, run_in_process
 
 
 def sha256(path: Path) -> str:
-    """The file's SHA-256, as sha256sum prints it."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """The SHA-256 of the weights in a model file: a study's pin."""
+    return arrays_digest(read_model_file(path))
 
 
 def from_model(study: StudyConfig, path: Path, rounds: int, name: str, pin: str | None = None) -> StudyConfig:
@@ -57,7 +57,9 @@ def trained(tmp_path_factory):
 
 def test_an_evaluation_only_study_scores_the_given_model_exactly_as_its_own_study_did(trained, tmp_path):
     root, study, model, first = trained
-    evaluation = from_model(study, model, rounds=0, name="external")
+    # The pin is on the model card of the study that made the model.
+    pin = json.loads((model.parent / "model-card.json").read_text())["sha256"]["weights"]
+    evaluation = from_model(study, model, rounds=0, name="external", pin=pin)
     history = run_in_process(evaluation, tmp_path / "run", tmp_path / "sites", tmp_path / "ledgers")
     assert history.status == "completed"
     assert not [r for r in history.rows if r["kind"] == "train"] and not history.timings  # nothing was trained
@@ -85,7 +87,10 @@ def test_a_changed_model_file_stops_the_study_before_round_1_and_saves_no_model(
     copy = tmp_path / "model.safetensors"
     copy.write_bytes(model.read_bytes())
     pinned = from_model(study, copy, rounds=1, name="changed")
-    copy.write_bytes(model.read_bytes() + b" ")  # changed after the study was checked
+    weights = load_file(str(model))
+    first_key = sorted(weights)[0]
+    weights[first_key] = weights[first_key] + 1e-6  # changed after the study was checked
+    save_file(weights, str(copy))
     history = run_in_process(pinned, tmp_path / "run", root / "sites", root)
     assert history.status.startswith("stopped: ") and "'federation.initial-model-sha256'" in history.status
     assert sha256(copy) in history.status and not history.timings
@@ -120,13 +125,13 @@ def test_a_missing_pin_is_refused_with_the_file_s_own_hash_to_copy(trained):
     _, study, model, _ = trained
     unpinned = with_federation(study, initial_model=str(model))
     with pytest.raises(ConfigError, match=f'initial-model-sha256 = "{sha256(model)}"'):
-        model_file(unpinned)
+        initial_weights(unpinned)
 
 
 def test_a_missing_file_and_another_study_s_model_are_named(trained, tmp_path):
     _, study, model, _ = trained
-    with pytest.raises(ConfigError, match=r"'federation.initial-model' 'nowhere.safetensors' is not a file"):
-        model_file(from_model(study, model, rounds=1, name="s", pin="0" * 64), Path("nowhere.safetensors"))
+    with pytest.raises(ConfigError, match=r"nowhere.safetensors: 'federation.initial-model' does not exist"):
+        initial_weights(from_model(study, model, rounds=1, name="s", pin="0" * 64), Path("nowhere.safetensors"))
     wider = StudyConfig.from_dict({**study.to_dict(), "model": {"name": "mlp", "hidden": [7]}})
     with pytest.raises(ConfigError, match=r"model file .*'federation.initial-model' is not this study's model"):
         starting_model(from_model(wider, model, rounds=1, name="s"))

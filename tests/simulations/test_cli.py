@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -17,6 +16,7 @@ from typer.testing import CliRunner
 
 import simulations.runner
 from server.cli import cli as server_cli
+from shared.arrays import arrays_digest, read_model_file
 from shared.config import StudyConfig
 from shared.errors import DataError
 from shared.tasks import build_model, get_task
@@ -264,7 +264,7 @@ def test_an_initial_model_that_does_not_fit_the_study_is_refused_before_anything
     study["federation"].update(
         {
             "initial-model": "models/m.safetensors",
-            "initial-model-sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+            "initial-model-sha256": arrays_digest(read_model_file(model)),
         }
     )
     path = tmp_path / "study.json"
