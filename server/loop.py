@@ -27,7 +27,7 @@ from shared.arrays import model_arrays, scale_update
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
 from shared.errors import ConfigError
-from shared.initial import starting_model
+from shared.initial import SETUP_CONFLICT, starting_model
 from shared.privacy.accounting import BudgetError
 from shared.privacy.central import central_plan
 from shared.tasks import get_task
@@ -91,6 +91,10 @@ def _run_rounds(
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     history, names = History(), SiteNames.from_environment()
+    if study.federation.initial_model and task.needs_setup(study):  # validate, submit and medfed-sim refuse it too
+        return _stopped_before_start(
+            outputs, study, history, StudyStopped(f"federation.initial-model {SETUP_CONFLICT}")
+        )
     saved_study = outputs.saved_study() if task.needs_setup(study) else None
     if saved_study is not None and task.completes(study, saved_study):
         study = saved_study  # a resume keeps its first run's setup: the model's layout and meaning stay the same

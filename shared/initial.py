@@ -19,6 +19,13 @@ if TYPE_CHECKING:  # torch loads only where the model is built: reading a study'
     from torch import nn
 
 PIN = "federation.initial-model-sha256"
+# A model's outputs mean what its own study's setup step made them mean (survival's cut points): a new setup step would
+# give the same outputs other meanings.
+SETUP_CONFLICT = (
+    "names a model trained with its own study's setup step (survival's cut points); this study would run that step "
+    "again and give the model's outputs other meanings: copy the setup's results (data.cut-points) from the study.json "
+    "of the study that trained it"
+)
 
 
 def beside(study: StudyConfig, study_file: Path) -> Path | None:
@@ -30,9 +37,13 @@ def beside(study: StudyConfig, study_file: Path) -> Path | None:
 def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord | None:
     """The weights of the study's initial model file (`file` where the submitting command resolved it), checked
     against the study's pin; None for a study that starts from its own initialisation."""
+    from shared.tasks import get_task
+
     fed = study.federation
     if not fed.initial_model:
         return None
+    if get_task(study.task).needs_setup(study):
+        raise ConfigError("federation.initial-model", SETUP_CONFLICT, source="study")
     path = file or Path(fed.initial_model)
     try:
         weights = read_model_file(path)

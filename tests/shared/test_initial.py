@@ -16,13 +16,16 @@ from client.kept import load_kept
 from client.site import SiteConfig
 from server.app import build_server_app
 from server.history import final_site_metrics
-from shared.arrays import arrays_digest, read_model_file
+from server.loop import run_study
+from server.outputs import StudyOutputs
+from shared.arrays import arrays_digest, model_arrays, read_model_file
 from shared.config import INITIAL_MODEL_FILE, StudyConfig
 from shared.errors import ConfigError
 from shared.initial import beside, initial_weights, starting_model
 from shared.tasks.tabular.demo import demo_study
 from tests.conftest import set_task_identity, with_federation
 from tests.localgrid import LocalGrid, run_in_process
+from tests.shared.tasks.survival.tables import survival_study
 
 
 def sha256(path: Path) -> str:
@@ -141,3 +144,19 @@ def test_a_relative_initial_model_is_read_from_the_study_file_s_folder(tmp_path)
     study = with_federation(demo_study(), initial_model="models/m.safetensors")
     assert beside(study, tmp_path / "studies" / "s.toml") == tmp_path / "studies" / "models" / "m.safetensors"
     assert beside(demo_study(), tmp_path / "s.toml") is None
+
+
+def test_a_model_whose_outputs_a_setup_step_defined_needs_that_step_s_results_in_the_study(tmp_path):
+    """A discrete-time survival model's outputs are its study's intervals: new federated cut points would relabel
+    them. The study must list the cut points the model was trained with."""
+    listed = survival_study("discrete")
+    path = tmp_path / "model.safetensors"
+    StudyOutputs(tmp_path).save_model(path.name, model_arrays(starting_model(listed)))
+    grid = {"cut-points": [], "cut-grid-max": 3000.0, "cut-grid-bins": 100, "cut-intervals": 6}
+    asks = StudyConfig.from_dict({**listed.to_dict(), "data": {**listed.data, **grid}})
+    assert initial_weights(from_model(listed, path, rounds=1, name="s")) is not None
+    again = from_model(with_federation(asks, min_sites=1), path, rounds=1, name="s")
+    with pytest.raises(ConfigError, match="copy the setup's results"):
+        initial_weights(again)
+    history = run_study(LocalGrid([]), again, StudyOutputs(tmp_path / "run"))[1]
+    assert history.status.startswith("stopped: federation.initial-model names a model trained with its own")
