@@ -30,7 +30,7 @@ class SiteSize:
         """The settings' checks, as (bad, field, problem) for `raise_first`."""
         return [
             (self.min_rows < 1, "data.min-rows", "must be at least 1"),
-            (self.min_per_class < 1, "data.min-per-class", "must be at least 1"),
+            (self.min_per_class < 0, "data.min-per-class", "must be at least 0 (0: a single-class site trains too)"),
             (not 0 <= self.validation_fraction <= 0.5, "data.validation-fraction", "must be in [0, 0.5]"),
         ]
 
@@ -53,13 +53,14 @@ def check_site_size(
     unit: str = "rows",
 ) -> None:
     """Refuse, before any training, a site with fewer than `min-rows` usable rows (images, notes), or with fewer
-    than two classes holding `min-per-class` training rows each (for masks: appearing in that many training images).
+    than two classes holding `min-per-class` training rows each (for masks: appearing in that many training images;
+    0: no such rule, as in FLamby's Fed-Heart-Disease, whose Switzerland trains on one class).
     No count is given: the refusal is sent to the server, and a small count can point at a patient."""
     if rows < size.min_rows:
         problem = f"fewer usable {unit} than data.min-rows = {size.min_rows}; too few to train on"
         raise DataError(site, problem, file=file)
     counts = class_counts(train_targets, len(class_names))
-    if (counts >= size.min_per_class).sum() < 2:
+    if size.min_per_class and (counts >= size.min_per_class).sum() < 2:
         short = [name for name, n in zip(class_names, counts, strict=True) if n < size.min_per_class]
         held = f"appear in fewer training {unit}" if train_targets.ndim > 1 else f"have fewer training {unit}"
         raise DataError(

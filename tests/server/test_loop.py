@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from safetensors.numpy import load_file
 
@@ -16,7 +15,7 @@ from server.loop import run_study
 from server.outputs import StudyOutputs
 from shared.arrays import model_arrays
 from shared.config import PrivacyConfig, SimulationConfig
-from shared.tasks import build_model
+from shared.initial import starting_model
 from tests.conftest import with_federation
 from tests.grid import LocalGrid
 
@@ -53,9 +52,8 @@ def refuses_once(train_message: int):
 
 
 def initial_model(study) -> ArrayRecord:
-    """The global model the loop starts from (seeded like run_study)."""
-    torch.manual_seed(study.seed)
-    return model_arrays(build_model(study))
+    """The global model the loop starts from."""
+    return model_arrays(starting_model(study))
 
 
 def test_a_scaled_site_gets_each_round_rejected_and_the_first_model_kept(study, tmp_path):

@@ -54,6 +54,11 @@ class SurvivalSpec(FeatureSpec):
                 (not self.time, "data.time", "must name the follow-up time column"),
                 (not self.event, "data.event", "must name the event column (1 = event observed, 0 = censored)"),
                 (self.time == self.event, "data.event", "must be another column than data.time"),
+                (
+                    self.min_per_class < 1,
+                    "data.min-per-class",
+                    "must be at least 1 for survival (a site without events has an empty partial likelihood)",
+                ),
                 *self.feature_problems([self.time, self.event]),
                 (not _increasing(self.cut_points), "data.cut-points", INCREASING),
                 (not _increasing(self.horizons), "data.horizons", INCREASING),

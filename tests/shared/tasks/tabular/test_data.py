@@ -226,6 +226,16 @@ def test_a_site_below_the_minimum_size_is_refused_by_name(tmp_path, rows, labels
     assert str(err.value) == f"site 'hospital-3', file '{path}': {problem}"
 
 
+def test_a_single_class_site_trains_where_the_study_sets_min_per_class_to_0(tmp_path):
+    """FLamby's Switzerland: its one healthy patient is in the test split, so its train split holds one class."""
+    frame = table(40).assign(disease=[0] + [1] * 39, fold=["test"] * 10 + ["train"] * 30)
+    spec = dataclasses.replace(SPEC, split_column="fold")
+    with pytest.raises(DataError, match=r"class\(es\) \['0'\] have fewer training rows than data.min-per-class = 2"):
+        load_tabular_site(write(tmp_path, frame), "switzerland", spec, seed=0)
+    data = load_tabular_site(write(tmp_path, frame), "switzerland", dataclasses.replace(spec, min_per_class=0), seed=0)
+    assert len(data.train) == 30 and len(data.test) == 10
+
+
 def test_a_site_at_the_minimum_size_trains(tmp_path):
     data = load_tabular_site(write(tmp_path, table(20)), "hospital-3", SPEC, seed=0)
     assert len(data.train) + len(data.test) == 20
