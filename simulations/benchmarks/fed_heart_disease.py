@@ -117,7 +117,7 @@ def run_privacy(sites: list[SiteConfig], work: Path, epsilons: list[float], seed
         if eps is not None:
             study = dataclasses.replace(study, privacy=PrivacyConfig(mode="local", epsilon=eps, delta=1e-5))
         key = "non-dp" if eps is None else f"eps={eps:g}"
-        study = dataclasses.replace(study, output_dir=str(work), name=f"{study.name}-{key}")
+        study = dataclasses.replace(study, output_dir=str(work), name=f"{study.name}-{key.replace('=', '')}")
         folder = work / f"{key}-{seed}"
         ledgers = [dataclasses.replace(s, ledger_dir=folder / "ledgers") for s in sites]
         simulate(study, ledgers, folder)
