@@ -23,11 +23,11 @@ from server.setup import federated_setup
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
 from server.tracking import Tracker
-from shared.arrays import model_arrays, scale_update
+from shared.arrays import scale_update
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
 from shared.errors import ConfigError
-from shared.initial import SETUP_CONFLICT, starting_model
+from shared.initial import SETUP_CONFLICT, starting_arrays
 from shared.privacy.accounting import BudgetError
 from shared.privacy.central import central_plan
 from shared.tasks import get_task
@@ -121,7 +121,7 @@ def _run_rounds(
     first, average = 1, None
     if saved is None:
         try:
-            arrays = model_arrays(starting_model(study, initial_file))
+            arrays = starting_arrays(study, initial_file)
         except ConfigError as exc:  # its initial model moved or changed since the study was checked
             return _stopped_before_start(outputs, study, history, StudyStopped(str(exc)))
     else:

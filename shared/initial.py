@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord
 
-from shared.arrays import arrays_digest, load_arrays, non_finite, read_model_file
+from shared.arrays import arrays_digest, load_arrays, model_arrays, non_finite, read_model_file
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 
@@ -73,20 +73,38 @@ def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord
 def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
     """The model round 1 starts from (or an evaluation-only study evaluates): the study's model built from its seed,
     with the pinned initial model's weights where the study names one."""
+    model, weights = _seeded(study), initial_weights(study, file)
+    if weights is not None:
+        _fit(model, weights, file or Path(study.federation.initial_model))
+    return model
+
+
+def starting_arrays(study: StudyConfig, file: Path | None = None) -> ArrayRecord:
+    """What the server sends first: the pinned file's weights exactly as saved (the bytes the sites check against the
+    pin; FedAdam's models are saved in float64), once they fit the study's model; else the seeded model's weights."""
+    model, weights = _seeded(study), initial_weights(study, file)
+    if weights is None:
+        return model_arrays(model)
+    _fit(model, weights, file or Path(study.federation.initial_model))
+    return weights
+
+
+def _seeded(study: StudyConfig) -> nn.Module:
     import torch
 
     from shared.tasks import build_model
 
     torch.manual_seed(study.seed)
-    model = build_model(study)
-    weights = initial_weights(study, file)
-    if weights is not None:
-        try:
-            load_arrays(model, weights)
-        except ValueError as exc:
-            where = f"model file {file or study.federation.initial_model}"
-            raise ConfigError("federation.initial-model", f"is not this study's model ({exc})", source=where) from exc
-    return model
+    return build_model(study)
+
+
+def _fit(model: nn.Module, weights: ArrayRecord, path: Path) -> None:
+    try:
+        load_arrays(model, weights)
+    except ValueError as exc:
+        raise ConfigError(
+            "federation.initial-model", f"is not this study's model ({exc})", source=f"model file {path}"
+        ) from exc
 
 
 def pinned_start(study: StudyConfig, server_round: int, train: bool) -> str | None:

@@ -160,3 +160,14 @@ def test_a_model_whose_outputs_a_setup_step_defined_needs_that_step_s_results_in
         initial_weights(again)
     history = run_study(LocalGrid([]), again, StudyOutputs(tmp_path / "run"))[1]
     assert history.status.startswith("stopped: federation.initial-model names a model trained with its own")
+
+
+def test_a_float64_model_file_is_sent_as_saved_so_the_sites_pin_check_holds(trained, tmp_path):
+    """Flower's FedAdam aggregates in float64, so its studies save float64 weights: the server sends the file's weights
+    exactly, which is what the pin and the sites' check are over (a float32 copy would hash differently)."""
+    root, study, model, first = trained
+    wide = tmp_path / "model.safetensors"
+    save_file({k: v.astype(np.float64) for k, v in load_file(str(model)).items()}, str(wide))
+    history = run_in_process(from_model(study, wide, rounds=0, name="wide"), tmp_path / "run", root / "sites", root)
+    assert history.status == "completed", history.events
+    assert metrics(history.rows) == metrics(first.rows)
