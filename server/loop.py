@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from server import robust, wire
@@ -23,7 +23,7 @@ from server.setup import federated_setup
 from server.strategies import build_strategy, restore_strategy_state, strategy_state
 from server.summary import summary_lines
 from server.tracking import Tracker
-from shared.arrays import scale_update
+from shared.arrays import scale_update, wire_form
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
 from shared.errors import ConfigError
@@ -150,7 +150,7 @@ def _run_rounds(
             started = time.perf_counter()
             # Flower's node sampling waits without end for min-sites nodes; bound that wait by connect-timeout.
             _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
-            messages = list(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid))
+            messages = _on_the_wire(strategy.configure_train(rnd, arrays, ConfigRecord(config), grid), arrays)
             if secure:
                 result = secure_train_round(grid, messages, arrays, fed, names)
                 problems = result.problems
@@ -312,7 +312,7 @@ def _final_evaluation(grid, strategy, arrays, config, study, history, names, sec
     fed = study.federation
     _wait_for_sites(grid, fed.min_sites, fed.connect_timeout)
     final = ConfigRecord({**config, FINAL_FLAG: True})
-    messages = list(strategy.configure_evaluate(fed.rounds, arrays, final, grid))
+    messages = _on_the_wire(strategy.configure_evaluate(fed.rounds, arrays, final, grid), arrays)
     replies = wire.exchange(grid, messages, fed.round_timeout)
     result = screen(replies, None, names)
     no_reply = f"no reply within {fed.round_timeout:.0f} s"
@@ -320,6 +320,16 @@ def _final_evaluation(grid, strategy, arrays, config, study, history, names, sec
     history.add_metrics(fed.rounds, "eval", result.site_metrics, fed, secure)
     history.assessments = result.assessments
     return len(result.site_metrics)
+
+
+def _on_the_wire(messages: Iterable[Message], arrays: ArrayRecord) -> list[Message]:
+    """The strategy's messages, each carrying the global model in its wire form (`wire_form`); the strategy keeps its
+    own copy at full precision, so its arithmetic is what it was."""
+    sent = wire_form(arrays)
+    out = list(messages)
+    for message in out:
+        message.content["arrays"] = sent
+    return out
 
 
 def _wait_for_sites(grid: Grid, needed: int, timeout: float) -> int:

@@ -9,9 +9,10 @@ from typing import Any
 from server.history import WEIGHTED, site_epsilons
 from server.outputs import StudyOutputs
 from server.saved import SavedStudy
-from shared.arrays import arrays_digest, read_model_file
+from shared.arrays import read_model_file
 from shared.assessment import SUPPRESSED
 from shared.config import StudyConfig
+from shared.initial import weights_sha256
 from shared.models import file_sha256
 from shared.tasks import get_task
 from shared.tasks.size import MIN_HELD_OUT
@@ -226,7 +227,7 @@ def _sha256(path: Path) -> str | None:
 
 def _weights_sha256(path: Path) -> str | None:
     """The SHA-256 of the model's weights: what a study starting from this model pins (initial-model-sha256)."""
-    return arrays_digest(read_model_file(path)) if path.is_file() else None
+    return weights_sha256(read_model_file(path)) if path.is_file() else None
 
 
 def _version(package: str) -> str:

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 
 from server import wire
 from server.screening import Screened, SiteNames, screen, unanswered
-from shared.arrays import mismatch, non_finite
+from shared.arrays import mismatch, non_finite, wire_form
 from shared.config import FederationConfig
 
 STAGES = ("setup", "share-keys", "collect-masked-vectors", "unmask")
@@ -51,7 +51,7 @@ def secure_train_round(
     bare = Context(run_id=0, node_id=0, node_config={}, state=RecordDict(), run_config={})
     context = LegacyContext(bare, strategy=legacy)
     context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: rnd})
-    context.state.array_records[MAIN_PARAMS_RECORD] = arrays
+    context.state.array_records[MAIN_PARAMS_RECORD] = wire_form(arrays)  # the unmasked mean keeps `arrays`' types
     workflow = _SecAggPlus(
         num_shares=1.0,  # every sampled site holds a share of every other's keys: federations of hospitals are small
         reconstruction_threshold=threshold(len(messages), federation.secagg_threshold),

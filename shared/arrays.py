@@ -89,6 +89,15 @@ def arrays_digest(arrays: ArrayRecord) -> str:
     return digest.hexdigest()
 
 
+def wire_form(arrays: ArrayRecord) -> ArrayRecord:
+    """The global model as it travels to the sites: float64 values (Flower's FedAdam aggregates in float64) as float32,
+    the precision every site's model holds and would cast them to on loading, so half the bytes and the same weights;
+    other tensors as they are."""
+    return ArrayRecord(
+        {k: Array(a.numpy().astype(np.float32)) if a.numpy().dtype == np.float64 else a for k, a in arrays.items()}
+    )
+
+
 def update_norm(arrays: ArrayRecord, reference: ArrayRecord | None = None) -> float:
     """The L2 norm of `arrays - reference` (or of `arrays`) over the floating tensors, in float64 so as not to
     overflow."""

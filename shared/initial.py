@@ -1,6 +1,6 @@
 """A study's starting model: its own seeded initialisation, or the pinned model file `federation.initial-model`.
 
-The pin is the SHA-256 of the model's weights (`shared.arrays.arrays_digest`: names, shapes, dtypes and bytes), not
+The pin is the SHA-256 of the model's weights as they travel (`weights_sha256`: names, shapes, dtypes and bytes), not
 of the file's bytes, so that a site can check the weights the server sends against the study it admitted.
 """
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord
 
-from shared.arrays import arrays_digest, load_arrays, model_arrays, non_finite, read_model_file
+from shared.arrays import arrays_digest, load_arrays, model_arrays, non_finite, read_model_file, wire_form
 from shared.config import StudyConfig
 from shared.errors import ConfigError
 
@@ -49,7 +49,7 @@ def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord
         weights = read_model_file(path)
     except ConfigError as exc:
         raise ConfigError("federation.initial-model", exc.problem, source=f"model file {path}") from exc
-    found = arrays_digest(weights)
+    found = weights_sha256(weights)
     if not fed.initial_model_sha256:
         raise ConfigError(
             PIN,
@@ -70,6 +70,12 @@ def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord
     return weights
 
 
+def weights_sha256(weights: ArrayRecord) -> str:
+    """A model's pin: the SHA-256 of its weights as they travel to the sites (`wire_form`), which is what a site can
+    check the weights it receives against."""
+    return arrays_digest(wire_form(weights))
+
+
 def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
     """The model round 1 starts from (or an evaluation-only study evaluates): the study's model built from its seed,
     with the pinned initial model's weights where the study names one."""
@@ -80,8 +86,8 @@ def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
 
 
 def starting_arrays(study: StudyConfig, file: Path | None = None) -> ArrayRecord:
-    """What the server sends first: the pinned file's weights exactly as saved (the bytes the sites check against the
-    pin; FedAdam's models are saved in float64), once they fit the study's model; else the seeded model's weights."""
+    """The global model round 1 starts from: the pinned file's weights as saved (FedAdam's studies save float64; they
+    travel as float32, the form the pin is taken over), once they fit the study's model; else the seeded model's."""
     model, weights = _seeded(study), initial_weights(study, file)
     if weights is None:
         return model_arrays(model)

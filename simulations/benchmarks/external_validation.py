@@ -24,8 +24,9 @@ from rich.table import Table
 
 from client.site import SiteConfig
 from server.history import final_site_metrics
-from shared.arrays import arrays_digest, read_model_file
+from shared.arrays import read_model_file
 from shared.config import StudyConfig
+from shared.initial import weights_sha256
 from simulations.baselines import local_baseline
 from simulations.benchmarks.fed_heart_disease import HOSPITALS, heart_study, write_sites
 from simulations.progress import with_progress
@@ -45,7 +46,7 @@ def federate(study: StudyConfig, sites: list[SiteConfig], folder: Path) -> dict[
 
 def from_model(study: StudyConfig, model: Path, name: str, rounds: int, min_sites: int) -> StudyConfig:
     """`study` starting from (rounds = 0: only evaluating) the model file, pinned by its weights' digest."""
-    pin = arrays_digest(read_model_file(model))
+    pin = weights_sha256(read_model_file(model))
     federation = dataclasses.replace(
         study.federation,
         rounds=rounds,

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from server.cli import cli
 from server.provision import provision
-from shared.arrays import arrays_digest, read_model_file
+from shared.arrays import read_model_file
 from shared.config import load_study
+from shared.initial import weights_sha256
 from shared.tasks import build_model
 from simulations.loopback import free_port
 
@@ -51,7 +52,7 @@ def test_validate_reads_an_initial_model_beside_the_study_file_and_asks_for_its_
     study.write_text(base)
     model = tmp_path / "studies" / "m.safetensors"
     save_file({k: v.contiguous() for k, v in build_model(load_study(study)).state_dict().items()}, str(model))
-    digest = arrays_digest(read_model_file(model))  # the weights' digest, on the model card of the study that made it
+    digest = weights_sha256(read_model_file(model))  # the weights' digest, on the model card of the study that made it
     monkeypatch.chdir(tmp_path)  # not the study's folder: its relative path is read from there all the same
     study.write_text(base + '[federation]\nrounds = 0\ninitial-model = "m.safetensors"\n')
     result = CliRunner().invoke(cli, ["validate", str(study.relative_to(tmp_path))])

@@ -18,10 +18,10 @@ from server.app import build_server_app
 from server.history import final_site_metrics
 from server.loop import run_study
 from server.outputs import StudyOutputs
-from shared.arrays import arrays_digest, model_arrays, read_model_file
+from shared.arrays import model_arrays, read_model_file
 from shared.config import INITIAL_MODEL_FILE, StudyConfig
 from shared.errors import ConfigError
-from shared.initial import beside, initial_weights, starting_model
+from shared.initial import beside, initial_weights, starting_model, weights_sha256
 from shared.tasks.tabular.demo import demo_study
 from tests.conftest import set_task_identity, with_federation
 from tests.localgrid import LocalGrid, run_in_process
@@ -30,7 +30,7 @@ from tests.shared.tasks.survival.tables import survival_study
 
 def sha256(path: Path) -> str:
     """The SHA-256 of the weights in a model file: a study's pin."""
-    return arrays_digest(read_model_file(path))
+    return weights_sha256(read_model_file(path))
 
 
 def from_model(study: StudyConfig, path: Path, rounds: int, name: str, pin: str | None = None) -> StudyConfig:
@@ -163,8 +163,8 @@ def test_a_model_whose_outputs_a_setup_step_defined_needs_that_step_s_results_in
 
 
 def test_a_float64_model_file_is_sent_as_saved_so_the_sites_pin_check_holds(trained, tmp_path):
-    """Flower's FedAdam aggregates in float64, so its studies save float64 weights: the server sends the file's weights
-    exactly, which is what the pin and the sites' check are over (a float32 copy would hash differently)."""
+    """Flower's FedAdam aggregates in float64, so its studies save float64 weights: they travel as float32, and the pin
+    is taken over that form, so the sites' check holds."""
     root, study, model, first = trained
     wide = tmp_path / "model.safetensors"
     save_file({k: v.astype(np.float64) for k, v in load_file(str(model)).items()}, str(wide))

@@ -16,9 +16,10 @@ from typer.testing import CliRunner
 
 import simulations.runner
 from server.cli import cli as server_cli
-from shared.arrays import arrays_digest, read_model_file
+from shared.arrays import read_model_file
 from shared.config import StudyConfig
 from shared.errors import DataError
+from shared.initial import weights_sha256
 from shared.tasks import build_model, get_task
 from shared.tasks.imaging.demo import synthetic_images
 from shared.tasks.tabular.demo import breast_cancer_table
@@ -264,7 +265,7 @@ def test_an_initial_model_that_does_not_fit_the_study_is_refused_before_anything
     study["federation"].update(
         {
             "initial-model": "models/m.safetensors",
-            "initial-model-sha256": arrays_digest(read_model_file(model)),
+            "initial-model-sha256": weights_sha256(read_model_file(model)),
         }
     )
     path = tmp_path / "study.json"
