@@ -76,7 +76,8 @@ class SitePolicy:
         model = str(study.model.get("name", ""))
         if self.models and model not in self.models:
             raise PolicyError(f"{refuse} model '{model or 'default'}' is not among this site's models {self.models}")
-        if study.federation.min_sites < self.min_sites:
+        # An evaluation-only study (rounds = 0) aggregates nothing: no update of this site's is ever in a sum.
+        if study.federation.rounds and study.federation.min_sites < self.min_sites:
             raise PolicyError(
                 f"{refuse} it aggregates as few as {study.federation.min_sites} sites, this site requires "
                 f"at least {self.min_sites}"

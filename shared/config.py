@@ -427,6 +427,8 @@ class StudyConfig:
         each site's update."""
         fed = self.federation
         per_site = self.privacy.mode.startswith("central") or fed.single_updates() is not None
+        if fed.rounds == 0 and fed.secure_aggregation == "auto":  # an evaluation-only study aggregates no update
+            return False
         if fed.secure_aggregation == "auto" and (not deployed or per_site):
             return False
         if fed.secure_aggregation != "off":

@@ -95,6 +95,12 @@ def test_policy_refuses_what_the_site_does_not_accept(study):
             policy.check(asked, "north")
         assert "site 'north' refuses study" in str(err.value)
     assert dataclasses.replace(accepted, privacy=PrivacyConfig(mode="local", epsilon=2.0))  # ε is SitePrivacy's job
+    # An evaluation-only study aggregates no update of this site's: its min-sites has nothing to bound.
+    evaluation = dataclasses.replace(
+        accepted,
+        federation=dataclasses.replace(study.federation, rounds=0, min_sites=1, initial_model="m.safetensors"),
+    )
+    policy.check(evaluation, "north")
 
 
 def test_privacy_caps_and_ledger_paths_come_from_the_site_file_and_node_config(tmp_path):

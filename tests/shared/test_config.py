@@ -95,6 +95,12 @@ def test_only_a_study_with_an_initial_model_may_have_no_rounds_and_it_then_only_
     assert study.federation.rounds == 0 and study.federation.average_last == 1
 
 
+def test_an_evaluation_only_study_at_one_site_needs_no_secure_aggregation_in_a_federation():
+    """It aggregates no update, so "auto" is off even where a federation would turn it on (and need 3 sites)."""
+    study = StudyConfig.from_dict({"federation": {"rounds": 0, "min-sites": 1, "initial-model": "m.safetensors"}})
+    assert study.secure_aggregation(deployed=True) is False
+
+
 def test_where_submit_found_the_initial_model_is_not_a_study_setting():
     """`flwr run .` with the flat keys: the run config's initial-model-file is the ServerApp's, not the study's."""
     assert StudyConfig.from_run_config({"initial-model-file": "", "name": "flat"}).name == "flat"
