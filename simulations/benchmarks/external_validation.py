@@ -44,11 +44,15 @@ def federate(study: StudyConfig, sites: list[SiteConfig], folder: Path) -> dict[
     return {site: m["accuracy"] for site, m in final_site_metrics(history["metrics"]).items()}
 
 
-def from_model(study: StudyConfig, model: Path, name: str, rounds: int, min_sites: int) -> StudyConfig:
-    """`study` starting from (rounds = 0: only evaluating) the model file, pinned by its weights' digest."""
+def from_model(
+    study: StudyConfig, model: Path, name: str, rounds: int, min_sites: int, strategy: str = ""
+) -> StudyConfig:
+    """`study` starting from (rounds = 0: only evaluating) the model file, pinned by its weights' digest, under
+    `strategy` (empty: the study's own)."""
     pin = weights_sha256(read_model_file(model))
     federation = dataclasses.replace(
         study.federation,
+        strategy=strategy or study.federation.strategy,
         rounds=rounds,
         min_sites=min_sites,
         initial_model=str(model),
@@ -58,7 +62,9 @@ def from_model(study: StudyConfig, model: Path, name: str, rounds: int, min_site
     return dataclasses.replace(study, name=name, federation=federation)
 
 
-def run(sites: list[SiteConfig], work: Path, seed: int, join_rounds: int) -> dict[str, dict[str, float]]:
+def run(
+    sites: list[SiteConfig], work: Path, seed: int, join_rounds: int, join_strategy: str
+) -> dict[str, dict[str, float]]:
     """Per held-out hospital, its test accuracy under each method, for one training seed."""
     base = dataclasses.replace(heart_study("fedadam", seed), output_dir=str(work))
     results: dict[str, dict[str, float]] = {h: {} for h in HOSPITALS}
@@ -72,7 +78,8 @@ def run(sites: list[SiteConfig], work: Path, seed: int, join_rounds: int) -> dic
         model = folder / "model.safetensors"
         alone = [s for s in sites if s.name == held_out]
         external = federate(from_model(base, model, "external", 0, 1), alone, work / f"external-{held_out}-{seed}")
-        joined = federate(from_model(base, model, "joined", join_rounds, 4), sites, work / f"joined-{held_out}-{seed}")
+        joining = from_model(base, model, "joined", join_rounds, 4, join_strategy)
+        joined = federate(joining, sites, work / f"joined-{held_out}-{seed}")
         results[held_out] = {
             "external": external[held_out],
             "joined": joined[held_out],
@@ -101,14 +108,16 @@ def main(
     out: Annotated[Path | None, typer.Option(help="Write the results as JSON here")] = None,
     seeds: Annotated[str, typer.Option(help="Training seeds (init, batch order); the split stays FLamby's")] = "43",
     join_rounds: Annotated[int, typer.Option(help="Rounds the four hospitals train on from the three's model")] = 5,
+    join_strategy: Annotated[str, typer.Option(help="Their strategy (default: the study's, FedAdam)")] = "",
 ) -> None:
     """Run the benchmark and print each hospital's accuracy under each method."""
     with tempfile.TemporaryDirectory() as tmp:
         sites = write_sites(data, Path(tmp) / "sites")
-        results = combine({int(s): run(sites, Path(tmp) / "runs", int(s), join_rounds) for s in seeds.split(",")})
+        runs = {int(s): run(sites, Path(tmp) / "runs", int(s), join_rounds, join_strategy) for s in seeds.split(",")}
+        results = combine(runs)
     labels = {
         "external": "trained by the other 3, evaluated here (rounds = 0)",
-        "joined": f"... then all 4 train {join_rounds} more rounds",
+        "joined": f"... then all 4 train {join_rounds} more rounds ({join_strategy or 'fedadam'})",
         "federated": "all 4 from the start (20 rounds)",
         "local": "this hospital alone",
     }
@@ -120,7 +129,8 @@ def main(
         table.add_row(labels[method], f"{r['mean_client_accuracy']:.3f}", f"{r['std_over_seeds']:.3f}", *row)
     Console().print(table)
     if out:
-        out.write_text(json.dumps({"join_rounds": join_rounds, "seeds": seeds, "methods": results}, indent=2))
+        joining = {"join_rounds": join_rounds, "join_strategy": join_strategy or "fedadam"}
+        out.write_text(json.dumps({**joining, "seeds": seeds, "methods": results}, indent=2))
 
 
 if __name__ == "__main__":
