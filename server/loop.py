@@ -27,7 +27,7 @@ from shared.arrays import scale_update, wire_form
 from shared.assessment import FINAL_FLAG
 from shared.config import FederationConfig, StudyConfig
 from shared.errors import ConfigError
-from shared.initial import SETUP_CONFLICT, starting_arrays
+from shared.initial import check_no_setup, starting_arrays
 from shared.privacy.accounting import BudgetError
 from shared.privacy.central import central_plan
 from shared.tasks import get_task
@@ -91,10 +91,10 @@ def _run_rounds(
 ) -> tuple[ArrayRecord, History]:
     task = get_task(study.task)
     history, names = History(), SiteNames.from_environment()
-    if study.federation.initial_model and task.needs_setup(study):  # validate, submit and medfed-sim refuse it too
-        return _stopped_before_start(
-            outputs, study, history, StudyStopped(f"federation.initial-model {SETUP_CONFLICT}")
-        )
+    try:  # before the setup step would run (validate, submit and medfed-sim refuse such a study too)
+        check_no_setup(study)
+    except ConfigError as exc:
+        return _stopped_before_start(outputs, study, history, StudyStopped(f"{exc.field} {exc.problem}"))
     saved_study = outputs.saved_study() if task.needs_setup(study) else None
     if saved_study is not None and task.completes(study, saved_study):
         study = saved_study  # a resume keeps its first run's setup: the model's layout and meaning stay the same

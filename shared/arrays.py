@@ -94,7 +94,7 @@ def wire_form(arrays: ArrayRecord) -> ArrayRecord:
     the precision every site's model holds and would cast them to on loading, so half the bytes and the same weights;
     other tensors as they are."""
     return ArrayRecord(
-        {k: Array(a.numpy().astype(np.float32)) if a.numpy().dtype == np.float64 else a for k, a in arrays.items()}
+        {k: Array(a.numpy().astype(np.float32)) if a.dtype == "float64" else a for k, a in arrays.items()}
     )
 
 

@@ -121,7 +121,7 @@ class FederationConfig:
         _check(
             self.initial_model_sha256 == "" or bool(SHA256.fullmatch(self.initial_model_sha256)),
             "federation.initial-model-sha256",
-            "must be 64 lowercase hex digits (what sha256sum prints for the model file)",
+            "must be 64 lowercase hex digits (the weights' SHA-256 on the model card of the study that trained it)",
         )
         _check(
             bool(self.initial_model) or not self.initial_model_sha256,

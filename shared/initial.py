@@ -34,16 +34,21 @@ def beside(study: StudyConfig, study_file: Path) -> Path | None:
     return (study_file.parent / named).absolute() if named else None
 
 
+def check_no_setup(study: StudyConfig) -> None:
+    """Refuse a study that names an initial model and would still run its task's setup step (`SETUP_CONFLICT`)."""
+    from shared.tasks import get_task
+
+    if study.federation.initial_model and get_task(study.task).needs_setup(study):
+        raise ConfigError("federation.initial-model", SETUP_CONFLICT, source="study")
+
+
 def initial_weights(study: StudyConfig, file: Path | None = None) -> ArrayRecord | None:
     """The weights of the study's initial model file (`file` where the submitting command resolved it), checked
     against the study's pin; None for a study that starts from its own initialisation."""
-    from shared.tasks import get_task
-
     fed = study.federation
     if not fed.initial_model:
         return None
-    if get_task(study.task).needs_setup(study):
-        raise ConfigError("federation.initial-model", SETUP_CONFLICT, source="study")
+    check_no_setup(study)
     path = file or Path(fed.initial_model)
     try:
         weights = read_model_file(path)
@@ -79,20 +84,26 @@ def weights_sha256(weights: ArrayRecord) -> str:
 def starting_model(study: StudyConfig, file: Path | None = None) -> nn.Module:
     """The model round 1 starts from (or an evaluation-only study evaluates): the study's model built from its seed,
     with the pinned initial model's weights where the study names one."""
-    model, weights = _seeded(study), initial_weights(study, file)
-    if weights is not None:
-        _fit(model, weights, file or Path(study.federation.initial_model))
-    return model
+    return _start(study, file)[0]
 
 
 def starting_arrays(study: StudyConfig, file: Path | None = None) -> ArrayRecord:
     """The global model round 1 starts from: the pinned file's weights as saved (FedAdam's studies save float64; they
     travel as float32, the form the pin is taken over), once they fit the study's model; else the seeded model's."""
+    model, weights = _start(study, file)
+    return model_arrays(model) if weights is None else weights
+
+
+def _start(study: StudyConfig, file: Path | None) -> tuple[nn.Module, ArrayRecord | None]:
+    """The seeded model, loaded with the initial model's weights (checked to fit it) where the study names one."""
     model, weights = _seeded(study), initial_weights(study, file)
-    if weights is None:
-        return model_arrays(model)
-    _fit(model, weights, file or Path(study.federation.initial_model))
-    return weights
+    if weights is not None:
+        try:
+            load_arrays(model, weights)
+        except ValueError as exc:
+            where = f"model file {file or study.federation.initial_model}"
+            raise ConfigError("federation.initial-model", f"is not this study's model ({exc})", source=where) from exc
+    return model, weights
 
 
 def _seeded(study: StudyConfig) -> nn.Module:
@@ -102,15 +113,6 @@ def _seeded(study: StudyConfig) -> nn.Module:
 
     torch.manual_seed(study.seed)
     return build_model(study)
-
-
-def _fit(model: nn.Module, weights: ArrayRecord, path: Path) -> None:
-    try:
-        load_arrays(model, weights)
-    except ValueError as exc:
-        raise ConfigError(
-            "federation.initial-model", f"is not this study's model ({exc})", source=f"model file {path}"
-        ) from exc
 
 
 def pinned_start(study: StudyConfig, server_round: int, train: bool) -> str | None:
